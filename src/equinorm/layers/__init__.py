@@ -1,0 +1,30 @@
+"""Layers: the EquiNorm convolution, its weight-space peers and the normalization seam."""
+
+from equinorm.layers.affine import ChannelAffine, GroupNorm, MeanOnlyBatchNorm2d
+from equinorm.layers.equiconv import (
+    EquiConv2d,
+    balance_signs_,
+    conv_output_size,
+    equi_scale_factor,
+    equi_weight,
+    input_channel_means,
+)
+from equinorm.layers.norms import NORMS, NormSpec, get_norm
+from equinorm.layers.peers import StdConv2d, WNConv2d
+
+__all__ = [
+    "NORMS",
+    "ChannelAffine",
+    "EquiConv2d",
+    "GroupNorm",
+    "MeanOnlyBatchNorm2d",
+    "NormSpec",
+    "StdConv2d",
+    "WNConv2d",
+    "balance_signs_",
+    "conv_output_size",
+    "equi_scale_factor",
+    "equi_weight",
+    "get_norm",
+    "input_channel_means",
+]

@@ -1,0 +1,70 @@
+"""Per-channel normalization layers that follow a convolution (SPEC section 2).
+
+- :class:`ChannelAffine`: the per-channel affine ``y = gamma x + beta`` that follows an EquiNorm
+  convolution (paper section 4: "as with BatchNorm, we also include an additional affine
+  transformation after the convolution").
+- :class:`MeanOnlyBatchNorm2d`: BatchNorm without the variance division, the companion of Weight
+  Normalization (Salimans & Kingma 2016, section 5.1).
+- :class:`GroupNorm`: GroupNorm with the channel count first, so that every norm is
+  ``norm_layer(num_channels)`` (timm's convention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ChannelAffine", "GroupNorm", "MeanOnlyBatchNorm2d"]
+
+
+class ChannelAffine(nn.Module):
+    """``y[:, c] = weight[c] * x[:, c] + bias[c]``; scale 1 and shift 0 at init."""
+
+    def __init__(self, num_channels: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.weight = nn.Parameter(torch.ones(num_channels, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return torch.addcmul(self.bias.view(shape), x, self.weight.view(shape))
+
+    def extra_repr(self) -> str:
+        return str(self.num_channels)
+
+
+class MeanOnlyBatchNorm2d(nn.Module):
+    """Subtract the per-channel batch mean (a running mean in eval mode) and add a learned bias."""
+
+    def __init__(self, num_channels: int, momentum: float = 0.1, device=None, dtype=None) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.momentum = momentum
+        self.bias = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
+        self.register_buffer("running_mean", torch.zeros(num_channels, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            mean = x.mean(dim=(0, 2, 3))
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+        else:
+            mean = self.running_mean
+        return x + (self.bias - mean).to(x.dtype).view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, momentum={self.momentum}"
+
+
+class GroupNorm(nn.GroupNorm):
+    """``GroupNorm(num_channels, num_groups=32)``.
+
+    If ``num_channels`` is not a multiple of ``num_groups`` (reduced-width nets for tests and the
+    CPU demo), the largest common divisor is used instead, so narrow nets still build.
+    """
+
+    def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, **kw) -> None:
+        super().__init__(math.gcd(num_groups, num_channels), num_channels, eps=eps, **kw)

@@ -1,0 +1,347 @@
+"""EquiConv2d against SPEC section 1: the equilibrium identities, invariances, gradients, modes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from equinorm.layers import EquiConv2d, balance_signs_, equi_weight
+
+PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
+
+
+def reference_weight(w, x, stride, out_hw, single_pass):
+    """SPEC section 1 written with the batch sums v_c and r (the layer uses per-element means)."""
+    n = x.shape[0]
+    v = x.sum(dim=(0, 2, 3))  # v_c
+    r = n * out_hw[0] * out_hw[1] * stride[0] * stride[1]
+    k = w.shape[2] * w.shape[3]
+    c_out = w.shape[0]
+    w_dc = w.sum(dim=(2, 3))
+    b = torch.stack([-(v * w_dc[d]).sum() / (k * v.sum()) for d in range(c_out)])
+    out = torch.empty_like(w)
+    for d in range(c_out):
+        shifted = w[d] + b[d]
+        if single_pass:
+            pos = w[d] > 0
+            p = (w[d] * pos).sum(dim=(1, 2)) + b[d] * pos.sum(dim=(1, 2))
+        else:
+            p = (shifted * (shifted > 0)).sum(dim=(1, 2))
+        out[d] = r / (v * p).sum() * shifted
+    return out
+
+
+def reference_conv(x, weight, stride, padding, mode, dilation=1):
+    if mode == "zeros":
+        return F.conv2d(x, weight, None, stride, padding, dilation)
+    padded = F.pad(x, (padding, padding, padding, padding), mode=mode)
+    return F.conv2d(padded, weight, None, stride, 0, dilation)
+
+
+def contributions(conv, x):
+    """Total output of the positive and of the negative normalized weights, per output channel."""
+    w2 = conv.normalized_weight(x)
+    pos = conv._conv_forward(x, w2.clamp(min=0), None).sum(dim=(0, 2, 3))
+    neg = conv._conv_forward(x, w2.clamp(max=0), None).sum(dim=(0, 2, 3))
+    return pos, neg
+
+
+shapes = st.tuples(
+    st.integers(1, 5),  # N
+    st.integers(1, 6),  # C_in
+    st.integers(1, 6),  # C_out
+    st.sampled_from([1, 3, 5]),  # kernel
+    st.integers(5, 9),  # H
+    st.integers(5, 9),  # W
+    st.sampled_from([1, 2]),  # dilation
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.integers(0, 2**31 - 1))
+def test_equilibrium_identities_exact_circular(shape, seed):
+    n, c_in, c_out, k, h, w, dil = shape
+    if c_in * k * k < 2:
+        c_in = 2
+    torch.manual_seed(seed)
+    conv = EquiConv2d(
+        c_in,
+        c_out,
+        k,
+        padding=dil * (k - 1) // 2,
+        dilation=dil,
+        padding_mode="circular",
+        bias=False,
+        single_pass=False,
+    ).double()
+    x = torch.rand(n, c_in, h, w, dtype=torch.float64) + 0.01
+    y = conv(x)
+    r = n * y.shape[2] * y.shape[3]
+    pos, neg = contributions(conv, x)
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(c_out, dtype=torch.float64))
+    torch.testing.assert_close(pos, torch.full_like(pos, r))
+    torch.testing.assert_close(neg, torch.full_like(neg, -r))
+
+
+def test_figure1_three_by_three():
+    torch.manual_seed(0)
+    conv = EquiConv2d(1, 1, 3, padding=1, padding_mode="circular", bias=False, single_pass=False)
+    x = torch.rand(1, 1, 3, 3, dtype=torch.float64)
+    conv = conv.double()
+    pos, neg = contributions(conv, x)
+    assert pos.item() == pytest.approx(9.0, abs=1e-12)
+    assert neg.item() == pytest.approx(-9.0, abs=1e-12)
+
+
+def test_identities_are_only_approximate_with_zero_padding_or_stride():
+    torch.manual_seed(1)
+    x = torch.rand(2, 4, 8, 8, dtype=torch.float64)
+    for kw in (
+        {"padding": 1, "padding_mode": "zeros"},
+        {"padding": 1, "stride": 2, "padding_mode": "circular"},
+    ):
+        conv = EquiConv2d(4, 3, 3, bias=False, single_pass=False, **kw).double()
+        pos, _ = contributions(conv, x)
+        r = 2 * 8 * 8 if kw.get("stride", 1) == 1 else 2 * 4 * 4
+        assert not torch.allclose(pos, torch.full_like(pos, r), rtol=1e-6)
+        torch.testing.assert_close(pos, torch.full_like(pos, r), rtol=0.5, atol=0)
+
+
+@pytest.mark.parametrize("single_pass", [True, False])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("mode", PADDING_MODES)
+@pytest.mark.parametrize("stat_fraction", [1.0, 0.25])
+def test_training_output_equals_conv_with_spec_weight(single_pass, stride, mode, stat_fraction):
+    torch.manual_seed(stride + 7 * single_pass)
+    conv = EquiConv2d(
+        3,
+        5,
+        3,
+        stride=stride,
+        padding=1,
+        padding_mode=mode,
+        bias=False,
+        single_pass=single_pass,
+        stat_fraction=stat_fraction,
+    ).double()
+    x = torch.rand(8, 3, 11, 10, dtype=torch.float64)
+    y = conv(x)
+    n_stat = math.ceil(stat_fraction * x.shape[0])
+    w2 = reference_weight(conv.weight.detach(), x[:n_stat], conv.stride, y.shape[2:], single_pass)
+    torch.testing.assert_close(y, reference_conv(x, w2, stride, 1, mode))
+
+
+def test_output_with_bias_groups_and_dilation_matches_reference():
+    torch.manual_seed(3)
+    conv = EquiConv2d(6, 4, 3, padding=2, dilation=2, groups=2, bias=True).double()
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.rand(3, 6, 9, 9, dtype=torch.float64)
+    y = conv(x)
+    parts = []
+    for g in range(2):
+        w_g = conv.weight.detach()[2 * g : 2 * g + 2]
+        x_g = x[:, 3 * g : 3 * g + 3]
+        w2 = reference_weight(w_g, x_g, (1, 1), y.shape[2:], True)
+        parts.append(F.conv2d(x_g, w2, None, 1, 2, 2))
+    expected = torch.cat(parts, dim=1) + conv.bias.detach().view(1, -1, 1, 1)
+    torch.testing.assert_close(y, expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.floats(0.01, 100.0),
+    st.floats(0.01, 100.0),
+    st.booleans(),
+    st.sampled_from(PADDING_MODES),
+    st.sampled_from([1, 2]),
+)
+def test_output_invariant_to_positive_scaling(w_scale, x_scale, single_pass, mode, stride):
+    torch.manual_seed(0)
+    conv = EquiConv2d(
+        4, 6, 3, stride=stride, padding=1, padding_mode=mode, bias=False, single_pass=single_pass
+    ).double()
+    x = torch.rand(3, 4, 7, 7, dtype=torch.float64)
+    y = conv(x)
+    with torch.no_grad():
+        conv.weight.mul_(w_scale)
+    torch.testing.assert_close(conv(x * x_scale), y)
+
+
+def test_single_pass_equals_exact_when_no_sign_flips():
+    torch.manual_seed(5)
+    # |w| in [1, 2] with both signs: the shift b is a weighted mean of w, |b| < 1, so no flips.
+    mag = torch.rand(4, 3, 3, 3, dtype=torch.float64) + 1.0
+    sign = torch.where(torch.rand(4, 3, 3, 3) < 0.5, -1.0, 1.0).double()
+    w = mag * sign
+    m = torch.rand(3, dtype=torch.float64) + 0.1
+    w_single = equi_weight(w, m, 1.0, single_pass=True)
+    w_exact = equi_weight(w, m, 1.0, single_pass=False)
+    assert torch.equal(w_single > 0, w > 0)  # the premise: adding b flipped no sign
+    torch.testing.assert_close(w_single, w_exact)
+
+
+def test_single_pass_differs_from_exact_when_signs_flip():
+    w = torch.tensor([[[[3.0, 2.0], [1.0, -0.5]]]], dtype=torch.float64)  # b = -1.375 flips 1.0
+    m = torch.ones(1, dtype=torch.float64)
+    assert not torch.allclose(
+        equi_weight(w, m, single_pass=True), equi_weight(w, m, single_pass=False)
+    )
+
+
+@pytest.mark.parametrize("single_pass", [True, False])
+def test_gradcheck_weights_and_inputs(single_pass):
+    torch.manual_seed(11)
+    conv = EquiConv2d(2, 3, 3, stride=2, padding=1, bias=False, single_pass=single_pass).double()
+    x = (torch.rand(2, 2, 5, 5, dtype=torch.float64) + 0.1).requires_grad_()
+    w = conv.weight.detach().clone().requires_grad_()
+
+    def fn(inp, weight):  # the module itself, with the weight as an explicit input
+        return torch.func.functional_call(conv, {"weight": weight}, (inp,))
+
+    assert torch.autograd.gradcheck(fn, (x, w))
+
+
+def test_gradient_reaches_input_through_statistics_unless_detached():
+    torch.manual_seed(2)
+    x = torch.rand(4, 3, 6, 6, dtype=torch.float64)
+    grads = {}
+    for detach in (False, True):
+        torch.manual_seed(2)
+        conv = EquiConv2d(3, 4, 3, padding=1, bias=False, detach_stats=detach).double()
+        xi = x.clone().requires_grad_()
+        y = conv(xi)
+        g = torch.randn_like(y)
+        y.backward(g)
+        grads[detach] = xi.grad
+        if detach:  # statistics are constants: the gradient is the plain conv transpose
+            w2 = conv.normalized_weight(x).detach()
+            expected = torch.nn.grad.conv2d_input(x.shape, w2, g, padding=1)
+            torch.testing.assert_close(xi.grad, expected)
+    assert not torch.allclose(grads[False], grads[True])
+
+
+def test_eval_uses_running_statistics_and_examples_are_independent():
+    torch.manual_seed(4)
+    conv = EquiConv2d(3, 4, 3, padding=1, bias=False, momentum=0.3).double()
+    torch.testing.assert_close(conv.running_mean, torch.ones(3, dtype=torch.float64))
+    expected = torch.ones(3, dtype=torch.float64)
+    for _ in range(3):
+        x = torch.rand(5, 3, 6, 6, dtype=torch.float64) * 2
+        conv(x)
+        expected = 0.7 * expected + 0.3 * x.mean(dim=(0, 2, 3))
+    torch.testing.assert_close(conv.running_mean, expected)
+    assert conv.num_batches_tracked.item() == 3
+
+    conv.eval()
+    x = torch.rand(5, 3, 6, 6, dtype=torch.float64)
+    y = conv(x)
+    w2 = equi_weight(conv.weight, expected, 1.0, True)
+    torch.testing.assert_close(y, F.conv2d(x, w2, None, 1, 1))
+    torch.testing.assert_close(conv(x[:1]), y[:1])  # one example does not depend on the others
+    torch.testing.assert_close(conv.running_mean, expected)  # eval does not update
+    conv.train()
+    assert not torch.allclose(conv(x[:1]), conv(x)[:1])  # ...whereas training mode does
+
+
+def test_stat_fraction_uses_exactly_first_examples():
+    torch.manual_seed(6)
+    n, f = 10, 0.25
+    k = math.ceil(f * n)  # 3
+    conv = EquiConv2d(3, 4, 3, padding=1, bias=False, stat_fraction=f).double()
+    x = torch.rand(n, 3, 6, 6, dtype=torch.float64)
+    y = conv(x)
+    expected = equi_weight(conv.weight, x[:k].mean(dim=(0, 2, 3)), 1.0, True)
+    torch.testing.assert_close(conv.normalized_weight(x), expected)
+    x_tail = x.clone()
+    x_tail[k:] = torch.rand_like(x_tail[k:]) * 5
+    torch.testing.assert_close(conv(x_tail)[:k], y[:k])
+    x_in = x.clone()
+    x_in[k - 1] *= 3
+    assert not torch.allclose(conv(x_in)[0], y[0])
+
+
+@pytest.mark.parametrize("kernel,c_in", [(3, 1), (3, 4), (1, 2), (1, 16)])
+def test_balanced_initialisation_leaves_no_one_sign_slice(kernel, c_in):
+    for seed in range(20):
+        torch.manual_seed(seed)
+        w = EquiConv2d(c_in, 32, kernel, bias=False).weight
+        slices = w.flatten(2) if kernel > 1 else w.flatten(1).unsqueeze(1)
+        assert ((slices > 0).any(-1) & (slices < 0).any(-1)).all()
+
+
+def test_balance_signs_redraws_one_sign_slices_only():
+    w = torch.randn(8, 3, 3, 3).abs()
+    w[0, 0] = -w[0, 0]
+    mixed = torch.randn(3, 3)
+    mixed[0, 0], mixed[0, 1] = 1.0, -1.0
+    w[1, 1] = mixed
+    before = w.clone()
+    balance_signs_(w)
+    slices = w.flatten(2)
+    assert ((slices > 0).any(-1) & (slices < 0).any(-1)).all()
+    torch.testing.assert_close(w.abs(), before.abs())  # only signs change
+    torch.testing.assert_close(w[1, 1], mixed)  # already balanced slices are untouched
+
+
+def test_init_is_he_fan_out():
+    torch.manual_seed(0)
+    conv = EquiConv2d(64, 256, 3, bias=False)
+    std = math.sqrt(2.0 / (256 * 9))
+    assert conv.weight.std().item() == pytest.approx(std, rel=0.05)
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(8)
+    a = EquiConv2d(3, 4, 3, padding=1, single_pass=False)
+    a(torch.rand(4, 3, 5, 5) * 3)
+    assert set(a.state_dict()) == {"weight", "bias", "running_mean", "num_batches_tracked"}
+    b = EquiConv2d(3, 4, 3, padding=1, single_pass=False)
+    b.load_state_dict(a.state_dict())
+    a.eval()
+    b.eval()
+    x = torch.rand(2, 3, 5, 5)
+    torch.testing.assert_close(b(x), a(x))
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    conv = EquiConv2d(3, 4, 3)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\); got \(2, 5, 8, 8\)"):
+        conv(torch.rand(2, 5, 8, 8))
+    with pytest.raises(ValueError, match="got \\(3, 8, 8\\)"):
+        conv(torch.rand(3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"stat_fraction": 0.0}, "stat_fraction"),
+        ({"stat_fraction": 1.5}, "stat_fraction"),
+        ({"momentum": 0.0}, "momentum"),
+    ],
+)
+def test_bad_arguments_fail_fast(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EquiConv2d(3, 4, 3, **kwargs)
+
+
+def test_single_weight_channel_is_rejected():
+    with pytest.raises(ValueError, match="two weights"):
+        EquiConv2d(1, 4, 1)
+
+
+def test_bf16_autocast_statistics_stay_float32():
+    torch.manual_seed(0)
+    conv = EquiConv2d(3, 4, 3, padding=1, bias=False)
+    x = torch.rand(2, 3, 6, 6)
+    y32 = conv(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = conv(x.bfloat16())
+    assert y16.dtype == torch.bfloat16
+    assert conv.running_mean.dtype == torch.float32
+    torch.testing.assert_close(y16.float(), y32, rtol=5e-2, atol=5e-2)

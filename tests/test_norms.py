@@ -1,0 +1,93 @@
+"""The normalization seam: every name builds a working (conv_layer, norm_layer) pair."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from equinorm.layers import NORMS, ChannelAffine, EquiConv2d, get_norm
+from equinorm.layers.affine import GroupNorm, MeanOnlyBatchNorm2d
+from equinorm.layers.peers import StdConv2d, WNConv2d
+
+EXPECTED = {
+    "equi": (EquiConv2d, ChannelAffine, False),
+    "bn": (nn.Conv2d, nn.BatchNorm2d, True),
+    "gn": (nn.Conv2d, GroupNorm, True),
+    "ws_gn": (StdConv2d, GroupNorm, True),
+    "wn": (WNConv2d, MeanOnlyBatchNorm2d, True),
+    "none": (nn.Conv2d, nn.Identity, True),
+}
+
+
+def test_registry_holds_exactly_the_documented_names():
+    assert set(NORMS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_norm_builds_runs_forward_and_backward(name):
+    spec = get_norm(name)
+    conv_cls, norm_cls, standardize = EXPECTED[name]
+    conv = spec.conv_layer(8, 64, 3, stride=2, padding=1)
+    norm = spec.norm_layer(64)
+    assert type(conv) is conv_cls and type(norm) is norm_cls
+    assert conv.bias is None
+    assert spec.standardize_input is standardize
+    x = torch.rand(4, 8, 9, 9, requires_grad=True)
+    y = torch.relu(norm(conv(x)))
+    assert y.shape == (4, 64, 5, 5)
+    y.square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for p in list(conv.parameters()) + list(norm.parameters()):
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_unknown_norm_lists_valid_names():
+    with pytest.raises(KeyError, match="valid norms: equi, bn, gn, ws_gn, wn, none"):
+        get_norm("batchnorm")
+
+
+def test_unknown_option_lists_valid_options():
+    with pytest.raises(TypeError, match="valid options: single_pass, stat_fraction"):
+        get_norm("equi", stat_fration=0.25)
+
+
+def test_options_reach_the_layers():
+    conv = get_norm("equi", stat_fraction=0.25, single_pass=False).conv_layer(4, 4, 3)
+    assert conv.stat_fraction == 0.25 and conv.single_pass is False
+    assert get_norm("gn", groups=8).norm_layer(64).num_groups == 8
+
+
+def test_groupnorm_falls_back_to_a_divisor_for_narrow_layers():
+    assert GroupNorm(64).num_groups == 32
+    assert GroupNorm(24).num_groups == 8
+
+
+def test_weight_standardization_gives_zero_mean_unit_variance_kernels():
+    conv = StdConv2d(4, 6, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(5).add_(2)
+    w = conv.standardized_weight()
+    torch.testing.assert_close(w.mean(dim=(1, 2, 3)), torch.zeros(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        w.var(dim=(1, 2, 3), unbiased=False), torch.ones(6), atol=1e-4, rtol=0
+    )
+
+
+def test_weight_norm_starts_equal_to_v_and_is_scale_invariant_in_v():
+    conv = WNConv2d(4, 6, 3, bias=False)
+    torch.testing.assert_close(conv.normalized_weight(), conv.weight)
+    before = conv.normalized_weight().detach()
+    with torch.no_grad():
+        conv.weight.mul_(7.0)
+    torch.testing.assert_close(conv.normalized_weight(), before)
+
+
+def test_mean_only_batchnorm_centres_in_training_and_uses_running_mean_in_eval():
+    norm = MeanOnlyBatchNorm2d(3, momentum=1.0)
+    x = torch.randn(8, 3, 4, 4) * 2 + 5
+    y = norm(x)
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.std(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)))  # no variance division
+    norm.eval()
+    torch.testing.assert_close(norm(x[:1]), x[:1] - x.mean(dim=(0, 2, 3)).view(1, 3, 1, 1))
