@@ -121,6 +121,8 @@ def balance_signs_(weight: Tensor, generator: torch.Generator | None = None) -> 
     A slice is ``w[d, c]`` (kh x kw), or the whole output channel ``w[d]`` for 1x1 kernels (paper
     section 5.2: balanced initialisation keeps EquiNorm's denominator away from zero).
     """
+    if weight.is_meta:  # shape-only tensors (parameter counting) have no signs to balance
+        return weight
     slices = weight.flatten(0, 1) if weight.shape[2] * weight.shape[3] > 1 else weight
     flat = slices.reshape(slices.shape[0], -1)
     if flat.shape[1] < 2:

@@ -1,0 +1,6 @@
+"""The paper's networks (SPEC section 3), each pluggable in every normalization of the seam."""
+
+from equinorm.models.base import StagedNet
+from equinorm.models.registry import ARCHS, arch_options, build_model, count_parameters
+
+__all__ = ["ARCHS", "StagedNet", "arch_options", "build_model", "count_parameters"]

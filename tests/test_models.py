@@ -1,0 +1,155 @@
+"""The paper's networks: golden parameter counts, every arch x norm trains, the seam holds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from equinorm.layers import NORMS, EquiConv2d, get_norm
+from equinorm.models import ARCHS, build_model, count_parameters
+from equinorm.models.complexity import parameter_counts
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "model_complexity.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "arch,classes,expected",
+    [("wrn", 10, 9_728_362), ("preact_resnet152", 10, 58_144_842), ("resnet50", 1000, 25_557_032)],
+)
+def test_paper_parameter_counts(arch, classes, expected):
+    assert count_parameters(build_model(arch, "bn", classes)) == expected
+
+
+def test_golden_parameter_counts_for_every_arch_and_norm():
+    assert set(GOLDEN) == set(ARCHS)
+    assert parameter_counts() == GOLDEN
+
+
+def test_resnet50_matches_torchvision_keys_weights_and_logits():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50().eval()
+    ours = build_model("resnet50", "bn", 1000).eval()
+    theirs = reference.state_dict()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in theirs.items()
+    }
+    ours.load_state_dict(theirs)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x))
+
+
+def small(arch, norm, **kw):
+    options = {"width_mult": 0.125, "in_channels": 3}
+    if arch == "resnet50":
+        options["small_input"] = True
+    options.update(kw)
+    return build_model(arch, norm, 10, **options)
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_arch_and_norm_runs_forward_and_backward(arch, norm):
+    torch.manual_seed(0)
+    model = small(arch, norm)
+    x = torch.rand(4, 3, 8, 8)
+    out = model(x)
+    assert out.shape == (4, 10)
+    torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_equi_nets_use_equiconv_everywhere_affine_norms_and_a_linear_head(arch):
+    model = small(arch, "equi")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is EquiConv2d for m in convs)
+    assert not any(
+        isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm) for m in model.modules()
+    )
+    norm_cls = type(get_norm("equi").norm_layer(4))
+    assert sum(isinstance(m, norm_cls) for m in model.modules()) > 0
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 1 and linears[-1] is model.fc
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_every_conv_comes_from_the_seam(norm):
+    spec = get_norm(norm)
+    conv_cls = type(spec.conv_layer(4, 4, 3))
+    for arch in ("wrn", "preact_resnet50", "resnet50"):
+        convs = [m for m in small(arch, norm).modules() if isinstance(m, nn.Conv2d)]
+        assert all(type(m) is conv_cls for m in convs), arch
+
+
+def test_he_fan_out_init_and_balanced_equi_signs():
+    torch.manual_seed(0)
+    model = build_model("wrn", "equi", 10)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.numel() > 50_000:
+            fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+            assert m.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
+        if isinstance(m, EquiConv2d):
+            w = m.weight
+            slices = w.flatten(2) if w.shape[-1] > 1 else w.flatten(1).unsqueeze(1)
+            assert ((slices > 0).any(-1) & (slices < 0).any(-1)).all()
+
+
+def test_weight_norm_gain_matches_reinitialised_kernel():
+    model = small("preact_resnet18", "wn")
+    for m in model.modules():
+        if hasattr(m, "gain"):
+            torch.testing.assert_close(m.normalized_weight(), m.weight)
+
+
+def test_zero_init_residual():
+    model = small("resnet50", "bn", zero_init_residual=True)
+    scales = model.residual_scales()
+    assert len(scales) == 16 and all(bool((s.weight == 0).all()) for s in scales)
+    with pytest.raises(ValueError, match="zero_init_residual"):
+        small("wrn", "bn", zero_init_residual=True)
+
+
+@pytest.mark.parametrize("arch", ["wrn", "preact_resnet18", "resnet50"])
+def test_hook_is_applied_once_at_the_requested_point(arch):
+    torch.manual_seed(0)
+    model = small(arch, "bn").eval()
+    x = torch.rand(2, 3, 16, 16)
+    plain = model(x)
+    for point in model.mix_points:
+        seen = []
+
+        def hook(h, seen=seen):
+            seen.append(h.shape)
+            return h
+
+        torch.testing.assert_close(model(x, hook_at=point, hook=hook), plain)
+        assert len(seen) == 1
+        if point == 0:
+            assert seen[0] == x.shape
+        assert not torch.allclose(model(x, hook_at=point, hook=lambda h: h * 0.5), plain)
+
+
+def test_single_channel_small_inputs():
+    for arch in ARCHS:
+        kw = {"in_channels": 1}
+        out = small(arch, "equi", **kw)(torch.rand(3, 1, 8, 8))
+        assert out.shape == (3, 10)
+
+
+def test_unknown_arch_and_option_name_the_valid_choices():
+    with pytest.raises(KeyError, match="valid archs: wrn, preact_resnet18"):
+        build_model("wrn28", "bn")
+    with pytest.raises(TypeError, match="valid options: num_classes, in_channels, width_mult"):
+        build_model("wrn", "bn", small_input=True)
+    with pytest.raises(KeyError, match="valid norms"):
+        build_model("wrn", "batchnorm")
