@@ -1,0 +1,1 @@
+"""Benchmarks: input-pipeline throughput and training-step time per arch x norm."""

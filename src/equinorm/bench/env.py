@@ -1,0 +1,39 @@
+"""Describe the machine a benchmark ran on (recorded with every result row)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+
+import torch
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu} ({os.cpu_count()} cores)"
+
+
+def device_slug(device: torch.device) -> str:
+    """A file-name-safe short name: e.g. ``cpu-2cores`` or ``nvidia-h100-80gb-hbm3``."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu-{os.cpu_count()}cores"
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "date": _dt.date.today().isoformat(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
