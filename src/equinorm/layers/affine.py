@@ -67,4 +67,6 @@ class GroupNorm(nn.GroupNorm):
     """
 
     def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, **kw) -> None:
+        if num_groups < 1:
+            raise ValueError(f"groups must be >= 1, got {num_groups}")
         super().__init__(math.gcd(num_groups, num_channels), num_channels, eps=eps, **kw)

@@ -1,0 +1,1 @@
+"""The trainer: Hydra app, training loop, schedules, mixup, checkpoints, DDP and logging."""

@@ -1,0 +1,70 @@
+"""The Hydra app: ``python -m equinorm.train key=value ...`` (console script ``equinorm-train``).
+
+    python -m equinorm.train                                   # the embedded default (digits)
+    python -m equinorm.train experiment=cifar10_wrn_short norm=equi seed=3
+    python -m equinorm.train -m experiment=cifar10_wrn_short   # its sweep: norms x 10 seeds
+    python -m equinorm.train experiment=digits_demo debug=smoke
+    torchrun --nproc_per_node=2 -m equinorm.train experiment=svhn_wrn_mixup norm=bn seed=0
+
+Errors a user can act on end the process with one line on stderr (exit code 2); a run stopped
+by SIGTERM/SIGUSR1 exits with 128 + the signal number after writing its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from equinorm.errors import EquinormError
+from equinorm.paths import config_dir
+from equinorm.train.rundir import RunLockedError
+from equinorm.train.signals import Preempted
+
+log = logging.getLogger("equinorm")
+
+# conf/hydra/launcher/submitit_slurm.yaml gives the plugin's `submitit_slurm` our defaults (one
+# GPU per job, requeue). Hydra 1.3 merges it onto the plugin's schema and warns that this
+# same-name matching is deprecated; the file is complete (it carries _target_ and every field), so
+# it keeps working on its own where the matching is gone. Only that one warning is silenced.
+warnings.filterwarnings("ignore", message=r"(?s).*hydra/launcher/submitit_slurm.*schema")
+
+
+def _multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def task(cfg: DictConfig) -> float | None:
+    """One Hydra job. Returns the final test accuracy (for sweepers that optimise it)."""
+    from equinorm.train.run import run
+
+    try:
+        summary = run(cfg)
+    except RunLockedError as exc:
+        if _multirun():  # another sweep owns this run: leave it to them, go on with the others
+            log.warning("skipping: %s", exc)
+            return None
+        _fail(exc)
+    except Preempted as exc:
+        print(f"equinorm: {exc}; run the same command again to resume", file=sys.stderr, flush=True)
+        sys.exit(128 + exc.signum)
+    except EquinormError as exc:
+        _fail(exc)
+    return summary.get("test_acc")
+
+
+def _fail(exc: Exception) -> None:
+    message = " ".join(str(exc).split("\n")[-1:]) or type(exc).__name__
+    print(f"equinorm: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(task)

@@ -1,0 +1,100 @@
+"""Manifold mixup (Verma et al. 2018) and input mixup (Zhang et al. 2018): the trainer's business.
+
+Per batch: lambda ~ Beta(alpha, alpha), a random permutation of the batch, and a mixing point drawn
+uniformly from ``points`` (0 = input, k = after stage k). The model's ``forward(x, hook_at, hook)``
+applies :class:`Mixer` there: ``h <- lambda h + (1 - lambda) h[perm]``. The loss mixes the two
+targets: the reference code's BCE on softmax outputs against mixed one-hot targets (``bce``), or
+``lambda CE(y) + (1 - lambda) CE(y[perm])`` (``ce``).
+
+All draws come from a numpy generator seeded by (seed, rank); its state is checkpointed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from equinorm.data import seeding
+from equinorm.errors import ConfigError
+
+MIXUPS = ("none", "input", "manifold")
+LOSSES = ("bce", "ce")
+
+
+def softmax_bce(logits: Tensor, target: Tensor) -> Tensor:
+    """The reference code's ``nn.BCELoss()(softmax(logits), target)``, in float32.
+
+    Written out (logs clamped at -100 as ``BCELoss`` does) because ``binary_cross_entropy`` is
+    refused inside CUDA autocast regions.
+    """
+    log_p = torch.log_softmax(logits.float(), dim=1).clamp(min=-100)
+    log_not_p = torch.log1p(-log_p.exp()).clamp(min=-100)
+    return -(target * log_p + (1 - target) * log_not_p).mean()
+
+
+class Mixer:
+    """The hook the model applies at the mixing point; one object, so compiled graphs are reused.
+
+    ``lam`` is a 0-dim tensor and ``perm`` an index tensor, both on the device.
+    """
+
+    def __init__(self) -> None:
+        self.lam: Tensor | None = None
+        self.perm: Tensor | None = None
+
+    def __call__(self, h: Tensor) -> Tensor:
+        lam = self.lam.to(h.dtype)
+        return lam * h + (1 - lam) * h[self.perm]
+
+
+class Mixup:
+    def __init__(self, cfg: Mapping, seed: int, rank: int = 0, mix_points=(0, 1, 2)) -> None:
+        self.name = cfg["name"]
+        if self.name not in MIXUPS:
+            raise ConfigError(f"mixup.name={self.name!r} is not one of {', '.join(MIXUPS)}")
+        self.alpha = float(cfg["alpha"])
+        self.loss = cfg["loss"]
+        self.points = [int(p) for p in cfg["points"]]
+        if self.enabled:
+            if self.alpha <= 0:
+                raise ConfigError(f"mixup.alpha={self.alpha} must be > 0")
+            if self.loss not in LOSSES:
+                raise ConfigError(f"mixup.loss={self.loss!r} is not one of {', '.join(LOSSES)}")
+            bad = [p for p in self.points if p not in mix_points]
+            if not self.points or bad:
+                raise ConfigError(
+                    f"mixup.points={self.points} must be a non-empty subset of {list(mix_points)}"
+                )
+        self.rng = np.random.default_rng(seeding.derive_seed(seed, seeding.MIXUP, rank))
+        self.mixer = Mixer()
+
+    @property
+    def enabled(self) -> bool:
+        return self.name != "none"
+
+    def draw(self, batch_size: int, device) -> tuple[int, Tensor, Tensor, float]:
+        """(mixing point, lambda as a device tensor, permutation, lambda as a float)."""
+        lam = float(self.rng.beta(self.alpha, self.alpha))
+        point = int(self.points[self.rng.integers(len(self.points))])
+        perm = torch.from_numpy(self.rng.permutation(batch_size)).to(device, non_blocking=True)
+        self.mixer.lam = torch.tensor(lam, device=device)
+        self.mixer.perm = perm
+        return point, self.mixer.lam, perm, lam
+
+    def criterion(self, logits: Tensor, y: Tensor, y_perm: Tensor, lam: Tensor) -> Tensor:
+        logits = logits.float()
+        if self.loss == "bce":
+            k = logits.shape[1]
+            target = lam * F.one_hot(y, k).float() + (1 - lam) * F.one_hot(y_perm, k).float()
+            return softmax_bce(logits, target)
+        return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y_perm)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,276 @@
+"""One run from a composed config: decide (skip, resume, start), build, train, summarise.
+
+1. Validate the config (:mod:`equinorm.train.validate`) -- before any data or GPU work.
+2. Rank 0 inspects the run directory: a finished run (complete or diverged) with the same config is
+   skipped at once and no file is touched; otherwise it takes the run's lock, checks an existing
+   checkpoint's config and loads it (or refuses with the path and how to start afresh).
+3. Everything is seeded from ``seed``; the model, data, optimizer, schedule and mixup are built;
+   the :class:`~equinorm.train.trainer.Trainer` runs to the end, resuming where the checkpoint
+   stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from equinorm.data import build_loaders, get_source, seeding
+from equinorm.errors import EquinormError
+from equinorm.layers import get_norm
+from equinorm.models import build_model
+from equinorm.train import checkpoint as ckpt
+from equinorm.train import distributed
+from equinorm.train.mixup import Mixup
+from equinorm.train.optim import build_optimizer
+from equinorm.train.rundir import FINISHED, RunDir, semantic_config
+from equinorm.train.schedules import Schedule
+from equinorm.train.trainer import Trainer
+from equinorm.train.validate import arch_kwargs, check_config, norm_options, resolve_device
+from equinorm.train.wandb_logger import WandbLogger
+
+log = logging.getLogger("equinorm")
+
+
+class PartialRunError(EquinormError):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    s = seeding.derive_seed(seed, seeding.INIT)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)  # noqa: NPY002 -- the legacy global RNG, for third-party code
+    random.seed(s)
+
+
+def decide(rundir: RunDir, cfg: DictConfig) -> dict:
+    """Rank 0: what to do with this run directory (``skip`` or ``train``, with a checkpoint)."""
+    summary = rundir.summary()
+    if summary and summary.get("status") in FINISHED:
+        rundir.check_same_config(cfg)
+        return {"action": "skip", "summary": summary}
+    if rundir.checkpoint_path.exists() and not cfg.train.resume:
+        raise PartialRunError(
+            f"{rundir.path} holds an unfinished run (checkpoint.pt) and train.resume=false; "
+            "set train.resume=true to continue it, or remove that directory to start afresh"
+        )
+    rundir.lock()
+    try:
+        summary = rundir.summary()  # it may have finished while we waited
+        if summary and summary.get("status") in FINISHED:
+            rundir.check_same_config(cfg)
+            rundir.unlock()
+            return {"action": "skip", "summary": summary}
+        if rundir.checkpoint_path.exists():
+            rundir.check_same_config(cfg)
+            # raises CheckpointError, naming the file, if unreadable; kept for rank 0's resume
+            return {"action": "train", "resume": True, "state": ckpt.load(rundir.checkpoint_path)}
+        if rundir.history_path.exists():
+            raise PartialRunError(
+                f"{rundir.path} holds a partial history but no checkpoint to resume from "
+                "(train.checkpoint=false?); remove that directory to start this run afresh"
+            )
+    except BaseException:
+        rundir.unlock()
+        raise
+    rundir.write_config(cfg)  # nothing to protect yet: (re)write it
+    return {"action": "train", "resume": False}
+
+
+def dataset_node(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg.dataset, resolve=True)
+
+
+def prepare_data(cfg: DictConfig, dist, device) -> None:
+    """Check (and download, on rank 0 only) the dataset's files; other ranks wait for it."""
+    from equinorm.data.loaders import COMMON_KEYS
+
+    node = dataset_node(cfg)
+    if dist.is_main:
+        options = {k: v for k, v in node.items() if k not in COMMON_KEYS}
+        get_source(
+            node["name"],
+            node.get("root"),
+            download=node.get("download", True),
+            verify=node.get("verify", True),
+            **options,
+        ).prepare()
+    if dist.enabled:
+        torch.distributed.barrier()
+
+
+def _auto(value, default: bool) -> bool:
+    return default if value == "auto" else bool(value)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run (or skip, or resume) the run that ``cfg`` describes; returns its summary."""
+    check_config(cfg)
+    device = resolve_device(cfg.train.device)
+    dist = distributed.init_distributed(device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    log.setLevel(logging.INFO if dist.is_main else logging.WARNING)  # only rank 0 reports
+    rundir = RunDir(cfg.run_dir)
+    try:
+        prepare_data(cfg, dist, device)  # missing data fails before the run directory is touched
+        decision = {"action": "error"}
+        if dist.is_main:
+            try:
+                decision = decide(rundir, cfg)
+            finally:
+                shared = {k: v for k, v in decision.items() if k != "state"}
+                distributed.broadcast(shared, device)
+        else:
+            decision = distributed.broadcast(None, device)
+        if decision["action"] == "error":
+            raise EquinormError("rank 0 could not start this run (see its message)")
+        if decision["action"] == "skip":
+            s = decision["summary"]
+            log.info(
+                "%s is %s (epoch %s/%s, test acc %s): skipping",
+                rundir.path,
+                s["status"],
+                s.get("epoch"),
+                s.get("epochs"),
+                s.get("test_acc"),
+            )
+            return s
+        state = decision.get("state")
+        if decision["resume"] and state is None:  # ranks > 0 read the checkpoint themselves
+            state = ckpt.load(rundir.checkpoint_path)
+        return _train(cfg, device, dist, rundir, state)
+    finally:
+        rundir.unlock()
+        distributed.shutdown()
+
+
+def _train(cfg, device, dist, rundir: RunDir, state: dict | None) -> dict:
+    file_log = None
+    if dist.is_main:
+        file_log = logging.FileHandler(rundir.log_path)
+        file_log.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+        logging.getLogger().addHandler(file_log)
+    try:
+        return _build_and_fit(cfg, device, dist, rundir, state)
+    finally:
+        if file_log is not None:
+            logging.getLogger().removeHandler(file_log)
+            file_log.close()
+
+
+def _build_and_fit(cfg, device, dist, rundir, state):
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    cuda = device.type == "cuda"
+    precision = ("bf16" if cuda else "fp32") if t.precision == "auto" else t.precision
+    channels_last = _auto(t.channels_last, cuda)
+    progress = _auto(t.progress, sys.stderr.isatty())
+    log.info(
+        "%s: %s %s %s seed=%d on %s (%s, world %d)%s",
+        cfg.name,
+        cfg.dataset.name,
+        cfg.arch.name,
+        cfg.norm.name,
+        cfg.seed,
+        device,
+        precision,
+        dist.world_size,
+        " -- resuming" if state else "",
+    )
+
+    seed_everything(cfg.seed)
+    norm = get_norm(cfg.norm.name, **norm_options(cfg))
+    data = build_loaders(
+        dataset_node(cfg),
+        prepare=False,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        seed=cfg.seed,
+        device=device,
+        standardize_default=norm.standardize_input,
+        channels_last=channels_last,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        max_train_batches=t.max_train_batches,
+        max_eval_batches=t.max_eval_batches,
+    )
+    model = build_model(
+        cfg.arch.name,
+        norm,
+        data.info.num_classes,
+        in_channels=data.info.channels,
+        **arch_kwargs(cfg),
+    )
+    model = model.to(
+        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+    schedule = Schedule(cfg.schedule, cfg.epochs)
+    lr0, mom0 = schedule(0.0)
+    optimizer = build_optimizer(model, cfg.optim, lr0, mom0)
+    mixup = Mixup(cfg.mixup, cfg.seed, dist.rank, model.mix_points)
+
+    train_model, eval_model = model, model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if cuda else None
+        )
+    if t.compile:
+        train_model = torch.compile(train_model)
+        eval_model = torch.compile(model)
+
+    group = f"{cfg.name}/{cfg.dataset.name}-{cfg.arch.name}-{cfg.norm.name}"
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger = WandbLogger(
+        cfg.wandb,
+        run_path=str(Path(cfg.run_dir).resolve()),
+        group=group,
+        name=f"seed={cfg.seed}",
+        config=resolved,
+        enabled=dist.is_main,
+    )
+    trainer = Trainer(
+        model=train_model,
+        raw_model=model,
+        eval_model=eval_model,
+        optimizer=optimizer,
+        schedule=schedule,
+        mixup=mixup,
+        data=data,
+        epochs=cfg.epochs,
+        device=device,
+        precision=precision,
+        rundir=rundir,
+        dist=dist,
+        logger=logger,
+        checkpoint=t.checkpoint,
+        progress=progress,
+        equilibrium=t.equilibrium_stats,
+        semantic_config=semantic_config(cfg),
+        summary_fields={
+            "name": cfg.name,
+            "dataset": cfg.dataset.name,
+            "arch": cfg.arch.name,
+            "norm": cfg.norm.name,
+            "seed": cfg.seed,
+            "world_size": dist.world_size,
+            "device": str(device),
+            "host": socket.gethostname(),
+            "precision": precision,
+        },
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resumed at epoch %d, batch %d", trainer.state.epoch + 1, trainer.state.batch)
+    try:
+        return trainer.fit()
+    except BaseException:
+        logger.finish(exit_code=1)
+        raise

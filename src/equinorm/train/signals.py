@@ -1,0 +1,67 @@
+"""Preemption: checkpoint at the next step boundary on SIGTERM/SIGUSR1 (and submitit's signal).
+
+A handler that only sets a flag is installed for the scheduler's signals; the training loop polls
+it after every step, writes a checkpoint (mid-epoch) and then hands the signal on: to the handler
+that was installed before (submitit's, which requeues the job through the Hydra launcher's
+``checkpoint`` and exits), or, if there was none, by raising :class:`Preempted` so that the process
+exits with 128 + signal number and can be started again to resume.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+__all__ = ["Preempted", "PreemptionGuard"]
+
+
+class Preempted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} after writing a checkpoint")
+        self.signum = signum
+
+
+def _signals() -> list[int]:
+    sigs = [signal.SIGTERM, signal.SIGUSR1]
+    if "SUBMITIT_EXECUTOR" in os.environ or "SLURM_JOB_ID" in os.environ:
+        name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        sig = getattr(signal, f"SIG{name}", None)
+        if sig is not None and sig not in sigs:
+            sigs.append(sig)
+    return sigs
+
+
+class PreemptionGuard:
+    """Context manager; ``guard.requested`` is the signal number to act on, or None."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = signum
+
+    def __enter__(self) -> PreemptionGuard:
+        if self.enabled:
+            for sig in _signals():
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def hand_on(self) -> None:
+        """After the checkpoint: run the previous handler of the signal, or raise Preempted."""
+        signum = self.requested
+        previous = self._previous.get(signum)
+        self._restore()
+        if callable(previous):
+            previous(signum, None)  # e.g. submitit: requeue, then exit
+        raise Preempted(signum)

@@ -1,0 +1,394 @@
+"""The training loop (paper section 6): SGD stepped per iteration, mixup, evaluation every epoch.
+
+One ``Trainer`` runs one run: epochs of training (schedule evaluated at every iteration, optional
+manifold mixup, bf16 autocast), an evaluation after each, a history row, an atomic checkpoint, and
+the run's summary. It resumes from a checkpoint bit-identically (CPU), stops cleanly with status
+``diverged`` on a non-finite loss, and on SIGTERM/SIGUSR1 writes a mid-epoch checkpoint before
+handing the signal on (see :mod:`equinorm.train.signals`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from equinorm.train import checkpoint as ckpt
+from equinorm.train.diagnostics import equilibrium_stats
+from equinorm.train.distributed import DistInfo, all_reduce_sum
+from equinorm.train.mixup import Mixup
+from equinorm.train.optim import set_lr_momentum
+from equinorm.train.rundir import RunDir
+from equinorm.train.schedules import Schedule
+from equinorm.train.signals import PreemptionGuard
+from equinorm.train.wandb_logger import WandbLogger
+
+log = logging.getLogger("equinorm")
+
+#: how often (in steps) the loop looks for a non-finite loss (a host sync) and, under DDP,
+#: agrees across ranks on stopping
+CHECK_EVERY = 20
+
+
+@dataclass
+class Sums:
+    """Running sums of one training epoch, kept on the device (no host sync per step)."""
+
+    loss: Tensor
+    correct: Tensor
+    count: Tensor
+
+    @classmethod
+    def zeros(cls, device) -> Sums:
+        z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
+        return cls(z(), z(), z())
+
+    def state(self) -> dict:
+        return {k: getattr(self, k).detach().cpu() for k in ("loss", "correct", "count")}
+
+    @classmethod
+    def from_state(cls, state: dict, device) -> Sums:
+        return cls(*(state[k].to(device) for k in ("loss", "correct", "count")))
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the epoch in progress and the batches of it already done."""
+
+    epoch: int = 0
+    batch: int = 0
+    history: list[dict] = field(default_factory=list)
+    equilibrium: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        raw_model: nn.Module,
+        eval_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: Schedule,
+        mixup: Mixup,
+        data,
+        epochs: int,
+        device: torch.device,
+        precision: str,
+        rundir: RunDir,
+        dist: DistInfo,
+        logger: WandbLogger,
+        checkpoint: bool = True,
+        progress: bool = False,
+        equilibrium: bool = False,
+        semantic_config: dict | None = None,
+        summary_fields: dict | None = None,
+    ) -> None:
+        self.model, self.raw_model, self.eval_model = model, raw_model, eval_model
+        self.optimizer, self.schedule, self.mixup = optimizer, schedule, mixup
+        self.data, self.epochs, self.device = data, epochs, device
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.rundir, self.dist, self.logger = rundir, dist, logger
+        self.checkpoint_enabled = checkpoint
+        self.progress_enabled = progress and dist.is_main
+        self.equilibrium_enabled = equilibrium
+        self.semantic_config = semantic_config or {}
+        self.summary_fields = summary_fields or {}
+        self.state = Progress()
+        self.sums = Sums.zeros(device)
+        self._probe: Tensor | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        s = self.state
+        return {
+            "version": 1,
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "mixup": self.mixup.state_dict(),
+            "rng": ckpt.rng_state(),
+            "epoch": s.epoch,
+            "batch": s.batch,
+            "sums": self.sums.state(),
+            "history": s.history,
+            "equilibrium": s.equilibrium,
+            "elapsed": s.elapsed,
+            "config": self.semantic_config,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.mixup.load_state_dict(state["mixup"])
+        ckpt.set_rng_state(state["rng"])
+        self.state = Progress(
+            state["epoch"],
+            state["batch"],
+            list(state["history"]),
+            list(state["equilibrium"]),
+            float(state["elapsed"]),
+        )
+        self.sums = Sums.from_state(state["sums"], self.device)
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_enabled and self.dist.is_main:
+            ckpt.save_atomic(self.state_dict(), self.rundir.checkpoint_path)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def fit(self) -> dict:
+        """Train from the current state to the end; returns the summary written to disk."""
+        with PreemptionGuard(enabled=self.checkpoint_enabled) as guard:
+            while self.state.epoch < self.epochs:
+                epoch = self.state.epoch
+                start = time.perf_counter()
+                stopped = self.train_epoch(epoch, guard)
+                self.state.elapsed += time.perf_counter() - start
+                if stopped == "preempted":
+                    self.save_checkpoint()
+                    self.write_summary("running")
+                    log.warning("preempted during epoch %d: checkpoint written", epoch + 1)
+                    self.logger.finish(exit_code=1)
+                    guard.hand_on()
+                train = self.reduce_sums()
+                if stopped == "diverged" or not torch.isfinite(torch.tensor(train["train_loss"])):
+                    return self.diverge(epoch, train)
+                test = self.evaluate()
+                epoch_time = time.perf_counter() - start
+                self.end_epoch(epoch, train, test, epoch_time)
+        return self.finish()
+
+    def train_epoch(self, epoch: int, guard: PreemptionGuard) -> str | None:
+        loader = self.data.train
+        n_batches = len(loader)
+        model, opt, mixup = self.model, self.optimizer, self.mixup
+        model.train()
+        bar = self._bar(n_batches, epoch)
+        t0, seen = time.perf_counter(), 0
+        for b, (x, y) in enumerate(loader.iterate(epoch, self.state.batch), start=self.state.batch):
+            lr, momentum = self.schedule(epoch + b / n_batches)
+            set_lr_momentum(opt, lr, momentum)
+            with self.autocast():
+                if mixup.enabled:
+                    point, lam, perm, _ = mixup.draw(len(y), self.device)
+                    logits = model(x, hook_at=point, hook=mixup.mixer)
+                    y_perm = y[perm]
+                    loss = mixup.criterion(logits, y, y_perm, lam)
+                else:
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                hit = (logits.argmax(1) == y).double()
+                if mixup.enabled:
+                    lam64 = lam.double()
+                    hit = lam64 * hit + (1 - lam64) * (logits.argmax(1) == y_perm).double()
+                self.sums.loss += loss.detach().double() * len(y)
+                self.sums.correct += hit.sum()
+                self.sums.count += len(y)
+            self.state.batch = b + 1
+            seen += len(y)
+            stop = self._poll(b, guard)
+            if bar is not None and (b % 10 == 0 or b + 1 == n_batches):
+                self._update_bar(bar, b, seen, t0, lr)
+            if stop:
+                if bar is not None:
+                    bar.close()
+                return stop
+        if bar is not None:
+            bar.close()
+        return None
+
+    def _poll(self, b: int, guard: PreemptionGuard) -> str | None:
+        """Preemption every step (single process) and a non-finite loss every CHECK_EVERY steps;
+        under DDP both every CHECK_EVERY steps, agreed across ranks."""
+        check = (b + 1) % CHECK_EVERY == 0
+        if self.dist.enabled:
+            if not check:
+                return None
+            flags = torch.tensor(
+                [float(guard.requested is not None), float(not torch.isfinite(self.sums.loss))],
+                device=self.device,
+            )
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            preempt, diverged = flags.tolist()
+            if preempt and guard.requested is None:
+                guard.requested = 15  # another rank was signalled: stop with it (SIGTERM)
+            return "preempted" if preempt else ("diverged" if diverged else None)
+        if guard.requested is not None:
+            return "preempted"
+        if check and not torch.isfinite(self.sums.loss):
+            return "diverged"
+        return None
+
+    def reduce_sums(self) -> dict:
+        s = torch.stack([self.sums.loss, self.sums.correct, self.sums.count])
+        loss, correct, count = all_reduce_sum(s).tolist()
+        count = max(count, 1.0)
+        return {
+            "train_loss": loss / count,
+            "train_acc": 100.0 * correct / count,
+            "train_images": int(count),
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        model = self.eval_model
+        model.eval()
+        s = torch.zeros(3, dtype=torch.float64, device=self.device)
+        for x, y in self.data.test.iterate(0):
+            with self.autocast():
+                logits = model(x)
+            s[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            s[1] += (logits.argmax(1) == y).sum()
+            s[2] += len(y)
+        loss, correct, count = all_reduce_sum(s).tolist()
+        self.model.train()
+        count = max(count, 1.0)
+        return {"test_loss": loss / count, "test_acc": 100.0 * correct / count}
+
+    def end_epoch(self, epoch: int, train: dict, test: dict, epoch_time: float) -> None:
+        lr, momentum = self.schedule(epoch + 1 - 1e-9)
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "momentum": momentum,
+            "train_loss": train["train_loss"],
+            "train_acc": train["train_acc"],
+            "test_loss": test["test_loss"],
+            "test_acc": test["test_acc"],
+            "epoch_time_s": round(epoch_time, 3),
+            "images_per_s": round(train["train_images"] / max(epoch_time, 1e-9), 1),
+        }
+        self.state.history.append(row)
+        metrics = dict(row)
+        if self.equilibrium_enabled:
+            records = self.equilibrium(epoch + 1)
+            self.state.equilibrium.extend(records)
+            if records:
+                metrics["equilibrium/positive"] = sum(r["positive"] for r in records) / len(records)
+                metrics["equilibrium/negative"] = sum(r["negative"] for r in records) / len(records)
+        self.state.epoch, self.state.batch = epoch + 1, 0
+        self.sums = Sums.zeros(self.device)
+        self.save_checkpoint()
+        if self.dist.is_main:
+            self.rundir.write_history(self.state.history)
+            if self.state.equilibrium:
+                self.rundir.write_table(self.rundir.equilibrium_path, self.state.equilibrium)
+            self.write_summary("running")
+        self.logger.log(metrics, step=epoch + 1)
+        log.info(
+            "epoch %d/%d  lr %.4g  train loss %.4f acc %.2f  test loss %.4f acc %.2f  "
+            "%.1fs (%.0f img/s)",
+            epoch + 1,
+            self.epochs,
+            lr,
+            row["train_loss"],
+            row["train_acc"],
+            row["test_loss"],
+            row["test_acc"],
+            epoch_time,
+            row["images_per_s"],
+        )
+
+    def equilibrium(self, epoch: int) -> list[dict]:
+        if not self.dist.is_main:
+            return []
+        if self._probe is None:
+            self._probe = next(self.data.test.iterate(0))[0][:128]
+        with self.autocast():
+            records = equilibrium_stats(self.raw_model, self._probe)
+        return [{"epoch": epoch, **r} for r in records]
+
+    def diverge(self, epoch: int, train: dict) -> dict:
+        lr, momentum = self.schedule(epoch + self.state.batch / max(len(self.data.train), 1))
+        self.state.history.append(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "momentum": momentum,
+                "train_loss": float("nan"),
+                "train_acc": train["train_acc"],
+                "test_loss": float("nan"),
+                "test_acc": float("nan"),
+                "epoch_time_s": float("nan"),
+                "images_per_s": float("nan"),
+            }
+        )
+        log.warning("non-finite training loss in epoch %d: stopping (status: diverged)", epoch + 1)
+        if self.dist.is_main:
+            self.rundir.write_history(self.state.history)
+        summary = self.write_summary("diverged", diverged_epoch=epoch + 1)
+        self.logger.summary(status="diverged", diverged_epoch=epoch + 1)
+        self.logger.finish(exit_code=1)
+        return summary
+
+    def finish(self) -> dict:
+        summary = self.write_summary("complete")
+        self.logger.summary(**{k: v for k, v in summary.items() if k.startswith(("test", "train"))})
+        self.logger.finish()
+        if self.dist.is_main and self.checkpoint_enabled:
+            ckpt.save_atomic(self.raw_model.state_dict(), self.rundir.model_path)
+            self.rundir.checkpoint_path.unlink(missing_ok=True)
+        return summary
+
+    def write_summary(self, status: str, **extra) -> dict:
+        last = self.state.history[-1] if self.state.history else {}
+        finite = [r for r in self.state.history if r["test_acc"] == r["test_acc"]]
+        summary = {
+            "status": status,
+            "epoch": self.state.epoch,
+            "epochs": self.epochs,
+            **{k: last.get(k) for k in ("test_acc", "test_loss", "train_acc", "train_loss")},
+            "best_test_acc": max((r["test_acc"] for r in finite), default=None),
+            "wall_time_s": round(self.state.elapsed, 2),
+            **self.summary_fields,
+            **extra,
+        }
+        if self.dist.is_main:
+            self.rundir.write_summary(**summary)
+        return summary
+
+    # -- progress bar --------------------------------------------------------------------------
+    def _bar(self, total: int, epoch: int):
+        if not self.progress_enabled:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=total,
+            initial=self.state.batch,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def _update_bar(self, bar, b: int, seen: int, t0: float, lr: float) -> None:
+        count = max(self.sums.count.item(), 1.0)
+        bar.n = b + 1
+        bar.set_postfix(
+            loss=f"{self.sums.loss.item() / count:.4f}",
+            acc=f"{100 * self.sums.correct.item() / count:.2f}",
+            lr=f"{lr:.3g}",
+            img_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.0f}",
+            refresh=False,
+        )
+        bar.refresh()
+
+
+__all__ = ["Progress", "Sums", "Trainer"]

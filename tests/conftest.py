@@ -1,0 +1,79 @@
+"""Shared test helpers: compose configs like the CLI does, fabricated datasets, the CLI itself."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from equinorm.data.fabricate import write_cifar, write_imagenet, write_svhn
+from equinorm.paths import config_dir
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+SAFE = ["wandb.mode=disabled", "train.progress=false"]
+
+
+def compose_cfg(*overrides: str, results: Path | None = None, return_hydra: bool = False):
+    """The config ``python -m equinorm.train <overrides>`` would run (test-safe defaults)."""
+    GlobalHydra.instance().clear()
+    extra = list(SAFE)
+    if results is not None:
+        extra.append(f"results_dir={results}")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=[*extra, *overrides], return_hydra_config=return_hydra)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """CIFAR-10/100, SVHN and ImageNet fabricated in their real on-disk formats."""
+    root = tmp_path_factory.mktemp("data")
+    write_cifar(root, "cifar10", n_train=64, n_test=32)
+    write_cifar(root, "cifar100", n_train=64, n_test=32)
+    write_svhn(root, n_train=32, n_extra=32, n_test=32)
+    write_imagenet(root, classes=3, per_class=6, size=40)
+    return root
+
+
+def fabricated(root: Path) -> list[str]:
+    return [f"dataset.root={root}", "dataset.verify=false", "dataset.download=false"]
+
+
+def run_cli(
+    *args: str,
+    cwd: Path,
+    env: dict | None = None,
+    timeout: float = 300,
+    module: str = "equinorm.train",
+    launcher: list[str] | None = None,
+):
+    """Run the CLI in a subprocess; returns the CompletedProcess (stdout+stderr in .stdout)."""
+    cmd = (launcher or [sys.executable, "-m"]) + ([module] if module else []) + list(args)
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_history(run_dir: Path, drop=("epoch_time_s", "images_per_s")) -> list[dict]:
+    with open(Path(run_dir) / "history.csv") as f:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+
+
+def run_dir_of(cfg) -> Path:
+    return Path(cfg.run_dir)

@@ -1,0 +1,264 @@
+"""Resumable runs: kills at any instant, preemption, skipping, locks, divergence, DDP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from equinorm.errors import ConfigError
+from equinorm.train import checkpoint as ckpt
+from equinorm.train.checkpoint import CheckpointError
+from equinorm.train.run import PartialRunError, run
+from equinorm.train.rundir import RunDir, RunLockedError
+from tests.conftest import compose_cfg, read_history, run_cli, run_dir_of
+
+# A short digits run: 4 epochs of 23 batches, a second or so per epoch on two CPU cores.
+SHORT = [
+    "experiment=digits_demo",
+    "norm=equi",
+    "seed=2",
+    "epochs=4",
+    "schedule.milestones=[2,3]",
+    "arch.width_mult=0.125",
+    "train.equilibrium_stats=false",
+]
+
+
+def snapshot(path: Path) -> dict:
+    return {
+        p.name: (hashlib.md5(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(path.iterdir())
+        if p.is_file()
+    }
+
+
+def rows(path: Path) -> int:
+    try:
+        return max(len((path / "history.csv").read_text().splitlines()) - 1, 0)
+    except FileNotFoundError:
+        return 0
+
+
+def start(args, cwd):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "equinorm.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(predicate, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_sigkill_twice_then_resume_equals_uninterrupted_and_rerun_changes_nothing(tmp_path):
+    reference = compose_cfg(*SHORT, results=tmp_path / "ref")
+    run(reference)
+    args = [*SHORT, f"results_dir={tmp_path / 'killed'}"]
+    run_dir = (
+        tmp_path / "killed" / "runs" / "digits_demo" / "digits-preact_resnet18-equi" / "seed=2"
+    )
+    # first kill: mid-way through epoch 2 (after the first checkpoint); second: inside epoch 3
+    for after_rows, delay in ((1, 0.3), (2, 0.5)):
+        proc = start(args, tmp_path)
+        assert wait_for(lambda n=after_rows: rows(run_dir) >= n, proc), proc.communicate()[0]
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert rows(run_dir) < 4, "the run finished before it could be killed"
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "resum" in proc.stdout
+    assert read_history(run_dir) == read_history(run_dir_of(reference))
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
+
+    before = snapshot(run_dir)
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "skipping" in again.stdout
+    assert snapshot(run_dir) == before
+
+
+def test_sigterm_writes_a_mid_epoch_checkpoint_and_resumes_bit_identically(tmp_path):
+    args = [*SHORT, "train.batch_size=16", "epochs=2", "schedule.milestones=[1]"]
+    reference = compose_cfg(*args, results=tmp_path / "ref")
+    run(reference)
+    run_dir = tmp_path / "t" / "runs" / "digits_demo" / "digits-preact_resnet18-equi" / "seed=2"
+    proc = start([*args, f"results_dir={tmp_path / 't'}"], tmp_path)
+    assert wait_for(lambda: rows(run_dir) >= 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate()[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    state = ckpt.load(run_dir / "checkpoint.pt")
+    assert state["epoch"] == 1 and 0 < state["batch"] < 90
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    proc = run_cli(*args, f"results_dir={tmp_path / 't'}", cwd=tmp_path)
+    assert proc.returncode == 0 and f"batch {state['batch']}" in proc.stdout
+    assert read_history(run_dir) == read_history(run_dir_of(reference))
+
+
+def test_signal_is_handed_on_to_a_previous_handler_after_the_checkpoint(tmp_path, monkeypatch):
+    """The requeue path of submitit: its handler runs once our checkpoint is on disk."""
+    calls = []
+
+    def submitit_like(signum, frame):
+        calls.append((signum, (run_dir_of(cfg) / "checkpoint.pt").exists()))
+        raise SystemExit(-1)
+
+    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
+    previous = signal.signal(signal.SIGUSR1, submitit_like)
+    from equinorm.train import trainer as trainer_mod
+
+    real_poll = trainer_mod.Trainer._poll
+
+    def poll(self, b, guard):
+        if self.state.epoch == 1 and b == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_poll(self, b, guard)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_poll", poll)
+    try:
+        with pytest.raises(SystemExit):
+            run(cfg)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert calls == [(signal.SIGUSR1, True)]
+    assert ckpt.load(run_dir_of(cfg) / "checkpoint.pt")["batch"] == 4
+
+
+def test_a_second_process_on_the_same_run_refuses(tmp_path):
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+    holder = RunDir(run_dir_of(cfg))
+    holder.lock()
+    try:
+        with pytest.raises(RunLockedError, match="in use by another process"):
+            run(cfg)
+        proc = run_cli(*SHORT, f"results_dir={tmp_path}", cwd=tmp_path)
+        assert proc.returncode == 2 and "in use by another process" in proc.stdout.splitlines()[-1]
+    finally:
+        holder.unlock()
+    assert not (run_dir_of(cfg) / "history.csv").exists()
+
+
+def test_unreadable_checkpoint_is_reported_by_path_and_kept(tmp_path):
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True)
+    RunDir(run_dir).write_config(cfg)
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*checkpoint\.pt.*mv "):
+        run(cfg)
+    assert (run_dir / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_resume_with_a_different_config_refuses_naming_the_difference(tmp_path):
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+    run(cfg)
+    changed = compose_cfg(*SHORT, "optim.weight_decay=5e-4", results=tmp_path)
+    with pytest.raises(ConfigError, match=r"optim\.weight_decay: 0\.0001 -> 0\.0005"):
+        run(changed)
+    same_but_elsewhere = compose_cfg(
+        *SHORT, "wandb.mode=offline", "train.progress=true", results=tmp_path
+    )
+    assert run(same_but_elsewhere)["status"] == "complete"  # non-semantic keys may differ
+
+
+def test_divergence_stops_cleanly_and_a_multirun_goes_on(tmp_path):
+    # a sweep over a non-identity key names its runs after it, so that they get their own dirs
+    proc = run_cli(
+        "-m",
+        *SHORT,
+        "norm=none",
+        "schedule.lr=1e6,0.1",
+        "name='lr${schedule.lr}'",
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    status = {}
+    for name in ("lr1000000.0", "lr0.1"):
+        path = tmp_path / "runs" / name / "digits-preact_resnet18-none" / "seed=2" / "summary.json"
+        status[name] = json.loads(path.read_text())
+    assert status["lr1000000.0"]["status"] == "diverged"
+    assert status["lr1000000.0"]["diverged_epoch"] == 1
+    assert status["lr0.1"]["status"] == "complete"  # the sweep went on after the divergence
+
+
+def test_two_jobs_of_one_sweep_that_collide_on_a_run_dir_fail_with_a_fix(tmp_path):
+    proc = run_cli(
+        "-m",
+        *SHORT,
+        "epochs=1",
+        "schedule.rescale=true",
+        "optim.weight_decay=0,1e-4",
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "different config (optim.weight_decay" in proc.stdout and "name=" in proc.stdout
+
+
+def test_diverged_run_reports_epoch_and_is_never_overwritten(tmp_path):
+    cfg = compose_cfg(*SHORT, "norm=none", "schedule.lr=1e6", results=tmp_path)
+    summary = run(cfg)
+    assert summary["status"] == "diverged" and summary["diverged_epoch"] == 1
+    history = read_history(run_dir_of(cfg))
+    assert history[-1]["train_loss"] == "nan"
+    before = snapshot(run_dir_of(cfg))
+    assert run(cfg)["status"] == "diverged"
+    assert snapshot(run_dir_of(cfg)) == before
+
+
+def test_resume_false_refuses_to_touch_an_unfinished_run(tmp_path):
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True)
+    torch.save({}, run_dir / "checkpoint.pt")
+    with pytest.raises(PartialRunError, match=r"train\.resume=false"):
+        run(compose_cfg(*SHORT, "train.resume=false", results=tmp_path))
+
+
+def test_torchrun_two_cpu_processes_write_exactly_one_run_directory(tmp_path):
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+    ]
+    proc = run_cli(
+        "experiment=digits_demo",
+        "norm=bn",
+        "seed=0",
+        "debug=smoke",
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+        launcher=launcher,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    runs = sorted(p.parent for p in (tmp_path / "runs").rglob("summary.json"))
+    assert [p.relative_to(tmp_path) for p in runs] == [
+        Path("runs/digits_demo/digits-preact_resnet18-bn/seed=0")
+    ]
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["world_size"] == 2
+    assert sum("epoch 2/2" in line for line in proc.stdout.splitlines()) == 1  # rank 0 logs

@@ -1,0 +1,248 @@
+"""The trainer and the Hydra experiments: composition, smoke runs, outputs, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from equinorm.errors import ConfigError
+from equinorm.train.run import run
+from tests.conftest import compose_cfg, fabricated, read_history, run_cli, run_dir_of
+
+EXPERIMENTS = [
+    "cifar10_wrn_overfit",
+    "cifar10_wrn_quarter",
+    "cifar10_preresnet152_mixup",
+    "cifar100_preresnet152_mixup",
+    "svhn_wrn_mixup",
+    "imagenet_resnet50",
+    "cifar10_wrn_short",
+    "digits_demo",
+]
+
+# The paper's settings per experiment (SPEC sections 4-5): what `--cfg job` must show.
+PAPER = {
+    "cifar10_wrn_overfit": {
+        "dataset.name": "cifar10",
+        "arch.name": "wrn",
+        "epochs": 300,
+        "schedule.name": "step",
+        "schedule.milestones": [150, 225],
+        "mixup.name": "none",
+        "norm.stat_fraction": 1.0,
+    },
+    "cifar10_wrn_quarter": {
+        "dataset.name": "cifar10",
+        "arch.name": "wrn",
+        "epochs": 300,
+        "mixup.name": "none",
+        "norm.stat_fraction": 0.25,
+    },
+    "cifar10_preresnet152_mixup": {
+        "dataset.name": "cifar10",
+        "arch.name": "preact_resnet152",
+        "epochs": 300,
+        "mixup.name": "manifold",
+        "mixup.alpha": 6.0,
+        "mixup.points": [0, 1, 2],
+    },
+    "cifar100_preresnet152_mixup": {
+        "dataset.name": "cifar100",
+        "arch.name": "preact_resnet152",
+        "mixup.name": "manifold",
+        "mixup.alpha": 6.0,
+    },
+    "svhn_wrn_mixup": {
+        "dataset.name": "svhn",
+        "dataset.extra": True,
+        "arch.name": "wrn",
+        "epochs": 160,
+        "schedule.milestones": [80, 120],
+        "mixup.name": "manifold",
+    },
+    "imagenet_resnet50": {
+        "dataset.name": "imagenet",
+        "arch.name": "resnet50",
+        "epochs": 100,
+        "schedule.milestones": [30, 60, 90],
+        "mixup.name": "none",
+    },
+    "cifar10_wrn_short": {
+        "dataset.name": "cifar10",
+        "arch.name": "wrn",
+        "epochs": 30,
+        "schedule.name": "superconvergence",
+        "mixup.name": "manifold",
+        "mixup.alpha": 6.0,
+    },
+    "digits_demo": {"dataset.name": "digits", "arch.name": "preact_resnet18"},
+}
+COMMON = {"optim.weight_decay": 1e-4, "schedule.momentum": 0.9, "train.batch_size": 128}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_with_the_papers_settings_and_sweep(experiment):
+    cfg = compose_cfg(f"experiment={experiment}", "norm=equi", return_hydra=True)
+    expected = dict(PAPER[experiment])
+    if experiment not in ("digits_demo", "cifar10_wrn_short", "imagenet_resnet50"):
+        expected |= COMMON
+    for key, value in expected.items():
+        assert OmegaConf.select(cfg, key) == value, key
+    assert cfg.name == experiment
+    params = cfg.hydra.sweeper.params
+    seeds = 3 if experiment == "imagenet_resnet50" else (5 if experiment == "digits_demo" else 10)
+    assert params.seed == f"range({seeds})"
+    assert "equi" in params.norm.split(",") and "bn" in params.norm.split(",")
+
+
+def test_quarter_statistics_apply_to_equinorm_only():
+    assert compose_cfg("experiment=cifar10_wrn_quarter", "norm=equi").norm.stat_fraction == 0.25
+    assert "stat_fraction" not in compose_cfg("experiment=cifar10_wrn_quarter", "norm=bn").norm
+    assert compose_cfg("experiment=cifar10_wrn_overfit", "norm=equi").norm.stat_fraction == 1.0
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_with_debug_smoke(experiment, data_root, tmp_path):
+    norm = "gn" if experiment.startswith("imagenet") else "equi"
+    cfg = compose_cfg(
+        f"experiment={experiment}",
+        f"norm={norm}",
+        "debug=smoke",
+        *fabricated(data_root),
+        results=tmp_path,
+    )
+    summary = run(cfg)
+    assert summary["status"] == "complete" and summary["epoch"] == 2
+    run_dir = run_dir_of(cfg)
+    assert (
+        run_dir
+        == tmp_path
+        / "runs"
+        / experiment
+        / (f"{cfg.dataset.name}-{cfg.arch.name}-{norm}")
+        / "seed=0"
+    )
+    assert len(read_history(run_dir)) == 2
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "model.pt").is_file()
+
+
+def test_smoke_runs_go_under_results_debug_unless_told_otherwise():
+    cfg = compose_cfg("experiment=cifar10_wrn_short", "norm=bn", "debug=smoke")
+    assert cfg.run_dir == "results/debug/runs/cifar10_wrn_short/cifar10-wrn-bn/seed=0"
+    assert cfg.epochs == 2 and cfg.schedule.rescale and cfg.train.max_train_batches == 3
+
+
+def test_outputs_layout_and_contents(tmp_path):
+    cfg = compose_cfg(
+        "epochs=2",
+        "arch.width_mult=0.125",
+        "train.max_train_batches=4",
+        "schedule.milestones=[1]",
+        "train.equilibrium_stats=true",
+        results=tmp_path,
+    )
+    summary = run(cfg)
+    run_dir = tmp_path / "runs" / "default" / "digits-preact_resnet18-equi" / "seed=0"
+    assert run_dir_of(cfg) == run_dir
+    history = read_history(run_dir, drop=())
+    assert list(history[0]) == [
+        "epoch",
+        "lr",
+        "momentum",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "epoch_time_s",
+        "images_per_s",
+    ]
+    assert [float(r["lr"]) for r in history] == [0.1, pytest.approx(0.01)]
+    stored = json.loads((run_dir / "summary.json").read_text())
+    assert stored["status"] == "complete" and stored["epoch"] == 2 and stored["epochs"] == 2
+    assert stored["test_acc"] == pytest.approx(float(history[-1]["test_acc"]))
+    assert 0 <= stored["test_acc"] <= 100 and summary["norm"] == "equi"
+    assert OmegaConf.load(run_dir / "config.yaml").seed == 0
+    lines = (run_dir / "equilibrium.csv").read_text().splitlines()
+    assert lines[0] == "epoch,layer,positive,negative" and len(lines) > 20
+    assert "epoch 2/2" in (run_dir / "train.log").read_text()
+
+
+def test_demo_reaches_85_percent_and_histories_are_identical(tmp_path):
+    histories = []
+    for sub in ("a", "b"):
+        cfg = compose_cfg("experiment=digits_demo", "norm=equi", "seed=1", results=tmp_path / sub)
+        summary = run(cfg)
+        histories.append(read_history(run_dir_of(cfg)))
+    assert summary["test_acc"] > 85.0
+    assert histories[0] == histories[1]
+
+
+def test_seeds_give_different_runs(tmp_path):
+    finals = []
+    for seed in (0, 1):
+        cfg = compose_cfg(
+            "epochs=1",
+            "arch.width_mult=0.125",
+            "train.max_train_batches=3",
+            f"seed={seed}",
+            "schedule.rescale=true",
+            results=tmp_path,
+        )
+        run(cfg)
+        finals.append(read_history(run_dir_of(cfg))[-1]["train_loss"])
+    assert finals[0] != finals[1]
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("norm.stat_fraction=0", "norm.stat_fraction"),
+        ("mixup=manifold mixup.alpha=-1", "mixup.alpha"),
+        ("epochs=10", "schedule.milestones"),
+        ("train.precision=fp16", "train.precision"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("wandb.mode=live", "wandb.mode"),
+        ("seed=-3", "seed"),
+        ("arch.width_mult=0", "arch.width_mult"),
+        ("norm=gn norm.groups=0", "norm"),
+    ],
+)
+def test_invalid_values_fail_before_training_naming_the_key(override, key, tmp_path):
+    # one batch per epoch: a value that slipped through validation still fails the test fast
+    cfg = compose_cfg("train.max_train_batches=1", *override.split(), results=tmp_path)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run(cfg)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
+
+
+def test_missing_dataset_fails_within_seconds_naming_the_root(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli(
+        "dataset=cifar10",
+        f"dataset.root={empty}",
+        "dataset.download=false",
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    last = proc.stdout.strip().splitlines()[-1]
+    assert f"Looked in dataset.root={empty}" in last and "cifar10" in last
+
+
+def test_fabricated_cifar_and_svhn_runs_complete_through_the_cli(data_root, tmp_path):
+    for dataset in ("cifar10", "cifar100", "svhn"):
+        proc = run_cli(
+            f"dataset={dataset}",
+            *fabricated(data_root),
+            "debug=smoke",
+            "arch=wrn",
+            f"results_dir={tmp_path}",
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        summary = tmp_path / "runs" / "default" / f"{dataset}-wrn-equi" / "seed=0"
+        assert json.loads((summary / "summary.json").read_text())["status"] == "complete"
