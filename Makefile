@@ -7,12 +7,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+RESULTS ?= results
+NPROC   ?= 1
+ARGS    ?=
 
-.PHONY: help install test test-slow lint format clean
+.PHONY: help install test test-slow lint format clean demo figures plan complexity \
+        reproduce-cifar10 reproduce-cifar100 reproduce-svhn reproduce-imagenet reproduce-short \
+        reproduce-all
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
-	     /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	     /^[a-zA-Z0-9_%-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,11 +34,37 @@ test-slow: $(STAMP) ## Run the slow tests too
 
 lint: $(STAMP) ## Lint and check formatting with ruff
 	$(VENV)/bin/ruff check src tests scripts notebooks
-	$(VENV)/bin/ruff format --check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts notebooks
 
 format: $(STAMP) ## Auto-fix lint and format the code
 	$(VENV)/bin/ruff check --fix src tests scripts notebooks
-	$(VENV)/bin/ruff format src tests scripts
+	$(VENV)/bin/ruff format src tests scripts notebooks
+
+demo: $(STAMP) ## Embedded demo: digits x {equi,bn,gn} x 5 seeds on the CPU, then its figure and table
+	$(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(RESULTS) $(ARGS)
+	$(PY) scripts/report.py --results $(RESULTS) --experiment digits_demo
+
+figures: $(STAMP) ## Figures and tables for every experiment under $(RESULTS)/runs
+	$(PY) scripts/report.py --results $(RESULTS)
+
+# Each reproduce target runs its sweeps (finished runs are skipped, interrupted ones resume), then
+# the report. NPROC=2 starts each job under torchrun; ARGS passes Hydra overrides, e.g.
+# ARGS="hydra/launcher=submitit_slurm hydra.launcher.partition=gpu".
+reproduce-cifar10:  ## CIFAR-10: paper Fig. 2, section 6.1 and Fig. 4a
+reproduce-cifar100: ## CIFAR-100: paper Fig. 4b
+reproduce-svhn:     ## SVHN + extra: paper Fig. 4c (the paper used NPROC=2)
+reproduce-imagenet: ## ImageNet ResNet-50: paper Fig. 4d
+reproduce-short:    ## CIFAR-10 in 30 epochs (super-convergence): paper Fig. 3
+reproduce-all:      ## All of the above
+REPRODUCE := cifar10 cifar100 svhn imagenet short all
+$(addprefix reproduce-,$(REPRODUCE)): reproduce-%: $(STAMP)
+	$(PY) scripts/reproduce.py $* --nproc $(NPROC) --results $(RESULTS) -- $(ARGS)
+
+plan: $(STAMP) ## Runs and estimated GPU-hours of every reproduce target (no training)
+	$(PY) scripts/reproduce.py all --plan
+
+complexity: $(STAMP) ## Parameters and forward MACs per architecture (and the golden counts)
+	$(PY) scripts/model_complexity.py
 
 clean: ## Remove caches (keeps .venv, data and results)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -77,3 +78,42 @@ def read_history(run_dir: Path, drop=("epoch_time_s", "images_per_s")) -> list[d
 
 def run_dir_of(cfg) -> Path:
     return Path(cfg.run_dir)
+
+
+def write_run(
+    root: Path,
+    experiment,
+    config,
+    seed,
+    final_acc,
+    *,
+    status="complete",
+    epochs=30,
+    total=30,
+    diverge_at=None,
+    equilibrium=False,
+):
+    """A run whose test accuracy climbs linearly to ``final_acc`` at epoch ``total``."""
+    d = root / "runs" / experiment / config / f"seed={seed}"
+    d.mkdir(parents=True)
+    lines = ["epoch,lr,momentum,train_loss,train_acc,test_loss,test_acc,epoch_time_s"]
+    for e in range(1, epochs + 1):
+        acc = final_acc * e / total
+        loss = 2.0 - 1.9 * e / total
+        if diverge_at and e == diverge_at:
+            lines.append(f"{e},0.1,0.9,nan,10.0,nan,nan,nan")
+            break
+        lines.append(f"{e},0.1,0.9,{loss!r},{acc!r},{loss!r},{acc!r},1.0")
+    (d / "history.csv").write_text("\n".join(lines) + "\n")
+    last = {"test_acc": final_acc * epochs / total, "test_loss": 2.0 - 1.9 * epochs / total}
+    summary = {"status": status, "epoch": epochs, "epochs": total, **last}
+    if status == "diverged":
+        summary |= {"diverged_epoch": diverge_at, "test_acc": None, "test_loss": None}
+    if status is not None:
+        (d / "summary.json").write_text(json.dumps(summary))
+    if equilibrium:
+        rows = ["epoch,layer,positive,negative"]
+        for e in range(1, epochs + 1):
+            rows += [f"{e},conv{i},{1 + 0.01 * i},{-1 - 0.01 * i}" for i in range(3)]
+        (d / "equilibrium.csv").write_text("\n".join(rows) + "\n")
+    return d

@@ -1,8 +1,10 @@
 """DDP via torchrun: process-group set-up, rank helpers and metric reduction.
 
 ``torchrun --nproc_per_node=N -m equinorm.train ...`` starts N processes; each sees
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK``. BatchNorm and EquiNorm statistics stay per device (the
-paper's SVHN runs: 2 GPUs x 128); the backend is NCCL on GPUs and gloo on CPUs.
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK``. Under SLURM through the submitit launcher with several
+tasks per job (``hydra.launcher.tasks_per_node=2 hydra.launcher.gpus_per_node=2``) the same
+variables are derived from the job's environment. BatchNorm and EquiNorm statistics stay per
+device (the paper's SVHN runs: 2 GPUs x 128); the backend is NCCL on GPUs and gloo on CPUs.
 """
 
 from __future__ import annotations
@@ -29,7 +31,18 @@ class DistInfo:
         return self.rank == 0
 
 
+def _export_submitit_env() -> None:
+    """Multi-task submitit/SLURM jobs: set RANK, WORLD_SIZE, MASTER_ADDR, ... for env://."""
+    if "WORLD_SIZE" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def init_distributed(device: torch.device) -> DistInfo:
+    _export_submitit_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()

@@ -1,0 +1,13 @@
+"""Reproduce a group of the paper's experiments: sweeps (resumable), then the report.
+
+    python scripts/reproduce.py cifar10 [--nproc N] [--plan] [-- hydra overrides...]
+
+A thin wrapper over equinorm.reproduce (see there; `make help` lists the targets).
+"""
+
+import sys
+
+from equinorm.reproduce import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Collect every run under ``<results>/runs`` into tidy pandas frames.
+
+Runs are identified by the directory layout alone --
+``runs/<experiment>/<dataset>-<arch>-<norm>/seed=<k>/`` -- and only ``history.csv`` and
+``summary.json`` are read, so runs copied from other machines just work. A directory with neither
+file (e.g. one Hydra created for a job that failed before training) is ignored.
+
+Statuses: ``complete``, ``diverged``, and ``unfinished`` (running, interrupted, or without a
+readable summary).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+SEED_DIR = re.compile(r"^seed=(\d+)$")
+KEYS = ["experiment", "dataset", "arch", "norm", "seed"]
+
+
+@dataclass
+class Results:
+    runs: pd.DataFrame  # one row per run: KEYS + status, epoch, epochs, final metrics, path
+    history: pd.DataFrame  # one row per run and epoch: KEYS + status + history.csv columns
+    equilibrium: pd.DataFrame  # Figure-1 diagnostic rows: KEYS + epoch, layer, positive, negative
+
+    def experiments(self) -> list[str]:
+        return sorted(self.runs["experiment"].unique()) if len(self.runs) else []
+
+
+def _parse_config(name: str) -> tuple[str, str, str] | None:
+    parts = name.split("-")
+    return tuple(parts) if len(parts) == 3 else None  # type: ignore[return-value]
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        return None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError) as exc:
+        log.warning("ignoring unreadable %s (%s)", path, exc)
+        return None
+
+
+def collect(results_dir: str | Path) -> Results:
+    root = Path(results_dir) / "runs"
+    runs, histories, equilibria = [], [], []
+    for seed_dir in sorted(root.glob("*/*/seed=*")):
+        m = SEED_DIR.match(seed_dir.name)
+        parsed = _parse_config(seed_dir.parent.name)
+        if not (seed_dir.is_dir() and m and parsed):
+            continue
+        history = _read_csv(seed_dir / "history.csv")
+        summary = None
+        if (seed_dir / "summary.json").is_file():
+            try:
+                summary = json.loads((seed_dir / "summary.json").read_text())
+            except (OSError, ValueError):
+                log.warning("unreadable %s: counted as unfinished", seed_dir / "summary.json")
+                summary = {}
+        if history is None and summary is None:
+            continue
+        summary = summary or {}
+        status = summary.get("status")
+        status = status if status in ("complete", "diverged") else "unfinished"
+        dataset, arch, norm = parsed
+        key = {
+            "experiment": seed_dir.parent.parent.name,
+            "dataset": dataset,
+            "arch": arch,
+            "norm": norm,
+            "seed": int(m.group(1)),
+        }
+        last = history.iloc[-1] if history is not None and len(history) else None
+
+        def pick(k, summary=summary, last=last):  # the summary's value, else the last epoch's
+            return summary.get(k, last[k] if last is not None and k in last else None)
+
+        runs.append(
+            {
+                **key,
+                "status": status,
+                "epoch": summary.get("epoch", int(last["epoch"]) if last is not None else 0),
+                "epochs": summary.get("epochs"),
+                "test_acc": pick("test_acc"),
+                "test_loss": pick("test_loss"),
+                "train_loss": pick("train_loss"),
+                "diverged_epoch": summary.get("diverged_epoch"),
+                "path": str(seed_dir),
+            }
+        )
+        if history is not None and len(history):
+            histories.append(history.assign(**key, status=status))
+        eq = _read_csv(seed_dir / "equilibrium.csv")
+        if eq is not None and len(eq):
+            equilibria.append(eq.assign(**key, status=status))
+    run_cols = [
+        *KEYS,
+        "status",
+        "epoch",
+        "epochs",
+        "test_acc",
+        "test_loss",
+        "train_loss",
+        "diverged_epoch",
+        "path",
+    ]
+    frame = pd.DataFrame(runs, columns=run_cols)
+    for col in ("test_acc", "test_loss", "train_loss"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return Results(frame, _concat(histories), _concat(equilibria))
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    if not parts:
+        return pd.DataFrame(columns=[*KEYS, "status", "epoch"])
+    return pd.concat(parts, ignore_index=True)

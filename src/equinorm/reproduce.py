@@ -1,0 +1,225 @@
+"""The ``make reproduce-*`` targets: which experiments each runs, how they are launched, what they
+cost.
+
+    python scripts/reproduce.py cifar10                 # the sweeps (resumable), then the report
+    python scripts/reproduce.py svhn --nproc 2          # each job under torchrun on 2 GPUs
+    python scripts/reproduce.py all --plan              # runs and estimated GPU-hours, no training
+    python scripts/reproduce.py short -- hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
+
+Re-running a target skips finished runs and resumes interrupted ones (each run's own logic).
+GPU-hours come from measured training throughput in ``results/bench/*.csv`` where a GPU benchmark
+exists for the architecture, else from forward MACs at an assumed sustained rate (``--tflops``;
+the default, 175 TFLOP/s, is what the paper's WRN at 20k images/s on an H100 implies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from equinorm.data import dataset_info
+from equinorm.paths import config_dir
+
+TARGETS: dict[str, list[str]] = {
+    "cifar10": ["cifar10_wrn_overfit", "cifar10_wrn_quarter", "cifar10_preresnet152_mixup"],
+    "cifar100": ["cifar100_preresnet152_mixup"],
+    "svhn": ["svhn_wrn_mixup"],
+    "imagenet": ["imagenet_resnet50"],
+    "short": ["cifar10_wrn_short"],
+}
+TARGETS["all"] = [
+    e for t in ("cifar10", "cifar100", "svhn", "imagenet", "short") for e in TARGETS[t]
+]
+DEFAULT_TFLOPS = 175.0  # = WRN (1.46 GMACs/image, x6 for a training step) at 20k images/s
+
+
+def experiment_config(experiment: str, overrides: list[str] = ()):
+    """The composed config (with its hydra node) of ``experiment``; sweep overrides are ignored."""
+    fixed, _ = split_overrides(list(overrides))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(
+            "train", overrides=[f"experiment={experiment}", *fixed], return_hydra_config=True
+        )
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(fixed overrides, sweep axes given on the command line as key -> values)."""
+    parser = OverridesParser.create()
+    fixed, axes = [], {}
+    for line in overrides:
+        o = parser.parse_override(line)
+        if o.is_sweep_override():
+            axes[o.get_key_element()] = list(o.sweep_string_iterator())
+        else:
+            fixed.append(line)
+    return fixed, axes
+
+
+def sweep_jobs(experiment: str, overrides: list[str] = ()) -> list[list[str]]:
+    """The overrides of each job of the experiment's sweep: its hydra.sweeper.params, with axes
+    given on the command line (e.g. ``seed=0,1``) replacing or adding to them."""
+    fixed, cli_axes = split_overrides(list(overrides))
+    params = experiment_config(experiment, fixed).hydra.sweeper.params or {}
+    parser = OverridesParser.create()
+    axes = {
+        k: list(parser.parse_override(f"{k}={v}").sweep_string_iterator())
+        for k, v in params.items()
+    }
+    axes.update(cli_axes)
+    return [
+        [f"{k}={v}" for k, v in zip(axes, combo, strict=True)]
+        for combo in itertools.product(*axes.values())
+    ]
+
+
+@functools.cache
+def _macs(arch: str) -> int:
+    from equinorm.models.complexity import forward_macs
+
+    return forward_macs(arch)
+
+
+def _measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
+    """Training images/s per (arch, norm) from GPU rows of results/bench/*.csv (paper size)."""
+    out: dict[tuple[str, str], float] = {}
+    for path in sorted(Path(bench_dir).glob("*.csv")):
+        frame = pd.read_csv(path)
+        if not {"arch", "norm", "images_per_s", "device_type"} <= set(frame.columns):
+            continue
+        gpu = frame[(frame["device_type"] == "cuda") & (frame.get("width_mult", 1.0) == 1.0)]
+        for _, row in gpu.iterrows():
+            out[(row["arch"], row["norm"])] = float(row["images_per_s"])
+    return out
+
+
+@dataclass
+class PlanRow:
+    experiment: str
+    dataset: str
+    arch: str
+    jobs: int
+    epochs: int
+    gpu_hours: float
+    basis: str  # "measured" or "MACs"
+
+
+def plan(
+    target: str,
+    overrides: list[str] = (),
+    tflops: float = DEFAULT_TFLOPS,
+    bench_dir: Path = Path("results/bench"),
+) -> list[PlanRow]:
+    measured = _measured_images_per_s(bench_dir)
+    rows = []
+    for experiment in TARGETS[target]:
+        cfg = experiment_config(experiment, overrides)
+        info = dataset_info(cfg.dataset.name)
+        jobs = sweep_jobs(experiment, overrides)
+        hours, basis = 0.0, "MACs"
+        for job in jobs:
+            norm = dict(o.split("=", 1) for o in job).get("norm", cfg.norm.name)
+            ips = measured.get((cfg.arch.name, norm))
+            if ips:
+                seconds = cfg.epochs * (info.train_size + info.test_size / 3) / ips
+                basis = "measured"
+            else:
+                flops = 2 * _macs(cfg.arch.name) * (3 * info.train_size + info.test_size)
+                seconds = cfg.epochs * flops / (tflops * 1e12)
+            hours += seconds / 3600
+        rows.append(
+            PlanRow(
+                experiment, cfg.dataset.name, cfg.arch.name, len(jobs), cfg.epochs, hours, basis
+            )
+        )
+    return rows
+
+
+def plan_markdown(
+    targets: list[str], tflops: float = DEFAULT_TFLOPS, bench_dir: Path = Path("results/bench")
+) -> str:
+    lines = [
+        "| target | experiments | runs | epochs per run | est. GPU-hours | basis |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for target in targets:
+        rows = plan(target, tflops=tflops, bench_dir=bench_dir)
+        lines.append(
+            f"| `make reproduce-{target}` | {', '.join(r.experiment for r in rows)} | "
+            f"{sum(r.jobs for r in rows)} | {', '.join(str(r.epochs) for r in rows)} | "
+            f"{sum(r.gpu_hours for r in rows):,.1f} | "
+            f"{', '.join(sorted({r.basis for r in rows}))} |"
+        )
+    return "\n".join(lines)
+
+
+def launch(target: str, overrides: list[str], nproc: int = 1, results_dir: str = "results") -> int:
+    """Run every experiment of ``target`` (skipping finished runs), then the report."""
+    base = [sys.executable, "-m", "equinorm.train"]
+    for experiment in TARGETS[target]:
+        if nproc <= 1:
+            cmd = [*base, "-m", f"experiment={experiment}", *overrides]
+            if subprocess.call(cmd) != 0:
+                return 1
+            continue
+        torchrun = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "equinorm.train",
+        ]
+        fixed, _ = split_overrides(overrides)  # the sweep axes are spelt out per job
+        for job in sweep_jobs(experiment, overrides):
+            if subprocess.call([*torchrun, f"experiment={experiment}", *job, *fixed]) != 0:
+                return 1
+    from equinorm.report.cli import main as report
+
+    args = ["--results", results_dir]
+    for experiment in TARGETS[target]:
+        args += ["--experiment", experiment]
+    return report(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        usage="%(prog)s TARGET [options] [-- hydra overrides...]",
+    )
+    parser.add_argument("target", choices=list(TARGETS))
+    parser.add_argument("--nproc", type=int, default=1, help="GPUs per job (torchrun)")
+    parser.add_argument("--plan", action="store_true", help="print runs and GPU-hours only")
+    parser.add_argument(
+        "--tflops",
+        type=float,
+        default=DEFAULT_TFLOPS,
+        help="assumed sustained TFLOP/s where nothing was measured",
+    )
+    parser.add_argument("--results", default="results", help="results directory (for the report)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    overrides = argv[split + 1 :]  # Hydra overrides for every job
+    if args.plan:
+        targets = list(TARGETS) if args.target == "all" else [args.target]
+        print(plan_markdown([t for t in targets if t != "all"], args.tflops))
+        return 0
+    if args.results != "results":
+        overrides.append(f"results_dir={args.results}")
+    return launch(args.target, overrides, args.nproc, args.results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

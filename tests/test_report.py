@@ -1,0 +1,125 @@
+"""Reporting on fabricated result trees whose medians and quartiles are known by construction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from equinorm.report import collect, curves, finals, paired_difference
+from equinorm.report.cli import main
+from equinorm.report.tables import markdown, table_rows
+from tests.conftest import write_run
+
+EPOCHS = 30  # the length of every fabricated run (conftest.write_run)
+
+
+EQUI = [94.0, 94.2, 93.8, 94.4, 94.1]  # seeds 0-4: median 94.1, q25 94.0, q75 94.2
+BN = [93.0, 93.5, 92.9]  # seeds 0-2 complete: median 93.0, q25 92.95, q75 93.25
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    exp, cfg = "cifar10_wrn_short", "cifar10-wrn-{}"
+    for seed, acc in enumerate(EQUI):
+        write_run(tmp_path, exp, cfg.format("equi"), seed, acc, equilibrium=True)
+    for seed, acc in enumerate(BN):
+        write_run(tmp_path, exp, cfg.format("bn"), seed, acc)
+    write_run(tmp_path, exp, cfg.format("bn"), 3, 90.0, status="diverged", epochs=7, diverge_at=7)
+    write_run(tmp_path, exp, cfg.format("bn"), 4, 93.9, status="running", epochs=10)
+    write_run(tmp_path, exp, cfg.format("gn"), 0, 92.0, status=None, epochs=5)  # no summary
+    # noise a results tree really holds: Hydra's empty job dirs, sweep files, submitit logs
+    (tmp_path / "runs" / exp / "cifar10-wrn-ws_gn" / "seed=0").mkdir(parents=True)
+    (tmp_path / "runs" / "multirun.yaml").write_text("x: 1\n")
+    (tmp_path / "runs" / ".submitit" / "123").mkdir(parents=True)
+    (tmp_path / "runs" / exp / "not-a-config" / "seed=0").mkdir(parents=True)
+    return tmp_path
+
+
+def test_collect_identifies_runs_by_layout_and_status(tree):
+    res = collect(tree)
+    assert len(res.runs) == 5 + 5 + 1
+    counts = res.runs.groupby("norm")["status"].value_counts().to_dict()
+    assert counts[("bn", "complete")] == 3 and counts[("bn", "diverged")] == 1
+    assert counts[("bn", "unfinished")] == 1 and counts[("gn", "unfinished")] == 1
+    assert set(res.history.columns) >= {"experiment", "norm", "seed", "epoch", "test_acc"}
+    assert res.experiments() == ["cifar10_wrn_short"]
+
+
+def test_final_medians_and_quartiles(tree):
+    fin = finals(collect(tree).runs).set_index("norm")
+    assert fin.loc["equi", "acc_median"] == pytest.approx(94.1)
+    assert fin.loc["equi", "acc_q25"] == pytest.approx(94.0)
+    assert fin.loc["equi", "acc_q75"] == pytest.approx(94.2)
+    assert fin.loc["bn", "acc_median"] == pytest.approx(93.0)
+    assert fin.loc["bn", "acc_q25"] == pytest.approx(92.95)
+    assert fin.loc["bn", "acc_q75"] == pytest.approx(93.25)
+    assert fin.loc["bn", ["complete", "diverged", "unfinished"]].tolist() == [3, 1, 1]
+    assert fin.loc["gn", "complete"] == 0 and np.isnan(fin.loc["gn", "acc_median"])
+
+
+def test_pointwise_curves_use_every_non_diverged_run_that_reached_the_epoch(tree):
+    res = collect(tree)
+    c = curves(res.history, "test_acc").set_index(["norm", "epoch"])
+    # epoch 5: bn seeds 0, 1, 2 and the unfinished seed 4 (the diverged seed 3 is left out)
+    expected = np.array([93.0, 93.5, 92.9, 93.9]) * 5 / EPOCHS
+    assert c.loc[("bn", 5), "n"] == 4
+    assert c.loc[("bn", 5), "median"] == pytest.approx(np.median(expected))
+    assert c.loc[("bn", 5), "q25"] == pytest.approx(np.percentile(expected, 25))
+    assert c.loc[("bn", 20), "n"] == 3  # the unfinished run stopped at epoch 10
+    assert c.loc[("equi", EPOCHS), "median"] == pytest.approx(94.1)
+
+
+def test_paired_difference_equi_minus_bn_over_common_complete_seeds(tree):
+    pairs = paired_difference(collect(tree).runs)
+    row = pairs.iloc[0]
+    assert row["n"] == 3  # seeds 0, 1, 2: differences 1.0, 0.7, 0.9
+    assert row["median"] == pytest.approx(0.9)
+    assert row["q25"] == pytest.approx(0.8)
+    assert row["q75"] == pytest.approx(0.95)
+
+
+def test_table_holds_our_numbers_beside_the_papers(tree):
+    res = collect(tree)
+    rows = {r["norm"]: r for r in table_rows(res, "cifar10_wrn_short")}
+    assert rows["equi"]["paper"] == 94.0 and rows["equi"]["diff"] == pytest.approx(0.1)
+    assert rows["bn"]["paper"] == 93.3 and rows["bn"]["diff"] == pytest.approx(-0.3)
+    assert rows["gn"]["cells"][1] == "no complete run"
+    md = markdown(res, "cifar10_wrn_short")
+    assert "| EquiNorm | 94.10 (94.00-94.20) | 94.00 | +0.10 |" in md
+    assert "| BatchNorm | 93.00 (92.95-93.25) | 93.30 | -0.30 |" in md
+    assert "3 / 1 / 1" in md and "0 / 0 / 1" in md
+    assert "+0.90 (+0.80 to +0.95), n = 3" in md
+
+
+def test_report_script_writes_figures_and_tables_on_an_unseen_tree(tree, capsys):
+    assert main(["--results", str(tree)]) == 0
+    for name in (
+        "cifar10_wrn_short.png",
+        "cifar10_wrn_short.pdf",
+        "cifar10_wrn_short_equilibrium.png",
+        "cifar10_wrn_short_equilibrium.pdf",
+    ):
+        path = tree / "figures" / name
+        assert path.stat().st_size > 5000, name
+    assert (tree / "figures" / "cifar10_wrn_short.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tree / "figures" / "cifar10_wrn_short.pdf").read_bytes()[:4] == b"%PDF"
+    md = (tree / "tables" / "cifar10_wrn_short.md").read_text()
+    tex = (tree / "tables" / "cifar10_wrn_short.tex").read_text()
+    assert "94.10 (94.00-94.20)" in md and r"\begin{tabular}" in tex and "94.10" in tex
+    assert "EquiNorm" in capsys.readouterr().out
+
+
+def test_legend_reads_like_the_papers(tree):
+    from equinorm.report.figures import legend_label
+
+    fin = finals(collect(tree).runs).set_index("norm")
+    assert legend_label("equi", fin.loc["equi"], 5) == "EquiNorm (94.10 IQR 94.00-94.20)"
+    assert legend_label("bn", fin.loc["bn"], 5) == "BatchNorm (93.00 IQR 92.95-93.25, n=3)"
+    assert legend_label("gn", fin.loc["gn"], 5) == "GroupNorm (no complete run)"
+
+
+def test_no_runs_is_a_clear_message_not_a_crash(tmp_path, capsys):
+    assert main(["--results", str(tmp_path)]) == 1
+    assert "no runs under" in capsys.readouterr().err

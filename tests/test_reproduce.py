@@ -1,0 +1,64 @@
+"""The reproduce targets: their sweeps, their cost estimates, how jobs are launched."""
+
+from __future__ import annotations
+
+import pytest
+
+from equinorm import reproduce
+from equinorm.models.complexity import forward_macs
+
+
+def test_each_target_expands_to_the_experiments_sweeps():
+    jobs = {e: reproduce.sweep_jobs(e) for e in reproduce.TARGETS["all"]}
+    assert {e: len(j) for e, j in jobs.items()} == {
+        "cifar10_wrn_overfit": 20,
+        "cifar10_wrn_quarter": 20,
+        "cifar10_preresnet152_mixup": 30,
+        "cifar100_preresnet152_mixup": 30,
+        "svhn_wrn_mixup": 30,
+        "imagenet_resnet50": 9,
+        "cifar10_wrn_short": 20,
+    }
+    assert ["norm=equi", "seed=0"] in jobs["cifar10_wrn_short"]
+    assert ["norm=gn", "seed=2"] in jobs["imagenet_resnet50"]
+    assert reproduce.sweep_jobs("cifar10_wrn_short", ["seed=0,1"]) == [
+        ["norm=equi", "seed=0"],
+        ["norm=equi", "seed=1"],
+        ["norm=bn", "seed=0"],
+        ["norm=bn", "seed=1"],
+    ]
+
+
+def test_gpu_hours_from_macs_follow_the_cost_model(tmp_path):
+    (row,) = reproduce.plan("short", tflops=100.0, bench_dir=tmp_path)
+    flops = 2 * forward_macs("wrn") * (3 * 50_000 + 10_000)  # train step = 3 forwards
+    assert row.jobs == 20 and row.epochs == 30 and row.basis == "MACs"
+    assert row.gpu_hours == pytest.approx(20 * 30 * flops / 100e12 / 3600)
+
+
+def test_gpu_hours_use_measured_throughput_when_benchmarked(tmp_path):
+    (tmp_path / "h100.csv").write_text(
+        "device_type,arch,norm,width_mult,images_per_s\n"
+        "cuda,wrn,equi,1.0,20000\ncuda,wrn,bn,1.0,10000\ncpu,wrn,bn,0.25,50\n"
+    )
+    (row,) = reproduce.plan("short", bench_dir=tmp_path)
+    per_epoch = 50_000 + 10_000 / 3
+    expected = 10 * 30 * per_epoch * (1 / 20_000 + 1 / 10_000) / 3600
+    assert row.basis == "measured" and row.gpu_hours == pytest.approx(expected)
+
+
+def test_launch_runs_a_multirun_or_one_torchrun_per_job_then_the_report(monkeypatch):
+    calls = []
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    import equinorm.report.cli as cli
+
+    monkeypatch.setattr(cli, "main", lambda args: calls.append(["report", *args]) or 0)
+    assert reproduce.launch("short", ["seed=0,1"], nproc=1) == 0
+    assert calls[0][-3:] == ["-m", "experiment=cifar10_wrn_short", "seed=0,1"]
+    assert calls[-1] == ["report", "--results", "results", "--experiment", "cifar10_wrn_short"]
+    calls.clear()
+    assert reproduce.launch("short", ["seed=0,1", "epochs=3"], nproc=2) == 0
+    runs = [c for c in calls if c[0] != "report"]
+    assert len(runs) == 4 and all("--nproc_per_node=2" in c for c in runs)
+    assert runs[0][-4:] == ["experiment=cifar10_wrn_short", "norm=equi", "seed=0", "epochs=3"]
+    assert runs[3][-3:] == ["norm=bn", "seed=1", "epochs=3"]
