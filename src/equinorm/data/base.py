@@ -1,0 +1,126 @@
+"""What a dataset source provides, and the checks shared by all of them (SPEC section 4).
+
+A source knows its intrinsic facts (classes, channels, image size, channel mean/std), where its
+files live under ``root``, how to check them (existence; the published md5 checksums when
+``verify``), how to download them, and how to hand them over: as uint8 arrays for the
+device-resident loader, or as a torchvision dataset for the DataLoader path.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from equinorm.errors import DatasetError
+
+DATA_ENV = "EQUINORM_DATA"
+DOWNLOAD_TIMEOUT_S = 20.0
+
+
+def default_root() -> str:
+    """``$EQUINORM_DATA`` if set, else ``data/``."""
+    return os.environ.get(DATA_ENV) or "data"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int  # training resolution fed to the network
+    mean: tuple[float, ...]  # per-channel mean of pixels in [0, 1] (training set)
+    std: tuple[float, ...]
+    in_memory: bool  # small enough for the device-resident loader
+    train_size: int = 0  # training images (SVHN: train + extra)
+    test_size: int = 0  # evaluation images
+
+
+class Source:
+    """Base class of the dataset sources; subclasses fill in the hooks they need."""
+
+    info: DatasetInfo
+    how_to_get: str = ""
+
+    def __init__(self, root: str | Path, download: bool = True, verify: bool = True):
+        self.root = Path(root).expanduser()
+        self.download = download
+        self.verify = verify
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Make sure the files are present (downloading if allowed) and, if verify, intact."""
+        raise NotImplementedError
+
+    def arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (N, C, H, W) and int64 labels (N,) of a split (in-memory datasets)."""
+        raise NotImplementedError(f"{self.info.name} is not an in-memory dataset")
+
+    def dataset(self, train: bool, transform: Callable | None) -> Dataset:
+        """A map-style dataset of (PIL image -> transform, label) for the DataLoader path."""
+        raise NotImplementedError
+
+    # -- shared helpers ------------------------------------------------------------------------
+    def error(self, what: str) -> DatasetError:
+        return DatasetError(f"{self.info.name}: {what}")
+
+    def check_files(self, files: Sequence[tuple[Path, str | None]], fetch: Callable | None) -> None:
+        """Existence (downloading once via ``fetch`` if allowed), then md5 if ``verify``."""
+        missing = [p for p, _ in files if not p.is_file()]
+        if missing and self.download and fetch is not None:
+            self._fetch(fetch, missing[0])
+            missing = [p for p, _ in files if not p.is_file()]
+        if missing:
+            raise self.error(
+                f"{missing[0]} not found ({len(missing)} of {len(files)} files missing). "
+                f"{self.how_to_get} Looked in dataset.root={self.root}"
+            )
+        if self.verify:
+            from torchvision.datasets.utils import check_md5
+
+            for path, md5 in files:
+                if md5 is not None and not check_md5(path, md5):
+                    raise self.error(
+                        f"{path} is corrupt or truncated (md5 differs from the published "
+                        f"{md5}); delete it and download again, or set dataset.verify=false to "
+                        "use it unchecked"
+                    )
+
+    def _fetch(self, fetch: Callable, first_missing: Path) -> None:
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fetch()
+        except Exception as exc:  # network down, proxy, disk full, bad archive...
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise self.error(
+                f"{first_missing} not found and the download failed ({reason[:200]}). "
+                f"{self.how_to_get} Looked in dataset.root={self.root}"
+            ) from exc
+        finally:
+            socket.setdefaulttimeout(previous)
+
+
+class ArrayDataset(Dataset):
+    """uint8 (N, C, H, W) arrays served as (transform(PIL image), label) pairs."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        img = self.images[index]
+        img = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[index])

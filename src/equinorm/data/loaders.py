@@ -1,0 +1,103 @@
+"""From a ``dataset`` config node to a pair of loaders (train, test) on the device.
+
+``loader: auto`` picks the device-resident loader for the datasets that fit in device memory
+(CIFAR, SVHN, digits) and the DataLoader path otherwise (ImageNet). Both loaders expose
+``len(loader)`` and ``loader.iterate(epoch, start_batch)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from equinorm.data.base import DatasetInfo
+from equinorm.data.device_loader import DeviceLoader
+from equinorm.data.registry import get_source
+from equinorm.data.torch_loader import TorchLoader, build_transform
+from equinorm.errors import ConfigError
+
+#: keys every dataset node has; any other key is an option of that dataset's source
+COMMON_KEYS = {"name", "root", "download", "verify", "standardize", "loader", "workers",
+               "drop_last", "augment"}
+LOADERS = ("auto", "device", "torch")
+
+
+@dataclass
+class Data:
+    train: Any
+    test: Any
+    info: DatasetInfo
+    standardized: bool
+
+
+def build_loaders(
+    dataset: Mapping,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    device: str | torch.device = "cpu",
+    standardize_default: bool = True,
+    channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    max_train_batches: int | None = None,
+    max_eval_batches: int | None = None,
+    prepare: bool = True,
+) -> Data:
+    """Build the loaders for ``dataset`` (a mapping shaped like conf/dataset/*.yaml).
+
+    ``prepare=False`` skips the file checks (and download) when the caller has done them.
+    """
+    options = {k: v for k, v in dataset.items() if k not in COMMON_KEYS}
+    source = get_source(
+        dataset["name"], dataset.get("root"), download=dataset.get("download", True),
+        verify=dataset.get("verify", True), **options,
+    )
+    if prepare:
+        source.prepare()
+    info = source.info
+    standardize = dataset.get("standardize")
+    standardize = standardize_default if standardize is None else bool(standardize)
+    mean, std = (info.mean, info.std) if standardize else (None, None)
+    aug = dict(dataset.get("augment") or {})
+    kind = dataset.get("loader", "auto")
+    if kind not in LOADERS:
+        raise ConfigError(f"dataset.loader={kind!r} is not one of {', '.join(LOADERS)}")
+    if kind == "auto":
+        kind = "device" if info.in_memory else "torch"
+    if kind == "device" and not info.in_memory:
+        raise ConfigError(f"dataset.loader=device: {info.name} does not fit in device memory; "
+                          "use dataset.loader=torch")
+    if kind == "device" and aug.get("random_resized_crop"):
+        raise ConfigError("dataset.augment.random_resized_crop needs dataset.loader=torch")
+
+    common = {"seed": seed, "device": device, "channels_last": channels_last, "rank": rank,
+              "world_size": world_size}
+    loaders = []
+    for train in (True, False):
+        bs = batch_size if train else eval_batch_size
+        limit = max_train_batches if train else max_eval_batches
+        drop = bool(dataset.get("drop_last", False)) and train
+        if kind == "device":
+            images, labels = source.arrays(train)
+            loaders.append(DeviceLoader(
+                images, labels, bs, train=train, crop_padding=int(aug.get("crop_padding", 0)),
+                flip=bool(aug.get("flip", False)), mean=mean, std=std, drop_last=drop,
+                max_batches=limit, **common,
+            ))
+        else:
+            transform = build_transform(
+                train, info.image_size, int(aug.get("crop_padding", 0)),
+                bool(aug.get("flip", False)), mean, std,
+                bool(aug.get("random_resized_crop", False)), aug.get("eval_resize"),
+            )
+            loaders.append(TorchLoader(
+                source.dataset(train, transform), bs, train=train,
+                workers=int(dataset.get("workers", 4)), drop_last=drop, max_batches=limit,
+                **common,
+            ))
+    return Data(loaders[0], loaders[1], info, standardize)

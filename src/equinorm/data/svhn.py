@@ -1,0 +1,72 @@
+"""SVHN (Netzer et al. 2011) through torchvision's dataset class (paper section 6.3).
+
+Training uses ``train`` + ``extra`` (73,257 + 531,131 images) unless ``extra=false``; evaluation
+uses ``test``. Files: ``<root>/svhn/{train,extra,test}_32x32.mat``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import ConcatDataset
+from torchvision import datasets
+
+from equinorm.data.base import DatasetInfo, Source
+
+
+class _Unchecked(datasets.SVHN):
+    def _check_integrity(self) -> bool:
+        import os
+
+        return os.path.isfile(os.path.join(self.root, self.filename))
+
+
+class Svhn(Source):
+    info = DatasetInfo(
+        "svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), True,
+        73_257 + 531_131, 26_032,
+    )
+
+    def __init__(self, root, download=True, verify=True, extra: bool = True):
+        super().__init__(root, download, verify)
+        self.extra = extra
+
+    @property
+    def folder(self):
+        return self.root / "svhn"
+
+    @property
+    def how_to_get(self) -> str:  # type: ignore[override]
+        urls = ", ".join(v[0] for v in datasets.SVHN.split_list.values())
+        return f"Download {urls} into dataset.root/svhn/."
+
+    def splits(self, train: bool) -> list[str]:
+        return (["train", "extra"] if self.extra else ["train"]) if train else ["test"]
+
+    def prepare(self) -> None:
+        for split in self.splits(True) + self.splits(False):
+            _, name, md5 = datasets.SVHN.split_list[split]
+            self.check_files(
+                [(self.folder / name, md5)],
+                fetch=lambda s=split: datasets.SVHN(str(self.folder), split=s, download=True),
+            )
+
+    def _load(self, split: str, transform=None):
+        cls = datasets.SVHN if self.verify else _Unchecked
+        try:
+            return cls(str(self.folder), split=split, transform=transform, download=False)
+        except Exception as exc:
+            path = self.folder / datasets.SVHN.split_list[split][1]
+            raise self.error(
+                f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); "
+                "delete it and download again"
+            ) from exc
+
+    def arrays(self, train: bool):
+        parts = [self._load(s) for s in self.splits(train)]
+        images = np.concatenate([p.data for p in parts]) if len(parts) > 1 else parts[0].data
+        labels = np.concatenate([p.labels for p in parts]).astype(np.int64)
+        return np.ascontiguousarray(images), labels
+
+    def dataset(self, train: bool, transform):
+        parts = [self._load(s, transform) for s in self.splits(train)]
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
