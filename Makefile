@@ -11,7 +11,7 @@ RESULTS ?= results
 NPROC   ?= 1
 ARGS    ?=
 
-.PHONY: help install test test-slow lint format clean demo figures plan complexity \
+.PHONY: help install test test-slow lint format clean demo figures plan complexity bench \
         reproduce-cifar10 reproduce-cifar100 reproduce-svhn reproduce-imagenet reproduce-short \
         reproduce-all
 
@@ -62,6 +62,9 @@ $(addprefix reproduce-,$(REPRODUCE)): reproduce-%: $(STAMP)
 
 plan: $(STAMP) ## Runs and estimated GPU-hours of every reproduce target (no training)
 	$(PY) scripts/reproduce.py all --plan
+
+bench: $(STAMP) ## Training-step time per arch x norm and loader throughput -> results/bench/<device>.*
+	$(PY) scripts/bench.py all $(ARGS)
 
 complexity: $(STAMP) ## Parameters and forward MACs per architecture (and the golden counts)
 	$(PY) scripts/model_complexity.py

@@ -345,3 +345,134 @@ def test_bf16_autocast_statistics_stay_float32():
     assert y16.dtype == torch.bfloat16
     assert conv.running_mean.dtype == torch.float32
     torch.testing.assert_close(y16.float(), y32, rtol=5e-2, atol=5e-2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 3),  # groups
+    st.integers(1, 4),  # input channels per group
+    st.integers(1, 3),  # output channels per group
+    st.sampled_from([1, 3, 5]),  # kernel
+    st.booleans(),  # single_pass
+    st.floats(0.2, 3.0),  # scale factor
+    st.integers(0, 2**31 - 1),
+)
+def test_fused_transform_matches_the_autograd_reference(groups, cin_g, cout_g, k, single, f, seed):
+    from equinorm.layers import equi_weight_reference
+
+    if cin_g * k * k < 2:
+        cin_g = 2
+    torch.manual_seed(seed)
+    w = balance_signs_(torch.randn(cout_g * groups, cin_g, k, k, dtype=torch.float64))
+    w.requires_grad_()  # balanced, as the layer initialises: no channel of one sign (assumption 4)
+    m = (torch.rand(cin_g * groups, dtype=torch.float64) + 0.05).requires_grad_()
+    fused = equi_weight(w, m, f, single, groups)
+    ref = equi_weight_reference(w, m, f, single, groups)
+    torch.testing.assert_close(fused, ref)
+    g = torch.randn_like(ref)
+    for a, b in zip(
+        torch.autograd.grad(fused, (w, m), g), torch.autograd.grad(ref, (w, m), g), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("single_pass", [True, False])
+def test_gradcheck_fused_transform_with_groups(single_pass):
+    torch.manual_seed(12)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    m = (torch.rand(6, dtype=torch.float64) + 0.1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda w, m: equi_weight(w, m, 0.8, single_pass, 3), (w, m))
+
+
+def test_fused_zero_padding_path_equals_the_composed_path():
+    """The one-node layer (zero padding) against conv(x, w'') with autograd doing the rest."""
+    torch.manual_seed(9)
+    conv = EquiConv2d(4, 6, 3, stride=2, padding=1, bias=True, stat_fraction=0.5).double()
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.rand(6, 4, 9, 9, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(6, 6, 5, 5, dtype=torch.float64)
+    for train in (True, False):
+        conv.train(train)
+        fused = conv(x)
+        assert fused.grad_fn.name().startswith("_EquiConvFn")
+        grads_f = torch.autograd.grad(fused, (x, conv.weight, conv.bias), g)
+        composed = conv._conv_forward(x, conv.normalized_weight(x), conv.bias)
+        grads_c = torch.autograd.grad(composed, (x, conv.weight, conv.bias), g)
+        torch.testing.assert_close(fused, composed)
+        for a, b in zip(grads_f, grads_c, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_folded_affine_gradcheck_and_equality():
+    from equinorm.layers import ChannelAffine
+
+    torch.manual_seed(10)
+    conv = EquiConv2d(3, 4, 3, padding=1, bias=False).double()
+    affine = ChannelAffine(4).double()
+    with torch.no_grad():
+        affine.weight.uniform_(0.5, 2.0)
+        affine.bias.normal_()
+    x = torch.rand(4, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    expected = affine(conv(x))
+    conv.fold_affine(affine)
+    assert affine.folded and conv.folded_affine is affine
+    torch.testing.assert_close(affine(conv(x)), expected)
+    assert list(affine.state_dict()) == ["weight", "bias"] and "_folded_affine" not in dict(
+        conv.named_modules()
+    )
+
+    def fn(inp, w, gamma, beta):
+        return _folded(conv, inp, w, gamma, beta)
+
+    args = (
+        x,
+        conv.weight.detach().clone().requires_grad_(),
+        affine.weight.detach().clone().requires_grad_(),
+        affine.bias.detach().clone().requires_grad_(),
+    )
+    assert torch.autograd.gradcheck(fn, args)
+
+
+def _folded(conv, x, w, gamma, beta):
+    """The fused layer with explicit (weight, gamma, beta) inputs, for gradcheck."""
+    from equinorm.layers.equiconv import _EquiConvFn
+
+    y, _ = _EquiConvFn.apply(
+        x,
+        w,
+        beta,
+        gamma,
+        None,
+        x.shape[0],
+        1.0,
+        conv.single_pass,
+        False,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+    )
+    return y
+
+
+@pytest.mark.timeout(300)
+def test_compiles_as_one_graph_with_mixup_hook_and_bf16():
+    """torch.compile(fullgraph=True) traces EquiConv2d nets without graph breaks (GPU path)."""
+    from equinorm.models import build_model
+    from equinorm.train.mixup import Mixer
+
+    torch.manual_seed(0)
+    model = build_model("preact_resnet18", "equi", 10, width_mult=0.125)
+    reference = build_model("preact_resnet18", "equi", 10, width_mult=0.125)
+    reference.load_state_dict(model.state_dict())
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 10
+    torch.nn.functional.cross_entropy(compiled(x), y).backward()
+    torch.nn.functional.cross_entropy(reference(x), y).backward()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    mixer = Mixer()
+    mixer.lam, mixer.perm = torch.tensor(0.3), torch.randperm(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled(x, hook_at=1, hook=mixer).float().sum().backward()

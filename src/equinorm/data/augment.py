@@ -1,9 +1,9 @@
 """Batched, on-device random crop + horizontal flip with torchvision's exact semantics.
 
 ``RandomCrop(size, padding=p)`` (zero padding) followed by ``RandomHorizontalFlip()`` is, per
-image, a read of the zero-padded image at rows ``top + i`` and columns ``left + j`` (``left + W-1-j``
-when flipped). Given the same offsets and flips the pixels are identical to torchvision's; the
-whole batch is one gather on the device.
+image, a read of the zero-padded image at rows ``top + i`` and columns ``left + j``
+(``left + W-1-j`` when flipped). Given the same offsets and flips the pixels are identical to
+torchvision's; the whole batch is one gather on the device.
 """
 
 from __future__ import annotations

@@ -92,14 +92,28 @@ class CifarSource(Source):
 class Cifar10(CifarSource):
     tv_class = datasets.CIFAR10
     info = DatasetInfo(
-        "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
-        50_000, 10_000,
+        "cifar10",
+        10,
+        3,
+        32,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        True,
+        50_000,
+        10_000,
     )
 
 
 class Cifar100(CifarSource):
     tv_class = datasets.CIFAR100
     info = DatasetInfo(
-        "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
-        50_000, 10_000,
+        "cifar100",
+        100,
+        3,
+        32,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        True,
+        50_000,
+        10_000,
     )

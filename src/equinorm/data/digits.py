@@ -16,8 +16,9 @@ class Digits(Source):
     info = DatasetInfo("digits", 10, 1, 8, (0.3053,), (0.3759,), True, 1_437, 360)
     how_to_get = "Install scikit-learn (pip install 'equinorm[demo]'); the data ships inside it."
 
-    def __init__(self, root=None, download=True, verify=True, split_seed: int = 0,
-                 test_fraction: float = 0.2):
+    def __init__(
+        self, root=None, download=True, verify=True, split_seed: int = 0, test_fraction: float = 0.2
+    ):
         super().__init__(root or ".", download, verify)
         self.split_seed = split_seed
         self.test_fraction = test_fraction
@@ -38,7 +39,10 @@ class Digits(Source):
             images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
             labels = digits.target.astype(np.int64)
             self._split = train_test_split(
-                images, labels, test_size=self.test_fraction, random_state=self.split_seed,
+                images,
+                labels,
+                test_size=self.test_fraction,
+                random_state=self.split_seed,
                 stratify=labels,
             )
         return self._split

@@ -30,21 +30,30 @@ def write_cifar(root, kind="cifar10", n_train=100, n_test=40, seed=0) -> dict:
     if kind == "cifar10":
         folder = Path(root) / "cifar-10-batches-py"
         label_key = "labels"
-        parts = {f"data_batch_{i + 1}": s for i, s in enumerate(np.array_split(np.arange(n_train),
-                                                                               5))}
+        parts = {
+            f"data_batch_{i + 1}": s for i, s in enumerate(np.array_split(np.arange(n_train), 5))
+        }
         meta = ("batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
         files = {name: (x_train[idx], y_train[idx]) for name, idx in parts.items()}
         files["test_batch"] = (x_test, y_test)
     else:
         folder = Path(root) / "cifar-100-python"
         label_key = "fine_labels"
-        meta = ("meta", {"fine_label_names": [f"class{i}" for i in range(100)],
-                         "coarse_label_names": [f"super{i}" for i in range(20)]})
+        meta = (
+            "meta",
+            {
+                "fine_label_names": [f"class{i}" for i in range(100)],
+                "coarse_label_names": [f"super{i}" for i in range(20)],
+            },
+        )
         files = {"train": (x_train, y_train), "test": (x_test, y_test)}
     folder.mkdir(parents=True, exist_ok=True)
     for name, (x, y) in files.items():
-        entry = {"data": x.reshape(len(x), -1), label_key: y.tolist(),
-                 "filenames": [f"{i}.png" for i in range(len(y))]}
+        entry = {
+            "data": x.reshape(len(x), -1),
+            label_key: y.tolist(),
+            "filenames": [f"{i}.png" for i in range(len(y))],
+        }
         if kind == "cifar100":
             entry["coarse_labels"] = (y // 5).tolist()
         with open(folder / name, "wb") as f:

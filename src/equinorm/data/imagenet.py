@@ -28,8 +28,15 @@ class _Folder(datasets.ImageFolder):
 
 class ImageNet(Source):
     info = DatasetInfo(
-        "imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False,
-        1_281_167, 50_000,
+        "imagenet",
+        1000,
+        3,
+        224,
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        False,
+        1_281_167,
+        50_000,
     )
     how_to_get = (
         "ImageNet cannot be downloaded automatically: get ILSVRC2012_img_train.tar and "
@@ -52,13 +59,12 @@ class ImageNet(Source):
                     f"Looked in dataset.root={self.root}"
                 )
             classes[split] = found
-        if self.verify:
-            if classes["train"] != classes["val"] or len(classes["train"]) != 1000:
-                raise self.error(
-                    f"{self.folder} holds {len(classes['train'])} train and "
-                    f"{len(classes['val'])} val class folders, expected the same 1000 in both "
-                    "(set dataset.verify=false to use a subset)"
-                )
+        if self.verify and (classes["train"] != classes["val"] or len(classes["train"]) != 1000):
+            raise self.error(
+                f"{self.folder} holds {len(classes['train'])} train and "
+                f"{len(classes['val'])} val class folders, expected the same 1000 in both "
+                "(set dataset.verify=false to use a subset)"
+            )
 
     def dataset(self, train: bool, transform):
         return _Folder(str(self.folder / ("train" if train else "val")), transform=transform)

@@ -20,8 +20,17 @@ from equinorm.data.torch_loader import TorchLoader, build_transform
 from equinorm.errors import ConfigError
 
 #: keys every dataset node has; any other key is an option of that dataset's source
-COMMON_KEYS = {"name", "root", "download", "verify", "standardize", "loader", "workers",
-               "drop_last", "augment"}
+COMMON_KEYS = {
+    "name",
+    "root",
+    "download",
+    "verify",
+    "standardize",
+    "loader",
+    "workers",
+    "drop_last",
+    "augment",
+}
 LOADERS = ("auto", "device", "torch")
 
 
@@ -54,8 +63,11 @@ def build_loaders(
     """
     options = {k: v for k, v in dataset.items() if k not in COMMON_KEYS}
     source = get_source(
-        dataset["name"], dataset.get("root"), download=dataset.get("download", True),
-        verify=dataset.get("verify", True), **options,
+        dataset["name"],
+        dataset.get("root"),
+        download=dataset.get("download", True),
+        verify=dataset.get("verify", True),
+        **options,
     )
     if prepare:
         source.prepare()
@@ -70,13 +82,20 @@ def build_loaders(
     if kind == "auto":
         kind = "device" if info.in_memory else "torch"
     if kind == "device" and not info.in_memory:
-        raise ConfigError(f"dataset.loader=device: {info.name} does not fit in device memory; "
-                          "use dataset.loader=torch")
+        raise ConfigError(
+            f"dataset.loader=device: {info.name} does not fit in device memory; "
+            "use dataset.loader=torch"
+        )
     if kind == "device" and aug.get("random_resized_crop"):
         raise ConfigError("dataset.augment.random_resized_crop needs dataset.loader=torch")
 
-    common = {"seed": seed, "device": device, "channels_last": channels_last, "rank": rank,
-              "world_size": world_size}
+    common = {
+        "seed": seed,
+        "device": device,
+        "channels_last": channels_last,
+        "rank": rank,
+        "world_size": world_size,
+    }
     loaders = []
     for train in (True, False):
         bs = batch_size if train else eval_batch_size
@@ -84,20 +103,41 @@ def build_loaders(
         drop = bool(dataset.get("drop_last", False)) and train
         if kind == "device":
             images, labels = source.arrays(train)
-            loaders.append(DeviceLoader(
-                images, labels, bs, train=train, crop_padding=int(aug.get("crop_padding", 0)),
-                flip=bool(aug.get("flip", False)), mean=mean, std=std, drop_last=drop,
-                max_batches=limit, **common,
-            ))
+            loaders.append(
+                DeviceLoader(
+                    images,
+                    labels,
+                    bs,
+                    train=train,
+                    crop_padding=int(aug.get("crop_padding", 0)),
+                    flip=bool(aug.get("flip", False)),
+                    mean=mean,
+                    std=std,
+                    drop_last=drop,
+                    max_batches=limit,
+                    **common,
+                )
+            )
         else:
             transform = build_transform(
-                train, info.image_size, int(aug.get("crop_padding", 0)),
-                bool(aug.get("flip", False)), mean, std,
-                bool(aug.get("random_resized_crop", False)), aug.get("eval_resize"),
+                train,
+                info.image_size,
+                int(aug.get("crop_padding", 0)),
+                bool(aug.get("flip", False)),
+                mean,
+                std,
+                bool(aug.get("random_resized_crop", False)),
+                aug.get("eval_resize"),
             )
-            loaders.append(TorchLoader(
-                source.dataset(train, transform), bs, train=train,
-                workers=int(dataset.get("workers", 4)), drop_last=drop, max_batches=limit,
-                **common,
-            ))
+            loaders.append(
+                TorchLoader(
+                    source.dataset(train, transform),
+                    bs,
+                    train=train,
+                    workers=int(dataset.get("workers", 4)),
+                    drop_last=drop,
+                    max_batches=limit,
+                    **common,
+                )
+            )
     return Data(loaders[0], loaders[1], info, standardize)

@@ -31,8 +31,9 @@ def source_options(name: str) -> list[str]:
     return [p for p in params if p not in {"self", "root", "download", "verify"}]
 
 
-def get_source(name: str, root: str | None = None, *, download: bool = True,
-               verify: bool = True, **options) -> Source:
+def get_source(
+    name: str, root: str | None = None, *, download: bool = True, verify: bool = True, **options
+) -> Source:
     """The source of ``name`` reading from ``root`` (default: $EQUINORM_DATA, else data/)."""
     dataset_info(name)
     valid = source_options(name)

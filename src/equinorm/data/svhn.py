@@ -22,8 +22,15 @@ class _Unchecked(datasets.SVHN):
 
 class Svhn(Source):
     info = DatasetInfo(
-        "svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), True,
-        73_257 + 531_131, 26_032,
+        "svhn",
+        10,
+        3,
+        32,
+        (0.4377, 0.4438, 0.4728),
+        (0.1980, 0.2010, 0.1970),
+        True,
+        73_257 + 531_131,
+        26_032,
     )
 
     def __init__(self, root, download=True, verify=True, extra: bool = True):

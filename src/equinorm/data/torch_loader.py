@@ -29,8 +29,11 @@ def build_transform(
     """torchvision transforms: CIFAR-style pad+crop+flip, or ImageNet-style resized crops."""
     steps: list = []
     if random_resized_crop:
-        steps.append(T.RandomResizedCrop(image_size) if train else T.Compose(
-            [T.Resize(eval_resize or image_size), T.CenterCrop(image_size)]))
+        steps.append(
+            T.RandomResizedCrop(image_size)
+            if train
+            else T.Compose([T.Resize(eval_resize or image_size), T.CenterCrop(image_size)])
+        )
     elif train and crop_padding:
         steps.append(T.RandomCrop(image_size, padding=crop_padding))
     if train and flip:
@@ -84,7 +87,7 @@ class SeededDataset(Dataset):
 
 
 class TorchLoader:
-    """DataLoader wrapper with the DeviceLoader's interface: ``len`` and ``iterate(epoch, start)``."""
+    """A DataLoader with the DeviceLoader's interface: ``len`` and ``iterate(epoch, start)``."""
 
     def __init__(
         self,

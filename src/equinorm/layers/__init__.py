@@ -7,6 +7,7 @@ from equinorm.layers.equiconv import (
     conv_output_size,
     equi_scale_factor,
     equi_weight,
+    equi_weight_reference,
     input_channel_means,
 )
 from equinorm.layers.norms import NORMS, NormSpec, get_norm
@@ -25,6 +26,7 @@ __all__ = [
     "conv_output_size",
     "equi_scale_factor",
     "equi_weight",
+    "equi_weight_reference",
     "get_norm",
     "input_channel_means",
 ]

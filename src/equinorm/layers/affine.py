@@ -15,25 +15,40 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 __all__ = ["ChannelAffine", "GroupNorm", "MeanOnlyBatchNorm2d"]
 
 
 class ChannelAffine(nn.Module):
-    """``y[:, c] = weight[c] * x[:, c] + bias[c]``; scale 1 and shift 0 at init."""
+    """``y[:, c] = weight[c] * x[:, c] + bias[c]``; scale 1 and shift 0 at init.
+
+    Computed as an evaluation-mode ``batch_norm`` with mean 0, variance 1 and eps 0 -- exactly the
+    affine map, in one native kernel with a fused backward (fewer ops than ``x * w + b``).
+
+    ``foldable``: a convolution that directly precedes it may apply it inside its own weight
+    transform (``EquiConv2d.fold_affine``); it then keeps its parameters and passes ``x`` through.
+    """
+
+    foldable = True
 
     def __init__(self, num_channels: int, device=None, dtype=None) -> None:
         super().__init__()
         self.num_channels = num_channels
+        self.folded = False
         self.weight = nn.Parameter(torch.ones(num_channels, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
+        factory = {"device": device, "dtype": dtype}
+        self.register_buffer("_zero", torch.zeros(num_channels, **factory), persistent=False)
+        self.register_buffer("_one", torch.ones(num_channels, **factory), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return torch.addcmul(self.bias.view(shape), x, self.weight.view(shape))
+        if self.folded:  # applied by the preceding convolution
+            return x
+        return F.batch_norm(x, self._zero, self._one, self.weight, self.bias, False, 0.0, 0.0)
 
     def extra_repr(self) -> str:
-        return str(self.num_channels)
+        return f"{self.num_channels}" + (", folded into the preceding conv" if self.folded else "")
 
 
 class MeanOnlyBatchNorm2d(nn.Module):

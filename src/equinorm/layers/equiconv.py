@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
@@ -33,6 +34,7 @@ __all__ = [
     "conv_output_size",
     "equi_scale_factor",
     "equi_weight",
+    "equi_weight_reference",
     "input_channel_means",
 ]
 
@@ -42,7 +44,10 @@ def input_channel_means(x: Tensor, stat_fraction: float = 1.0) -> Tensor:
 
     Reduced-precision inputs (bf16/fp16 under autocast) are accumulated and returned in float32.
     """
-    n = math.ceil(stat_fraction * x.shape[0])
+    return _first_means(x, math.ceil(stat_fraction * x.shape[0]))
+
+
+def _first_means(x: Tensor, n: int) -> Tensor:
     stats = x if n == x.shape[0] else x[:n]
     dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     return stats.mean(dim=(0, 2, 3), dtype=dtype)
@@ -72,6 +77,212 @@ def equi_scale_factor(
     return (out_size[0] * out_size[1] * stride[0] * stride[1]) / (in_size[0] * in_size[1])
 
 
+def _group_means(channel_means: Tensor, c_out: int, c_in_g: int, groups: int) -> Tensor:
+    """``m_dc``: the means each output channel sees, (1, C_in) or (C_out, C_in / groups)."""
+    if groups == 1:
+        return channel_means.unsqueeze(0)
+    return channel_means.view(groups, c_in_g).repeat_interleave(c_out // groups, dim=0)
+
+
+def _weighted(mat: Tensor, m_dc: Tensor) -> Tensor:
+    """``sum_c m_dc mat_dc`` per output channel d (a matrix-vector product when groups == 1)."""
+    if m_dc.shape[0] == 1:
+        return torch.mv(mat, m_dc[0])
+    return (mat * m_dc).sum(dim=1)
+
+
+def _transform_forward(
+    weight: Tensor,
+    m_dc: Tensor,
+    scale_factor: float,
+    single_pass: bool,
+    gamma: Tensor | None = None,
+):
+    """``w'' = s (w + b)`` and what its backward needs (no autograd; see :class:`_EquiWeight`).
+
+    With ``gamma`` (the scale of a per-channel affine folded into the layer) the kernel is
+    ``gamma s (w + b)``. Written for few passes over the weights, few weight-sized allocations
+    and few small ops: kernel sums are matrix-vector products with a ones vector, and one buffer
+    serves as the positive parts, then (``sign_``) as the sign mask.
+    """
+    c_out, c_in_g, kh, kw = weight.shape
+    k = kh * kw
+    ones = weight.new_ones(k)
+    flat = weight.reshape(c_out, c_in_g * k)
+    w_dc = torch.mv(flat.view(-1, k), ones).view(c_out, c_in_g)
+    km = m_dc.sum(dim=1).mul_(k)  # k sum_c m_dc
+    b = _weighted(w_dc, m_dc).div_(km).neg_()  # centres the output
+    if single_pass:  # P = sum_jk w [w > 0] + b #{w > 0}
+        mask = torch.relu(flat)
+        a = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
+        mask.sign_()
+        n = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
+        p = torch.addcmul(a, n, b.unsqueeze(1))
+    else:  # P = sum_jk relu(w + b)
+        mask = (flat + b.unsqueeze(1)).relu_()
+        p = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
+        mask.sign_()
+        n = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
+    d = _weighted(p, m_dc)
+    s = d.reciprocal().mul_(scale_factor)  # positive contributions total r
+    se = s if gamma is None else s * gamma  # the effective scale of each output channel
+    w2 = torch.addcmul((b * se).unsqueeze(1), flat, se.unsqueeze(1)).view_as(weight)
+    return w2, (weight, m_dc, mask, w_dc, b, n, p, d, s, se, km)
+
+
+def _transform_backward(grad: Tensor, saved, need_m: bool, need_gamma: bool = False):
+    """Gradients of ``w''`` with respect to ``w``, ``m_dc`` and a folded ``gamma``.
+
+    ``dL/dw = s_e G + m_dc (alpha + g_d mask)`` per output channel, with ``s_e = gamma s`` the
+    effective scale, ``alpha`` the gradient through ``b`` and ``g_d`` through ``D``; ``m_dc``
+    repeated over the kernel taps keeps every broadcast along long rows.
+    """
+    weight, m_dc, mask, w_dc, b, n, p, d, s, se, km = saved
+    c_out, c_in_g, kh, kw = weight.shape
+    k = kh * kw
+    g = grad.reshape(c_out, c_in_g * k)
+    g_sum = g.sum(dim=1)
+    g_se = torch.addcmul(torch.linalg.vecdot(g, weight.reshape(c_out, -1)), b, g_sum)
+    g_gamma = g_se * s if need_gamma else None  # s_e = gamma factor / d
+    g_d = (g_se * se).div_(d).neg_()  # dL/dD
+    g_b = torch.addcmul(se * g_sum, g_d, _weighted(n, m_dc))  # directly, and through P
+    alpha = (g_b / km).neg_()  # b = -(sum_c m_dc w_dc) / (k sum_c m_dc)
+    m_rep = m_dc.repeat_interleave(k, dim=1)
+    g_w = mask * g_d.unsqueeze(1)  # through P: dP/dw = m_dc mask
+    g_w.add_(alpha.unsqueeze(1)).mul_(m_rep).addcmul_(g, se.unsqueeze(1))
+    g_m = None
+    if need_m:  # dD/dm = P; db/dm = -(w_dc + k b) / (k sum m)
+        if m_dc.shape[0] == 1:
+            g_m = (torch.mv(p.t(), g_d) + torch.mv(w_dc.t(), alpha)).add_(k * torch.dot(b, alpha))
+            g_m = g_m.unsqueeze(0)
+        else:
+            g_m = g_d.unsqueeze(1) * p + alpha.unsqueeze(1) * (w_dc + k * b.unsqueeze(1))
+    return g_w.view_as(weight), g_m, g_gamma
+
+
+class _EquiWeight(torch.autograd.Function):
+    """``w'' = s (w + b)`` as one autograd node, with the backward written out.
+
+    With ``mask`` the sign indicator (``[w > 0]`` single-pass, ``[w + b > 0]`` exact; constant
+    almost everywhere), both variants read ``P_dc = A_dc + b_d N_dc`` with ``A = sum w mask`` and
+    ``N = sum mask``; ``D_d = sum_c m_dc P_dc``, ``s_d = factor / D_d``. Differentiating by hand
+    replaces about twenty autograd nodes per layer by one and halves the passes over the weights.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, m_dc, scale_factor: float, single_pass: bool):
+        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass)
+        ctx.save_for_backward(*saved)
+        return w2
+
+    @staticmethod
+    def backward(ctx, grad):
+        g_w, g_m, _ = _transform_backward(grad, ctx.saved_tensors, ctx.needs_input_grad[1])
+        return g_w, g_m, None, None
+
+
+_convolution_backward = torch.ops.aten.convolution_backward.default
+
+
+class _EquiConvFn(torch.autograd.Function):
+    """A whole zero-padded EquiNorm convolution as one autograd node.
+
+    The input statistics are computed inside, so their gradient -- a per-channel constant -- is
+    added in place to the convolution's input gradient instead of being materialised by autograd
+    and summed. Under autocast the convolution runs in the autocast dtype; the weight transform
+    stays in float32. A folded per-channel affine enters as ``gamma`` (scaling the kernel) and
+    ``bias`` (its shift). Returns the output and the batch means (for the running estimate).
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x,
+        weight,
+        bias,
+        gamma,
+        stats,
+        n_stat: int,
+        scale_factor: float,
+        single_pass: bool,
+        detach_stats: bool,
+        stride,
+        padding,
+        dilation,
+        groups: int,
+    ):
+        batch_stats = stats is None
+        means = _first_means(x, n_stat) if batch_stats else stats
+        if means.dtype != weight.dtype:
+            means = means.to(weight.dtype)
+        m_dc = (
+            means.unsqueeze(0)
+            if groups == 1
+            else _group_means(means, weight.shape[0], weight.shape[1], groups)
+        )
+        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma)
+        device = x.device.type
+        xc, wc, bc = x, w2, bias
+        if torch.is_autocast_enabled(device):  # the convolution in the autocast dtype
+            cast = torch.get_autocast_dtype(device)
+            xc, wc = x.to(cast), w2.to(cast)
+            bc = None if bias is None else bias.to(cast)
+        y = F.conv2d(xc, wc, bc, stride, padding, dilation, groups)
+        ctx.save_for_backward(xc, wc)
+        ctx.saved = saved  # intermediates of the transform (not inputs or outputs)
+        ctx.conf = (
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias is not None,
+            n_stat,
+            batch_stats and not detach_stats,
+            x.dtype,
+        )
+        ctx.mark_non_differentiable(means)
+        return y, means
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_means):
+        xc, wc = ctx.saved_tensors
+        saved = ctx.saved
+        stride, padding, dilation, groups, has_bias, n_stat, stats_grad, x_dtype = ctx.conf
+        need_x, need_gamma = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        if grad_y.dtype != wc.dtype:
+            grad_y = grad_y.to(wc.dtype)
+        grad_x, grad_w2, grad_b = _convolution_backward(
+            grad_y,
+            xc,
+            wc,
+            [wc.shape[0]] if has_bias else None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            groups,
+            [need_x, True, has_bias],
+        )
+        weight = saved[0]
+        if grad_w2.dtype != weight.dtype:
+            grad_w2 = grad_w2.to(weight.dtype)
+        need_m = need_x and stats_grad
+        g_w, g_m, g_gamma = _transform_backward(grad_w2, saved, need_m, need_gamma)
+        if need_m:  # d m_c / d x = 1 / (n_stat H W) for the first n_stat examples
+            if groups == 1:
+                g_m = g_m[0]  # already summed over the output channels
+            else:
+                g_m = g_m.view(groups, -1, weight.shape[1]).sum(dim=1).reshape(-1)
+            g_m = g_m.div_(n_stat * xc.shape[2] * xc.shape[3])
+            grad_x[:n_stat].add_(g_m.to(grad_x.dtype).view(1, -1, 1, 1))
+        if grad_x is not None and grad_x.dtype != x_dtype:
+            grad_x = grad_x.to(x_dtype)
+        if has_bias and grad_b.dtype != weight.dtype:
+            grad_b = grad_b.to(weight.dtype)
+        return grad_x, g_w, grad_b, g_gamma, None, None, None, None, None, None, None, None, None
+
+
 def equi_weight(
     weight: Tensor,
     channel_means: Tensor,
@@ -91,26 +302,37 @@ def equi_weight(
         groups: the convolution's groups; output channel ``d`` sees the input channels of its group.
 
     Returns:
-        The normalized kernel, same shape and dtype as ``weight``.
+        The normalized kernel, same shape and dtype as ``weight``. Differentiable in ``weight``
+        and ``channel_means``.
     """
     c_out, c_in_g = weight.shape[:2]
-    m = channel_means.to(weight.dtype)
-    if groups == 1:
-        m_dc = m.unsqueeze(0)  # (1, C_in): the same statistics for every output channel
-    else:  # output channel d belongs to group d // (C_out / groups)
-        m_dc = m.view(groups, c_in_g).repeat_interleave(c_out // groups, dim=0)
-    k = weight.shape[2] * weight.shape[3]
+    m_dc = _group_means(channel_means.to(weight.dtype), c_out, c_in_g, groups)
+    return _EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass))
 
+
+def equi_weight_reference(
+    weight: Tensor,
+    channel_means: Tensor,
+    scale_factor: float = 1.0,
+    single_pass: bool = True,
+    groups: int = 1,
+) -> Tensor:
+    """:func:`equi_weight` in plain differentiable tensor ops (autograd derives the backward).
+
+    Kept as the readable statement of SPEC section 1 and as the oracle of the tests.
+    """
+    c_out, c_in_g = weight.shape[:2]
+    m_dc = _group_means(channel_means.to(weight.dtype), c_out, c_in_g, groups)
+    k = weight.shape[2] * weight.shape[3]
     w_dc = weight.sum(dim=(2, 3))  # (C_out, C_in_g)
-    m_sum = m_dc.sum(dim=1)  # sum_c m_c
-    b = -(m_dc * w_dc).sum(dim=1) / (k * m_sum)  # (C_out,)
+    b = -(m_dc * w_dc).sum(dim=1) / (k * m_dc.sum(dim=1))  # centres the output
     shifted = weight + b.view(-1, 1, 1, 1)
     if single_pass:
         positive = weight > 0
         p_dc = (weight * positive).sum(dim=(2, 3)) + b.unsqueeze(1) * positive.sum(dim=(2, 3))
     else:
         p_dc = shifted.clamp(min=0).sum(dim=(2, 3))
-    s = scale_factor / (m_dc * p_dc).sum(dim=1)
+    s = scale_factor / (m_dc * p_dc).sum(dim=1)  # positive contributions total r
     return shifted * s.view(-1, 1, 1, 1)
 
 
@@ -225,6 +447,28 @@ class EquiConv2d(nn.Conv2d):
         """Re-establish the balanced-sign invariant after any external re-initialisation."""
         balance_signs_(self.weight)
 
+    @property
+    def folded_affine(self) -> nn.Module | None:
+        """The per-channel affine folded into this layer (see :meth:`fold_affine`), if any."""
+        return self.__dict__.get("_folded_affine")
+
+    def fold_affine(self, affine: nn.Module) -> None:
+        """Apply ``affine`` (a per-channel ``y = weight x + bias`` right after this layer) inside
+        this layer: the kernel is scaled by its weight and its bias becomes the convolution's.
+
+        The affine keeps its parameters (so state_dicts do not change) and turns into the
+        identity; this layer holds a plain reference to it, not a submodule.
+        """
+        if self.bias is not None:
+            raise ValueError("fold_affine needs a convolution without its own bias")
+        if affine.weight.shape != (self.out_channels,):
+            raise ValueError(
+                f"cannot fold an affine of {tuple(affine.weight.shape)} channels "
+                f"into a convolution with {self.out_channels} outputs"
+            )
+        self.__dict__["_folded_affine"] = affine
+        affine.folded = True
+
     def reset_running_stats(self) -> None:
         self.running_mean.fill_(1.0)
         self.num_batches_tracked.zero_()
@@ -234,6 +478,7 @@ class EquiConv2d(nn.Conv2d):
             f"{super().extra_repr()}, single_pass={self.single_pass}, "
             f"stat_fraction={self.stat_fraction}, momentum={self.momentum}, "
             f"detach_stats={self.detach_stats}"
+            + (", affine folded in" if self.folded_affine is not None else "")
         )
 
     def channel_means(self, x: Tensor) -> Tensor:
@@ -266,4 +511,41 @@ class EquiConv2d(nn.Conv2d):
                 f"EquiConv2d expects input of shape (N, {self.in_channels}, H, W); "
                 f"got {tuple(x.shape)}"
             )
-        return self._conv_forward(x, self.normalized_weight(x), self.bias)
+        affine = self.folded_affine
+        gamma, bias = (None, self.bias) if affine is None else (affine.weight, affine.bias)
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            w2 = self.normalized_weight(x)
+            if gamma is not None:
+                w2 = w2 * gamma.view(-1, 1, 1, 1)
+            return self._conv_forward(x, w2, bias)
+        return self.fused_forward(x, gamma, bias)
+
+    def fused_forward(self, x: Tensor, gamma: Tensor | None = None, bias: Tensor | None = None):
+        """The zero-padded layer as one autograd node (same result as the composed path)."""
+        out_size = conv_output_size(
+            x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation
+        )
+        factor = equi_scale_factor(x.shape[-2:], out_size, self.stride)
+        batch_stats = self.training or not self.track_running_stats
+        stats = None if batch_stats else self.running_mean
+        n_stat = math.ceil(self.stat_fraction * x.shape[0])
+        y, means = _EquiConvFn.apply(
+            x,
+            self.weight,
+            bias,
+            gamma,
+            stats,
+            n_stat,
+            factor,
+            self.single_pass,
+            self.detach_stats,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.running_mean.lerp_(means.to(self.running_mean.dtype), self.momentum)
+                self.num_batches_tracked.add_(1)
+        return y

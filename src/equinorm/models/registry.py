@@ -15,6 +15,7 @@ from torch import nn
 
 from equinorm.layers.norms import NormSpec, get_norm
 from equinorm.models.base import StagedNet
+from equinorm.models.fold import fold_affines
 from equinorm.models.init import init_weights
 from equinorm.models.preact_resnet import PreActResNet
 from equinorm.models.resnet import ResNet
@@ -49,6 +50,7 @@ def build_model(
     *,
     zero_init_residual: bool = False,
     norm_options: dict | None = None,
+    fold_affine: bool = True,
     **options,
 ) -> StagedNet:
     """Build and initialise ``arch`` with normalization ``norm``.
@@ -60,6 +62,8 @@ def build_model(
         num_classes: classifier outputs.
         zero_init_residual: zero the scale closing each residual branch (resnet50 only).
         norm_options: options for the norm's layers (e.g. ``{"stat_fraction": 0.25}``).
+        fold_affine: apply each per-channel affine that directly follows an EquiNorm conv inside
+            that conv (same function and state_dict; see :mod:`equinorm.models.fold`).
         **options: architecture options: ``in_channels``, ``width_mult`` and, for resnet50,
             ``small_input``.
     """
@@ -73,7 +77,10 @@ def build_model(
         )
     spec = norm if isinstance(norm, NormSpec) else get_norm(norm, **(norm_options or {}))
     model = ARCHS[arch](spec.conv_layer, spec.norm_layer, num_classes=num_classes, **options)
-    return init_weights(model, zero_init_residual=zero_init_residual)
+    init_weights(model, zero_init_residual=zero_init_residual)
+    if fold_affine:
+        fold_affines(model)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
