@@ -3,6 +3,8 @@
     python scripts/bench.py step      # training-step time per arch x norm -> <device>.csv + .png
     python scripts/bench.py loader    # device-resident loader vs DataLoader -> loader-<device>.csv
     python scripts/bench.py all       # both, and the pipeline's images/s against the models'
+    python scripts/bench.py step --archs preact_resnet18 --width 0.25 --batch-size 64 \
+        --input-size 8 --norms equi bn gn --name cpu-2cores-digits   # the demo's setting
 
 On a GPU the defaults are the paper's sizes (wrn, preact_resnet152 at batch 128; resnet50 at 224
 px), bf16 autocast and channels_last; on a CPU reduced widths at batch 32 and fp32.
@@ -94,6 +96,7 @@ def run_steps(args, device: torch.device) -> list[dict]:
             args.norms,
             device,
             batch_size=batch,
+            input_size=args.input_size,
             width_mult=width,
             precision="bf16" if cuda else "fp32",
             channels_last=cuda,
@@ -106,7 +109,7 @@ def run_steps(args, device: torch.device) -> list[dict]:
                 f"x{r['ratio_to_bn']:.3f} of bn"
             )
         rows += out
-    name = device_slug(device) + ("-compile" if args.compile else "")
+    name = args.name or device_slug(device) + ("-compile" if args.compile else "")
     write_rows(name, device, rows, args.out)
     plot(
         rows,
@@ -126,12 +129,18 @@ def main() -> None:
     parser.add_argument("--width", type=float, help="width multiplier for every arch")
     parser.add_argument("--norms", nargs="+", default=list(NORMS))
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--input-size", type=int, help="image size (default: 32; resnet50 224)")
+    parser.add_argument("--name", help="output file name (default: the device's)")
     parser.add_argument("--rounds", type=int, default=25, help="timed steps per norm (>= 20)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--images", type=int, default=50_000, help="loader benchmark images")
-    parser.add_argument("--workers", type=int, nargs="+",
-                        default=sorted({0, 2, min(8, os.cpu_count() or 1)}),
-                        help="DataLoader worker counts to compare (default: 0, 2, cores up to 8)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=sorted({0, 2, min(8, os.cpu_count() or 1)}),
+        help="DataLoader worker counts to compare (default: 0, 2, cores up to 8)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu" and steady_allocator():

@@ -476,3 +476,35 @@ def test_compiles_as_one_graph_with_mixup_hook_and_bf16():
     mixer.lam, mixer.perm = torch.tensor(0.3), torch.randperm(8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         compiled(x, hook_at=1, hook=mixer).float().sum().backward()
+
+
+def test_eval_kernel_is_cached_until_weights_or_running_means_change():
+    torch.manual_seed(13)
+    conv = EquiConv2d(3, 4, 3, padding=1, bias=False).double()
+    x = torch.rand(5, 3, 6, 6, dtype=torch.float64)
+    conv(x)  # a training step's statistics
+    conv.eval()
+    with torch.no_grad():
+        y1 = conv(x)
+        w_first = conv.__dict__["_eval_cache"][1]
+        y2 = conv(x[:2])
+        assert conv.__dict__["_eval_cache"][1] is w_first  # reused
+        expected = F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
+        torch.testing.assert_close(y1, expected)
+        torch.testing.assert_close(y2, expected[:2])
+        conv.weight.mul_(1.5).add_(0.01)  # an optimizer step changes the weights in place
+        torch.testing.assert_close(
+            conv(x), F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
+        )
+    conv.train()
+    conv(x * 2)  # new running means
+    conv.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            conv(x), F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
+        )
+        other = EquiConv2d(3, 4, 3, padding=1, bias=False).double()
+        conv.load_state_dict(other.state_dict())
+        torch.testing.assert_close(
+            conv(x), F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
+        )

@@ -107,6 +107,12 @@ class Source:
             socket.setdefaulttimeout(previous)
 
 
+def num_batches(examples: int, batch_size: int, drop_last: bool, max_batches: int | None) -> int:
+    """Batches per epoch of a loader: with or without the last partial batch, capped."""
+    batches = examples // batch_size if drop_last else -(-examples // batch_size)
+    return min(batches, max_batches) if max_batches else batches
+
+
 class ArrayDataset(Dataset):
     """uint8 (N, C, H, W) arrays served as (transform(PIL image), label) pairs."""
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from equinorm.data import seeding
 from equinorm.data.augment import crop_flip, draw_crop_flip
+from equinorm.data.base import num_batches
 
 
 class DeviceLoader:
@@ -71,9 +72,7 @@ class DeviceLoader:
         return len(range(self.rank, n, self.world_size))
 
     def __len__(self) -> int:
-        n = self.num_examples
-        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return min(batches, self.max_batches) if self.max_batches else batches
+        return num_batches(self.num_examples, self.batch_size, self.drop_last, self.max_batches)
 
     def epoch_indices(self, epoch: int) -> Tensor:
         """This rank's example indices for ``epoch``, in order."""

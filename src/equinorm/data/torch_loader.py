@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
 from equinorm.data import seeding
+from equinorm.data.base import num_batches
 
 
 def build_transform(
@@ -126,9 +127,7 @@ class TorchLoader:
         return len(self.sampler.indices())
 
     def __len__(self) -> int:
-        n = self.num_examples
-        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return min(batches, self.max_batches) if self.max_batches else batches
+        return num_batches(self.num_examples, self.batch_size, self.drop_last, self.max_batches)
 
     def iterate(self, epoch: int = 0, start_batch: int = 0):
         self.sampler.set_epoch(epoch, start_batch * self.batch_size)

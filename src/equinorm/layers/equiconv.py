@@ -469,6 +469,25 @@ class EquiConv2d(nn.Conv2d):
         self.__dict__["_folded_affine"] = affine
         affine.folded = True
 
+    @torch.no_grad()
+    def eval_weight(self, scale_factor: float, gamma: Tensor | None = None) -> Tensor:
+        """The kernel from the running means, cached until the weights, the running means or a
+        folded affine change (tensor version counters tell) or the geometry does."""
+        tensors = [self.weight, self.running_mean] + ([] if gamma is None else [gamma])
+        key = (scale_factor, *((t.data_ptr(), t._version) for t in tensors))
+        cached = self.__dict__.get("_eval_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        m_dc = _group_means(
+            self.running_mean.to(self.weight.dtype),
+            self.out_channels,
+            self.weight.shape[1],
+            self.groups,
+        )
+        w2, _ = _transform_forward(self.weight, m_dc, scale_factor, self.single_pass, gamma)
+        self.__dict__["_eval_cache"] = (key, w2)
+        return w2
+
     def reset_running_stats(self) -> None:
         self.running_mean.fill_(1.0)
         self.num_batches_tracked.zero_()
@@ -527,6 +546,18 @@ class EquiConv2d(nn.Conv2d):
         )
         factor = equi_scale_factor(x.shape[-2:], out_size, self.stride)
         batch_stats = self.training or not self.track_running_stats
+        if not batch_stats and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # evaluation: the kernel depends only on the weights and the running means, which
+            # do not change between batches -- transform once, reuse until one of them changes
+            return F.conv2d(
+                x,
+                self.eval_weight(factor, gamma),
+                bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+            )
         stats = None if batch_stats else self.running_mean
         n_stat = math.ceil(self.stat_fraction * x.shape[0])
         y, means = _EquiConvFn.apply(

@@ -116,3 +116,12 @@ def make_stage(block, in_ch, planes, depth, stride, conv, norm) -> tuple[nn.Sequ
         layers.append(block(in_ch, planes, stride if i == 0 else 1, conv, norm))
         in_ch = planes * block.expansion
     return nn.Sequential(*layers), in_ch
+
+
+def make_stages(block, in_ch, widths, depths, conv, norm) -> tuple[list[nn.Sequential], int]:
+    """One stage per (width, depth), strides 1 then 2; returns the stages and their output width."""
+    stages = []
+    for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+        stage, in_ch = make_stage(block, in_ch, width, depth, 1 if i == 0 else 2, conv, norm)
+        stages.append(stage)
+    return stages, in_ch

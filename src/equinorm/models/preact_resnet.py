@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from equinorm.models.base import StagedNet
-from equinorm.models.blocks import PreActBasicBlock, PreActBottleneck, make_stage, scaled
+from equinorm.models.blocks import PreActBasicBlock, PreActBottleneck, make_stages, scaled
 
 DEPTHS = {
     18: (PreActBasicBlock, (2, 2, 2, 2)),
@@ -37,10 +37,7 @@ class PreActResNet(StagedNet):
         block, depths = DEPTHS[depth]
         widths = [scaled(w, width_mult) for w in (64, 128, 256, 512)]
         self.stem = conv(in_channels, widths[0], 3, stride=1, padding=1)
-        stages, ch = [], widths[0]
-        for i, (width, n) in enumerate(zip(widths, depths, strict=True)):
-            stage, ch = make_stage(block, ch, width, n, 1 if i == 0 else 2, conv, norm)
-            stages.append(stage)
+        stages, ch = make_stages(block, widths[0], widths, depths, conv, norm)
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(ch, num_classes)
 

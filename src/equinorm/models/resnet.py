@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from equinorm.models.base import StagedNet
-from equinorm.models.blocks import Bottleneck, make_stage, scaled
+from equinorm.models.blocks import Bottleneck, make_stages, scaled
 
 
 class ResNet(StagedNet):
@@ -36,10 +36,9 @@ class ResNet(StagedNet):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = norm(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        ch = widths[0]
-        for i, (width, n) in enumerate(zip(widths, depths, strict=True)):
-            stage, ch = make_stage(Bottleneck, ch, width, n, 1 if i == 0 else 2, conv, norm)
-            setattr(self, f"layer{i + 1}", stage)
+        stages, ch = make_stages(Bottleneck, widths[0], widths, depths, conv, norm)
+        for i, stage in enumerate(stages, start=1):  # torchvision's names: layer1 ... layer4
+            setattr(self, f"layer{i}", stage)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(ch, num_classes)
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from equinorm.models.base import StagedNet
-from equinorm.models.blocks import PreActBasicBlock, make_stage, scaled
+from equinorm.models.blocks import PreActBasicBlock, make_stages, scaled
 
 
 class WideResNet(StagedNet):
@@ -29,12 +29,7 @@ class WideResNet(StagedNet):
         super().__init__()
         widths = tuple(scaled(w, width_mult) for w in widths)
         self.stem = conv(in_channels, widths[0], 3, stride=1, padding=1)
-        stages, ch = [], widths[0]
-        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
-            stage, ch = make_stage(
-                PreActBasicBlock, ch, width, depth, 1 if i == 0 else 2, conv, norm
-            )
-            stages.append(stage)
+        stages, ch = make_stages(PreActBasicBlock, widths[0], widths, depths, conv, norm)
         self.stages = nn.ModuleList(stages)
         self.norm = norm(ch)
         self.fc = nn.Linear(ch, num_classes)

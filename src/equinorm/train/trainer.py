@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -162,7 +164,7 @@ class Trainer:
                     self.logger.finish(exit_code=1)
                     guard.hand_on()
                 train = self.reduce_sums()
-                if stopped == "diverged" or not torch.isfinite(torch.tensor(train["train_loss"])):
+                if stopped == "diverged" or not math.isfinite(train["train_loss"]):
                     return self.diverge(epoch, train)
                 test = self.evaluate()
                 epoch_time = time.perf_counter() - start
@@ -226,7 +228,7 @@ class Trainer:
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
             preempt, diverged = flags.tolist()
             if preempt and guard.requested is None:
-                guard.requested = 15  # another rank was signalled: stop with it (SIGTERM)
+                guard.requested = signal.SIGTERM  # another rank was signalled: stop with it
             return "preempted" if preempt else ("diverged" if diverged else None)
         if guard.requested is not None:
             return "preempted"

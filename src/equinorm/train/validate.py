@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from equinorm.data import dataset_info
+from equinorm.data.loaders import COMMON_KEYS
 from equinorm.data.registry import source_options
 from equinorm.errors import ConfigError
 from equinorm.layers import NORMS, get_norm
@@ -70,17 +71,7 @@ def check_config(cfg: DictConfig) -> None:
         dataset_info(cfg.dataset.name)
     except KeyError as exc:
         raise ConfigError(f"dataset.name: {exc.args[0]}") from None
-    known = {
-        "name",
-        "root",
-        "download",
-        "verify",
-        "standardize",
-        "loader",
-        "workers",
-        "drop_last",
-        "augment",
-    } | set(source_options(cfg.dataset.name))
+    known = COMMON_KEYS | set(source_options(cfg.dataset.name))
     extra = sorted(set(cfg.dataset) - known)
     if extra:
         raise ConfigError(
