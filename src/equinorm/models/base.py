@@ -16,16 +16,17 @@ __all__ = ["StagedNet"]
 
 
 class StagedNet(nn.Module):
-    """Base class: subclasses implement ``forward_stem``, ``stage_modules`` and ``forward_head``."""
+    """Base class: subclasses implement ``forward_head``, and ``forward_stem``/``stage_modules``
+    unless they keep their stem in ``self.stem`` and their stages in ``self.stages``."""
 
     #: hook points the trainer may pick for manifold mixup: input, after stage 1, after stage 2
     mix_points: tuple[int, ...] = (0, 1, 2)
 
     def forward_stem(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.stem(x)
 
     def stage_modules(self) -> list[nn.Module]:
-        raise NotImplementedError
+        return list(self.stages)
 
     def forward_head(self, x: Tensor) -> Tensor:
         raise NotImplementedError

@@ -41,11 +41,5 @@ class PreActResNet(StagedNet):
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(ch, num_classes)
 
-    def forward_stem(self, x: Tensor) -> Tensor:
-        return self.stem(x)
-
-    def stage_modules(self) -> list[nn.Module]:
-        return list(self.stages)
-
     def forward_head(self, x: Tensor) -> Tensor:
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))

@@ -34,12 +34,6 @@ class WideResNet(StagedNet):
         self.norm = norm(ch)
         self.fc = nn.Linear(ch, num_classes)
 
-    def forward_stem(self, x: Tensor) -> Tensor:
-        return self.stem(x)
-
-    def stage_modules(self) -> list[nn.Module]:
-        return list(self.stages)
-
     def forward_head(self, x: Tensor) -> Tensor:
         x = F.relu(self.norm(x))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
