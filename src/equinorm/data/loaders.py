@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from equinorm.data.base import DatasetInfo
+from equinorm.data.base import DatasetInfo, Source
 from equinorm.data.device_loader import DeviceLoader
 from equinorm.data.registry import get_source
 from equinorm.data.torch_loader import TorchLoader, build_transform
@@ -42,6 +42,18 @@ class Data:
     standardized: bool
 
 
+def source_of(dataset: Mapping) -> Source:
+    """The source a ``dataset`` config node describes (its extra keys are the source's options)."""
+    options = {k: v for k, v in dataset.items() if k not in COMMON_KEYS}
+    return get_source(
+        dataset["name"],
+        dataset.get("root"),
+        download=dataset.get("download", True),
+        verify=dataset.get("verify", True),
+        **options,
+    )
+
+
 def build_loaders(
     dataset: Mapping,
     *,
@@ -61,14 +73,7 @@ def build_loaders(
 
     ``prepare=False`` skips the file checks (and download) when the caller has done them.
     """
-    options = {k: v for k, v in dataset.items() if k not in COMMON_KEYS}
-    source = get_source(
-        dataset["name"],
-        dataset.get("root"),
-        download=dataset.get("download", True),
-        verify=dataset.get("verify", True),
-        **options,
-    )
+    source = source_of(dataset)
     if prepare:
         source.prepare()
     info = source.info

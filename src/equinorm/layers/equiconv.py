@@ -13,9 +13,12 @@ shifted kernel (exact, two-pass) or its single-pass estimate (the variant the pa
 use). Written with per-element means ``m_c`` the transform does not depend on the batch size.
 
 The layer is a drop-in :class:`torch.nn.Conv2d` (the template is timm's ``StdConv2d``): it
-transforms ``self.weight`` in ``forward`` and convolves with the result. Autograd differentiates
-through everything, so gradients reach the weights through ``b`` and ``s`` and the input through
-the channel means, as BatchNorm's gradients reach its input through the batch mean.
+transforms ``self.weight`` in ``forward`` and convolves with the result. Gradients reach the
+weights through ``b`` and ``s`` and the input through the channel means, as BatchNorm's reach its
+input through the batch mean. A zero-padded layer runs as one autograd node with that backward
+written out (:class:`_EquiConvFn`); other padding modes compose :func:`equi_weight` (itself one
+node) with ``Conv2d``; :func:`equi_weight_reference` states the transform in plain tensor ops
+and is the tests' oracle.
 """
 
 from __future__ import annotations
@@ -77,10 +80,14 @@ def equi_scale_factor(
     return (out_size[0] * out_size[1] * stride[0] * stride[1]) / (in_size[0] * in_size[1])
 
 
-def _group_means(channel_means: Tensor, c_out: int, c_in_g: int, groups: int) -> Tensor:
-    """``m_dc``: the means each output channel sees, (1, C_in) or (C_out, C_in / groups)."""
+def _group_means(channel_means: Tensor, weight: Tensor, groups: int) -> Tensor:
+    """``m_dc``: the means each output channel of ``weight`` sees, in the weight's dtype;
+    (1, C_in) when groups == 1, else (C_out, C_in / groups)."""
+    if channel_means.dtype != weight.dtype:
+        channel_means = channel_means.to(weight.dtype)
     if groups == 1:
         return channel_means.unsqueeze(0)
+    c_out, c_in_g = weight.shape[:2]
     return channel_means.view(groups, c_in_g).repeat_interleave(c_out // groups, dim=0)
 
 
@@ -213,13 +220,7 @@ class _EquiConvFn(torch.autograd.Function):
     ):
         batch_stats = stats is None
         means = _first_means(x, n_stat) if batch_stats else stats
-        if means.dtype != weight.dtype:
-            means = means.to(weight.dtype)
-        m_dc = (
-            means.unsqueeze(0)
-            if groups == 1
-            else _group_means(means, weight.shape[0], weight.shape[1], groups)
-        )
+        m_dc = _group_means(means, weight, groups)
         w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma)
         device = x.device.type
         xc, wc, bc = x, w2, bias
@@ -305,8 +306,7 @@ def equi_weight(
         The normalized kernel, same shape and dtype as ``weight``. Differentiable in ``weight``
         and ``channel_means``.
     """
-    c_out, c_in_g = weight.shape[:2]
-    m_dc = _group_means(channel_means.to(weight.dtype), c_out, c_in_g, groups)
+    m_dc = _group_means(channel_means, weight, groups)
     return _EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass))
 
 
@@ -321,8 +321,7 @@ def equi_weight_reference(
 
     Kept as the readable statement of SPEC section 1 and as the oracle of the tests.
     """
-    c_out, c_in_g = weight.shape[:2]
-    m_dc = _group_means(channel_means.to(weight.dtype), c_out, c_in_g, groups)
+    m_dc = _group_means(channel_means, weight, groups)
     k = weight.shape[2] * weight.shape[3]
     w_dc = weight.sum(dim=(2, 3))  # (C_out, C_in_g)
     b = -(m_dc * w_dc).sum(dim=1) / (k * m_dc.sum(dim=1))  # centres the output
@@ -478,12 +477,7 @@ class EquiConv2d(nn.Conv2d):
         cached = self.__dict__.get("_eval_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
-        m_dc = _group_means(
-            self.running_mean.to(self.weight.dtype),
-            self.out_channels,
-            self.weight.shape[1],
-            self.groups,
-        )
+        m_dc = _group_means(self.running_mean, self.weight, self.groups)
         w2, _ = _transform_forward(self.weight, m_dc, scale_factor, self.single_pass, gamma)
         self.__dict__["_eval_cache"] = (key, w2)
         return w2
@@ -507,21 +501,28 @@ class EquiConv2d(nn.Conv2d):
         """
         if self.training or not self.track_running_stats:
             m = input_channel_means(x, self.stat_fraction)
-            if self.training and self.track_running_stats:
-                with torch.no_grad():
-                    self.running_mean.lerp_(m.detach().to(self.running_mean.dtype), self.momentum)
-                    self.num_batches_tracked.add_(1)
+            self._track(m)
             return m.detach() if self.detach_stats else m
         return self.running_mean
 
-    def normalized_weight(self, x: Tensor) -> Tensor:
-        """``w''`` for input ``x`` (updates the running statistics in training mode)."""
+    @torch.no_grad()
+    def _track(self, means: Tensor) -> None:
+        """Update the running estimate with a training batch's means."""
+        if self.training and self.track_running_stats:
+            self.running_mean.lerp_(means.detach().to(self.running_mean.dtype), self.momentum)
+            self.num_batches_tracked.add_(1)
+
+    def scale_factor(self, x: Tensor) -> float:
+        """``H_out W_out t^2 / (H_in W_in)`` for input ``x`` (see :func:`equi_scale_factor`)."""
         out_size = conv_output_size(
             x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation
         )
-        factor = equi_scale_factor(x.shape[-2:], out_size, self.stride)
+        return equi_scale_factor(x.shape[-2:], out_size, self.stride)
+
+    def normalized_weight(self, x: Tensor) -> Tensor:
+        """``w''`` for input ``x`` (updates the running statistics in training mode)."""
         return equi_weight(
-            self.weight, self.channel_means(x), factor, self.single_pass, self.groups
+            self.weight, self.channel_means(x), self.scale_factor(x), self.single_pass, self.groups
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -541,10 +542,7 @@ class EquiConv2d(nn.Conv2d):
 
     def fused_forward(self, x: Tensor, gamma: Tensor | None = None, bias: Tensor | None = None):
         """The zero-padded layer as one autograd node (same result as the composed path)."""
-        out_size = conv_output_size(
-            x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation
-        )
-        factor = equi_scale_factor(x.shape[-2:], out_size, self.stride)
+        factor = self.scale_factor(x)
         batch_stats = self.training or not self.track_running_stats
         if not batch_stats and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
             # evaluation: the kernel depends only on the weights and the running means, which
@@ -575,8 +573,5 @@ class EquiConv2d(nn.Conv2d):
             self.dilation,
             self.groups,
         )
-        if self.training and self.track_running_stats:
-            with torch.no_grad():
-                self.running_mean.lerp_(means.to(self.running_mean.dtype), self.momentum)
-                self.num_batches_tracked.add_(1)
+        self._track(means)
         return y

@@ -16,8 +16,6 @@ from torch import Tensor, nn
 
 from equinorm.layers.equiconv import (
     EquiConv2d,
-    conv_output_size,
-    equi_scale_factor,
     equi_weight,
     input_channel_means,
 )
@@ -25,10 +23,7 @@ from equinorm.layers.equiconv import (
 
 def _effective_weight(module: nn.Conv2d, x: Tensor) -> Tensor:
     if isinstance(module, EquiConv2d):
-        out = conv_output_size(
-            x.shape[-2:], module.kernel_size, module.stride, module.padding, module.dilation
-        )
-        factor = equi_scale_factor(x.shape[-2:], out, module.stride)
+        factor = module.scale_factor(x)
         means = input_channel_means(x, module.stat_fraction)
         return equi_weight(module.weight, means, factor, module.single_pass, module.groups)
     for name in ("standardized_weight", "normalized_weight"):  # weight-space peers

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from equinorm.data import build_loaders, get_source, seeding
+from equinorm.data import build_loaders, seeding
+from equinorm.data.loaders import source_of
 from equinorm.errors import EquinormError
 from equinorm.layers import get_norm
 from equinorm.models import build_model
@@ -89,18 +90,8 @@ def dataset_node(cfg: DictConfig) -> dict:
 
 def prepare_data(cfg: DictConfig, dist, device) -> None:
     """Check (and download, on rank 0 only) the dataset's files; other ranks wait for it."""
-    from equinorm.data.loaders import COMMON_KEYS
-
-    node = dataset_node(cfg)
     if dist.is_main:
-        options = {k: v for k, v in node.items() if k not in COMMON_KEYS}
-        get_source(
-            node["name"],
-            node.get("root"),
-            download=node.get("download", True),
-            verify=node.get("verify", True),
-            **options,
-        ).prepare()
+        source_of(dataset_node(cfg)).prepare()
     if dist.enabled:
         torch.distributed.barrier()
 

@@ -349,7 +349,7 @@ class Trainer:
 
     def write_summary(self, status: str, **extra) -> dict:
         last = self.state.history[-1] if self.state.history else {}
-        finite = [r for r in self.state.history if r["test_acc"] == r["test_acc"]]
+        finite = [r for r in self.state.history if math.isfinite(r["test_acc"])]
         summary = {
             "status": status,
             "epoch": self.state.epoch,
