@@ -31,8 +31,13 @@ def crop_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: 
 def draw_crop_flip(
     n: int, padding: int, flip: bool, generator: torch.Generator
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Offsets and flips for ``n`` images, drawn like torchvision (uniform offsets, p=0.5 flip)."""
-    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    """Offsets and flips for ``n`` images, drawn like torchvision (uniform offsets, p=0.5 flip),
+    on the generator's device (the CPU for the loaders: the same draws whatever the device)."""
+    on = {"generator": generator, "device": generator.device}  # not torch's default device
+    top = torch.randint(0, 2 * padding + 1, (n,), **on)
+    left = torch.randint(0, 2 * padding + 1, (n,), **on)
+    if flip:
+        flips = torch.rand(n, **on) < 0.5
+    else:
+        flips = torch.zeros(n, dtype=torch.bool, device=generator.device)
     return top, left, flips

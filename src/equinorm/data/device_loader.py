@@ -43,8 +43,8 @@ class DeviceLoader:
         max_batches: int | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.images = torch.as_tensor(images).to(self.device)
-        self.labels = torch.as_tensor(labels).to(self.device, torch.long)
+        self.images = torch.as_tensor(images, device=self.device)
+        self.labels = torch.as_tensor(labels, device=self.device).long()
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError("DeviceLoader takes uint8 images of shape (N, C, H, W)")
         self.batch_size = batch_size
@@ -78,8 +78,9 @@ class DeviceLoader:
         """This rank's example indices for ``epoch``, in order."""
         n = len(self.labels)
         if not self.train:
-            return torch.arange(self.rank, n, self.world_size)
-        perm = torch.randperm(n, generator=seeding.generator(self.seed, epoch, seeding.PERMUTATION))
+            return torch.arange(self.rank, n, self.world_size, device="cpu")
+        g = seeding.generator(self.seed, epoch, seeding.PERMUTATION)
+        perm = torch.randperm(n, generator=g, device="cpu")  # host draws: the same on any device
         return perm[self.rank :: self.world_size][: self.num_examples]
 
     def iterate(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
@@ -89,8 +90,8 @@ class DeviceLoader:
             g = seeding.generator(self.seed, epoch, seeding.AUGMENT)
             # drawn for every example id, so that shards and resumed runs agree
             aug = draw_crop_flip(len(self.labels), self.crop_padding, self.flip, g)
-            top, left, flips = (t.to(self.device) for t in aug)
-        idx = idx.to(self.device)
+            top, left, flips = (t.to(self.device, non_blocking=True) for t in aug)
+        idx = idx.to(self.device, non_blocking=True)
         for b in range(start_batch, len(self)):
             sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[sel]

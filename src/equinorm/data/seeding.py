@@ -28,7 +28,7 @@ def derive_seed(*parts: int) -> int:
 
 def generator(*parts: int) -> torch.Generator:
     """A CPU generator seeded from ``parts``."""
-    return torch.Generator().manual_seed(derive_seed(*parts))
+    return torch.Generator(device="cpu").manual_seed(derive_seed(*parts))
 
 
 # purposes, so that streams of the same (seed, epoch) never coincide

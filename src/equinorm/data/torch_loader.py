@@ -60,7 +60,7 @@ class EpochSampler(Sampler):
     def indices(self) -> list[int]:
         if self.shuffle:
             g = seeding.generator(self.seed, self.epoch, seeding.PERMUTATION)
-            perm = torch.randperm(self.n, generator=g)
+            perm = torch.randperm(self.n, generator=g, device="cpu")
             return perm[self.rank :: self.world_size][: self.n // self.world_size].tolist()
         return list(range(self.rank, self.n, self.world_size))
 

@@ -23,6 +23,7 @@ and is the tests' oracle.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -40,6 +41,20 @@ __all__ = [
     "equi_weight_reference",
     "input_channel_means",
 ]
+
+
+def float32_region(device_type: str):
+    """Autocast off for ``device_type``: EquiNorm's statistics and weight transform stay float32.
+
+    Autocast policies differ by device: CUDA casts ``mv``, ``addmv``, ``addr`` and
+    ``linalg_vecdot`` to the low-precision dtype, CPU does not, so the layer cannot rely on the
+    caller's policy. ``torch.amp.custom_fwd(cast_inputs=...)`` is bound to one device type at
+    decoration and would also keep the convolution itself out of autocast; this region covers
+    only the transform, on whatever device the tensors live.
+    """
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def input_channel_means(x: Tensor, stat_fraction: float = 1.0) -> Tensor:
@@ -178,13 +193,18 @@ class _EquiWeight(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, m_dc, scale_factor: float, single_pass: bool):
-        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass)
+        with float32_region(weight.device.type):
+            w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass)
         ctx.save_for_backward(*saved)
         return w2
 
     @staticmethod
     def backward(ctx, grad):
-        g_w, g_m, _ = _transform_backward(grad, ctx.saved_tensors, ctx.needs_input_grad[1])
+        saved = ctx.saved_tensors
+        with float32_region(grad.device.type):
+            g_w, g_m, _ = _transform_backward(
+                grad.to(saved[0].dtype), saved, ctx.needs_input_grad[1]
+            )
         return g_w, g_m, None, None
 
 
@@ -219,10 +239,11 @@ class _EquiConvFn(torch.autograd.Function):
         groups: int,
     ):
         batch_stats = stats is None
-        means = _first_means(x, n_stat) if batch_stats else stats
-        m_dc = _group_means(means, weight, groups)
-        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma)
         device = x.device.type
+        with float32_region(device):  # statistics and transform in float32 on any device
+            means = _first_means(x, n_stat) if batch_stats else stats
+            m_dc = _group_means(means, weight, groups)
+            w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma)
         xc, wc, bc = x, w2, bias
         if torch.is_autocast_enabled(device):  # the convolution in the autocast dtype
             cast = torch.get_autocast_dtype(device)
@@ -269,7 +290,8 @@ class _EquiConvFn(torch.autograd.Function):
         if grad_w2.dtype != weight.dtype:
             grad_w2 = grad_w2.to(weight.dtype)
         need_m = need_x and stats_grad
-        g_w, g_m, g_gamma = _transform_backward(grad_w2, saved, need_m, need_gamma)
+        with float32_region(grad_w2.device.type):  # a backward run inside autocast too
+            g_w, g_m, g_gamma = _transform_backward(grad_w2, saved, need_m, need_gamma)
         if need_m:  # d m_c / d x = 1 / (n_stat H W) for the first n_stat examples
             if groups == 1:
                 g_m = g_m[0]  # already summed over the output channels
@@ -306,7 +328,8 @@ def equi_weight(
         The normalized kernel, same shape and dtype as ``weight``. Differentiable in ``weight``
         and ``channel_means``.
     """
-    m_dc = _group_means(channel_means, weight, groups)
+    with float32_region(weight.device.type):
+        m_dc = _group_means(channel_means, weight, groups)
     return _EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass))
 
 
@@ -477,8 +500,9 @@ class EquiConv2d(nn.Conv2d):
         cached = self.__dict__.get("_eval_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
-        m_dc = _group_means(self.running_mean, self.weight, self.groups)
-        w2, _ = _transform_forward(self.weight, m_dc, scale_factor, self.single_pass, gamma)
+        with float32_region(self.weight.device.type):
+            m_dc = _group_means(self.running_mean, self.weight, self.groups)
+            w2, _ = _transform_forward(self.weight, m_dc, scale_factor, self.single_pass, gamma)
         self.__dict__["_eval_cache"] = (key, w2)
         return w2
 

@@ -81,7 +81,8 @@ class Mixup:
         lam = float(self.rng.beta(self.alpha, self.alpha))
         point = int(self.points[self.rng.integers(len(self.points))])
         perm = torch.from_numpy(self.rng.permutation(batch_size)).to(device, non_blocking=True)
-        self.mixer.lam = torch.tensor(lam, device=device)
+        # host -> device without a stream sync (a blocking copy would wait for the GPU every step)
+        self.mixer.lam = torch.tensor(lam, device="cpu").to(device, non_blocking=True)
         self.mixer.perm = perm
         return point, self.mixer.lam, perm, lam
 
