@@ -91,10 +91,13 @@ def _assert_same_step(eager: nn.Module, compiled_src: nn.Module, compiled: nn.Mo
     loss_e = _train_step(eager, x, y)
     loss_c = _train_step(compiled, x, y)
     torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-6)
-    for (name, pe), (_, pc) in zip(eager.named_parameters(), compiled_src.named_parameters()):
+    pairs = zip(eager.named_parameters(), compiled_src.named_parameters(), strict=True)
+    for (name, pe), (_, pc) in pairs:
         torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-3, atol=1e-5, msg=name)
         torch.testing.assert_close(pc, pe, rtol=1e-5, atol=1e-6, msg=name)
-    for (name, be), (_, bc) in zip(eager.named_buffers(), compiled_src.named_buffers()):
+    for (name, be), (_, bc) in zip(
+        eager.named_buffers(), compiled_src.named_buffers(), strict=True
+    ):
         torch.testing.assert_close(bc, be, rtol=1e-5, atol=1e-6, msg=name)
 
 
@@ -131,7 +134,7 @@ def test_inductor_compiles_a_whole_network_with_the_mixup_hook(norm):
     x, y = torch.rand(4, 3, 8, 8), torch.arange(4)
     for model in (eager, compiled):
         F.cross_entropy(model(x, hook_at=1, hook=mixer), y).backward()
-    for (name, pe), (_, pc) in zip(eager.named_parameters(), twin.named_parameters()):
+    for (name, pe), (_, pc) in zip(eager.named_parameters(), twin.named_parameters(), strict=True):
         torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-3, atol=1e-5, msg=name)
 
 
@@ -180,7 +183,7 @@ def test_loader_draws_on_the_host_whatever_the_default_device():
     finally:
         torch.set_default_device(None)
     assert len(got) == len(expected)
-    for (xg, yg), (xe, ye) in zip(got, expected):
+    for (xg, yg), (xe, ye) in zip(got, expected, strict=True):
         assert xg.device.type == "cpu"
         torch.testing.assert_close(xg, xe, rtol=0, atol=0)
         assert torch.equal(yg, ye)
@@ -195,7 +198,9 @@ class SyncCounter(torch.overrides.TorchFunctionMode):
     code names them: the run's device is a ``torch.device``, a deliberate host tensor says
     ``device="cpu"``."""
 
-    READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
+    READS = frozenset(
+        {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
+    )
 
     def __init__(self):
         super().__init__()
