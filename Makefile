@@ -10,8 +10,10 @@ PYTEST_ARGS ?=
 RESULTS ?= results
 NPROC   ?= 1
 ARGS    ?=
+# gpu-check runs under the Python that holds the GPU machine's own torch (not .venv)
+GPU_PYTHON ?= python3
 
-.PHONY: help install test test-slow lint format clean demo figures plan complexity bench \
+.PHONY: help install test test-slow lint format clean demo figures plan complexity bench gpu-check \
         reproduce-cifar10 reproduce-cifar100 reproduce-svhn reproduce-imagenet reproduce-short \
         reproduce-all
 
@@ -65,6 +67,10 @@ plan: $(STAMP) ## Runs and estimated GPU-hours of every reproduce target (no tra
 
 bench: $(STAMP) ## Training-step time per arch x norm and loader throughput -> results/bench/<device>.*
 	$(PY) scripts/bench.py all $(ARGS)
+
+gpu-check: ## On a GPU machine, with its own torch: gpu tests, CUDA smoke runs, demo, paper-size bench
+	bash scripts/gpu_env.sh $(GPU_PYTHON)
+	$(GPU_PYTHON) scripts/gpu_check.py $(ARGS)
 
 complexity: $(STAMP) ## Parameters and forward MACs per architecture (and the golden counts)
 	$(PY) scripts/model_complexity.py

@@ -3,6 +3,7 @@
     python scripts/bench.py step      # training-step time per arch x norm -> <device>.csv + .png
     python scripts/bench.py loader    # device-resident loader vs DataLoader -> loader-<device>.csv
     python scripts/bench.py all       # both, and the pipeline's images/s against the models'
+    python scripts/bench.py step --compile both   # eager and torch.compile'd rows in one file
     python scripts/bench.py step --archs preact_resnet18 --width 0.25 --batch-size 64 \
         --input-size 8 --norms equi bn gn --name cpu-2cores-digits   # the demo's setting
 
@@ -48,17 +49,30 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from equinorm.report.paper import NORM_COLORS, norm_label
-
     archs = list(dict.fromkeys(r["arch"] for r in rows))
     norms = list(dict.fromkeys(r["norm"] for r in rows))
-    fig, ax = plt.subplots(figsize=(1.8 + 1.9 * len(archs), 3.8))
+    modes = list(dict.fromkeys(bool(r["compile"]) for r in rows))
+    fig, axes = plt.subplots(
+        len(modes), 1, figsize=(max(6.0, 1.8 + 1.9 * len(archs)), 3.8 * len(modes)), squeeze=False
+    )
+    for ax, mode in zip(axes[:, 0], modes, strict=True):
+        _plot_panel(ax, [r for r in rows if bool(r["compile"]) == mode], archs, norms)
+        ax.set_title(f"{title}, {'torch.compile' if mode else 'eager'}", fontsize=9, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def _plot_panel(ax, rows: list[dict], archs: list[str], norms: list[str]) -> None:
+    from equinorm.report.paper import NORM_COLORS, norm_label
+
     width = 0.8 / len(norms)
     for i, norm in enumerate(norms):
         xs, ys, labels = [], [], []
         for j, arch in enumerate(archs):
             r = next((r for r in rows if r["arch"] == arch and r["norm"] == norm), None)
-            if r:
+            if r and r["ratio_to_bn"] is not None:
                 xs.append(j + (i - (len(norms) - 1) / 2) * width)
                 ys.append(r["ratio_to_bn"])
                 labels.append(f"{r['ratio_to_bn']:.2f}")
@@ -71,13 +85,8 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
         fontsize=8,
     )
     ax.set_ylabel("training-step time / BatchNorm's")
-    ax.set_title(title, fontsize=9, loc="left")
     ax.legend(fontsize=7, ncol=3, frameon=False, loc="upper left")
-    ax.set_ylim(0, max(r["ratio_to_bn"] for r in rows) * 1.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    print(f"wrote {path}")
+    ax.set_ylim(0, max(r["ratio_to_bn"] or 1.0 for r in rows) * 1.3)
 
 
 def run_steps(args, device: torch.device) -> list[dict]:
@@ -87,36 +96,37 @@ def run_steps(args, device: torch.device) -> list[dict]:
         archs = {a: args.width or archs.get(a, 1.0 if cuda else 0.25) for a in args.archs}
     elif args.width:
         archs = dict.fromkeys(archs, args.width)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     rows = []
-    for arch, width in archs.items():
-        batch = args.batch_size or (128 if cuda else 32)
-        print(f"{arch} (width x{width}, batch {batch}) on {environment(device)['device']}")
-        out = step_times(
-            arch,
-            args.norms,
-            device,
-            batch_size=batch,
-            input_size=args.input_size,
-            width_mult=width,
-            precision="bf16" if cuda else "fp32",
-            channels_last=cuda,
-            compile=args.compile,
-            rounds=args.rounds,
-        )
-        for r in out:
+    for compiled in modes:
+        for arch, width in archs.items():
+            batch = args.batch_size or (128 if cuda else 32)
             print(
-                f"  {r['norm']:6s} {r['step_ms']:9.2f} ms  {r['images_per_s']:9.0f} img/s  "
-                f"x{r['ratio_to_bn']:.3f} of bn"
+                f"{arch} (width x{width}, batch {batch}{', compiled' if compiled else ''}) "
+                f"on {environment(device)['device']}"
             )
-        rows += out
-    name = args.name or device_slug(device) + ("-compile" if args.compile else "")
+            out = step_times(
+                arch,
+                args.norms,
+                device,
+                batch_size=batch,
+                input_size=args.input_size,
+                width_mult=width,
+                precision="bf16" if cuda else "fp32",
+                channels_last=cuda,
+                compile=compiled,
+                rounds=args.rounds,
+            )
+            for r in out:
+                ratio = "" if r["ratio_to_bn"] is None else f"x{r['ratio_to_bn']:.3f} of bn"
+                print(
+                    f"  {r['norm']:6s} {r['step_ms']:9.2f} ms  {r['images_per_s']:9.0f} img/s  "
+                    f"{r['peak_mem_mb']:9.0f} MiB  {ratio}"
+                )
+            rows += out
+    name = args.name or device_slug(device) + ("-compile" if args.compile == "on" else "")
     write_rows(name, device, rows, args.out)
-    plot(
-        rows,
-        f"{environment(device)['device']}, {rows[0]['precision']}"
-        f"{', torch.compile' if args.compile else ''}",
-        args.out / f"{name}.png",
-    )
+    plot(rows, f"{environment(device)['device']}, {rows[0]['precision']}", args.out / f"{name}.png")
     return rows
 
 
@@ -132,7 +142,14 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, help="image size (default: 32; resnet50 224)")
     parser.add_argument("--name", help="output file name (default: the device's)")
     parser.add_argument("--rounds", type=int, default=25, help="timed steps per norm (>= 20)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="on",
+        default="off",
+        choices=["off", "on", "both"],
+        help="torch.compile the models: off, on (--compile alone) or both, in one file",
+    )
     parser.add_argument("--images", type=int, default=50_000, help="loader benchmark images")
     parser.add_argument(
         "--workers",
