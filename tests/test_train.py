@@ -105,7 +105,8 @@ def test_quarter_statistics_apply_to_equinorm_only():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_with_debug_smoke(experiment, data_root, tmp_path):
-    norm = "gn" if experiment.startswith("imagenet") else "equi"
+    """EquiNorm everywhere (the norm that can divide by zero at small widths; see debug/smoke)."""
+    norm = "equi"
     cfg = compose_cfg(
         f"experiment={experiment}",
         f"norm={norm}",
@@ -132,6 +133,7 @@ def test_smoke_runs_go_under_results_debug_unless_told_otherwise():
     cfg = compose_cfg("experiment=cifar10_wrn_short", "norm=bn", "debug=smoke")
     assert cfg.run_dir == "results/debug/runs/cifar10_wrn_short/cifar10-wrn-bn/seed=0"
     assert cfg.epochs == 2 and cfg.schedule.rescale and cfg.train.max_train_batches == 3
+    assert cfg.arch.width_mult == 0.25  # at 1/8, single-pass EquiNorm's D reaches 0 (README)
 
 
 def test_outputs_layout_and_contents(tmp_path):
