@@ -29,16 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("tests", "smoke", "demo", "bench")
-EXPERIMENTS = (
-    "cifar10_wrn_overfit",
-    "cifar10_wrn_quarter",
-    "cifar10_preresnet152_mixup",
-    "cifar100_preresnet152_mixup",
-    "svhn_wrn_mixup",
-    "imagenet_resnet50",
-    "cifar10_wrn_short",
-    "digits_demo",
-)
+QUICK = ("cifar10_wrn_overfit", "cifar10_wrn_short", "digits_demo")  # --quick's experiments
 
 
 def environment() -> dict:
@@ -127,7 +118,10 @@ def step_smoke(args, out: Path) -> list[str]:
         write_imagenet(data, classes=4, per_class=max(n // 32, 4), size=64)
         (data / ".fabricated").touch()
     problems, expected = [], 0
-    experiments = EXPERIMENTS[:1] + EXPERIMENTS[-2:] if args.quick else EXPERIMENTS
+    from equinorm.paths import config_dir
+
+    every = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+    experiments = QUICK if args.quick else every
     for experiment in experiments:
         norms = swept_norms(experiment)
         expected += len(norms)
