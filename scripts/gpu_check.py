@@ -70,13 +70,9 @@ def train_cmd(*overrides: str) -> list[str]:
 
 
 def swept_norms(experiment: str) -> list[str]:
-    from hydra import compose, initialize_config_dir
+    from equinorm.reproduce import experiment_config
 
-    from equinorm.paths import config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", [f"experiment={experiment}"], return_hydra_config=True)
-    return str(cfg.hydra.sweeper.params.norm).split(",")
+    return str(experiment_config(experiment).hydra.sweeper.params.norm).split(",")
 
 
 def summaries(runs: Path) -> list[tuple[Path, dict | None]]:

@@ -24,6 +24,7 @@ and is the tests' oracle.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
 
@@ -55,6 +56,17 @@ def float32_region(device_type: str):
     if torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _in_float32(fn):
+    """Run ``fn(weight_or_grad, ...)`` inside :func:`float32_region` of that tensor's device."""
+
+    @functools.wraps(fn)
+    def wrapper(tensor: Tensor, *args, **kwargs):
+        with float32_region(tensor.device.type):
+            return fn(tensor, *args, **kwargs)
+
+    return wrapper
 
 
 def input_channel_means(x: Tensor, stat_fraction: float = 1.0) -> Tensor:
@@ -113,6 +125,7 @@ def _weighted(mat: Tensor, m_dc: Tensor) -> Tensor:
     return (mat * m_dc).sum(dim=1)
 
 
+@_in_float32
 def _transform_forward(
     weight: Tensor,
     m_dc: Tensor,
@@ -152,6 +165,7 @@ def _transform_forward(
     return w2, (weight, m_dc, mask, w_dc, b, n, p, d, s, se, km)
 
 
+@_in_float32
 def _transform_backward(grad: Tensor, saved, need_m: bool, need_gamma: bool = False):
     """Gradients of ``w''`` with respect to ``w``, ``m_dc`` and a folded ``gamma``.
 
@@ -193,18 +207,13 @@ class _EquiWeight(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, m_dc, scale_factor: float, single_pass: bool):
-        with float32_region(weight.device.type):
-            w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass)
+        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass)
         ctx.save_for_backward(*saved)
         return w2
 
     @staticmethod
     def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        with float32_region(grad.device.type):
-            g_w, g_m, _ = _transform_backward(
-                grad.to(saved[0].dtype), saved, ctx.needs_input_grad[1]
-            )
+        g_w, g_m, _ = _transform_backward(grad, ctx.saved_tensors, ctx.needs_input_grad[1])
         return g_w, g_m, None, None
 
 
@@ -239,11 +248,10 @@ class _EquiConvFn(torch.autograd.Function):
         groups: int,
     ):
         batch_stats = stats is None
+        means = _first_means(x, n_stat) if batch_stats else stats  # float32 accumulation
+        m_dc = _group_means(means, weight, groups)
+        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma)
         device = x.device.type
-        with float32_region(device):  # statistics and transform in float32 on any device
-            means = _first_means(x, n_stat) if batch_stats else stats
-            m_dc = _group_means(means, weight, groups)
-            w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma)
         xc, wc, bc = x, w2, bias
         if torch.is_autocast_enabled(device):  # the convolution in the autocast dtype
             cast = torch.get_autocast_dtype(device)
@@ -290,8 +298,7 @@ class _EquiConvFn(torch.autograd.Function):
         if grad_w2.dtype != weight.dtype:
             grad_w2 = grad_w2.to(weight.dtype)
         need_m = need_x and stats_grad
-        with float32_region(grad_w2.device.type):  # a backward run inside autocast too
-            g_w, g_m, g_gamma = _transform_backward(grad_w2, saved, need_m, need_gamma)
+        g_w, g_m, g_gamma = _transform_backward(grad_w2, saved, need_m, need_gamma)
         if need_m:  # d m_c / d x = 1 / (n_stat H W) for the first n_stat examples
             if groups == 1:
                 g_m = g_m[0]  # already summed over the output channels
@@ -328,8 +335,7 @@ def equi_weight(
         The normalized kernel, same shape and dtype as ``weight``. Differentiable in ``weight``
         and ``channel_means``.
     """
-    with float32_region(weight.device.type):
-        m_dc = _group_means(channel_means, weight, groups)
+    m_dc = _group_means(channel_means, weight, groups)
     return _EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass))
 
 
@@ -500,9 +506,8 @@ class EquiConv2d(nn.Conv2d):
         cached = self.__dict__.get("_eval_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
-        with float32_region(self.weight.device.type):
-            m_dc = _group_means(self.running_mean, self.weight, self.groups)
-            w2, _ = _transform_forward(self.weight, m_dc, scale_factor, self.single_pass, gamma)
+        m_dc = _group_means(self.running_mean, self.weight, self.groups)
+        w2, _ = _transform_forward(self.weight, m_dc, scale_factor, self.single_pass, gamma)
         self.__dict__["_eval_cache"] = (key, w2)
         return w2
 
