@@ -11,7 +11,7 @@ from equinorm.errors import ConfigError
 from equinorm.layers import NORMS
 from equinorm.models import build_model
 from equinorm.train.mixup import Mixup
-from equinorm.train.optim import param_groups
+from equinorm.train.optim import build_optimizer, param_groups
 from tests.conftest import compose_cfg
 
 
@@ -103,3 +103,14 @@ def test_no_weight_decay_on_rank_one_parameters_for_every_norm(norm):
     assert any(p is model.fc.weight for p in decay["params"])
     everything, *rest = param_groups(model, 1e-4, -1)
     assert not rest and len(everything["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("experiment", ["cifar10_wrn_overfit", "cifar10_preresnet152_mixup"])
+def test_default_optimizer_decays_every_parameter_like_the_reference(experiment):
+    """The paper's "decay: 0.0001" on SGD(net.parameters()): biases and scales included."""
+    cfg = compose_cfg(f"experiment={experiment}", "norm=bn")
+    model = build_model("preact_resnet18", "bn", 10, width_mult=0.125)
+    opt = build_optimizer(model, cfg.optim, lr=0.1, momentum=0.9)
+    (group,) = opt.param_groups
+    assert group["weight_decay"] == 1e-4 and len(group["params"]) == len(list(model.parameters()))
+    assert group["nesterov"] is (experiment == "cifar10_preresnet152_mixup")

@@ -47,12 +47,14 @@ PAPER = {
         "mixup.name": "manifold",
         "mixup.alpha": 6.0,
         "mixup.points": [0, 1, 2],
+        "optim.nesterov": True,  # the reference code's SGD (supervised/main.py)
     },
     "cifar100_preresnet152_mixup": {
         "dataset.name": "cifar100",
         "arch.name": "preact_resnet152",
         "mixup.name": "manifold",
         "mixup.alpha": 6.0,
+        "optim.nesterov": True,
     },
     "svhn_wrn_mixup": {
         "dataset.name": "svhn",
@@ -80,12 +82,15 @@ PAPER = {
     "digits_demo": {"dataset.name": "digits", "arch.name": "preact_resnet18"},
 }
 COMMON = {"optim.weight_decay": 1e-4, "schedule.momentum": 0.9, "train.batch_size": 128}
+# every experiment: decay on every parameter (paper 6.1, reference SGD(net.parameters(), ...))
+EVERYWHERE = {"optim.no_decay_max_rank": -1}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_with_the_papers_settings_and_sweep(experiment):
     cfg = compose_cfg(f"experiment={experiment}", "norm=equi", return_hydra=True)
-    expected = dict(PAPER[experiment])
+    expected = dict(PAPER[experiment]) | EVERYWHERE
+    expected.setdefault("optim.nesterov", False)  # the paper's "SGD+Mom" elsewhere
     if experiment not in ("digits_demo", "cifar10_wrn_short", "imagenet_resnet50"):
         expected |= COMMON
     for key, value in expected.items():

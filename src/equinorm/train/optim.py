@@ -1,8 +1,9 @@
-"""SGD with momentum and weight decay (paper 6.1); the no-decay rule keys on tensor rank.
+"""SGD with momentum and weight decay (paper 6.1); an optional no-decay rule keyed on tensor rank.
 
-Parameters of rank <= ``no_decay_max_rank`` (biases, norm scales and shifts, WN gains: all rank 1)
-get no weight decay; kernels and the classifier matrix do. The rank rule cannot silently skip a new
-norm's parameters, as a rule on class names would.
+By default every parameter is decayed, as in the paper and its reference code. With
+``no_decay_max_rank >= 0`` the parameters of rank <= that value (biases, norm scales and shifts,
+WN gains: all rank 1) get no decay; kernels and the classifier matrix keep it. The rank rule
+cannot silently skip a new norm's parameters, as a rule on class names would.
 """
 
 from __future__ import annotations
