@@ -254,3 +254,27 @@ def test_env_variable_sets_the_default_root(tmp_path, monkeypatch):
     assert get_source("cifar10").root == tmp_path
     monkeypatch.delenv("EQUINORM_DATA")
     assert default_root() == "data"
+
+
+@pytest.mark.parametrize("kind", ["device", "torch"])
+@pytest.mark.parametrize("world", [1, 2])
+def test_virtual_devices_take_the_batches_of_that_many_ranks(tmp_path, kind, world):
+    """k virtual devices on rank r: each batch is, in turn, the batches that ranks r*k .. r*k+k-1
+    of a world_size*k DDP run would take -- same examples, same augmentation, same order."""
+    write_cifar(tmp_path, "cifar10", n_train=90, n_test=8)
+    dataset = cfg("cifar10", tmp_path, loader=kind, workers=0, augment={"crop_padding": 4})
+    k = 2
+    for rank in range(world):
+        virtual = build(dataset, batch_size=8, rank=rank, world_size=world, virtual_devices=k)
+        ranks = [
+            build(dataset, batch_size=8, rank=rank * k + j, world_size=world * k) for j in range(k)
+        ]
+        assert len(virtual.train) == len(ranks[0].train) == -(-(90 // (world * k)) // 8)
+        for (x, y), *parts in zip(
+            virtual.train.iterate(1), *(r.train.iterate(1) for r in ranks), strict=True
+        ):
+            assert len(y) == sum(len(p[1]) for p in parts)  # the partial last batch too
+            torch.testing.assert_close(x, torch.cat([p[0] for p in parts]), rtol=0, atol=0)
+            assert torch.equal(y, torch.cat([p[1] for p in parts]))
+        resumed = next(virtual.train.iterate(1, start_batch=2))[1]
+        assert torch.equal(resumed, list(virtual.train.iterate(1))[2][1])

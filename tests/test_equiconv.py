@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from equinorm.layers import EquiConv2d, balance_signs_, equi_weight
+from equinorm.layers import (
+    EquiConv2d,
+    balance_signs_,
+    cached_eval_kernels,
+    equi_weight,
+    equi_weight_reference,
+)
 
 PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
 
@@ -447,6 +453,7 @@ def _folded(conv, x, w, gamma, beta):
         x.shape[0],
         1.0,
         conv.single_pass,
+        conv.eps,
         False,
         conv.stride,
         conv.padding,
@@ -478,33 +485,94 @@ def test_compiles_as_one_graph_with_mixup_hook_and_bf16():
         compiled(x, hook_at=1, hook=mixer).float().sum().backward()
 
 
-def test_eval_kernel_is_cached_until_weights_or_running_means_change():
+def _eval_expected(conv, x):
+    return F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
+
+
+def test_eval_kernel_is_cached_within_an_evaluation_until_weights_or_running_means_change():
     torch.manual_seed(13)
     conv = EquiConv2d(3, 4, 3, padding=1, bias=False).double()
     x = torch.rand(5, 3, 6, 6, dtype=torch.float64)
     conv(x)  # a training step's statistics
     conv.eval()
-    with torch.no_grad():
+    with torch.no_grad(), cached_eval_kernels(conv):
         y1 = conv(x)
         w_first = conv.__dict__["_eval_cache"][1]
         y2 = conv(x[:2])
         assert conv.__dict__["_eval_cache"][1] is w_first  # reused
-        expected = F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
-        torch.testing.assert_close(y1, expected)
-        torch.testing.assert_close(y2, expected[:2])
-        conv.weight.mul_(1.5).add_(0.01)  # an optimizer step changes the weights in place
-        torch.testing.assert_close(
-            conv(x), F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
-        )
+        torch.testing.assert_close(y1, _eval_expected(conv, x))
+        torch.testing.assert_close(y2, _eval_expected(conv, x)[:2])
+        conv.weight.mul_(1.5).add_(0.01)  # an in-place write bumps the version counter
+        torch.testing.assert_close(conv(x), _eval_expected(conv, x))
+    assert "_eval_cache" not in conv.__dict__  # dropped with the block
     conv.train()
     conv(x * 2)  # new running means
     conv.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(
-            conv(x), F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
-        )
+    with torch.no_grad(), cached_eval_kernels(conv):
+        torch.testing.assert_close(conv(x), _eval_expected(conv, x))
         other = EquiConv2d(3, 4, 3, padding=1, bias=False).double()
         conv.load_state_dict(other.state_dict())
-        torch.testing.assert_close(
-            conv(x), F.conv2d(x, equi_weight(conv.weight, conv.running_mean, 1.0), None, 1, 1)
-        )
+        torch.testing.assert_close(conv(x), _eval_expected(conv, x))
+
+
+@pytest.mark.parametrize("target", ["weight", "running_mean"])
+def test_eval_output_follows_writes_through_data_that_no_version_counter_sees(target):
+    """EMA, SWA and user code write through ``.data``: evaluation must see it, between passes
+    (the trainer's evaluation) and outside any pass (plain ``model.eval()`` use)."""
+    torch.manual_seed(14)
+    conv = EquiConv2d(3, 4, 3, padding=1, bias=False).double()
+    x = torch.rand(5, 3, 6, 6, dtype=torch.float64)
+    conv(x)
+    conv.eval()
+    tensor = getattr(conv, target)
+    with torch.no_grad():
+        with cached_eval_kernels(conv):
+            before = conv(x)
+        version = tensor._version
+        tensor.data.mul_(-1) if target == "weight" else tensor.data.mul_(torch.rand(3).double())
+        assert tensor._version == version  # invisible to a key on version counters
+        with cached_eval_kernels(conv):
+            after = conv(x)
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(after, _eval_expected(conv, x))
+        stale = conv(x)
+        tensor.data.add_(0.05)
+        fresh = conv(x)  # no block: no cache
+        assert not torch.allclose(stale, fresh)
+        torch.testing.assert_close(fresh, _eval_expected(conv, x))
+
+
+def _dead_channel_case():
+    """Output channel 0's only positive weights meet input channel 0, whose mean is 0 (dead after
+    a ReLU): D_0 = sum_c m_c P_0c = 0 although the weights have both signs (its live weights are
+    equal, so the exact form's w + b is 0 there too)."""
+    w = -torch.rand(2, 3, 3, 3, dtype=torch.float64) - 0.1
+    w[0, 1:] = -1.0
+    w[0, 0] = torch.rand(3, 3, dtype=torch.float64) + 0.1
+    w[1, 1, 0, 0] = 0.5
+    m = torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64)
+    return w, m
+
+
+@pytest.mark.parametrize("single_pass", [True, False])
+def test_eps_keeps_a_zero_denominator_finite_and_zero_eps_is_the_papers_transform(single_pass):
+    w, m = _dead_channel_case()
+    assert not torch.isfinite(equi_weight(w, m, 1.0, single_pass)).all()  # the paper's 0/0
+    w_eps = equi_weight(w, m, 1.0, single_pass, eps=1e-3)
+    assert torch.isfinite(w_eps).all()
+    torch.testing.assert_close(w_eps, equi_weight_reference(w, m, 1.0, single_pass, eps=1e-3))
+    ok = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    balance_signs_(ok)
+    m_ok = torch.rand(3, dtype=torch.float64) + 0.1
+    torch.testing.assert_close(  # eps=0 changes nothing
+        equi_weight(ok, m_ok, 1.0, single_pass, eps=0.0), equi_weight(ok, m_ok, 1.0, single_pass)
+    )
+    args = (ok.requires_grad_(), m_ok.requires_grad_())
+    assert torch.autograd.gradcheck(
+        lambda a, b: equi_weight(a, b, 0.7, single_pass, eps=0.05), args
+    )
+    conv = EquiConv2d(3, 4, 3, padding=1, bias=False, eps=0.05).double()
+    x = torch.rand(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(conv, (x,))  # the fused node with eps
+    with pytest.raises(ValueError, match="eps"):
+        EquiConv2d(3, 4, 3, eps=-1.0)

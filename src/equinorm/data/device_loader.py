@@ -6,7 +6,8 @@ augmentation are reproducible per seed and can resume at any batch. Crop with ze
 horizontal flip are done per image, in batches, on the device (:mod:`equinorm.data.augment`), with
 torchvision's ``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` semantics. Under DDP the
 permutation is sharded across ranks (each rank gets the same number of examples, like
-``DistributedSampler`` with ``drop_last``); the test set is split without dropping anything.
+``DistributedSampler`` with ``drop_last``), and across virtual devices within a rank
+(:mod:`equinorm.data.sharding`); the test set is split without dropping anything.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 from equinorm.data import seeding
 from equinorm.data.augment import crop_flip, draw_crop_flip
 from equinorm.data.base import num_batches
+from equinorm.data.sharding import train_shard
 
 
 class DeviceLoader:
@@ -39,9 +41,12 @@ class DeviceLoader:
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        virtual_devices: int = 1,
         drop_last: bool = False,
         max_batches: int | None = None,
     ) -> None:
+        if batch_size % virtual_devices:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of {virtual_devices}")
         self.device = torch.device(device)
         self.images = torch.as_tensor(images, device=self.device)
         self.labels = torch.as_tensor(labels, device=self.device).long()
@@ -54,6 +59,7 @@ class DeviceLoader:
         self.flip = flip and train
         self.channels_last = channels_last
         self.rank, self.world_size = rank, world_size
+        self.virtual_devices = virtual_devices if train else 1
         self.drop_last = drop_last
         self.max_batches = max_batches
         if mean is not None:
@@ -68,7 +74,7 @@ class DeviceLoader:
         """Examples this rank sees per epoch."""
         n = len(self.labels)
         if self.train:
-            return n // self.world_size
+            return n // (self.world_size * self.virtual_devices) * self.virtual_devices
         return len(range(self.rank, n, self.world_size))
 
     def __len__(self) -> int:
@@ -81,7 +87,8 @@ class DeviceLoader:
             return torch.arange(self.rank, n, self.world_size, device="cpu")
         g = seeding.generator(self.seed, epoch, seeding.PERMUTATION)
         perm = torch.randperm(n, generator=g, device="cpu")  # host draws: the same on any device
-        return perm[self.rank :: self.world_size][: self.num_examples]
+        k = self.virtual_devices
+        return train_shard(perm, self.rank, self.world_size, k, self.batch_size // k)
 
     def iterate(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches of ``epoch`` from ``start_batch`` on: float images (normalized) and labels."""

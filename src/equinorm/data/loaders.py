@@ -65,6 +65,7 @@ def build_loaders(
     channels_last: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    virtual_devices: int = 1,
     max_train_batches: int | None = None,
     max_eval_batches: int | None = None,
     prepare: bool = True,
@@ -72,6 +73,8 @@ def build_loaders(
     """Build the loaders for ``dataset`` (a mapping shaped like conf/dataset/*.yaml).
 
     ``prepare=False`` skips the file checks (and download) when the caller has done them.
+    ``batch_size`` is per device: with ``virtual_devices=k`` each training batch holds the ``k``
+    devices' micro-batches of ``batch_size`` in turn (:mod:`equinorm.data.sharding`).
     """
     source = source_of(dataset)
     if prepare:
@@ -103,7 +106,8 @@ def build_loaders(
     }
     loaders = []
     for train in (True, False):
-        bs = batch_size if train else eval_batch_size
+        bs = batch_size * virtual_devices if train else eval_batch_size
+        common["virtual_devices"] = virtual_devices if train else 1
         limit = max_train_batches if train else max_eval_batches
         drop = bool(dataset.get("drop_last", False)) and train
         if kind == "device":

@@ -15,6 +15,7 @@ from torchvision import transforms as T
 
 from equinorm.data import seeding
 from equinorm.data.base import num_batches
+from equinorm.data.sharding import train_shard
 
 
 def build_transform(
@@ -48,9 +49,20 @@ def build_transform(
 class EpochSampler(Sampler):
     """Yields (index, epoch) pairs: a seeded permutation per epoch, sharded across ranks."""
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        n: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        virtual_devices: int = 1,
+        micro_batch: int = 1,
+    ):
         self.n, self.shuffle, self.seed = n, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.virtual_devices, self.micro_batch = virtual_devices, micro_batch
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -61,7 +73,8 @@ class EpochSampler(Sampler):
         if self.shuffle:
             g = seeding.generator(self.seed, self.epoch, seeding.PERMUTATION)
             perm = torch.randperm(self.n, generator=g, device="cpu")
-            return perm[self.rank :: self.world_size][: self.n // self.world_size].tolist()
+            k = self.virtual_devices
+            return train_shard(perm, self.rank, self.world_size, k, self.micro_batch).tolist()
         return list(range(self.rank, self.n, self.world_size))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -102,14 +115,24 @@ class TorchLoader:
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        virtual_devices: int = 1,
         drop_last: bool = False,
         max_batches: int | None = None,
     ) -> None:
+        if batch_size % virtual_devices:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of {virtual_devices}")
+        k = virtual_devices if train else 1
         self.device = torch.device(device)
         self.batch_size, self.drop_last, self.max_batches = batch_size, drop_last, max_batches
         self.channels_last = channels_last
         self.sampler = EpochSampler(
-            len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size
+            len(dataset),
+            shuffle=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            virtual_devices=k,
+            micro_batch=batch_size // k,
         )
         self.loader = DataLoader(
             SeededDataset(dataset, seed),

@@ -4,6 +4,7 @@ from equinorm.layers.affine import ChannelAffine, GroupNorm, MeanOnlyBatchNorm2d
 from equinorm.layers.equiconv import (
     EquiConv2d,
     balance_signs_,
+    cached_eval_kernels,
     conv_output_size,
     equi_scale_factor,
     equi_weight,
@@ -23,6 +24,7 @@ __all__ = [
     "StdConv2d",
     "WNConv2d",
     "balance_signs_",
+    "cached_eval_kernels",
     "conv_output_size",
     "equi_scale_factor",
     "equi_weight",

@@ -36,7 +36,9 @@ from torch.nn.modules.utils import _pair
 __all__ = [
     "EquiConv2d",
     "balance_signs_",
+    "cached_eval_kernels",
     "conv_output_size",
+    "equi_denominator",
     "equi_scale_factor",
     "equi_weight",
     "equi_weight_reference",
@@ -132,13 +134,15 @@ def _transform_forward(
     scale_factor: float,
     single_pass: bool,
     gamma: Tensor | None = None,
+    eps: float = 0.0,
 ):
     """``w'' = s (w + b)`` and what its backward needs (no autograd; see :class:`_EquiWeight`).
 
-    With ``gamma`` (the scale of a per-channel affine folded into the layer) the kernel is
-    ``gamma s (w + b)``. Written for few passes over the weights, few weight-sized allocations
-    and few small ops: kernel sums are matrix-vector products with a ones vector, and one buffer
-    serves as the positive parts, then (``sign_``) as the sign mask.
+    ``eps`` is added to the denominator ``D`` (0: the paper's transform). With ``gamma`` (the
+    scale of a per-channel affine folded into the layer) the kernel is ``gamma s (w + b)``.
+    Written for few passes over the weights, few weight-sized allocations and few small ops:
+    kernel sums are matrix-vector products with a ones vector, and one buffer serves as the
+    positive parts, then (``sign_``) as the sign mask.
     """
     c_out, c_in_g, kh, kw = weight.shape
     k = kh * kw
@@ -159,6 +163,8 @@ def _transform_forward(
         mask.sign_()
         n = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
     d = _weighted(p, m_dc)
+    if eps:
+        d = d.add_(eps)
     s = d.reciprocal().mul_(scale_factor)  # positive contributions total r
     se = s if gamma is None else s * gamma  # the effective scale of each output channel
     w2 = torch.addcmul((b * se).unsqueeze(1), flat, se.unsqueeze(1)).view_as(weight)
@@ -206,15 +212,15 @@ class _EquiWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, m_dc, scale_factor: float, single_pass: bool):
-        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass)
+    def forward(ctx, weight, m_dc, scale_factor: float, single_pass: bool, eps: float):
+        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, None, eps)
         ctx.save_for_backward(*saved)
         return w2
 
     @staticmethod
     def backward(ctx, grad):
         g_w, g_m, _ = _transform_backward(grad, ctx.saved_tensors, ctx.needs_input_grad[1])
-        return g_w, g_m, None, None
+        return g_w, g_m, None, None, None
 
 
 _convolution_backward = torch.ops.aten.convolution_backward.default
@@ -241,6 +247,7 @@ class _EquiConvFn(torch.autograd.Function):
         n_stat: int,
         scale_factor: float,
         single_pass: bool,
+        eps: float,
         detach_stats: bool,
         stride,
         padding,
@@ -250,7 +257,7 @@ class _EquiConvFn(torch.autograd.Function):
         batch_stats = stats is None
         means = _first_means(x, n_stat) if batch_stats else stats  # float32 accumulation
         m_dc = _group_means(means, weight, groups)
-        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma)
+        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma, eps)
         device = x.device.type
         xc, wc, bc = x, w2, bias
         if torch.is_autocast_enabled(device):  # the convolution in the autocast dtype
@@ -310,7 +317,7 @@ class _EquiConvFn(torch.autograd.Function):
             grad_x = grad_x.to(x_dtype)
         if has_bias and grad_b.dtype != weight.dtype:
             grad_b = grad_b.to(weight.dtype)
-        return grad_x, g_w, grad_b, g_gamma, None, None, None, None, None, None, None, None, None
+        return (grad_x, g_w, grad_b, g_gamma) + (None,) * 10
 
 
 def equi_weight(
@@ -319,6 +326,7 @@ def equi_weight(
     scale_factor: float = 1.0,
     single_pass: bool = True,
     groups: int = 1,
+    eps: float = 0.0,
 ) -> Tensor:
     """EquiNorm's weight transform: ``w'' = s (w + b)`` per output channel (SPEC section 1).
 
@@ -330,13 +338,28 @@ def equi_weight(
         single_pass: the paper's single-pass estimate of the positive sums (its experiments) if
             True, the exact two-pass form if False.
         groups: the convolution's groups; output channel ``d`` sees the input channels of its group.
+        eps: added to the denominator ``D = sum_c m_c P_dc`` (0, the paper's transform: no epsilon).
 
     Returns:
         The normalized kernel, same shape and dtype as ``weight``. Differentiable in ``weight``
         and ``channel_means``.
     """
     m_dc = _group_means(channel_means, weight, groups)
-    return _EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass))
+    return _EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass), float(eps))
+
+
+@torch.no_grad()
+def equi_denominator(
+    weight: Tensor,
+    channel_means: Tensor,
+    single_pass: bool = True,
+    groups: int = 1,
+    eps: float = 0.0,
+) -> Tensor:
+    """``D_d = sum_c m_c P_dc (+ eps)`` per output channel: the scale is ``factor / D_d``, and a
+    ``D_d`` at 0 is where the transform divides by zero (a diagnostic; no gradient)."""
+    m_dc = _group_means(channel_means, weight, groups)
+    return _transform_forward(weight, m_dc, 1.0, single_pass, None, eps)[1][7]
 
 
 def equi_weight_reference(
@@ -345,6 +368,7 @@ def equi_weight_reference(
     scale_factor: float = 1.0,
     single_pass: bool = True,
     groups: int = 1,
+    eps: float = 0.0,
 ) -> Tensor:
     """:func:`equi_weight` in plain differentiable tensor ops (autograd derives the backward).
 
@@ -360,7 +384,7 @@ def equi_weight_reference(
         p_dc = (weight * positive).sum(dim=(2, 3)) + b.unsqueeze(1) * positive.sum(dim=(2, 3))
     else:
         p_dc = shifted.clamp(min=0).sum(dim=(2, 3))
-    s = scale_factor / (m_dc * p_dc).sum(dim=1)  # positive contributions total r
+    s = scale_factor / ((m_dc * p_dc).sum(dim=1) + eps)  # positive contributions total r
     return shifted * s.view(-1, 1, 1, 1)
 
 
@@ -404,9 +428,13 @@ class EquiConv2d(nn.Conv2d):
             mode uses (BatchNorm's convention: ``running = (1-momentum) running + momentum m``).
         detach_stats: treat the batch statistics as constants in the backward pass.
         track_running_stats: keep the running estimate; if False, evaluation uses batch statistics.
+        eps: added to the denominator ``D = sum_c m_c P_dc``. The paper has none (section 5.2) and
+            neither has the default: balanced signs keep ``D`` from zero at initialisation but
+            not through training (an output channel whose positive weights all meet dead input
+            channels has ``D = 0``); a small ``eps`` makes such a layer finite.
 
     Buffers ``running_mean`` (C_in,), initialised to 1, and ``num_batches_tracked``.
-    There is no epsilon (paper section 5.2); weights are initialised He fan_out normal with
+    Weights are initialised He fan_out normal with
     balanced signs (:func:`balance_signs_`).
     """
 
@@ -429,11 +457,14 @@ class EquiConv2d(nn.Conv2d):
         momentum: float = 0.1,
         detach_stats: bool = False,
         track_running_stats: bool = True,
+        eps: float = 0.0,
     ) -> None:
         if not 0.0 < stat_fraction <= 1.0:
             raise ValueError(f"stat_fraction must be in (0, 1], got {stat_fraction}")
         if not 0.0 < momentum <= 1.0:
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        if not (eps >= 0.0 and math.isfinite(eps)):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps}")
         kh, kw = _pair(kernel_size)
         if (in_channels // groups) * kh * kw < 2:
             raise ValueError(
@@ -444,6 +475,7 @@ class EquiConv2d(nn.Conv2d):
         self.stat_fraction = float(stat_fraction)
         self.momentum = float(momentum)
         self.detach_stats = bool(detach_stats)
+        self.eps = float(eps)
         self.track_running_stats = bool(track_running_stats)
         super().__init__(
             in_channels,
@@ -499,17 +531,29 @@ class EquiConv2d(nn.Conv2d):
 
     @torch.no_grad()
     def eval_weight(self, scale_factor: float, gamma: Tensor | None = None) -> Tensor:
-        """The kernel from the running means, cached until the weights, the running means or a
-        folded affine change (tensor version counters tell) or the geometry does."""
+        """The kernel from the running means.
+
+        Inside :func:`cached_eval_kernels` it is computed once and reused until the weights, the
+        running means or a folded affine change in place (version counters tell) or the geometry
+        does; elsewhere it is computed at every call, so writes that version counters cannot see
+        (through ``.data``: EMA, SWA, user code) are never missed.
+        """
+        if not self.__dict__.get("_eval_cache_on", False):
+            return self._eval_transform(scale_factor, gamma)
         tensors = [self.weight, self.running_mean] + ([] if gamma is None else [gamma])
         key = (scale_factor, *((t.data_ptr(), t._version) for t in tensors))
         cached = self.__dict__.get("_eval_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
-        m_dc = _group_means(self.running_mean, self.weight, self.groups)
-        w2, _ = _transform_forward(self.weight, m_dc, scale_factor, self.single_pass, gamma)
+        w2 = self._eval_transform(scale_factor, gamma)
         self.__dict__["_eval_cache"] = (key, w2)
         return w2
+
+    def _eval_transform(self, scale_factor: float, gamma: Tensor | None) -> Tensor:
+        m_dc = _group_means(self.running_mean, self.weight, self.groups)
+        return _transform_forward(
+            self.weight, m_dc, scale_factor, self.single_pass, gamma, self.eps
+        )[0]
 
     def reset_running_stats(self) -> None:
         self.running_mean.fill_(1.0)
@@ -520,6 +564,7 @@ class EquiConv2d(nn.Conv2d):
             f"{super().extra_repr()}, single_pass={self.single_pass}, "
             f"stat_fraction={self.stat_fraction}, momentum={self.momentum}, "
             f"detach_stats={self.detach_stats}"
+            + (f", eps={self.eps}" if self.eps else "")
             + (", affine folded in" if self.folded_affine is not None else "")
         )
 
@@ -551,7 +596,12 @@ class EquiConv2d(nn.Conv2d):
     def normalized_weight(self, x: Tensor) -> Tensor:
         """``w''`` for input ``x`` (updates the running statistics in training mode)."""
         return equi_weight(
-            self.weight, self.channel_means(x), self.scale_factor(x), self.single_pass, self.groups
+            self.weight,
+            self.channel_means(x),
+            self.scale_factor(x),
+            self.single_pass,
+            self.groups,
+            self.eps,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -596,6 +646,7 @@ class EquiConv2d(nn.Conv2d):
             n_stat,
             factor,
             self.single_pass,
+            self.eps,
             self.detach_stats,
             self.stride,
             self.padding,
@@ -604,3 +655,23 @@ class EquiConv2d(nn.Conv2d):
         )
         self._track(means)
         return y
+
+
+@contextlib.contextmanager
+def cached_eval_kernels(model: nn.Module):
+    """Within this block, evaluation-mode EquiNorm layers of ``model`` transform their kernel once
+    and reuse it for every batch (an evaluation pass: the weights and running means are fixed).
+
+    The caches are dropped on exit, so a write between two evaluations -- even one through
+    ``.data`` that no version counter sees -- is always picked up. Do not write the weights
+    through ``.data`` inside the block.
+    """
+    layers = [m for m in model.modules() if isinstance(m, EquiConv2d)]
+    for m in layers:
+        m.__dict__["_eval_cache_on"] = True
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.__dict__["_eval_cache_on"] = False
+            m.__dict__.pop("_eval_cache", None)

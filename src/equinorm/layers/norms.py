@@ -48,12 +48,15 @@ def _spec(name, conv_cls, norm_factory, standardize_input=True, **conv_options) 
     return NormSpec(name, conv, norm_factory, standardize_input)
 
 
-def _equi(single_pass=True, stat_fraction=1.0, momentum=0.1, detach_stats=False) -> NormSpec:
+def _equi(
+    single_pass=True, stat_fraction=1.0, momentum=0.1, detach_stats=False, eps=0.0
+) -> NormSpec:
     options = {
         "single_pass": single_pass,
         "stat_fraction": stat_fraction,
         "momentum": momentum,
         "detach_stats": detach_stats,
+        "eps": eps,
     }
     # The paper removes input pre-normalization with EquiNorm (section 5.2).
     return _spec("equi", EquiConv2d, ChannelAffine, standardize_input=False, **options)

@@ -58,6 +58,14 @@ def task(cfg: DictConfig) -> float | None:
         sys.exit(128 + exc.signum)
     except EquinormError as exc:
         _fail(exc)
+    if summary.get("status") == "diverged" and cfg.train.fail_on_divergence:
+        _fail(
+            EquinormError(
+                f"{cfg.run_dir} diverged in epoch {summary.get('diverged_epoch')} (first "
+                f"non-finite value: {summary.get('nonfinite_layer') or 'not located'}); "
+                "train.fail_on_divergence=true makes that an error"
+            )
+        )
     return summary.get("test_acc")
 
 

@@ -25,7 +25,9 @@ def _effective_weight(module: nn.Conv2d, x: Tensor) -> Tensor:
     if isinstance(module, EquiConv2d):
         factor = module.scale_factor(x)
         means = input_channel_means(x, module.stat_fraction)
-        return equi_weight(module.weight, means, factor, module.single_pass, module.groups)
+        return equi_weight(
+            module.weight, means, factor, module.single_pass, module.groups, module.eps
+        )
     for name in ("standardized_weight", "normalized_weight"):  # weight-space peers
         fn = getattr(module, name, None)
         if callable(fn):

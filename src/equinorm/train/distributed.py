@@ -73,3 +73,20 @@ def broadcast(obj, device: torch.device):
     box = [obj]
     dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
     return box[0]
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` without a process group)."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (running statistics) on every rank, as DDP's forward does."""
+    if not dist.is_initialized():
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf, src=0)

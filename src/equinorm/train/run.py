@@ -33,7 +33,13 @@ from equinorm.train.optim import build_optimizer
 from equinorm.train.rundir import FINISHED, RunDir, semantic_config
 from equinorm.train.schedules import Schedule
 from equinorm.train.trainer import Trainer
-from equinorm.train.validate import arch_kwargs, check_config, norm_options, resolve_device
+from equinorm.train.validate import (
+    arch_kwargs,
+    check_config,
+    norm_options,
+    resolve_device,
+    virtual_devices,
+)
 from equinorm.train.wandb_logger import WandbLogger
 
 log = logging.getLogger("equinorm")
@@ -110,6 +116,7 @@ def run(cfg: DictConfig) -> dict:
     log.setLevel(logging.INFO if dist.is_main else logging.WARNING)  # only rank 0 reports
     rundir = RunDir(cfg.run_dir)
     try:
+        virtual_devices(cfg, dist.world_size)  # a bad split fails before any file is written
         prepare_data(cfg, dist, device)  # missing data fails before the run directory is touched
         decision = {"action": "error"}
         if dist.is_main:
@@ -162,10 +169,12 @@ def _build_and_fit(cfg, device, dist, rundir, state):
         torch.set_num_threads(t.threads)
     cuda = device.type == "cuda"
     precision = ("bf16" if cuda else "fp32") if t.precision == "auto" else t.precision
+    k = virtual_devices(cfg, dist.world_size)
+    global_batch = t.batch_size * k * dist.world_size
     channels_last = _auto(t.channels_last, cuda)
     progress = _auto(t.progress, sys.stderr.isatty())
     log.info(
-        "%s: %s %s %s seed=%d on %s (%s, world %d)%s",
+        "%s: %s %s %s seed=%d on %s (%s; batch %d = %d process(es) x %d device(s) x %d)%s",
         cfg.name,
         cfg.dataset.name,
         cfg.arch.name,
@@ -173,7 +182,10 @@ def _build_and_fit(cfg, device, dist, rundir, state):
         cfg.seed,
         device,
         precision,
+        global_batch,
         dist.world_size,
+        k,
+        t.batch_size,
         " -- resuming" if state else "",
     )
 
@@ -190,6 +202,7 @@ def _build_and_fit(cfg, device, dist, rundir, state):
         channels_last=channels_last,
         rank=dist.rank,
         world_size=dist.world_size,
+        virtual_devices=k,
         max_train_batches=t.max_train_batches,
         max_eval_batches=t.max_eval_batches,
     )
@@ -206,7 +219,8 @@ def _build_and_fit(cfg, device, dist, rundir, state):
     schedule = Schedule(cfg.schedule, cfg.epochs)
     lr0, mom0 = schedule(0.0)
     optimizer = build_optimizer(model, cfg.optim, lr0, mom0)
-    mixup = Mixup(cfg.mixup, cfg.seed, dist.rank, model.mix_points)
+    # one mixup stream per device, numbered as DDP ranks would be
+    mixup = [Mixup(cfg.mixup, cfg.seed, dist.rank * k + j, model.mix_points) for j in range(k)]
 
     train_model, eval_model = model, model
     if dist.enabled:
@@ -252,6 +266,9 @@ def _build_and_fit(cfg, device, dist, rundir, state):
             "norm": cfg.norm.name,
             "seed": cfg.seed,
             "world_size": dist.world_size,
+            "virtual_devices": k,
+            "batch_size": t.batch_size,
+            "global_batch": global_batch,
             "device": str(device),
             "host": socket.gethostname(),
             "precision": precision,

@@ -38,6 +38,7 @@ NON_SEMANTIC = (
     "train.resume",
     "train.compile",
     "train.equilibrium_stats",
+    "train.fail_on_divergence",
     "wandb",
     "hydra",
 )

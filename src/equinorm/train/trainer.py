@@ -3,13 +3,20 @@
 One ``Trainer`` runs one run: epochs of training (schedule evaluated at every iteration, optional
 manifold mixup, bf16 autocast), an evaluation after each, a history row, an atomic checkpoint, and
 the run's summary. It resumes from a checkpoint bit-identically (CPU), stops cleanly with status
-``diverged`` on a non-finite loss, and on SIGTERM/SIGUSR1 writes a mid-epoch checkpoint before
-handing the signal on (see :mod:`equinorm.train.signals`).
+``diverged`` on a non-finite loss -- naming the layer where the first non-finite value appeared
+(:mod:`equinorm.train.nonfinite`, on a replay of the epoch) -- and on SIGTERM/SIGUSR1 writes a
+mid-epoch checkpoint before handing the signal on (see :mod:`equinorm.train.signals`).
+
+With ``k`` virtual devices (one Mixup each) a step splits its batch into ``k`` micro-batches,
+each with its own forward pass (its own normalization statistics and mixup draw), averages their
+gradients and keeps the first device's running statistics: the arithmetic of ``k`` DDP ranks
+(DDP broadcasts rank 0's buffers), the paper's 2-GPU SVHN batch on one GPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import signal
@@ -21,10 +28,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from equinorm.data.sharding import split_micro_batches
+from equinorm.errors import ConfigError
+from equinorm.layers import cached_eval_kernels
 from equinorm.train import checkpoint as ckpt
+from equinorm.train import distributed
 from equinorm.train.diagnostics import equilibrium_stats
 from equinorm.train.distributed import DistInfo, all_reduce_sum
 from equinorm.train.mixup import Mixup
+from equinorm.train.nonfinite import NonFiniteProbe
 from equinorm.train.optim import set_lr_momentum
 from equinorm.train.rundir import RunDir
 from equinorm.train.schedules import Schedule
@@ -79,7 +91,7 @@ class Trainer:
         eval_model: nn.Module,
         optimizer: torch.optim.Optimizer,
         schedule: Schedule,
-        mixup: Mixup,
+        mixup: Mixup | list[Mixup],
         data,
         epochs: int,
         device: torch.device,
@@ -94,7 +106,10 @@ class Trainer:
         summary_fields: dict | None = None,
     ) -> None:
         self.model, self.raw_model, self.eval_model = model, raw_model, eval_model
-        self.optimizer, self.schedule, self.mixup = optimizer, schedule, mixup
+        self.optimizer, self.schedule = optimizer, schedule
+        # one Mixup per virtual device of this process (their draws are independent)
+        self.mixups = list(mixup) if isinstance(mixup, list | tuple) else [mixup]
+        self.virtual_devices = len(self.mixups)
         self.data, self.epochs, self.device = data, epochs, device
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.rundir, self.dist, self.logger = rundir, dist, logger
@@ -106,15 +121,25 @@ class Trainer:
         self.state = Progress()
         self.sums = Sums.zeros(device)
         self._probe: Tensor | None = None
+        self._epoch_start: dict | None = None  # state at the epoch's start, for a replay
 
     # -- state ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def mixup_states(self) -> list[dict]:
+        """Every device's mixup state, in global device order (a collective under DDP)."""
+        mine = [m.state_dict() for m in self.mixups]
+        if not self.dist.enabled:
+            return mine
+        return [s for rank in distributed.all_gather_object(mine) for s in rank]
+
+    def state_dict(self, mixup: list[dict] | None = None) -> dict:
         s = self.state
         return {
-            "version": 1,
+            "version": 2,
+            "world_size": self.dist.world_size,
+            "virtual_devices": self.virtual_devices,
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "mixup": self.mixup.state_dict(),
+            "mixup": [m.state_dict() for m in self.mixups] if mixup is None else mixup,
             "rng": ckpt.rng_state(),
             "epoch": s.epoch,
             "batch": s.batch,
@@ -126,9 +151,26 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        saved = (state.get("world_size", 1), state.get("virtual_devices", 1))
+        here = (self.dist.world_size, self.virtual_devices)
+        if saved != here:
+            raise ConfigError(
+                f"{self.rundir.checkpoint_path} was written by {saved[0]} process(es) x "
+                f"{saved[1]} virtual device(s), this run has {here[0]} x {here[1]}: resume it "
+                f"with torchrun --nproc_per_node={saved[0]} (or remove that directory)"
+            )
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.mixup.load_state_dict(state["mixup"])
+        mixups = state["mixup"] if isinstance(state["mixup"], list) else [state["mixup"]]
+        first = self.dist.rank * self.virtual_devices
+        mine = mixups[first : first + self.virtual_devices]
+        if len(mixups) == self.dist.world_size * self.virtual_devices:  # every device's draws
+            for m, st in zip(self.mixups, mine, strict=True):
+                m.load_state_dict(st)
+        elif self.dist.world_size == 1:
+            self.mixups[0].load_state_dict(mixups[0])
+        else:
+            raise ConfigError(f"{self.rundir.checkpoint_path} holds no mixup state per rank")
         ckpt.set_rng_state(state["rng"])
         self.state = Progress(
             state["epoch"],
@@ -140,8 +182,15 @@ class Trainer:
         self.sums = Sums.from_state(state["sums"], self.device)
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint_enabled and self.dist.is_main:
-            ckpt.save_atomic(self.state_dict(), self.rundir.checkpoint_path)
+        if not self.checkpoint_enabled:
+            return
+        mixup = self.mixup_states()  # every rank takes part in the gather
+        if self.dist.is_main:
+            ckpt.save_atomic(self.state_dict(mixup), self.rundir.checkpoint_path)
+
+    def snapshot(self) -> None:
+        """Keep this epoch's starting state (a device copy) to replay it if the epoch diverges."""
+        self._epoch_start = copy.deepcopy(self.state_dict())
 
     # -- the loop ------------------------------------------------------------------------------
     def autocast(self):
@@ -154,6 +203,7 @@ class Trainer:
         with PreemptionGuard(enabled=self.checkpoint_enabled) as guard:
             while self.state.epoch < self.epochs:
                 epoch = self.state.epoch
+                self.snapshot()
                 start = time.perf_counter()
                 stopped = self.train_epoch(epoch, guard)
                 self.state.elapsed += time.perf_counter() - start
@@ -174,33 +224,11 @@ class Trainer:
     def train_epoch(self, epoch: int, guard: PreemptionGuard) -> str | None:
         loader = self.data.train
         n_batches = len(loader)
-        model, opt, mixup = self.model, self.optimizer, self.mixup
-        model.train()
+        self.model.train()
         bar = self._bar(n_batches, epoch)
         t0, seen = time.perf_counter(), 0
         for b, (x, y) in enumerate(loader.iterate(epoch, self.state.batch), start=self.state.batch):
-            lr, momentum = self.schedule(epoch + b / n_batches)
-            set_lr_momentum(opt, lr, momentum)
-            with self.autocast():
-                if mixup.enabled:
-                    point, lam, perm, _ = mixup.draw(len(y), self.device)
-                    logits = model(x, hook_at=point, hook=mixup.mixer)
-                    y_perm = y[perm]
-                    loss = mixup.criterion(logits, y, y_perm, lam)
-                else:
-                    logits = model(x)
-                    loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                hit = (logits.argmax(1) == y).double()
-                if mixup.enabled:
-                    lam64 = lam.double()
-                    hit = lam64 * hit + (1 - lam64) * (logits.argmax(1) == y_perm).double()
-                self.sums.loss += loss.detach().double() * len(y)
-                self.sums.correct += hit.sum()
-                self.sums.count += len(y)
+            lr = self.step(x, y, epoch + b / n_batches)
             self.state.batch = b + 1
             seen += len(y)
             stop = self._poll(b, guard)
@@ -213,6 +241,53 @@ class Trainer:
         if bar is not None:
             bar.close()
         return None
+
+    def step(self, x: Tensor, y: Tensor, t: float, model: nn.Module | None = None) -> float:
+        """One optimizer step on a batch of this process (``t``: the fractional epoch); returns
+        the learning rate. With virtual devices, one forward/backward per micro-batch."""
+        model = self.model if model is None else model
+        lr, momentum = self.schedule(t)
+        set_lr_momentum(self.optimizer, lr, momentum)
+        self.optimizer.zero_grad(set_to_none=True)
+        k = self.virtual_devices
+        parts = zip(split_micro_batches(x, k), split_micro_batches(y, k), strict=True)
+        first_buffers, total = None, 0.0
+        for j, (xj, yj) in enumerate(parts):
+            last = j == k - 1
+            sync = model.no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
+            with sync:
+                loss = self._forward_backward(model, self.mixups[j], xj, yj, 1.0 / k)
+            if k > 1 and j == 0:  # DDP keeps rank 0's running statistics: device 0's here
+                first_buffers = [buf.detach().clone() for buf in self.raw_model.buffers()]
+            total = total + loss
+        self.step_loss = total  # the step's summed loss, on the device (no sync)
+        if first_buffers is not None:
+            with torch.no_grad():
+                for buf, kept in zip(self.raw_model.buffers(), first_buffers, strict=True):
+                    buf.copy_(kept)
+        self.optimizer.step()
+        return lr
+
+    def _forward_backward(self, model, mixup: Mixup, x: Tensor, y: Tensor, scale: float) -> Tensor:
+        with self.autocast():
+            if mixup.enabled:
+                point, lam, perm, _ = mixup.draw(len(y), self.device)
+                logits = model(x, hook_at=point, hook=mixup.mixer)
+                y_perm = y[perm]
+                loss = mixup.criterion(logits, y, y_perm, lam)
+            else:
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+        (loss * scale if scale != 1.0 else loss).backward()
+        with torch.no_grad():
+            hit = (logits.argmax(1) == y).double()
+            if mixup.enabled:
+                lam64 = lam.double()
+                hit = lam64 * hit + (1 - lam64) * (logits.argmax(1) == y_perm).double()
+            self.sums.loss += loss.detach().double() * len(y)
+            self.sums.correct += hit.sum()
+            self.sums.count += len(y)
+        return loss.detach()
 
     def _poll(self, b: int, guard: PreemptionGuard) -> str | None:
         """Preemption every step (single process) and a non-finite loss every CHECK_EVERY steps;
@@ -250,13 +325,16 @@ class Trainer:
     def evaluate(self) -> dict:
         model = self.eval_model
         model.eval()
+        # every rank evaluates the model rank 0 saves (DDP keeps rank 0's running statistics)
+        distributed.broadcast_buffers(self.raw_model)
         s = torch.zeros(3, dtype=torch.float64, device=self.device)
-        for x, y in self.data.test.iterate(0):
-            with self.autocast():
-                logits = model(x)
-            s[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
-            s[1] += (logits.argmax(1) == y).sum()
-            s[2] += len(y)
+        with cached_eval_kernels(self.raw_model):
+            for x, y in self.data.test.iterate(0):
+                with self.autocast():
+                    logits = model(x)
+                s[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                s[1] += (logits.argmax(1) == y).sum()
+                s[2] += len(y)
         loss, correct, count = all_reduce_sum(s).tolist()
         self.model.train()
         count = max(count, 1.0)
@@ -330,13 +408,55 @@ class Trainer:
                 "images_per_s": float("nan"),
             }
         )
-        log.warning("non-finite training loss in epoch %d: stopping (status: diverged)", epoch + 1)
+        progress = self.state
+        origin = self.locate_nonfinite(epoch)
+        self.state = progress
+        where = origin.get("nonfinite_layer") or "not located"
+        log.warning(
+            "non-finite training loss in epoch %d: stopping (status: diverged); first non-finite "
+            "value: %s%s",
+            epoch + 1,
+            where,
+            f" in the {origin['nonfinite_in']} pass" if origin.get("nonfinite_in") else "",
+        )
         if self.dist.is_main:
             self.rundir.write_history(self.state.history)
-        summary = self.write_summary("diverged", diverged_epoch=epoch + 1)
+        summary = self.write_summary("diverged", diverged_epoch=epoch + 1, **origin)
         self.logger.summary(status="diverged", diverged_epoch=epoch + 1)
         self.logger.finish(exit_code=1)
         return summary
+
+    def locate_nonfinite(self, epoch: int) -> dict:
+        """Replay the diverged epoch from its starting state, checking every step, and return
+        where the first non-finite value appeared (``nonfinite_*`` summary fields)."""
+        if self._epoch_start is None:
+            return {}
+        self.load_state_dict(copy.deepcopy(self._epoch_start))
+        model = getattr(self.model, "_orig_mod", self.model)  # eager: hooks see every module
+        model.train()
+        n_batches = len(self.data.train)
+        start = self.state.batch
+        with NonFiniteProbe(self.raw_model) as probe:
+            for b, (x, y) in enumerate(self.data.train.iterate(epoch, start), start=start):
+                probe.reset()
+                self.step(x, y, epoch + b / n_batches, model=model)
+                params = self.raw_model.parameters()
+                weights_ok = all(bool(torch.isfinite(p).all()) for p in params)
+                loss_ok = bool(torch.isfinite(self.step_loss))
+                finite = torch.tensor([float(loss_ok), float(weights_ok)], device=self.device)
+                if self.dist.enabled:
+                    torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+                if bool(finite.all()):
+                    continue
+                fields = {"nonfinite_epoch": epoch + 1, "nonfinite_batch": b + 1}
+                name = probe.first_nonfinite_output()
+                if name is not None:
+                    return {**fields, **probe.describe(name, "forward")}
+                name = probe.deepest_nonfinite_grad()
+                if name is not None:
+                    return {**fields, **probe.describe(name, "backward")}
+                return {**fields, "nonfinite_layer": "optimizer step"}
+        return {"nonfinite_layer": "not reproduced on replay (non-deterministic kernels?)"}
 
     def finish(self) -> dict:
         summary = self.write_summary("complete")

@@ -109,6 +109,7 @@ def check_config(cfg: DictConfig) -> None:
     t = cfg.train
     _positive_int("train.batch_size", t.batch_size)
     _positive_int("train.eval_batch_size", t.eval_batch_size)
+    _positive_int("train.devices", t.devices, allow_none=True)
     _positive_int("train.max_train_batches", t.max_train_batches, allow_none=True)
     _positive_int("train.max_eval_batches", t.max_eval_batches, allow_none=True)
     _positive_int("train.threads", t.threads, allow_none=True)
@@ -117,3 +118,14 @@ def check_config(cfg: DictConfig) -> None:
     _choice("train.progress", t.progress, AUTO_BOOL)
     resolve_device(t.device)
     _choice("wandb.mode", cfg.wandb.mode, MODES)
+
+
+def virtual_devices(cfg: DictConfig, world_size: int) -> int:
+    """Devices each of ``world_size`` processes runs in turn (``train.devices / world_size``)."""
+    devices = cfg.train.devices or world_size
+    if devices % world_size:
+        raise ConfigError(
+            f"train.devices={devices} does not split over {world_size} processes; "
+            f"use a multiple of {world_size} or torchrun --nproc_per_node dividing {devices}"
+        )
+    return devices // world_size

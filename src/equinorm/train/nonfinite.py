@@ -1,0 +1,88 @@
+"""Where a diverged run's first non-finite value came from: a layer's output or its gradients.
+
+The training loop looks for a non-finite loss only every few steps (a host sync); by then every
+weight is NaN and the forward pass says nothing. :class:`NonFiniteProbe` watches one step
+replayed from a finite state: forward hooks on every leaf module record, on the device, whether
+its output is finite; after the backward pass the parameters' gradients are checked too. The
+first module in forward order with a non-finite output is where the forward pass broke; when the
+forward pass stayed finite, the deepest module with a non-finite gradient is where the backward
+pass did. For an EquiNorm layer the probe adds the smallest ``|D|`` of the step (the denominator
+of paper section 4's scale; 0 means a channel's positive weights met only dead inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from equinorm.layers.equiconv import EquiConv2d, equi_denominator, input_channel_means
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if n and not any(m.children())]
+
+
+def smallest_denominator(conv: EquiConv2d, x: Tensor) -> float:
+    """``min_d |D_d|`` of an EquiNorm layer for input ``x`` (batch statistics)."""
+    means = input_channel_means(x.float(), conv.stat_fraction)
+    d = equi_denominator(conv.weight, means, conv.single_pass, conv.groups, conv.eps)
+    return float(d.abs().min())
+
+
+class NonFiniteProbe:
+    """Forward hooks that record each leaf module's output finiteness (no host sync per module)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.order: list[str] = []
+        self.flags: list[Tensor] = []
+        self.inputs: dict[str, Tensor] = {}
+        self._handles = []
+        for name, module in _leaves(model):
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if isinstance(output, Tensor) and output.is_floating_point():
+                self.order.append(name)
+                self.flags.append(torch.isfinite(output.detach()).all())
+                if isinstance(module, EquiConv2d) and name not in self.inputs:
+                    self.inputs[name] = inputs[0].detach()
+
+        return hook
+
+    def reset(self) -> None:
+        self.order, self.flags, self.inputs = [], [], {}
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> NonFiniteProbe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def first_nonfinite_output(self) -> str | None:
+        if not self.flags:
+            return None
+        finite = torch.stack(self.flags).tolist()
+        return next((n for n, ok in zip(self.order, finite, strict=True) if not ok), None)
+
+    def deepest_nonfinite_grad(self) -> str | None:
+        modules = dict(_leaves(self.model))
+        bad = None
+        for name in dict.fromkeys(self.order):  # forward order, each module once
+            grads = [p.grad for p in modules[name].parameters(recurse=False) if p.grad is not None]
+            if any(not bool(torch.isfinite(g).all()) for g in grads):
+                bad = name
+        return bad
+
+    def describe(self, name: str, where: str) -> dict:
+        module = dict(_leaves(self.model))[name]
+        info = {"nonfinite_layer": f"{name} ({type(module).__name__})", "nonfinite_in": where}
+        if isinstance(module, EquiConv2d) and name in self.inputs:
+            info["nonfinite_min_abs_D"] = smallest_denominator(module, self.inputs[name])
+        return info
