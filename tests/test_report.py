@@ -59,16 +59,30 @@ def test_final_medians_and_quartiles(tree):
     assert fin.loc["gn", "complete"] == 0 and np.isnan(fin.loc["gn", "acc_median"])
 
 
-def test_pointwise_curves_use_every_non_diverged_run_that_reached_the_epoch(tree):
+def test_pointwise_curves_keep_a_diverged_run_until_it_diverged(tree):
     res = collect(tree)
     c = curves(res.history, "test_acc").set_index(["norm", "epoch"])
-    # epoch 5: bn seeds 0, 1, 2 and the unfinished seed 4 (the diverged seed 3 is left out)
-    expected = np.array([93.0, 93.5, 92.9, 93.9]) * 5 / EPOCHS
-    assert c.loc[("bn", 5), "n"] == 4
+    # epoch 5: bn seeds 0, 1, 2, the unfinished seed 4 and seed 3, which diverged in epoch 7
+    expected = np.array([93.0, 93.5, 92.9, 90.0, 93.9]) * 5 / EPOCHS
+    assert c.loc[("bn", 5), "n"] == 5
     assert c.loc[("bn", 5), "median"] == pytest.approx(np.median(expected))
     assert c.loc[("bn", 5), "q25"] == pytest.approx(np.percentile(expected, 25))
+    assert c.loc[("bn", 7), "n"] == 4  # seed 3 diverged: it leaves the curve, n says so
     assert c.loc[("bn", 20), "n"] == 3  # the unfinished run stopped at epoch 10
     assert c.loc[("equi", EPOCHS), "median"] == pytest.approx(94.1)
+
+
+def test_diverged_runs_can_count_at_chance_to_the_end(tree):
+    res = collect(tree)
+    c = curves(res.history, "test_acc", "chance", classes=lambda d: 10).set_index(["norm", "epoch"])
+    assert c.loc[("bn", 7), "n"] == 5 and c.loc[("bn", EPOCHS), "n"] == 4  # seed 3 at chance
+    at_end = np.array([93.0, 93.5, 92.9, 10.0])
+    assert c.loc[("bn", EPOCHS), "median"] == pytest.approx(np.median(at_end))
+    loss = curves(res.history, "test_loss", "chance", classes=lambda d: 10)
+    assert loss.set_index(["norm", "epoch"]).loc[("bn", EPOCHS), "n"] == 4
+    from equinorm.report.stats import divergences
+
+    assert divergences(res.history)[["norm", "seed", "epoch"]].values.tolist() == [["bn", 3, 7]]
 
 
 def test_paired_difference_equi_minus_bn_over_common_complete_seeds(tree):
@@ -116,7 +130,9 @@ def test_legend_reads_like_the_papers(tree):
 
     fin = finals(collect(tree).runs).set_index("norm")
     assert legend_label("equi", fin.loc["equi"], 5) == "EquiNorm (94.10 IQR 94.00-94.20)"
-    assert legend_label("bn", fin.loc["bn"], 5) == "BatchNorm (93.00 IQR 92.95-93.25, n=3)"
+    assert legend_label("bn", fin.loc["bn"], 5) == (
+        "BatchNorm (93.00 IQR 92.95-93.25, n=3, 1 diverged)"
+    )
     assert legend_label("gn", fin.loc["gn"], 5) == "GroupNorm (no complete run)"
 
 

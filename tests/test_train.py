@@ -63,6 +63,7 @@ PAPER = {
         "epochs": 160,
         "schedule.milestones": [80, 120],
         "mixup.name": "manifold",
+        "train.devices": 2,  # 2 GPUs x 128: the global batch 256 of paper 6.3
     },
     "imagenet_resnet50": {
         "dataset.name": "imagenet",
@@ -70,6 +71,9 @@ PAPER = {
         "epochs": 100,
         "schedule.milestones": [30, 60, 90],
         "mixup.name": "none",
+        "schedule.lr": 0.1,  # for the global batch 256 below (Goyal et al. 2017)
+        "train.batch_size": 32,
+        "train.devices": 8,
     },
     "cifar10_wrn_short": {
         "dataset.name": "cifar10",

@@ -22,6 +22,7 @@ def write_report(
     out_dir: str | Path | None = None,
     experiments: list[str] | None = None,
     quiet: bool = False,
+    diverged: str = "exclude",
 ) -> list[Path]:
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir
@@ -32,7 +33,7 @@ def write_report(
         raise SystemExit(f"no runs of {', '.join(missing)} under {results_dir / 'runs'}")
     written = []
     for experiment in chosen:
-        written += plot_experiment(results, experiment, out / "figures")
+        written += plot_experiment(results, experiment, out / "figures", diverged)
         written += write_tables(results, experiment, out / "tables")
         if not quiet:
             print(markdown(results, experiment))
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         dest="experiments",
         help="only this experiment (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--diverged",
+        choices=["exclude", "chance"],
+        default="exclude",
+        help="diverged runs in the per-epoch curves: leave them out from their divergence on "
+        "(default) or count them at chance accuracy and loss (the caption says which)",
+    )
     args = parser.parse_args(argv)
     if not (Path(args.results) / "runs").is_dir():
         print(
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    written = write_report(args.results, args.out, args.experiments)
+    written = write_report(args.results, args.out, args.experiments, diverged=args.diverged)
     if not written:
         print(f"equinorm: no runs under {Path(args.results) / 'runs'}", file=sys.stderr)
         return 1

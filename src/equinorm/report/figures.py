@@ -1,7 +1,9 @@
 """Figures in the paper's style (Figures 2-4): test accuracy and test loss against epoch, one line
 per norm (median over seeds) with its inter-quartile band, the legend reading like the paper's
-("EquiNorm (96.87 IQR 96.84-97.04)"). Experiments with the Figure-1 diagnostic also get the
-positive/negative contribution plot.
+("EquiNorm (96.87 IQR 96.84-97.04)"). Diverged runs are counted in the legend and marked (x) at
+the epoch they diverged; the caption says whether the curves leave them out from there or count
+them at chance (``diverged``, see :func:`equinorm.report.stats.curves`). Experiments with the
+Figure-1 diagnostic also get the positive/negative contribution plot.
 """
 
 from __future__ import annotations
@@ -15,23 +17,36 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from equinorm.data import dataset_info
 from equinorm.report.collect import Results
 from equinorm.report.paper import NORM_COLORS, PAPER, norm_label, norm_sort_key
-from equinorm.report.stats import curves, finals, iqr
+from equinorm.report.stats import curves, divergences, finals, iqr
 
 FORMATS = ("png", "pdf")
 
 
 def legend_label(norm: str, final: pd.Series | None, expected_seeds: int | None = None) -> str:
+    diverged = int(final["diverged"]) if final is not None and "diverged" in final else 0
+    tail = f", {diverged} diverged" if diverged else ""
     if final is None or not final["complete"]:
-        return f"{norm_label(norm)} (no complete run)"
+        return f"{norm_label(norm)} (no complete run{tail})"
     text = (
         f"{norm_label(norm)} ({final['acc_median']:.2f} IQR "
         f"{final['acc_q25']:.2f}-{final['acc_q75']:.2f}"
     )
     if expected_seeds is None or final["complete"] != expected_seeds:
         text += f", n={final['complete']}"
-    return text + ")"
+    return text + tail + ")"
+
+
+CAPTIONS = {
+    "exclude": "diverged runs (x: epoch of divergence) leave the curves from that epoch on",
+    "chance": "diverged runs (x) count at chance accuracy and loss from their divergence on",
+}
+
+
+def _classes(dataset: str) -> int:
+    return dataset_info(dataset).num_classes
 
 
 def _panel_groups(results: Results, experiment: str):
@@ -53,7 +68,9 @@ def _zoom(ax, ends_lo: list[float], ends_hi: list[float], top: float | None, flo
     ax.set_ylim(low, high)
 
 
-def plot_experiment(results: Results, experiment: str, out_dir: Path) -> list[Path]:
+def plot_experiment(
+    results: Results, experiment: str, out_dir: Path, diverged: str = "exclude"
+) -> list[Path]:
     """Write ``<out_dir>/<experiment>.{png,pdf}`` (and the equilibrium plot when there is one)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -65,7 +82,9 @@ def plot_experiment(results: Results, experiment: str, out_dir: Path) -> list[Pa
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 4.2 * len(groups)), squeeze=False)
     for row, (dataset, arch) in enumerate(groups):
         sub = hist[(hist["dataset"] == dataset) & (hist["arch"] == arch)]
-        acc_c, loss_c = curves(sub, "test_acc"), curves(sub, "test_loss")
+        acc_c = curves(sub, "test_acc", diverged, _classes)
+        loss_c = curves(sub, "test_loss", diverged, _classes)
+        bad = divergences(sub)
         ends = {"acc": ([], []), "loss": ([], [])}
         norms = sorted(
             set(
@@ -90,6 +109,10 @@ def plot_experiment(results: Results, experiment: str, out_dir: Path) -> list[Pa
                 ax.fill_between(c["epoch"], c["q25"], c["q75"], color=color, alpha=0.25, lw=0)
                 ends[key][0].append(float(c["q25"].iloc[-1]))
                 ends[key][1].append(float(c["q75"].iloc[-1]))
+                at = bad[bad["norm"] == norm]["epoch"]
+                if len(at):  # on the curve at the epoch it diverged (or its last point)
+                    y = np.interp(at, c["epoch"].astype(float), c["median"].astype(float))
+                    ax.plot(at, y, "x", color=color, ms=7, mew=1.8, zorder=5)
         ax_acc, ax_loss = axes[row]
         _zoom(ax_acc, *ends["acc"], top=100.0, floor=0.0)
         if ends["loss"][1]:
@@ -103,7 +126,10 @@ def plot_experiment(results: Results, experiment: str, out_dir: Path) -> list[Pa
             ax.set_xlabel("Epoch")
             ax.grid(alpha=0.3)
         ax_acc.legend(loc="lower right", fontsize=8, frameon=False)
-    fig.text(0.99, 0.01, "median over seeds; bands: 25%-75%", ha="right", fontsize=7, color="0.4")
+    caption = "median over seeds; bands: 25%-75%"
+    if not divergences(hist).empty:
+        caption += "; " + CAPTIONS[diverged]
+    fig.text(0.99, 0.01, caption, ha="right", fontsize=7, color="0.4")
     fig.tight_layout()
     for fmt in FORMATS:
         path = out_dir / f"{experiment}.{fmt}"

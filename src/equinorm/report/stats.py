@@ -1,8 +1,12 @@
 """Median and inter-quartile statistics over seeds (paper section 6.5).
 
 The paper reports the median and the 25%/75% percentiles (never mean +- 2 std), point-wise per
-epoch in its plots. Percentiles use numpy's default linear interpolation. Per-epoch curves use
-every run that reached the epoch and did not diverge; final numbers use complete runs only.
+epoch in its plots. Percentiles use numpy's default linear interpolation. Final numbers use
+complete runs only. Per-epoch curves use every run that reached the epoch; a diverged run counts
+until it diverged and then either leaves the curve (``diverged="exclude"``: the curve's ``n``
+drops, and the figure marks the epoch) or stays in it at chance (``diverged="chance"``:
+accuracy 100/classes and loss ln(classes) from its divergence to the group's last epoch), so
+that a norm that diverges more is never flattered silently.
 """
 
 from __future__ import annotations
@@ -23,17 +27,62 @@ def iqr(values) -> dict:
     return {"median": float(median), "q25": float(q25), "q75": float(q75), "n": len(v)}
 
 
-def curves(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per group and epoch: median/q25/q75/n of ``metric`` over seeds (diverged runs excluded)."""
+DIVERGED = ("exclude", "chance")
+
+
+def chance_level(metric: str, classes: int) -> float:
+    """What a model that predicts uniformly scores: ``100/classes`` % or a loss of ln(classes)."""
+    return 100.0 / classes if metric.endswith("acc") else float(np.log(classes))
+
+
+def curves(
+    history: pd.DataFrame, metric: str, diverged: str = "exclude", classes=None
+) -> pd.DataFrame:
+    """Per group and epoch: median/q25/q75/n of ``metric`` over seeds (module docstring for the
+    diverged runs; ``classes(dataset)`` gives the class count that ``chance`` needs)."""
+    if diverged not in DIVERGED:
+        raise ValueError(f"diverged={diverged!r} is not one of {', '.join(DIVERGED)}")
     cols = [*GROUP, "epoch", "median", "q25", "q75", "n"]
     if history.empty or metric not in history:
         return pd.DataFrame(columns=cols)
-    ok = history[history["status"] != "diverged"]
+    ok = history
+    if diverged == "chance":
+        ok = _diverged_at_chance(history, metric, classes)
     rows = [
         {**dict(zip([*GROUP, "epoch"], key, strict=True)), **iqr(g[metric])}
         for key, g in ok.groupby([*GROUP, "epoch"], sort=True)
     ]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _diverged_at_chance(history: pd.DataFrame, metric: str, classes) -> pd.DataFrame:
+    parts = [history]
+    for key, g in history[history["status"] == "diverged"].groupby([*GROUP, "seed"]):
+        last = history[(history[GROUP] == pd.Series(key[:-1], index=GROUP)).all(axis=1)]
+        end = int(last["epoch"].max())
+        bad_epochs = g.loc[~np.isfinite(g[metric].astype(float)), "epoch"]
+        first_bad = int(bad_epochs.min()) if len(bad_epochs) else int(g["epoch"].max()) + 1
+        epochs = range(first_bad, end + 1)
+        if not len(epochs):
+            continue
+        fill = pd.DataFrame({"epoch": list(epochs)})
+        for col, value in zip([*GROUP, "seed"], key, strict=True):
+            fill[col] = value
+        fill["status"] = "diverged"
+        fill[metric] = chance_level(metric, classes(key[1]))
+        parts.append(fill)
+    out = pd.concat(parts, ignore_index=True)
+    # one row per run and epoch: the chance value replaces the NaN of the divergence epoch
+    out = out[np.isfinite(out[metric].astype(float))]
+    return out.drop_duplicates([*GROUP, "seed", "epoch"], keep="last")
+
+
+def divergences(history: pd.DataFrame) -> pd.DataFrame:
+    """One row per diverged run: its group, seed and the epoch it diverged in."""
+    bad = history[
+        (history["status"] == "diverged") & ~np.isfinite(history["test_acc"].astype(float))
+    ]
+    return bad.groupby([*GROUP, "seed"], as_index=False)["epoch"].min()
 
 
 def finals(runs: pd.DataFrame) -> pd.DataFrame:
