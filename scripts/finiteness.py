@@ -17,11 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
 from equinorm.data.fabricate import write_cifar, write_imagenet
-from equinorm.paths import config_dir
+from equinorm.reproduce import experiment_config
 from equinorm.train.run import run
 
 EXPERIMENTS = {  # one per architecture and recipe
@@ -34,7 +31,6 @@ EXPERIMENTS = {  # one per architecture and recipe
 def one_run(experiment, width, seed, steps, batches, data, results, threads) -> dict:
     epochs = max(1, steps // batches)
     overrides = [
-        f"experiment={experiment}",
         "norm=equi",
         f"seed={seed}",
         "debug=smoke",
@@ -52,9 +48,7 @@ def one_run(experiment, width, seed, steps, batches, data, results, threads) -> 
         f"results_dir={results}",
         f"name=finite-{experiment}-w{width}",
     ]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = experiment_config(experiment, overrides)
     start = time.perf_counter()
     s = run(cfg)
     done = (s["epoch"] if s["status"] == "complete" else s["diverged_epoch"] - 1) * batches

@@ -161,16 +161,12 @@ class Trainer:
             )
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # every device's draws, in global device order (a version-1 checkpoint: one process's)
         mixups = state["mixup"] if isinstance(state["mixup"], list) else [state["mixup"]]
         first = self.dist.rank * self.virtual_devices
         mine = mixups[first : first + self.virtual_devices]
-        if len(mixups) == self.dist.world_size * self.virtual_devices:  # every device's draws
-            for m, st in zip(self.mixups, mine, strict=True):
-                m.load_state_dict(st)
-        elif self.dist.world_size == 1:
-            self.mixups[0].load_state_dict(mixups[0])
-        else:
-            raise ConfigError(f"{self.rundir.checkpoint_path} holds no mixup state per rank")
+        for m, st in zip(self.mixups, mine, strict=True):
+            m.load_state_dict(st)
         ckpt.set_rng_state(state["rng"])
         self.state = Progress(
             state["epoch"],
