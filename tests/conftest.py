@@ -92,8 +92,10 @@ def write_run(
     total=30,
     diverge_at=None,
     equilibrium=False,
+    setup=None,
 ):
-    """A run whose test accuracy climbs linearly to ``final_acc`` at epoch ``total``."""
+    """A run whose test accuracy climbs linearly to ``final_acc`` at epoch ``total``; ``setup``
+    adds summary.json fields (world_size, virtual_devices, batch_size, global_batch, ...)."""
     d = root / "runs" / experiment / config / f"seed={seed}"
     d.mkdir(parents=True)
     lines = ["epoch,lr,momentum,train_loss,train_acc,test_loss,test_acc,epoch_time_s"]
@@ -106,7 +108,7 @@ def write_run(
         lines.append(f"{e},0.1,0.9,{loss!r},{acc!r},{loss!r},{acc!r},1.0")
     (d / "history.csv").write_text("\n".join(lines) + "\n")
     last = {"test_acc": final_acc * epochs / total, "test_loss": 2.0 - 1.9 * epochs / total}
-    summary = {"status": status, "epoch": epochs, "epochs": total, **last}
+    summary = {"status": status, "epoch": epochs, "epochs": total, **last, **(setup or {})}
     if status == "diverged":
         summary |= {"diverged_epoch": diverge_at, "test_acc": None, "test_loss": None}
     if status is not None:

@@ -139,3 +139,42 @@ def test_legend_reads_like_the_papers(tree):
 def test_no_runs_is_a_clear_message_not_a_crash(tmp_path, capsys):
     assert main(["--results", str(tmp_path)]) == 1
     assert "no runs under" in capsys.readouterr().err
+
+
+def _svhn_setup(world, virtual, per_device, width=1.0):
+    return {
+        "world_size": world,
+        "virtual_devices": virtual,
+        "batch_size": per_device,
+        "global_batch": world * virtual * per_device,
+        "width_mult": width,
+    }
+
+
+def test_tables_and_figure_titles_show_the_global_batch_and_width(tmp_path, monkeypatch):
+    exp = "svhn_wrn_mixup"
+    for seed in range(3):  # the paper's 2 GPUs x 128, once as 2 ranks and once as virtual devices
+        setup = _svhn_setup(2, 1, 128) if seed else _svhn_setup(1, 2, 128)
+        write_run(tmp_path, exp, "svhn-wrn-equi", seed, 97.0, setup=setup)
+    results = collect(tmp_path)
+    text = markdown(results, exp)
+    assert "svhn / wrn (global batch 256 (2 devices x 128), width x1)" in text
+    from equinorm.report.tables import latex
+
+    assert "Setup: global batch 256 (2 devices x 128), width x1." in latex(results, exp)
+    import equinorm.report.figures as figures
+
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.plot_experiment(results, exp, tmp_path / "figures")
+    title = closed[0].axes[0].get_title(loc="left")
+    assert title.endswith("\nglobal batch 256 (2 devices x 128), width x1")
+
+
+def test_a_cell_whose_runs_differ_in_batch_or_width_says_so(tmp_path):
+    exp = "svhn_wrn_mixup"
+    write_run(tmp_path, exp, "svhn-wrn-bn", 0, 97.0, setup=_svhn_setup(1, 1, 128, 0.25))
+    write_run(tmp_path, exp, "svhn-wrn-bn", 1, 97.0, setup=_svhn_setup(1, 2, 128, 1.0))
+    write_run(tmp_path, exp, "svhn-wrn-bn", 2, 97.0)  # an old summary without the fields
+    text = markdown(collect(tmp_path), exp)
+    assert "global batch 128 / 256 (runs differ), width x0.25 / x1 (runs differ)" in text

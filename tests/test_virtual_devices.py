@@ -91,6 +91,8 @@ def test_two_virtual_devices_equal_two_gloo_ddp_ranks_step_for_step(tmp_path, no
     summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
     assert [(s["world_size"], s["virtual_devices"]) for s in summaries] == [(1, 2), (2, 1)]
     assert summaries[0]["global_batch"] == summaries[1]["global_batch"] == 16
+    width = compose_cfg(*args).arch.width_mult
+    assert summaries[0]["width_mult"] == summaries[1]["width_mult"] == width  # reports show it
 
 
 def test_a_checkpoint_resumes_only_under_its_world_size(tmp_path, monkeypatch):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from equinorm.report.setup import SETUP
+
 log = logging.getLogger(__name__)
 SEED_DIR = re.compile(r"^seed=(\d+)$")
 KEYS = ["experiment", "dataset", "arch", "norm", "seed"]
@@ -26,7 +28,7 @@ KEYS = ["experiment", "dataset", "arch", "norm", "seed"]
 
 @dataclass
 class Results:
-    runs: pd.DataFrame  # one row per run: KEYS + status, epoch, epochs, final metrics, path
+    runs: pd.DataFrame  # one row per run: KEYS + status, epoch(s), final metrics, SETUP, path
     history: pd.DataFrame  # one row per run and epoch: KEYS + status + history.csv columns
     equilibrium: pd.DataFrame  # Figure-1 diagnostic rows: KEYS + epoch, layer, positive, negative
 
@@ -93,6 +95,10 @@ def collect(results_dir: str | Path) -> Results:
                 "test_loss": pick("test_loss"),
                 "train_loss": pick("train_loss"),
                 "diverged_epoch": summary.get("diverged_epoch"),
+                "global_batch": summary.get("global_batch"),
+                "batch_size": summary.get("batch_size"),
+                "devices": _devices(summary),
+                "width_mult": summary.get("width_mult"),
                 "path": str(seed_dir),
             }
         )
@@ -110,12 +116,20 @@ def collect(results_dir: str | Path) -> Results:
         "test_loss",
         "train_loss",
         "diverged_epoch",
+        *SETUP,
         "path",
     ]
     frame = pd.DataFrame(runs, columns=run_cols)
     for col in ("test_acc", "test_loss", "train_loss"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return Results(frame, _concat(histories), _concat(equilibria))
+
+
+def _devices(summary: dict) -> int | None:
+    """Data-parallel devices of a run: processes x virtual devices per process."""
+    if "world_size" not in summary:
+        return None
+    return int(summary["world_size"]) * int(summary.get("virtual_devices", 1))
 
 
 def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -20,6 +20,7 @@ import pandas as pd
 from equinorm.data import dataset_info
 from equinorm.report.collect import Results
 from equinorm.report.paper import NORM_COLORS, PAPER, norm_label, norm_sort_key
+from equinorm.report.setup import describe
 from equinorm.report.stats import curves, divergences, finals, iqr
 
 FORMATS = ("png", "pdf")
@@ -119,7 +120,14 @@ def plot_experiment(
             peak = np.nanmax(loss_c["q75"]) if len(loss_c) else max(ends["loss"][1])
             ax_loss.set_ylim(0, min(float(peak) * 1.05, 4 * max(ends["loss"][1])))
         where = f" -- paper {paper.where}" if paper else ""
-        ax_acc.set_title(f"{experiment}: {dataset} / {arch}{where}", loc="left", fontsize=10)
+        cell = results.runs[
+            (results.runs["experiment"] == experiment)
+            & (results.runs["dataset"] == dataset)
+            & (results.runs["arch"] == arch)
+        ]
+        setup = describe(cell)
+        title = f"{experiment}: {dataset} / {arch}{where}" + (f"\n{setup}" if setup else "")
+        ax_acc.set_title(title, loc="left", fontsize=10)
         ax_acc.set_ylabel("Test accuracy (%)")
         ax_loss.set_ylabel("Test loss")
         for ax in axes[row]:

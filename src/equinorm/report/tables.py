@@ -1,6 +1,7 @@
 """Tables per experiment (Markdown and LaTeX): per norm, the final test accuracy over seeds (median
 and 25%-75%), the paper's number beside it with the difference, the final test loss, the number of
-complete / diverged / unfinished seeds, and the paired per-seed difference EquiNorm - BatchNorm.
+complete / diverged / unfinished seeds, the paired per-seed difference EquiNorm - BatchNorm, and the
+setup the runs share (global batch, width; :mod:`equinorm.report.setup`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from equinorm.report.collect import Results
 from equinorm.report.paper import PAPER, norm_label, norm_sort_key
+from equinorm.report.setup import describe
 from equinorm.report.stats import finals, paired_difference
 
 HEADER = [
@@ -93,11 +95,11 @@ def markdown(results: Results, experiment: str) -> str:
     ]
     rows = table_rows(results, experiment)
     combos = sorted({(r["dataset"], r["arch"]) for r in rows})
+    runs = results.runs[results.runs["experiment"] == experiment]
     for dataset, arch in combos:
-        if len(combos) > 1:
-            lines += [f"## {dataset} / {arch}", ""]
-        else:
-            lines += [f"{dataset} / {arch}", ""]
+        setup = describe(runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)])
+        title = f"{dataset} / {arch}" + (f" ({setup})" if setup else "")
+        lines += [f"## {title}" if len(combos) > 1 else title, ""]
         lines.append("| " + " | ".join(HEADER) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|")
         for r in rows:
@@ -127,7 +129,12 @@ def latex(results: Results, experiment: str) -> str:
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     note = " ".join(_paired_text(results, experiment))
-    caption = f"% {_tex(experiment)}: final test accuracy, median (25\\%--75\\%) over seeds. {note}"
+    runs = results.runs[results.runs["experiment"] == experiment]
+    setup = describe(runs)
+    setup = f" Setup: {_tex(setup)}." if setup else ""
+    caption = (
+        f"% {_tex(experiment)}: final test accuracy, median (25\\%--75\\%) over seeds.{setup} {note}"
+    )
     return caption + "\n" + "\n".join(lines) + "\n"
 
 

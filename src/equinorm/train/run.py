@@ -269,6 +269,7 @@ def _build_and_fit(cfg, device, dist, rundir, state):
             "virtual_devices": k,
             "batch_size": t.batch_size,
             "global_batch": global_batch,
+            "width_mult": cfg.arch.width_mult,
             "device": str(device),
             "host": socket.gethostname(),
             "precision": precision,
