@@ -132,9 +132,8 @@ def latex(results: Results, experiment: str) -> str:
     runs = results.runs[results.runs["experiment"] == experiment]
     setup = describe(runs)
     setup = f" Setup: {_tex(setup)}." if setup else ""
-    caption = (
-        f"% {_tex(experiment)}: final test accuracy, median (25\\%--75\\%) over seeds.{setup} {note}"
-    )
+    head = f"% {_tex(experiment)}: final test accuracy, median (25\\%--75\\%) over seeds."
+    caption = f"{head}{setup} {note}"
     return caption + "\n" + "\n".join(lines) + "\n"
 
 
