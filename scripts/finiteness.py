@@ -82,8 +82,10 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        write_cifar(data, "cifar10", n_train=2000, n_test=64)
-        write_imagenet(data, classes=4, per_class=60, size=40)
+        # enough images for --batches full steps per epoch at the largest global batch (ImageNet:
+        # 8 devices x 8 under debug=smoke), so that every row's steps were really taken
+        write_cifar(data, "cifar10", n_train=max(2000, 8 * args.batches), n_test=64)
+        write_imagenet(data, classes=4, per_class=16 * args.batches + 1, size=40)
         new = not args.out.exists()
         with open(args.out, "a", newline="") as f:
             writer = None

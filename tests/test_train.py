@@ -112,10 +112,19 @@ def test_quarter_statistics_apply_to_equinorm_only():
     assert compose_cfg("experiment=cifar10_wrn_overfit", "norm=equi").norm.stat_fraction == 1.0
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_runs_with_debug_smoke(experiment, data_root, tmp_path):
-    """EquiNorm everywhere (the norm that can divide by zero at small widths; see debug/smoke)."""
-    norm = "equi"
+def _swept_norms(experiment: str) -> list[str]:
+    """The norms an experiment's own sweep runs (``hydra.sweeper.params.norm``)."""
+    return compose_cfg(f"experiment={experiment}", return_hydra=True).hydra.sweeper.params.norm
+
+
+SMOKE = [(e, n) for e in EXPERIMENTS for n in _swept_norms(e).split(",")]
+
+
+@pytest.mark.parametrize(("experiment", "norm"), SMOKE, ids=[f"{e}-{n}" for e, n in SMOKE])
+def test_every_norm_of_every_experiment_runs_with_debug_smoke(
+    experiment, norm, data_root, tmp_path
+):
+    """Each (experiment, norm) its sweep runs completes a smoke run (a diverged one would fail)."""
     cfg = compose_cfg(
         f"experiment={experiment}",
         f"norm={norm}",
@@ -136,6 +145,29 @@ def test_every_experiment_runs_with_debug_smoke(experiment, data_root, tmp_path)
     )
     assert len(read_history(run_dir)) == 2
     assert (run_dir / "config.yaml").is_file() and (run_dir / "model.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["cifar10_preresnet152_mixup", "imagenet_resnet50"])
+def test_equinorm_smoke_runs_stay_finite_over_seeds(experiment, data_root, tmp_path):
+    """The deep networks, where narrow layers with dead inputs can give D = 0 (debug/smoke.yaml):
+    EquiNorm's smoke runs complete for seeds 0-9 (issue 12: they used to diverge)."""
+    proc = run_cli(
+        "-m",
+        f"experiment={experiment}",
+        "norm=equi",
+        "debug=smoke",
+        "seed=range(10)",
+        "hydra/launcher=basic",
+        *fabricated(data_root),
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    summaries = sorted((tmp_path / "runs" / experiment).glob("*/seed=*/summary.json"))
+    assert len(summaries) == 10
+    assert all(json.loads(p.read_text())["status"] == "complete" for p in summaries)
 
 
 def test_smoke_runs_go_under_results_debug_unless_told_otherwise():

@@ -133,7 +133,8 @@ def test_devices_that_do_not_split_over_the_processes_fail_before_any_file(tmp_p
 
 def test_the_probe_names_the_equinorm_layer_whose_denominator_is_zero():
     """Output channel 0's positive weights all meet input channel 0, which is dead (all zero):
-    D_0 = 0 and the layer's output is the first non-finite value."""
+    D_0 = 0 and the layer's output is the first non-finite value. The dead input comes in the
+    second forward pass of the step (a second virtual device): its D is the one reported."""
     conv = EquiConv2d(3, 2, 3, padding=1, bias=False)
     with torch.no_grad():
         conv.weight.copy_(-torch.rand(2, 3, 3, 3) - 0.1)
@@ -141,8 +142,10 @@ def test_the_probe_names_the_equinorm_layer_whose_denominator_is_zero():
         conv.weight[1, 1, 0, 0] = 0.5
     model = torch.nn.Sequential(torch.nn.Identity(), conv, torch.nn.ReLU(), torch.nn.Flatten())
     x = torch.rand(4, 3, 6, 6)
+    live = x.clone()
     x[:, 0] = 0.0
     with NonFiniteProbe(model) as probe:
+        model(live)
         model(x)
         info = probe.describe(probe.first_nonfinite_output(), "forward")
     assert info == {

@@ -22,21 +22,25 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if n and not any(m.children())]
 
 
-def smallest_denominator(conv: EquiConv2d, x: Tensor) -> float:
-    """``min_d |D_d|`` of an EquiNorm layer for input ``x`` (batch statistics)."""
-    means = input_channel_means(x.float(), conv.stat_fraction)
-    d = equi_denominator(conv.weight, means, conv.single_pass, conv.groups, conv.eps)
-    return float(d.abs().min())
+def smallest_denominator(conv: EquiConv2d, x: Tensor) -> Tensor:
+    """``min_d |D_d|`` of an EquiNorm layer for input ``x`` (batch statistics), on the device."""
+    means = input_channel_means(x.detach().float(), conv.stat_fraction)
+    d = equi_denominator(conv.weight.detach(), means, conv.single_pass, conv.groups, conv.eps)
+    return d.abs().min()
 
 
 class NonFiniteProbe:
-    """Forward hooks that record each leaf module's output finiteness (no host sync per module)."""
+    """Forward hooks that record each leaf module's output finiteness per call (no host sync per
+    module), and for each EquiNorm call its smallest ``|D|`` -- of that very call, so that with
+    virtual devices (several forward passes per step) the micro-batch that broke is the one read.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.order: list[str] = []
         self.flags: list[Tensor] = []
-        self.inputs: dict[str, Tensor] = {}
+        self.denominators: dict[int, Tensor] = {}  # call index -> min |D| of that call
+        self.first: int | None = None  # call index of the first non-finite output
         self._handles = []
         for name, module in _leaves(model):
             self._handles.append(module.register_forward_hook(self._hook(name)))
@@ -44,15 +48,15 @@ class NonFiniteProbe:
     def _hook(self, name: str):
         def hook(module, inputs, output):
             if isinstance(output, Tensor) and output.is_floating_point():
+                if isinstance(module, EquiConv2d):
+                    self.denominators[len(self.order)] = smallest_denominator(module, inputs[0])
                 self.order.append(name)
                 self.flags.append(torch.isfinite(output.detach()).all())
-                if isinstance(module, EquiConv2d) and name not in self.inputs:
-                    self.inputs[name] = inputs[0].detach()
 
         return hook
 
     def reset(self) -> None:
-        self.order, self.flags, self.inputs = [], [], {}
+        self.order, self.flags, self.denominators, self.first = [], [], {}, None
 
     def close(self) -> None:
         for h in self._handles:
@@ -69,7 +73,8 @@ class NonFiniteProbe:
         if not self.flags:
             return None
         finite = torch.stack(self.flags).tolist()
-        return next((n for n, ok in zip(self.order, finite, strict=True) if not ok), None)
+        self.first = next((i for i, ok in enumerate(finite) if not ok), None)
+        return None if self.first is None else self.order[self.first]
 
     def deepest_nonfinite_grad(self) -> str | None:
         modules = dict(_leaves(self.model))
@@ -81,8 +86,15 @@ class NonFiniteProbe:
         return bad
 
     def describe(self, name: str, where: str) -> dict:
+        """Summary fields for ``name``; an EquiNorm layer adds its smallest ``|D|`` -- of the
+        non-finite call (forward), else the smallest over the step's calls (backward)."""
         module = dict(_leaves(self.model))[name]
         info = {"nonfinite_layer": f"{name} ({type(module).__name__})", "nonfinite_in": where}
-        if isinstance(module, EquiConv2d) and name in self.inputs:
-            info["nonfinite_min_abs_D"] = smallest_denominator(module, self.inputs[name])
+        if isinstance(module, EquiConv2d):
+            calls = [i for i, n in enumerate(self.order) if n == name and i in self.denominators]
+            if where == "forward" and self.first in self.denominators:
+                calls = [self.first]
+            if calls:
+                d = torch.stack([self.denominators[i] for i in calls]).min()
+                info["nonfinite_min_abs_D"] = float(d)
         return info
