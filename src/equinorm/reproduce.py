@@ -164,13 +164,15 @@ def plan_markdown(
 
 
 def launch(target: str, overrides: list[str], nproc: int = 1, results_dir: str = "results") -> int:
-    """Run every experiment of ``target`` (skipping finished runs), then the report."""
+    """Run every experiment of ``target`` (skipping finished runs), then the report. A failing job
+    or experiment does not stop the others; the exit code is 1 if any failed."""
     base = [sys.executable, "-m", "equinorm.train"]
+    failed = []
     for experiment in TARGETS[target]:
         if nproc <= 1:
             cmd = [*base, "-m", f"experiment={experiment}", *overrides]
             if subprocess.call(cmd) != 0:
-                return 1
+                failed.append(experiment)
             continue
         torchrun = [
             sys.executable,
@@ -184,13 +186,21 @@ def launch(target: str, overrides: list[str], nproc: int = 1, results_dir: str =
         fixed, _ = split_overrides(overrides)  # the sweep axes are spelt out per job
         for job in sweep_jobs(experiment, overrides):
             if subprocess.call([*torchrun, f"experiment={experiment}", *job, *fixed]) != 0:
-                return 1
+                failed.append(f"{experiment} {' '.join(job)}")
     from equinorm.report.cli import main as report
 
     args = ["--results", results_dir]
     for experiment in TARGETS[target]:
         args += ["--experiment", experiment]
-    return report(args)
+    try:
+        code = report(args)
+    except SystemExit as exc:  # e.g. no run of an experiment got as far as a history
+        print(f"equinorm: report: {exc}", file=sys.stderr)
+        code = 1
+    if failed:
+        print(f"equinorm: {len(failed)} failed: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from equinorm.errors import EquinormError
 from equinorm.paths import config_dir
 from equinorm.train.rundir import RunLockedError
 from equinorm.train.signals import Preempted
+from equinorm.train.sweep import one_line, record_failure
 
 log = logging.getLogger("equinorm")
 
@@ -43,11 +44,21 @@ def _multirun() -> bool:
 
 
 def task(cfg: DictConfig) -> float | None:
-    """One Hydra job. Returns the final test accuracy (for sweepers that optimise it)."""
+    """One Hydra job. Returns the final test accuracy (for sweepers that optimise it).
+
+    In a multirun a failing job records why (``error.json``, :mod:`equinorm.train.sweep`) and
+    returns, so that the sweep goes on; a single run ends with one line and exit code 2.
+    """
     from equinorm.train.run import run
 
     try:
         summary = run(cfg)
+        if summary.get("status") == "diverged" and cfg.train.fail_on_divergence:
+            raise EquinormError(
+                f"{cfg.run_dir} diverged in epoch {summary.get('diverged_epoch')} (first "
+                f"non-finite value: {summary.get('nonfinite_layer') or 'not located'}); "
+                "train.fail_on_divergence=true makes that an error"
+            )
     except RunLockedError as exc:
         if _multirun():  # another sweep owns this run: leave it to them, go on with the others
             log.warning("skipping: %s", exc)
@@ -56,22 +67,22 @@ def task(cfg: DictConfig) -> float | None:
     except Preempted as exc:
         print(f"equinorm: {exc}; run the same command again to resume", file=sys.stderr, flush=True)
         sys.exit(128 + exc.signum)
-    except EquinormError as exc:
-        _fail(exc)
-    if summary.get("status") == "diverged" and cfg.train.fail_on_divergence:
-        _fail(
-            EquinormError(
-                f"{cfg.run_dir} diverged in epoch {summary.get('diverged_epoch')} (first "
-                f"non-finite value: {summary.get('nonfinite_layer') or 'not located'}); "
-                "train.fail_on_divergence=true makes that an error"
-            )
-        )
+    except Exception as exc:
+        if not _multirun():
+            if isinstance(exc, EquinormError):
+                _fail(exc)
+            raise  # a bug: keep its traceback
+        record_failure(cfg.run_dir, exc)
+        if isinstance(exc, EquinormError):
+            log.error("job failed: %s", one_line(exc))
+        else:
+            log.exception("job failed with an unexpected error (a bug? please report it)")
+        return None
     return summary.get("test_acc")
 
 
 def _fail(exc: Exception) -> None:
-    message = " ".join(str(exc).split("\n")[-1:]) or type(exc).__name__
-    print(f"equinorm: error: {message}", file=sys.stderr, flush=True)
+    print(f"equinorm: error: {one_line(exc)}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 

@@ -3,7 +3,10 @@
 Model, optimizer, epoch and position within it, partial epoch sums, history so far, the mixup
 generator and every global RNG (torch CPU and CUDA, numpy, python). The loaders need no state:
 their draws are functions of (seed, epoch, batch). Written to a temporary file, flushed to disk,
-then renamed over the old one, so a kill at any instant leaves the previous checkpoint intact.
+then renamed over the old one, so a kill at any instant leaves the previous checkpoint intact;
+the one before is kept as ``checkpoint.prev.pt`` (:func:`save_atomic` with ``keep_previous``), and
+:func:`load_latest` falls back to it when the newest cannot be read (a disk error, a truncated
+copy), moving the unreadable file aside as ``<name>.bad`` and saying so.
 """
 
 from __future__ import annotations
@@ -41,13 +44,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj, path: Path) -> None:
+def previous(path: Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``checkpoint.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_atomic(obj, path: Path, keep_previous: bool = False) -> None:
+    """Write ``obj`` to ``path`` atomically; ``keep_previous`` first renames the old ``path`` to
+    :func:`previous` (a kill between the renames leaves that one: :func:`load_latest` reads it)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+    if keep_previous and path.exists():
+        os.replace(path, previous(path))
     os.replace(tmp, path)
     try:
         fd = os.open(path.parent, os.O_RDONLY)
@@ -59,12 +72,32 @@ def save_atomic(obj, path: Path) -> None:
         pass
 
 
+def exists(path: Path) -> bool:
+    """A checkpoint to resume from: ``path`` or the one before it."""
+    return Path(path).exists() or previous(path).exists()
+
+
+def load_latest(path: Path, notes: list[str]) -> tuple[dict | None, Path | None]:
+    """(state, file) of the newest readable checkpoint: ``path``, else :func:`previous`; each
+    unreadable one is renamed to ``<name>.bad`` (kept; said in ``notes``). (None, None) if none."""
+    for candidate in (Path(path), previous(path)):
+        if not candidate.exists():
+            continue
+        try:
+            return load(candidate), candidate
+        except CheckpointError as exc:
+            bad = candidate.with_name(candidate.name + ".bad")
+            os.replace(candidate, bad)
+            notes.append(f"{exc}; moved it to {bad}")
+    return None, None
+
+
 def load(path: Path) -> dict:
-    """Load a checkpoint; an unreadable one is reported by path and left in place."""
+    """Load a checkpoint; an unreadable one raises :class:`CheckpointError` naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); it was left as it is. "
-            f"To start this run afresh, move it away (mv {path} {path}.bad) and run again"
+            f"cannot read checkpoint {path} ({type(exc).__name__}: {detail})"
         ) from exc

@@ -57,15 +57,21 @@ def seed_everything(seed: int) -> None:
 
 
 def decide(rundir: RunDir, cfg: DictConfig) -> dict:
-    """Rank 0: what to do with this run directory (``skip`` or ``train``, with a checkpoint)."""
+    """Rank 0: what to do with this run directory (``skip`` or ``train``, with a checkpoint).
+
+    Nothing finished is ever overwritten: a complete run whose summary.json is missing or damaged
+    gets it rebuilt from history.csv and model.pt; an unreadable checkpoint falls back to the
+    previous epoch's; an unfinished run with no readable checkpoint is moved into
+    ``quarantine-<time>/`` (said in the log) and started afresh.
+    """
     summary = rundir.summary()
     if summary and summary.get("status") in FINISHED:
         rundir.check_same_config(cfg)
         return {"action": "skip", "summary": summary}
-    if rundir.checkpoint_path.exists() and not cfg.train.resume:
+    if ckpt.exists(rundir.checkpoint_path) and not cfg.train.resume:
         raise PartialRunError(
             f"{rundir.path} holds an unfinished run (checkpoint.pt) and train.resume=false; "
-            "set train.resume=true to continue it, or remove that directory to start afresh"
+            "set train.resume=true to continue it"
         )
     rundir.lock()
     try:
@@ -74,20 +80,46 @@ def decide(rundir: RunDir, cfg: DictConfig) -> dict:
             rundir.check_same_config(cfg)
             rundir.unlock()
             return {"action": "skip", "summary": summary}
-        if rundir.checkpoint_path.exists():
+        rows = rundir.rebuildable(cfg.epochs)
+        if rows is not None:
             rundir.check_same_config(cfg)
-            # raises CheckpointError, naming the file, if unreadable; kept for rank 0's resume
-            return {"action": "train", "resume": True, "state": ckpt.load(rundir.checkpoint_path)}
-        if rundir.history_path.exists():
-            raise PartialRunError(
-                f"{rundir.path} holds a partial history but no checkpoint to resume from "
-                "(train.checkpoint=false?); remove that directory to start this run afresh"
+            ident = {k: cfg[k] for k in ("name", "seed")}
+            ident |= {k: cfg[k].name for k in ("dataset", "arch", "norm")}
+            summary = rundir.rebuild_summary(rows, **ident)
+            log.warning(
+                "%s: summary.json was missing or unreadable; rebuilt it from history.csv and "
+                "model.pt (a damaged one is kept as summary.json.bad)",
+                rundir.path,
+            )
+            rundir.unlock()
+            return {"action": "skip", "summary": summary}
+        rundir.error_path.unlink(missing_ok=True)  # this attempt replaces the last one's failure
+        notes = []  # said in the console now and in train.log once it is open
+        if ckpt.exists(rundir.checkpoint_path):
+            rundir.check_same_config(cfg)
+            state, used = ckpt.load_latest(rundir.checkpoint_path, notes)
+            if state is not None:
+                if used != rundir.checkpoint_path:
+                    notes.append(f"resuming from the previous epoch's checkpoint {used}")
+                return {
+                    "action": "train",
+                    "resume": True,
+                    "checkpoint": str(used),
+                    "state": state,
+                    "notes": notes,
+                }
+        if any(p.exists() for p in (rundir.history_path, rundir.summary_path)):
+            moved = rundir.quarantine()
+            notes.append(
+                f"{rundir.path} held an unfinished run with no readable checkpoint "
+                f"(train.checkpoint=false, or damaged files); moved its files to {moved} and "
+                "starting afresh"
             )
     except BaseException:
         rundir.unlock()
         raise
     rundir.write_config(cfg)  # nothing to protect yet: (re)write it
-    return {"action": "train", "resume": False}
+    return {"action": "train", "resume": False, "notes": notes}
 
 
 def dataset_node(cfg: DictConfig) -> dict:
@@ -141,20 +173,22 @@ def run(cfg: DictConfig) -> dict:
             )
             return s
         state = decision.get("state")
-        if decision["resume"] and state is None:  # ranks > 0 read the checkpoint themselves
-            state = ckpt.load(rundir.checkpoint_path)
-        return _train(cfg, device, dist, rundir, state)
+        if decision["resume"] and state is None:  # ranks > 0 read rank 0's checkpoint file
+            state = ckpt.load(Path(decision["checkpoint"]))
+        return _train(cfg, device, dist, rundir, state, decision.get("notes", ()))
     finally:
         rundir.unlock()
         distributed.shutdown()
 
 
-def _train(cfg, device, dist, rundir: RunDir, state: dict | None) -> dict:
+def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> dict:
     file_log = None
     if dist.is_main:
         file_log = logging.FileHandler(rundir.log_path)
         file_log.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
         logging.getLogger().addHandler(file_log)
+        for note in notes:
+            log.warning("%s", note)
     try:
         return _build_and_fit(cfg, device, dist, rundir, state)
     finally:

@@ -43,6 +43,7 @@ NON_SEMANTIC = (
     "hydra",
 )
 FINISHED = ("complete", "diverged")
+ERROR_FILE = "error.json"  # why the last attempt failed (written by a sweep's job, train/sweep.py)
 
 
 class RunLockedError(EquinormError):
@@ -88,6 +89,7 @@ class RunDir:
     model_path = property(lambda self: self.path / "model.pt")
     log_path = property(lambda self: self.path / "train.log")
     equilibrium_path = property(lambda self: self.path / "equilibrium.csv")
+    error_path = property(lambda self: self.path / ERROR_FILE)
 
     # -- reading -----------------------------------------------------------------------------
     def summary(self) -> dict | None:
@@ -112,8 +114,56 @@ class RunDir:
             shown = "; ".join(diff[:4]) + (" ..." if len(diff) > 4 else "")
             raise ConfigError(
                 f"{self.path} holds a run with a different config ({shown}); give this run "
-                "another name (name=...) or results_dir, or remove that directory"
+                "another name (name=...) or results_dir"
             )
+
+    def history(self) -> list[dict]:
+        """history.csv as rows of floats ([] if absent or unreadable)."""
+        try:
+            with open(self.history_path, newline="") as f:
+                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    def rebuildable(self, epochs: int) -> list[dict] | None:
+        """A finished run whose summary.json is missing or damaged: model.pt (written only at the
+        end) and a history of all ``epochs`` epochs. Its history, else None."""
+        if not self.model_path.is_file():
+            return None
+        rows = self.history()
+        return rows if len(rows) == epochs and rows[-1].get("epoch") == epochs else None
+
+    def rebuild_summary(self, rows: list[dict], **fields) -> dict:
+        """Write summary.json of a complete run from its history (the damaged one is kept as
+        summary.json.bad); returns it."""
+        if self.summary_path.exists():
+            os.replace(self.summary_path, self.summary_path.with_name("summary.json.bad"))
+        last = rows[-1]
+        finite = [r["test_acc"] for r in rows if math.isfinite(r.get("test_acc", math.nan))]
+        summary = {
+            "status": "complete",
+            "epoch": int(last["epoch"]),
+            "epochs": int(last["epoch"]),
+            **{k: last.get(k) for k in ("test_acc", "test_loss", "train_acc", "train_loss")},
+            "best_test_acc": max(finite, default=None),
+            "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in rows), 2),
+            **fields,
+            "rebuilt": f"from history.csv and model.pt on {_now()}",
+        }
+        self.write_summary(**summary)
+        return self.summary() or summary
+
+    def quarantine(self) -> Path:
+        """Move an unfinished run's files (history, summary, checkpoints, logs) into
+        ``quarantine-<time>/`` inside the run directory, so that it starts afresh; returns it."""
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = self.path / f"quarantine-{stamp}"
+        target.mkdir()
+        keep = {".lock", "config.yaml", ERROR_FILE}
+        for item in self.path.iterdir():
+            if item.is_file() and item.name not in keep:
+                os.replace(item, target / item.name)
+        return target
 
     # -- ownership ---------------------------------------------------------------------------
     def lock(self) -> None:

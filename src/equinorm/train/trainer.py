@@ -182,7 +182,9 @@ class Trainer:
             return
         mixup = self.mixup_states()  # every rank takes part in the gather
         if self.dist.is_main:
-            ckpt.save_atomic(self.state_dict(mixup), self.rundir.checkpoint_path)
+            ckpt.save_atomic(
+                self.state_dict(mixup), self.rundir.checkpoint_path, keep_previous=True
+            )
 
     def snapshot(self) -> None:
         """Keep this epoch's starting state (a device copy) to replay it if the epoch diverges."""
@@ -461,6 +463,7 @@ class Trainer:
         if self.dist.is_main and self.checkpoint_enabled:
             ckpt.save_atomic(self.raw_model.state_dict(), self.rundir.model_path)
             self.rundir.checkpoint_path.unlink(missing_ok=True)
+            ckpt.previous(self.rundir.checkpoint_path).unlink(missing_ok=True)
         return summary
 
     def write_summary(self, status: str, **extra) -> dict:

@@ -1,0 +1,129 @@
+"""A sweep that survives its users (issue 13): a failing job never stops the others, and no
+damaged file ever turns a finished or resumable run into a dead end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+
+import pytest
+
+from equinorm.train import checkpoint as ckpt
+from equinorm.train import trainer as trainer_mod
+from equinorm.train.run import run
+from tests.conftest import compose_cfg, read_history, run_cli, run_dir_of
+
+SHORT = [  # 4 epochs of a tiny digits net: about a second per run
+    "experiment=digits_demo",
+    "norm=equi",
+    "seed=2",
+    "epochs=4",
+    "schedule.milestones=[2,3]",
+    "arch.width_mult=0.125",
+    "train.equilibrium_stats=false",
+]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run's history."""
+    cfg = compose_cfg(*SHORT, results=tmp_path_factory.mktemp("reference"))
+    assert run(cfg)["status"] == "complete"
+    return read_history(run_dir_of(cfg))
+
+
+def preempt_in_epoch_3(cfg, monkeypatch):
+    """Run until SIGTERM (as the scheduler sends it) mid-epoch 3: checkpoint.pt holds epoch 3,
+    batch 6; checkpoint.prev.pt the end of epoch 2."""
+    real_poll = trainer_mod.Trainer._poll
+
+    def poll(self, b, guard):
+        if self.state.epoch == 2 and b == 5:
+            guard.requested = signal.SIGTERM
+        return real_poll(self, b, guard)
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod.Trainer, "_poll", poll)
+        with pytest.raises(BaseException):  # noqa: B017 -- Preempted hands the signal on
+            run(cfg)
+    run_dir = run_dir_of(cfg)
+    assert ckpt.load(run_dir / "checkpoint.pt")["batch"] == 6
+    assert ckpt.load(run_dir / "checkpoint.prev.pt")["epoch"] == 2
+    return run_dir
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_epochs(tmp_path, monkeypatch, reference):
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+    run_dir = preempt_in_epoch_3(cfg, monkeypatch)
+    (run_dir / "checkpoint.pt").write_bytes(b"truncated by a full disk")
+    assert run(cfg)["status"] == "complete"
+    assert read_history(run_dir) == reference  # resumed at epoch 3's start, bit for bit
+    assert (run_dir / "checkpoint.pt.bad").read_bytes() == b"truncated by a full disk"
+    assert not (run_dir / "checkpoint.prev.pt").exists()  # a finished run keeps model.pt only
+    assert "previous epoch's checkpoint" in (run_dir / "train.log").read_text()
+
+
+def test_an_unfinished_run_with_no_readable_checkpoint_is_quarantined_and_restarted(
+    tmp_path, monkeypatch, reference
+):
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+    run_dir = preempt_in_epoch_3(cfg, monkeypatch)
+    history = (run_dir / "history.csv").read_text()
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run_dir / name).write_bytes(b"garbage")
+    assert run(cfg)["status"] == "complete"
+    assert read_history(run_dir) == reference
+    (kept,) = run_dir.glob("quarantine-*")
+    assert (kept / "history.csv").read_text() == history  # nothing thrown away
+    assert {p.name for p in kept.iterdir()} >= {"checkpoint.pt.bad", "checkpoint.prev.pt.bad"}
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_a_complete_run_with_a_damaged_summary_is_rebuilt_and_the_sweep_goes_on(tmp_path):
+    """The issue's case: seed 0's summary.json truncated; `-m seed=0,1` used to run nothing."""
+    args = ["experiment=digits_demo", "debug=smoke", "norm=bn", f"results_dir={tmp_path}"]
+    assert run_cli(*args, "seed=0", cwd=tmp_path).returncode == 0
+    seed0 = run_dir_of(compose_cfg(*args, "seed=0"))
+    before = json.loads((seed0 / "summary.json").read_text())
+    model = _md5(seed0 / "model.pt")
+    (seed0 / "summary.json").write_text('{"status": "comp')
+    proc = run_cli("-m", *args, "seed=0,1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "sweep of 2 job(s): 1 complete, 1 skipped" in proc.stdout
+    rebuilt = json.loads((seed0 / "summary.json").read_text())
+    assert rebuilt["status"] == "complete" and "rebuilt" in rebuilt
+    for key in ("epoch", "epochs", "test_acc", "test_loss", "best_test_acc", "norm", "seed"):
+        assert rebuilt[key] == pytest.approx(before[key]), key
+    assert _md5(seed0 / "model.pt") == model
+    assert (seed0 / "summary.json.bad").read_text() == '{"status": "comp'
+    seed1 = run_dir_of(compose_cfg(*args, "seed=1"))
+    assert json.loads((seed1 / "summary.json").read_text())["status"] == "complete"
+
+
+def test_a_failing_job_is_recorded_and_the_next_one_runs(tmp_path):
+    args = ["experiment=digits_demo", "debug=smoke", "norm=bn", f"results_dir={tmp_path}"]
+    assert run_cli(*args, "seed=0", cwd=tmp_path).returncode == 0
+    seed0 = run_dir_of(compose_cfg(*args, "seed=0"))
+    finished = {p.name: _md5(p) for p in seed0.iterdir() if p.is_file()}
+    # seed 0 finished under lr 0.1: under lr 0.2 it is a different run, refused
+    proc = run_cli("-m", *args, "schedule.lr=0.2", "seed=0,1,2", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    tail = proc.stdout.splitlines()[-2:]
+    assert tail[0] == "sweep of 3 job(s): 2 complete, 1 failed"
+    assert tail[1].startswith("  failed: seed=0: ") and "schedule.lr: 0.1 -> 0.2" in tail[1]
+    error = json.loads((seed0 / "error.json").read_text())
+    assert error["type"] == "ConfigError" and "different config" in error["error"]
+    assert {p.name: _md5(p) for p in seed0.iterdir() if p.is_file() and p.name != "error.json"} == (
+        finished
+    )  # the finished run is untouched
+    for seed in (1, 2):
+        cfg = compose_cfg(*args, "schedule.lr=0.2", f"seed={seed}")
+        assert json.loads((run_dir_of(cfg) / "summary.json").read_text())["status"] == "complete"
+    (record,) = (tmp_path / "sweeps").glob("*.txt")
+    assert record.read_text().splitlines() == tail
+    assert (tmp_path / "sweeps" / record.name.replace(".txt", ".multirun.yaml")).is_file()
+    assert not (tmp_path / "runs" / "multirun.yaml").exists()
