@@ -174,7 +174,7 @@ def test_smoke_runs_go_under_results_debug_unless_told_otherwise():
     cfg = compose_cfg("experiment=cifar10_wrn_short", "norm=bn", "debug=smoke")
     assert cfg.run_dir == "results/debug/runs/cifar10_wrn_short/cifar10-wrn-bn/seed=0"
     assert cfg.epochs == 2 and cfg.schedule.rescale and cfg.train.max_train_batches == 3
-    assert cfg.arch.width_mult == 0.25  # at 1/8, single-pass EquiNorm's D reaches 0 (README)
+    assert cfg.arch.width_mult == 0.5  # at 1/4, ResNet-50's D reached 0 (debug/smoke.yaml)
 
 
 def test_outputs_layout_and_contents(tmp_path):

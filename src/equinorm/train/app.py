@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from equinorm.errors import EquinormError
 from equinorm.paths import config_dir
+from equinorm.train.preflight import preflight
 from equinorm.train.rundir import RunLockedError
 from equinorm.train.signals import Preempted
 from equinorm.train.sweep import one_line, record_failure
@@ -86,4 +87,15 @@ def _fail(exc: Exception) -> None:
     sys.exit(2)
 
 
-main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(task)
+hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(
+    task
+)
+
+
+def main() -> None:
+    """Check every job of the command line (:mod:`equinorm.train.preflight`), then run Hydra."""
+    problem = preflight(sys.argv[1:])
+    if problem:
+        print(f"equinorm: error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    hydra_main()

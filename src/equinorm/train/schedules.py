@@ -20,6 +20,19 @@ from equinorm.errors import ConfigError
 SCHEDULES = ("step", "superconvergence", "cosine")
 
 
+def _list(points) -> list:
+    return [list(p) for p in points]
+
+
+def _check_pairs(key: str, points) -> None:
+    ok = all(
+        len(p) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p)
+        for p in points
+    )
+    if not ok:
+        raise ConfigError(f"schedule.{key}={_list(points)} must be [epoch, value] number pairs")
+
+
 def _interp(points: Sequence[Sequence[float]], t: float) -> float:
     xs = [p[0] for p in points]
     if t <= xs[0]:
@@ -59,9 +72,22 @@ class Schedule:
                 raise ConfigError(f"schedule.gamma={cfg['gamma']} must be in (0, 1]")
         if self.name == "superconvergence":
             for key in ("lr_points", "momentum_points"):
+                _check_pairs(key, cfg[key])
                 xs = [p[0] for p in cfg[key]]
                 if xs != sorted(xs) or len(set(xs)) != len(xs) or len(xs) < 2:
                     raise ConfigError(f"schedule.{key} needs >= 2 points at increasing epochs")
+            for key, values in (
+                ("lr_points", [p[1] for p in cfg["lr_points"]]),
+                ("momentum_points", [p[1] for p in cfg["momentum_points"]]),
+            ):
+                if cfg[key][0][0] < 0:
+                    raise ConfigError(f"schedule.{key} start at epoch {cfg[key][0][0]} < 0")
+                if key == "lr_points" and min(values) < 0:
+                    raise ConfigError(f"schedule.lr_points={_list(cfg[key])}: a lr < 0")
+                if key == "momentum_points" and not all(0 <= v < 1 for v in values):
+                    raise ConfigError(f"schedule.momentum_points={_list(cfg[key])}: not in [0, 1)")
+            if not 0 <= cfg["final_momentum"] < 1:
+                raise ConfigError(f"schedule.final_momentum={cfg['final_momentum']} not in [0, 1)")
             if cfg["lr_points"][-1][0] > horizon:
                 raise ConfigError(
                     f"schedule.lr_points end at epoch {cfg['lr_points'][-1][0]} > "
@@ -71,7 +97,13 @@ class Schedule:
             if cfg["lr"] <= 0:
                 raise ConfigError(f"schedule.lr={cfg['lr']} must be > 0")
             if cfg.get("warmup_epochs", 0) < 0:
-                raise ConfigError("schedule.warmup_epochs must be >= 0")
+                raise ConfigError(f"schedule.warmup_epochs={cfg['warmup_epochs']} must be >= 0")
+            if not 0 <= cfg["momentum"] < 1:
+                raise ConfigError(f"schedule.momentum={cfg['momentum']} must be in [0, 1)")
+        if self.name == "cosine" and not 0 <= cfg["min_lr"] <= cfg["lr"]:
+            raise ConfigError(
+                f"schedule.min_lr={cfg['min_lr']} must be in [0, schedule.lr={cfg['lr']}]"
+            )
 
     def __call__(self, t: float) -> tuple[float, float]:
         t = t * self.scale

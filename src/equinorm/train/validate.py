@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from equinorm.data import dataset_info
-from equinorm.data.loaders import COMMON_KEYS
+from equinorm.data.loaders import COMMON_KEYS, LOADERS
 from equinorm.data.registry import source_options
 from equinorm.errors import ConfigError
 from equinorm.layers import NORMS, get_norm
@@ -37,6 +37,11 @@ def _positive_int(key: str, value, allow_none: bool = False) -> None:
         raise ConfigError(f"{key}={value!r} must be a positive integer")
 
 
+def _non_negative(key: str, value) -> None:
+    if value < 0:
+        raise ConfigError(f"{key}={value!r} must be >= 0")
+
+
 def norm_options(cfg: DictConfig) -> dict:
     return {k: v for k, v in OmegaConf.to_container(cfg.norm, resolve=True).items() if k != "name"}
 
@@ -45,15 +50,19 @@ def arch_kwargs(cfg: DictConfig) -> dict:
     return {k: v for k, v in OmegaConf.to_container(cfg.arch, resolve=True).items() if k != "name"}
 
 
+def _device_name(value: str) -> torch.device:
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device={value!r} is not a device (auto, cpu, cuda, cuda:<n>)"
+        ) from None
+
+
 def resolve_device(value: str) -> torch.device:
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(value)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"train.device={value!r} is not a device (auto, cpu, cuda, cuda:<n>)"
-        ) from exc
+    device = _device_name(value)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"train.device={value} but no CUDA device is available; use train.device=auto or cpu"
@@ -61,8 +70,9 @@ def resolve_device(value: str) -> torch.device:
     return device
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming the first invalid key."""
+def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
+    """Raise :class:`ConfigError` naming the first invalid key. ``devices_here=False`` (jobs
+    submitted to another machine) checks ``train.device``'s spelling, not that it exists here."""
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
     _positive_int("epochs", cfg.epochs)
@@ -78,6 +88,8 @@ def check_config(cfg: DictConfig) -> None:
             f"dataset.{extra[0]} is not an option of {cfg.dataset.name}; valid: "
             f"{', '.join(sorted(known))}"
         )
+    _choice("dataset.loader", cfg.dataset.loader, LOADERS)
+    _non_negative("dataset.workers", cfg.dataset.workers)
     if cfg.dataset.augment.crop_padding < 0:
         raise ConfigError("dataset.augment.crop_padding must be >= 0")
     # arch and norm
@@ -104,6 +116,8 @@ def check_config(cfg: DictConfig) -> None:
     _choice("optim.name", cfg.optim.name, ["sgd"])
     if cfg.optim.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay} must be >= 0")
+    if cfg.optim.no_decay_max_rank < -1:
+        raise ConfigError(f"optim.no_decay_max_rank={cfg.optim.no_decay_max_rank} must be >= -1")
     Mixup(cfg.mixup, seed=0)
     # train
     t = cfg.train
@@ -116,7 +130,10 @@ def check_config(cfg: DictConfig) -> None:
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.channels_last", t.channels_last, AUTO_BOOL)
     _choice("train.progress", t.progress, AUTO_BOOL)
-    resolve_device(t.device)
+    if devices_here:
+        resolve_device(t.device)
+    elif t.device != "auto":
+        _device_name(t.device)
     _choice("wandb.mode", cfg.wandb.mode, MODES)
 
 

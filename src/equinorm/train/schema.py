@@ -1,0 +1,204 @@
+"""Types of the config keys: Hydra structured configs (dataclasses in Hydra's ConfigStore).
+
+Each group's YAML file (conf/<group>/<option>.yaml) starts from its schema here
+(``defaults: [/schema/<group>/<kind>@_here_, ...]``), so a value of the wrong type fails while
+the config is composed -- ``schedule.lr=abc`` is "Value 'abc' of type 'str' could not be converted
+to Float" naming ``schedule.lr`` -- before any file is written, and an unknown key is refused. The
+keys are explained where their values are set, in the YAML files; ranges, choices and relations
+between keys are checked in :mod:`equinorm.train.validate`. Choices stay plain strings (not Enums)
+so that the code reads them as the YAML writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# -- dataset ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Augment:
+    crop_padding: int = 4
+    flip: bool = True
+    random_resized_crop: bool = False
+    eval_resize: int | None = None
+
+
+@dataclass
+class Dataset:
+    name: str = MISSING
+    root: str = "data"
+    download: bool = True
+    verify: bool = True
+    standardize: bool | None = None
+    loader: str = "auto"
+    workers: int = 8
+    drop_last: bool = False
+    augment: Augment = field(default_factory=Augment)
+
+
+@dataclass
+class Digits(Dataset):
+    split_seed: int = 0
+    test_fraction: float = 0.2
+
+
+@dataclass
+class SVHN(Dataset):
+    extra: bool = True
+
+
+# -- architecture and normalization -------------------------------------------------------------
+
+
+@dataclass
+class Arch:
+    name: str = MISSING
+    width_mult: float = 1.0
+    zero_init_residual: bool = False
+
+
+@dataclass
+class ResNet(Arch):
+    small_input: bool = False
+
+
+@dataclass
+class Norm:
+    name: str = MISSING
+
+
+@dataclass
+class EquiNorm(Norm):
+    single_pass: bool = True
+    stat_fraction: float = 1.0
+    momentum: float = 0.1
+    detach_stats: bool = False
+    eps: float = 0.0
+
+
+@dataclass
+class BatchNorm(Norm):  # bn, and wn's mean-only BatchNorm
+    momentum: float = 0.1
+
+
+@dataclass
+class GroupNorm(Norm):
+    groups: int = 32
+
+
+@dataclass
+class WSGroupNorm(GroupNorm):
+    eps: float = 1e-6
+
+
+# -- schedule, optimizer, mixup -----------------------------------------------------------------
+
+
+@dataclass
+class Schedule:
+    name: str = MISSING
+    rescale: bool = False
+    length: int = MISSING
+
+
+@dataclass
+class Step(Schedule):
+    lr: float = 0.1
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class Cosine(Schedule):
+    lr: float = 0.1
+    min_lr: float = 0.0
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class SuperConvergence(Schedule):
+    # (epoch, value) pairs; OmegaConf cannot convert ints inside nested float lists, so the
+    # pairs' numbers are checked in train/schedules.py
+    lr_points: list[Any] = field(default_factory=list)
+    momentum_points: list[Any] = field(default_factory=list)
+    final_momentum: float = 0.85
+
+
+@dataclass
+class SGD:
+    name: str = "sgd"
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    no_decay_max_rank: int = -1
+
+
+@dataclass
+class Mixup:
+    name: str = MISSING
+    alpha: float = 6.0
+    loss: str = "bce"
+    points: list[int] = field(default_factory=list)
+
+
+# -- the train and wandb nodes of conf/train.yaml -----------------------------------------------
+
+
+@dataclass
+class Train:
+    batch_size: int = 128
+    devices: int | None = None
+    eval_batch_size: int = 512
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: Any = "auto"  # auto | true | false
+    compile: bool = False
+    threads: int | None = None
+    max_train_batches: int | None = None
+    max_eval_batches: int | None = None
+    checkpoint: bool = True
+    resume: bool = True
+    progress: Any = "auto"  # auto | true | false
+    equilibrium_stats: bool = False
+    fail_on_divergence: bool = False
+
+
+@dataclass
+class Wandb:
+    mode: str = "offline"
+    project: str = "equinorm"
+    entity: str | None = None
+    dir: str = "results"
+
+
+SCHEMAS = {
+    "dataset": {"base": Dataset, "digits": Digits, "svhn": SVHN},
+    "arch": {"base": Arch, "resnet": ResNet},
+    "norm": {
+        "base": Norm,
+        "equi": EquiNorm,
+        "bn": BatchNorm,
+        "gn": GroupNorm,
+        "ws_gn": WSGroupNorm,
+    },
+    "schedule": {"step": Step, "cosine": Cosine, "superconvergence": SuperConvergence},
+    "optim": {"sgd": SGD},
+    "mixup": {"base": Mixup},
+    "train": {"train": Train},
+    "wandb": {"wandb": Wandb},
+}
+
+
+def register() -> None:
+    """Put every schema into Hydra's ConfigStore as ``schema/<group>/<kind>`` (idempotent)."""
+    store = ConfigStore.instance()
+    for group, kinds in SCHEMAS.items():
+        for kind, node in kinds.items():
+            store.store(group=f"schema/{group}", name=kind, node=node)
