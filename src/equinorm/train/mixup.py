@@ -59,11 +59,11 @@ class Mixup:
         self.alpha = float(cfg["alpha"])
         self.loss = cfg["loss"]
         self.points = [int(p) for p in cfg["points"]]
+        if self.alpha <= 0:  # checked with mixup=none too: a typo is a typo
+            raise ConfigError(f"mixup.alpha={self.alpha} must be > 0")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"mixup.loss={self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.enabled:
-            if self.alpha <= 0:
-                raise ConfigError(f"mixup.alpha={self.alpha} must be > 0")
-            if self.loss not in LOSSES:
-                raise ConfigError(f"mixup.loss={self.loss!r} is not one of {', '.join(LOSSES)}")
             bad = [p for p in self.points if p not in mix_points]
             if not self.points or bad:
                 raise ConfigError(

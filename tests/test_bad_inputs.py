@@ -1,0 +1,97 @@
+"""Every bad value a user can type fails before any file is written, in one line naming the key
+(issue 13): the real entry point, in-process, over a table of mistakes; and once as a process."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from equinorm.train import app
+from tests.conftest import run_cli
+
+BAD = [  # (command line, what the one line must name)
+    ("schedule.lr=abc", "schedule.lr=abc"),
+    ("schedule.lr=", "schedule.lr="),
+    ("schedule.lr=0", "schedule.lr=0"),
+    ("schedule.momentum=-1", "schedule.momentum"),
+    ("schedule.gamma=2", "schedule.gamma"),
+    ("schedule.milestones=[400]", "schedule.milestones"),
+    ("schedule.milestones=[200,100]", "schedule.milestones"),
+    ("schedule.milestones=[a]", "schedule.milestones"),
+    ("schedule.warmup_epochs=-1", "schedule.warmup_epochs"),
+    ("schedule=cosine schedule.min_lr=-1", "schedule.min_lr"),
+    ("schedule.min_lr=0", "schedule.min_lr"),  # not a key of the step schedule
+    ("schedule=superconvergence schedule.lr_points=[[0,-1],[30,0.1]]", "schedule.lr_points"),
+    ("schedule=superconvergence schedule.lr_points=[[0,a],[30,1]]", "schedule.lr_points"),
+    ("schedule=superconvergence schedule.final_momentum=1.5", "schedule.final_momentum"),
+    ("optim.weight_decay=abc", "optim.weight_decay"),
+    ("optim.weight_decay=-1", "optim.weight_decay"),
+    ("optim.no_decay_max_rank=-2", "optim.no_decay_max_rank"),
+    ("optim.nesterov=perhaps", "optim.nesterov"),
+    ("arch.width_mult=abc", "arch.width_mult"),
+    ("arch.width_mult=0", "arch.width_mult"),
+    ("arch=_common", "arch=_common"),
+    ("arch=vgg", "arch=vgg"),
+    ("mixup.alpha=abc", "mixup.alpha"),
+    ("mixup=manifold mixup.alpha=0", "mixup.alpha"),
+    ("mixup.loss=mse", "mixup.loss"),
+    ("mixup=_common", "mixup=_common"),
+    ("norm=foo", "norm=foo"),
+    ("norm.stat_fraction=abc", "norm.stat_fraction"),
+    ("norm.stat_fraction=0", "stat_fraction"),
+    ("norm.stat_fraction=1.5", "stat_fraction"),
+    ("norm.eps=-1", "eps"),
+    ("norm=gn norm.groups=abc", "norm.groups"),
+    ("norm=bn norm.stat_fraction=0.5", "norm.stat_fraction"),
+    ("dataset=mnist", "dataset=mnist"),
+    ("dataset.loader=foo", "dataset.loader"),
+    ("dataset.workers=-1", "dataset.workers"),
+    ("dataset.download=maybe", "dataset.download"),
+    ("dataset.augment.crop_padding=-1", "dataset.augment.crop_padding"),
+    ("seed=abc", "seed"),
+    ("seed=-1", "seed"),
+    ("epochs=0", "epochs"),
+    ("experiment=nope", "experiment=nope"),
+    ("train.foo=1", "train.foo"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("train.batch_size=abc", "train.batch_size"),
+    ("train.devices=0", "train.devices"),
+    ("train.threads=0", "train.threads"),
+    ("train.precision=fp8", "train.precision"),
+    ("train.progress=maybe", "train.progress"),
+    ("train.device=tpu", "train.device"),
+    ("wandb.mode=loud", "wandb.mode"),
+    ("-m seed=0,abc", "seed"),
+    ("-m schedule.lr=0.1,abc", "schedule.lr=abc"),
+    ("-m norm=bn,foo", "norm=foo"),
+]
+
+
+@pytest.mark.parametrize(("line", "names"), BAD, ids=[b[0] for b in BAD])
+def test_a_bad_value_is_one_line_exit_2_and_no_file(line, names, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["equinorm-train", *line.split(), f"results_dir={tmp_path / 'results'}"]
+    monkeypatch.setattr(sys, "argv", argv)
+
+    def hydra_main():  # past the preflight nothing may run: a hole would train here
+        raise AssertionError(f"{line} passed the preflight")
+
+    monkeypatch.setattr(app, "hydra_main", hydra_main)
+    with pytest.raises(SystemExit) as stop:
+        app.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("equinorm: error: "), err
+    assert names in err, err
+    assert not any(tmp_path.iterdir()), list(tmp_path.rglob("*"))  # nothing written anywhere
+
+
+def test_the_command_line_says_it_in_one_line_and_writes_nothing(tmp_path):
+    proc = run_cli("-m", "schedule.lr=0.1,abc", f"results_dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout.strip().splitlines() == [
+        "equinorm: error: schedule.lr=abc: Value 'abc' of type 'str' could not be converted to "
+        "Float"
+    ]
+    assert not any(tmp_path.iterdir())
