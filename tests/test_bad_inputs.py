@@ -95,3 +95,48 @@ def test_the_command_line_says_it_in_one_line_and_writes_nothing(tmp_path):
         "Float"
     ]
     assert not any(tmp_path.iterdir())
+
+
+def _main(argv, monkeypatch, capsys) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["equinorm-train", *argv])
+    with pytest.raises(SystemExit) as stop:
+        app.main()
+    return stop.value.code, capsys.readouterr().err
+
+
+def test_a_results_dir_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    code, err = _main([f"results_dir={tmp_path / 'file' / 'r'}"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert (
+        err
+        == f"equinorm: error: results_dir={tmp_path}/file/r: {tmp_path}/file is not a directory\n"
+    )
+
+
+def test_a_full_disk_while_training_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from equinorm.train.rundir import RunDir
+
+    def full(self, cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.config_path))
+
+    monkeypatch.setattr(RunDir, "write_config", full)
+    monkeypatch.chdir(tmp_path)
+    argv = ["experiment=digits_demo", "debug=smoke", "norm=bn", f"results_dir={tmp_path}"]
+    code, err = _main(argv, monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("equinorm: error: No space left on device: ") and "config.yaml" in err
+
+
+def test_a_report_that_cannot_be_written_names_out(tmp_path, capsys):
+    from equinorm.report.cli import main as report
+    from tests.conftest import write_run
+
+    write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0)
+    (tmp_path / "file").write_text("")
+    assert report(["--results", str(tmp_path), "--out", str(tmp_path / "file" / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out DIR" in err and str(tmp_path / "file") in err

@@ -23,7 +23,6 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
         "seed=0",
         f"results_dir={tmp_path}",
         cwd=tmp_path,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     for norm in ("bn", "equi"):

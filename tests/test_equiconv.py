@@ -463,7 +463,6 @@ def _folded(conv, x, w, gamma, beta):
     return y
 
 
-@pytest.mark.timeout(300)
 def test_compiles_as_one_graph_with_mixup_hook_and_bf16():
     """torch.compile(fullgraph=True) traces EquiConv2d nets without graph breaks (GPU path)."""
     from equinorm.models import build_model

@@ -127,3 +127,26 @@ def test_a_failing_job_is_recorded_and_the_next_one_runs(tmp_path):
     assert record.read_text().splitlines() == tail
     assert (tmp_path / "sweeps" / record.name.replace(".txt", ".multirun.yaml")).is_file()
     assert not (tmp_path / "runs" / "multirun.yaml").exists()
+
+
+def test_an_error_in_a_dataloader_worker_keeps_its_message_and_file(tmp_path):
+    from equinorm.data.fabricate import write_imagenet
+
+    write_imagenet(tmp_path / "data", classes=3, per_class=6, size=40)
+    broken = sorted((tmp_path / "data").rglob("*.JPEG"))[0]
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated, as by an interrupted copy
+    proc = run_cli(
+        "experiment=imagenet_resnet50",
+        "norm=bn",
+        "debug=smoke",
+        "train.max_train_batches=null",  # every image, the broken one included
+        "dataset.workers=2",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.verify=false",
+        "dataset.download=false",
+        f"results_dir={tmp_path / 'results'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"equinorm: error: imagenet: cannot read {broken} ("), last

@@ -15,7 +15,7 @@ SCRIPT = [sys.executable, str(ROOT / "scripts" / "gpu_check.py")]
 def test_gpu_check_pipeline_runs_on_a_cpu(tmp_path):
     out = tmp_path / "check"
     args = ["--device", "cpu", "--quick", "--skip", "tests", "bench", "--out", str(out)]
-    proc = run_cli(*args, cwd=tmp_path, module="", launcher=SCRIPT, timeout=900)
+    proc = run_cli(*args, cwd=tmp_path, module="", launcher=SCRIPT)
     assert proc.returncode == 0, proc.stdout[-3000:]
     summary = proc.stdout.split("gpu-check summary")[1]
     assert "smoke  ok" in summary and "demo   ok" in summary and "bench  skipped" in summary
@@ -29,7 +29,7 @@ def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
 
     if torch.cuda.is_available():
         return  # a CUDA machine: nothing to refuse
-    proc = run_cli("--out", str(tmp_path), cwd=tmp_path, module="", launcher=SCRIPT, timeout=120)
+    proc = run_cli("--out", str(tmp_path), cwd=tmp_path, module="", launcher=SCRIPT)
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stdout
     assert lines[0].startswith("gpu-check: no CUDA device visible to torch")

@@ -162,7 +162,6 @@ def test_equinorm_smoke_runs_stay_finite_over_seeds(experiment, data_root, tmp_p
         *fabricated(data_root),
         f"results_dir={tmp_path}",
         cwd=tmp_path,
-        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     summaries = sorted((tmp_path / "runs" / experiment).glob("*/seed=*/summary.json"))
@@ -269,7 +268,6 @@ def test_missing_dataset_fails_within_seconds_naming_the_root(tmp_path):
         "dataset.download=false",
         f"results_dir={tmp_path}",
         cwd=tmp_path,
-        timeout=60,
     )
     assert proc.returncode != 0
     last = proc.stdout.strip().splitlines()[-1]

@@ -69,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    written = write_report(args.results, args.out, args.experiments, diverged=args.diverged)
+    try:
+        written = write_report(args.results, args.out, args.experiments, diverged=args.diverged)
+    except OSError as exc:  # a read-only or full disk
+        print(
+            f"equinorm: cannot write {exc.filename or args.out or args.results}: {exc.strerror}; "
+            "write the figures and tables elsewhere with --out DIR",
+            file=sys.stderr,
+        )
+        return 1
     if not written:
         print(f"equinorm: no runs under {Path(args.results) / 'runs'}", file=sys.stderr)
         return 1

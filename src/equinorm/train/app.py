@@ -13,6 +13,7 @@ by SIGTERM/SIGUSR1 exits with 128 + the signal number after writing its checkpoi
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import warnings
 
@@ -68,7 +69,17 @@ def task(cfg: DictConfig) -> float | None:
     except Preempted as exc:
         print(f"equinorm: {exc}; run the same command again to resume", file=sys.stderr, flush=True)
         sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:  # Ctrl-C outside training (building, evaluating) or pressed twice
+        print(
+            f"equinorm: interrupted (Ctrl-C); {cfg.run_dir} keeps its last checkpoint, if any: "
+            "run the same command again to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(128 + signal.SIGINT)
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.filename:  # read-only or full disk, a lost mount
+            exc = EquinormError(f"{exc.strerror}: {exc.filename}")
         if not _multirun():
             if isinstance(exc, EquinormError):
                 _fail(exc)

@@ -11,6 +11,7 @@ file written. Hydra's informational flags (--help, --cfg, --info, ...) go straig
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -78,11 +79,25 @@ def _remote(cfg: DictConfig) -> bool:
     return "Slurm" in target
 
 
+def check_writable(results_dir: str) -> None:
+    """``results_dir`` (or its first existing parent) is a directory this process may write."""
+    path = Path(results_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"results_dir={results_dir}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"results_dir={results_dir}: cannot write to {existing} (read-only or not yours); "
+            "choose another results_dir=..."
+        )
+
+
 def check_job(cfg: DictConfig) -> None:
     """Everything :func:`equinorm.train.run.run` checks before it touches a file."""
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.to_container(plain, resolve=True, throw_on_missing=True)  # interpolations, ???
     check_config(cfg, devices_here=not _remote(cfg))
+    check_writable(cfg.results_dir)
     virtual_devices(cfg, int(os.environ.get("WORLD_SIZE", "1")))
 
 

@@ -28,6 +28,7 @@ from equinorm.layers import get_norm
 from equinorm.models import build_model
 from equinorm.train import checkpoint as ckpt
 from equinorm.train import distributed
+from equinorm.train.cpus import cpu_budget
 from equinorm.train.mixup import Mixup
 from equinorm.train.optim import build_optimizer
 from equinorm.train.rundir import FINISHED, RunDir, semantic_config
@@ -199,8 +200,7 @@ def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> d
 
 def _build_and_fit(cfg, device, dist, rundir, state):
     t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    torch.set_num_threads(t.threads or cpu_budget())
     cuda = device.type == "cuda"
     precision = ("bf16" if cuda else "fp32") if t.precision == "auto" else t.precision
     k = virtual_devices(cfg, dist.world_size)
@@ -208,7 +208,8 @@ def _build_and_fit(cfg, device, dist, rundir, state):
     channels_last = _auto(t.channels_last, cuda)
     progress = _auto(t.progress, sys.stderr.isatty())
     log.info(
-        "%s: %s %s %s seed=%d on %s (%s; batch %d = %d process(es) x %d device(s) x %d)%s",
+        "%s: %s %s %s seed=%d on %s (%s, %d CPU threads; batch %d = %d process(es) x %d "
+        "device(s) x %d)%s",
         cfg.name,
         cfg.dataset.name,
         cfg.arch.name,
@@ -216,6 +217,7 @@ def _build_and_fit(cfg, device, dist, rundir, state):
         cfg.seed,
         device,
         precision,
+        torch.get_num_threads(),
         global_batch,
         dist.world_size,
         k,

@@ -1,10 +1,12 @@
-"""Preemption: checkpoint at the next step boundary on SIGTERM/SIGUSR1 (and submitit's signal).
+"""Preemption: checkpoint at the next step boundary on SIGTERM/SIGUSR1 (and submitit's signal),
+and on Ctrl-C (SIGINT).
 
-A handler that only sets a flag is installed for the scheduler's signals; the training loop polls
-it after every step, writes a checkpoint (mid-epoch) and then hands the signal on: to the handler
-that was installed before (submitit's, which requeues the job through the Hydra launcher's
-``checkpoint`` and exits), or, if there was none, by raising :class:`Preempted` so that the process
-exits with 128 + signal number and can be started again to resume.
+A handler that only sets a flag is installed for these signals; the training loop polls it after
+every step, writes a checkpoint (mid-epoch) and then hands the signal on: to the handler that was
+installed before (submitit's, which requeues the job through the Hydra launcher's ``checkpoint``
+and exits), or, if there was none (and always for SIGINT, whose default handler would print a
+traceback), by raising :class:`Preempted` so that the process exits with 128 + signal number and
+can be started again to resume. A second Ctrl-C before the checkpoint stops at once.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class Preempted(Exception):
 
 
 def _signals() -> list[int]:
-    sigs = [signal.SIGTERM, signal.SIGUSR1]
+    sigs = [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
     if "SUBMITIT_EXECUTOR" in os.environ or "SLURM_JOB_ID" in os.environ:
         name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
         sig = getattr(signal, f"SIG{name}", None)
@@ -41,6 +43,8 @@ class PreemptionGuard:
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.requested == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the checkpoint
         self.requested = signum
 
     def __enter__(self) -> PreemptionGuard:
@@ -62,6 +66,6 @@ class PreemptionGuard:
         signum = self.requested
         previous = self._previous.get(signum)
         self._restore()
-        if callable(previous):
+        if callable(previous) and signum != signal.SIGINT:
             previous(signum, None)  # e.g. submitit: requeue, then exit
         raise Preempted(signum)

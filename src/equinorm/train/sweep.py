@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections import Counter, defaultdict
@@ -37,10 +38,15 @@ log = logging.getLogger("equinorm")
 ORDER = ("complete", "diverged", "skipped", "failed", "in use", "stopped")
 
 
+# "equinorm.errors.DatasetError: " heading the last line of a traceback re-raised from a
+# DataLoader worker (torch puts the worker's whole traceback into the message)
+_QUALIFIED = re.compile(r"^(?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*(?:Error|Exception): ")
+
+
 def one_line(exc: BaseException) -> str:
     """The last line of an exception's message (a user error's sentence), or its type."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    return _QUALIFIED.sub("", lines[-1]) if lines else type(exc).__name__
 
 
 def record_failure(run_dir: str | Path, exc: BaseException) -> None:

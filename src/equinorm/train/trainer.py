@@ -121,6 +121,7 @@ class Trainer:
         self.state = Progress()
         self.sums = Sums.zeros(device)
         self._probe: Tensor | None = None
+        self._pending = None  # DDP: the last step's all-reduced (signalled, non-finite) flags
         self._epoch_start: dict | None = None  # state at the epoch's start, for a replay
 
     # -- state ---------------------------------------------------------------------------------
@@ -225,6 +226,7 @@ class Trainer:
         self.model.train()
         bar = self._bar(n_batches, epoch)
         t0, seen = time.perf_counter(), 0
+        self._pending = None
         for b, (x, y) in enumerate(loader.iterate(epoch, self.state.batch), start=self.state.batch):
             lr = self.step(x, y, epoch + b / n_batches)
             self.state.batch = b + 1
@@ -238,6 +240,8 @@ class Trainer:
                 return stop
         if bar is not None:
             bar.close()
+        if self.dist.enabled:  # the last step's flags
+            return self._poll_ranks(guard, last=True)
         return None
 
     def step(self, x: Tensor, y: Tensor, t: float, model: nn.Module | None = None) -> float:
@@ -288,26 +292,44 @@ class Trainer:
         return loss.detach()
 
     def _poll(self, b: int, guard: PreemptionGuard) -> str | None:
-        """Preemption every step (single process) and a non-finite loss every CHECK_EVERY steps;
-        under DDP both every CHECK_EVERY steps, agreed across ranks."""
-        check = (b + 1) % CHECK_EVERY == 0
+        """Preemption every step, a non-finite loss every CHECK_EVERY steps (single process);
+        under DDP both every step, agreed across ranks with one step's delay (below)."""
         if self.dist.enabled:
-            if not check:
-                return None
-            flags = torch.tensor(
-                [float(guard.requested is not None), float(not torch.isfinite(self.sums.loss))],
-                device=self.device,
-            )
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-            preempt, diverged = flags.tolist()
-            if preempt and guard.requested is None:
-                guard.requested = signal.SIGTERM  # another rank was signalled: stop with it
-            return "preempted" if preempt else ("diverged" if diverged else None)
+            return self._poll_ranks(guard)
         if guard.requested is not None:
             return "preempted"
-        if check and not torch.isfinite(self.sums.loss):
+        if (b + 1) % CHECK_EVERY == 0 and not torch.isfinite(self.sums.loss):
             return "diverged"
         return None
+
+    def _poll_ranks(self, guard: PreemptionGuard, last: bool = False) -> str | None:
+        """Each step starts an all-reduce (MAX) of this rank's (signalled, non-finite) flags
+        without waiting for it, and reads the previous step's, which the device is past by now:
+        a signal on any rank stops every rank within one step, at no host sync of its own."""
+        if not last:
+            flags = torch.empty(2, dtype=torch.float32, device=self.device)
+            flags[0].fill_(float(guard.requested is not None))  # a kernel argument, no copy
+            flags[1] = (~torch.isfinite(self.sums.loss)).float()
+            work = torch.distributed.all_reduce(
+                flags, op=torch.distributed.ReduceOp.MAX, async_op=True
+            )
+            pending, self._pending = self._pending, (work, flags)
+        else:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        pending[0].wait()
+        preempt, diverged = pending[1].tolist()
+        if preempt and guard.requested is None:
+            guard.requested = signal.SIGTERM  # another rank was signalled: stop with it
+        if preempt or diverged:
+            self._drain()
+        return "preempted" if preempt else ("diverged" if diverged else None)
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            self._pending[0].wait()
+            self._pending = None
 
     def reduce_sums(self) -> dict:
         s = torch.stack([self.sums.loss, self.sums.correct, self.sums.count])
