@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+# One torch thread per test process (this one and every CLI it starts; equinorm.train.cpus honours
+# OMP_NUM_THREADS): on this 2-core machine, with the cores also busy with another training, two
+# threads per process made OpenMP spin and a 4 s test took 228 s; one thread took 4.4 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -17,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from equinorm.data.fabricate import write_cifar, write_imagenet, write_svhn
 from equinorm.paths import config_dir
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 

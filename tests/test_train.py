@@ -269,9 +269,10 @@ def test_missing_dataset_fails_within_seconds_naming_the_root(tmp_path):
         f"results_dir={tmp_path}",
         cwd=tmp_path,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     last = proc.stdout.strip().splitlines()[-1]
     assert f"Looked in dataset.root={empty}" in last and "cifar10" in last
+    assert not (tmp_path / "runs").exists()  # no empty run directory left behind
 
 
 def test_fabricated_cifar_and_svhn_runs_complete_through_the_cli(data_root, tmp_path):

@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -81,6 +82,7 @@ def task(cfg: DictConfig) -> float | None:
         if isinstance(exc, OSError) and exc.filename:  # read-only or full disk, a lost mount
             exc = EquinormError(f"{exc.strerror}: {exc.filename}")
         if not _multirun():
+            _remove_if_empty(cfg)  # the directory Hydra made for a run that never started
             if isinstance(exc, EquinormError):
                 _fail(exc)
             raise  # a bug: keep its traceback
@@ -91,6 +93,18 @@ def task(cfg: DictConfig) -> float | None:
             log.exception("job failed with an unexpected error (a bug? please report it)")
         return None
     return summary.get("test_acc")
+
+
+def _remove_if_empty(cfg: DictConfig) -> None:
+    """Remove the run directory and its parents up to ``<results_dir>/runs`` while empty."""
+    stop = Path(cfg.results_dir, "runs").absolute()
+    path = Path(cfg.run_dir).absolute()
+    while path != stop and stop in path.parents:
+        try:
+            path.rmdir()  # only ever removes an empty directory
+        except OSError:
+            return
+        path = path.parent
 
 
 def _fail(exc: Exception) -> None:

@@ -1,0 +1,30 @@
+"""torch's thread budget follows the CPUs a process may use (equinorm.train.cpus)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from equinorm.train.cpus import cpu_budget
+
+CASES = [  # (affinity CPUs, environment, threads)
+    (8, {}, 8),
+    (8, {"SLURM_CPUS_PER_TASK": "2"}, 2),  # a SLURM task given fewer CPUs than the node has
+    (8, {"LOCAL_WORLD_SIZE": "2"}, 4),  # torchrun --nproc_per_node=2 shares the node
+    (8, {"SLURM_CPUS_PER_TASK": "6", "LOCAL_WORLD_SIZE": "2"}, 3),  # torchrun inside a task
+    (2, {"SLURM_CPUS_PER_TASK": "8"}, 2),  # pinned to 2 CPUs (taskset, cgroup cpuset)
+    (1, {"LOCAL_WORLD_SIZE": "4"}, 1),  # never 0
+    (8, {"OMP_NUM_THREADS": "3", "SLURM_CPUS_PER_TASK": "2"}, 3),  # the user said so
+    (8, {"SLURM_CPUS_PER_TASK": "junk"}, 8),
+]
+
+
+@pytest.mark.parametrize(("cpus", "env", "threads"), CASES)
+def test_threads_follow_the_cpus_this_process_may_use(cpus, env, threads, monkeypatch):
+    for name in ("SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert cpu_budget() == threads
