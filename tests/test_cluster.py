@@ -89,4 +89,4 @@ def test_under_slurm_the_preemption_signal_is_guarded(monkeypatch):
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     assert signal.SIGUSR2 not in _signals()
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    assert set(_signals()) == {signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
+    assert set(_signals()) == {signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT}

@@ -96,8 +96,8 @@ def task(cfg: DictConfig) -> float | None:
 
 
 def _remove_if_empty(cfg: DictConfig) -> None:
-    """Remove the run directory and its parents up to ``<results_dir>/runs`` while empty."""
-    stop = Path(cfg.results_dir, "runs").absolute()
+    """Remove the run directory and its parents below ``results_dir`` while they are empty."""
+    stop = Path(cfg.results_dir).absolute()
     path = Path(cfg.run_dir).absolute()
     while path != stop and stop in path.parents:
         try:
