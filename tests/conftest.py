@@ -28,6 +28,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 SAFE = ["wandb.mode=disabled", "train.progress=false"]
 
+# A short digits run: 4 epochs of 23 batches, a second or so per epoch on two CPU cores.
+SHORT = [
+    "experiment=digits_demo",
+    "norm=equi",
+    "seed=2",
+    "epochs=4",
+    "schedule.milestones=[2,3]",
+    "arch.width_mult=0.125",
+    "train.equilibrium_stats=false",
+]
+
 
 def compose_cfg(*overrides: str, results: Path | None = None, return_hydra: bool = False):
     """The config ``python -m equinorm.train <overrides>`` would run (test-safe defaults)."""

@@ -12,17 +12,7 @@ import pytest
 from equinorm.train import checkpoint as ckpt
 from equinorm.train import trainer as trainer_mod
 from equinorm.train.run import run
-from tests.conftest import compose_cfg, read_history, run_cli, run_dir_of
-
-SHORT = [  # 4 epochs of a tiny digits net: about a second per run
-    "experiment=digits_demo",
-    "norm=equi",
-    "seed=2",
-    "epochs=4",
-    "schedule.milestones=[2,3]",
-    "arch.width_mult=0.125",
-    "train.equilibrium_stats=false",
-]
+from tests.conftest import SHORT, compose_cfg, fabricated, read_history, run_cli, run_dir_of
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +131,7 @@ def test_an_error_in_a_dataloader_worker_keeps_its_message_and_file(tmp_path):
         "debug=smoke",
         "train.max_train_batches=null",  # every image, the broken one included
         "dataset.workers=2",
-        f"dataset.root={tmp_path / 'data'}",
-        "dataset.verify=false",
-        "dataset.download=false",
+        *fabricated(tmp_path / "data"),
         f"results_dir={tmp_path / 'results'}",
         cwd=tmp_path,
     )

@@ -18,18 +18,7 @@ from equinorm.errors import ConfigError
 from equinorm.train import checkpoint as ckpt
 from equinorm.train.run import PartialRunError, run
 from equinorm.train.rundir import RunDir, RunLockedError
-from tests.conftest import compose_cfg, read_history, run_cli, run_dir_of
-
-# A short digits run: 4 epochs of 23 batches, a second or so per epoch on two CPU cores.
-SHORT = [
-    "experiment=digits_demo",
-    "norm=equi",
-    "seed=2",
-    "epochs=4",
-    "schedule.milestones=[2,3]",
-    "arch.width_mult=0.125",
-    "train.equilibrium_stats=false",
-]
+from tests.conftest import SHORT, compose_cfg, read_history, run_cli, run_dir_of
 
 
 def snapshot(path: Path) -> dict:
