@@ -303,9 +303,12 @@ class Trainer:
         return None
 
     def _poll_ranks(self, guard: PreemptionGuard, last: bool = False) -> str | None:
-        """Each step starts an all-reduce (MAX) of this rank's (signalled, non-finite) flags
-        without waiting for it, and reads the previous step's, which the device is past by now:
-        a signal on any rank stops every rank within one step, at no host sync of its own."""
+        """Each step all-reduces (MAX) this rank's (signalled, non-finite) flags and reads the
+        previous step's: a signal on any rank stops every rank within one step. On CUDA the
+        reduce and a copy to pinned memory are queued behind the step and read one step later,
+        so the host waits for the previous step only (the device stays one step ahead); gloo
+        reduces on the host."""
+        pending, self._pending = self._pending, None
         if not last:
             flags = torch.empty(2, dtype=torch.float32, device=self.device)
             flags[0].fill_(float(guard.requested is not None))  # a kernel argument, no copy
@@ -313,23 +316,25 @@ class Trainer:
             work = torch.distributed.all_reduce(
                 flags, op=torch.distributed.ReduceOp.MAX, async_op=True
             )
-            pending, self._pending = self._pending, (work, flags)
-        else:
-            pending, self._pending = self._pending, None
+            work.wait()  # NCCL: the stream waits, not the host; gloo: done
+            done = None
+            if flags.is_cuda:
+                host = torch.empty(2, dtype=torch.float32, pin_memory=True)
+                host.copy_(flags, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                flags = host
+            self._pending = (done, flags)
         if pending is None:
             return None
-        pending[0].wait()
+        if pending[0] is not None:
+            pending[0].synchronize()
         preempt, diverged = pending[1].tolist()
         if preempt and guard.requested is None:
             guard.requested = signal.SIGTERM  # another rank was signalled: stop with it
         if preempt or diverged:
-            self._drain()
+            self._pending = None  # this step's flags: every rank stops here anyway
         return "preempted" if preempt else ("diverged" if diverged else None)
-
-    def _drain(self) -> None:
-        if self._pending is not None:
-            self._pending[0].wait()
-            self._pending = None
 
     def reduce_sums(self) -> dict:
         s = torch.stack([self.sums.loss, self.sums.correct, self.sums.count])
