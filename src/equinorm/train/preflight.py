@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -24,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from equinorm.errors import ConfigError
 from equinorm.paths import config_dir
+from equinorm.train.sweep import expand
 from equinorm.train.validate import check_config, virtual_devices
 
 GROUPS = ("dataset", "arch", "norm", "schedule", "optim", "mixup", "experiment", "debug")
@@ -103,17 +103,13 @@ def check_job(cfg: DictConfig) -> None:
 
 def jobs(config_name: str, overrides: list[str], multirun: bool):
     """(overrides, composed config) of each job the command line starts."""
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(overrides)
+    parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [line for line, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
     base = compose(config_name, overrides=fixed, return_hydra_config=True)
     if not multirun:
         yield overrides, base
         return
-    params = OmegaConf.select(base, "hydra.sweeper.params") or {}
-    lines = [f"{k}={v}" for k, v in params.items()] + list(overrides)
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(lines), None)
-    for job in (list(j) for batch in batches for j in batch):
+    for job in expand(OmegaConf.select(base, "hydra.sweeper.params"), overrides):
         yield job, compose(config_name, overrides=job, return_hydra_config=True)
 
 

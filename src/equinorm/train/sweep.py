@@ -158,14 +158,18 @@ def tally(jobs: list[Job]) -> tuple[str, int]:
     return "\n".join(lines), counts["failed"]
 
 
+def expand(params, overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides: the sweeper's ``params`` and the command line's, expanded by
+    BasicSweeper's own code (the sweeper of every launcher here), so the same jobs it makes."""
+    lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
+    parsed = OverridesParser.create().parse_overrides(lines)
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
 def job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
     """Every job of the sweep that ``config`` starts, composed as the launcher will compose it."""
     loader = GlobalHydra.instance().config_loader()
-    params = config.hydra.sweeper.get("params") or {}
-    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(lines)
-    # BasicSweeper's own expansion (the sweeper of every launcher here): the same jobs it makes
-    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    jobs = expand(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
     return [
         (overrides, loader.load_sweep_config(master_config=config, sweep_overrides=overrides))
         for overrides in jobs
