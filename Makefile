@@ -62,8 +62,8 @@ REPRODUCE := cifar10 cifar100 svhn imagenet short all
 $(addprefix reproduce-,$(REPRODUCE)): reproduce-%: $(STAMP)
 	$(PY) scripts/reproduce.py $* --nproc $(NPROC) --results $(RESULTS) -- $(ARGS)
 
-plan: $(STAMP) ## Runs and estimated GPU-hours of every reproduce target (no training)
-	$(PY) scripts/reproduce.py all --plan
+plan: $(STAMP) ## Runs and estimated GPU-hours of every reproduce target (no training; ARGS apply)
+	$(PY) scripts/reproduce.py all --plan -- $(ARGS)
 
 bench: $(STAMP) ## Training-step time per arch x norm and loader throughput -> results/bench/<device>.*
 	$(PY) scripts/bench.py all $(ARGS)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
 
 from equinorm.data.fabricate import write_cifar, write_imagenet, write_svhn
 from equinorm.paths import config_dir
@@ -47,7 +48,12 @@ def compose_cfg(*overrides: str, results: Path | None = None, return_hydra: bool
     if results is not None:
         extra.append(f"results_dir={results}")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=[*extra, *overrides], return_hydra_config=return_hydra)
+        cfg = compose("train", overrides=[*extra, *overrides], return_hydra_config=True)
+        if not return_hydra:  # the run's directory as the CLI names it (its variant), no hydra node
+            with open_dict(cfg):
+                cfg.run_path = str(cfg.run_path)
+                del cfg["hydra"]
+        return cfg
 
 
 @pytest.fixture(scope="session")

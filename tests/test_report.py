@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +106,78 @@ def test_table_holds_our_numbers_beside_the_papers(tree):
     md = markdown(res, "cifar10_wrn_short")
     assert "| EquiNorm | 94.10 (94.00-94.20) | 94.00 | +0.10 |" in md
     assert "| BatchNorm | 93.00 (92.95-93.25) | 93.30 | -0.30 |" in md
-    assert "3 / 1 / 1" in md and "0 / 0 / 1" in md
-    assert "+0.90 (+0.80 to +0.95), n = 3" in md
+    # seeds complete / diverged / failed / unfinished / missing (the sweep expects 0-9 of equi, bn)
+    assert "| 5 / 0 / 0 / 0 / 5 (10) |" in md and "| 3 / 1 / 0 / 1 / 5 (10) |" in md
+    assert "| 0 / 0 / 0 / 1 / 0 |" in md  # gn: not in the sweep, nothing expected
+    # verdicts: the paper's 94.0 inside our equi IQR 94.0-94.2; 93.3 outside bn's 92.95-93.25
+    assert rows["equi"]["cells"][4] == "agrees (paper's median in our IQR)"
+    assert rows["bn"]["cells"][4] == "differs"
+    # equi - bn paired by seed (0-2): 1.0, 0.7, 0.9; exact Wilcoxon, 3 positive: p = 2/8
+    assert rows["equi"]["cells"][5] == (
+        "+0.90 [+0.70, +1.00], p = 0.25, n = 3; paper +0.70 (inside the CI)"
+    )
+    assert rows["bn"]["cells"][5] == "-"
+
+
+def test_failed_runs_and_expected_norms_without_runs_are_counted(tmp_path):
+    exp = "cifar10_preresnet152_mixup"  # its sweep: equi, bn, gn x seeds 0-9
+    write_run(tmp_path, exp, "cifar10-preact_resnet152-equi", 0, 96.0)
+    failed = tmp_path / "runs" / exp / "cifar10-preact_resnet152-equi" / "seed=1"
+    failed.mkdir(parents=True)
+    (failed / "error.json").write_text('{"type": "DatasetError", "error": "no CIFAR files"}')
+    res = collect(tmp_path)
+    assert res.runs.set_index("seed").loc[1, "status"] == "failed"
+    rows = {r["norm"]: r for r in table_rows(res, exp)}
+    assert rows["equi"]["cells"][-1] == "1 / 0 / 1 / 0 / 8 (10)"
+    assert rows["bn"]["cells"][1] == "no runs" and rows["bn"]["missing"] == 10
+    assert rows["gn"]["cells"][-1] == "0 / 0 / 0 / 0 / 10 (10)"
+    assert "Failed: EquiNorm seed 1: no CIFAR files" in markdown(res, exp)
+
+
+def _provenance(run_dir: Path, *commits: str) -> None:
+    attempts = [{"commit": c.rstrip("+"), "dirty": c.endswith("+")} for c in commits]
+    (run_dir / "provenance.json").write_text(json.dumps({"attempts": attempts}))
+
+
+def test_runs_from_different_commits_are_warned_about_and_can_be_filtered(tmp_path, capsys):
+    exp, old, new = "cifar10_wrn_short", "a" * 40, "b" * 40
+    for seed in range(3):
+        d = write_run(tmp_path, exp, "cifar10-wrn-equi", seed, 94.0 + seed)
+        _provenance(d, new if seed else old)
+    d = write_run(tmp_path, exp, "cifar10-wrn-equi", 3, 90.0)
+    _provenance(d, old, new + "+")  # resumed under a dirty newer tree
+    res = collect(tmp_path)
+    assert res.runs.set_index("seed").loc[3, "commit"] == "aaaaaaa / bbbbbbb+dirty"
+    assert main(["--results", str(tmp_path), "--out", str(tmp_path / "all")]) == 0
+    err = capsys.readouterr().err
+    assert "different commits: aaaaaaa (1 run), aaaaaaa / bbbbbbb+dirty (1 run)" in err
+    assert "bbbbbbb (2 runs)" in (tmp_path / "all" / "tables" / f"{exp}.md").read_text()
+    out = tmp_path / "only"
+    assert main(["--results", str(tmp_path), "--out", str(out), "--commit", new[:10]]) == 0
+    assert "different commits" not in capsys.readouterr().err
+    assert "| 2 / 0 / 0 / 0 / 8 (10) |" in (out / "tables" / f"{exp}.md").read_text()
+
+
+def test_verdict_statistics():
+    from equinorm.report.paper import PaperResult
+    from equinorm.report.verdict import bootstrap_median_ci, overlap, paired, wilcoxon_p
+
+    d = np.array([0.3, 0.1, 0.4, 0.2, 0.5])
+    assert wilcoxon_p(d) == pytest.approx(2 / 32)  # exact: all 5 positive
+    assert wilcoxon_p(np.zeros(4)) == 1.0 and wilcoxon_p(np.array([1.0])) is None
+    lo, hi = bootstrap_median_ci(d)
+    assert 0.1 <= lo < 0.3 < hi <= 0.5
+    assert bootstrap_median_ci(d) == (lo, hi)  # a fixed generator: reproducible reports
+    text = paired(d).text(0.6)
+    assert text.startswith("+0.30 [") and text.endswith(
+        "p = 0.062, n = 5; paper +0.60 (outside the CI)"
+    )
+    ours = {"median": 96.9, "q25": 96.8, "q75": 97.0, "n": 10}
+    assert overlap(ours, PaperResult(96.87, 96.84, 97.04)) == (
+        "agrees (paper's median in our IQR; our median in the paper's IQR)"
+    )
+    assert overlap(ours, PaperResult(97.5)) == "differs"
+    assert overlap(ours, None) == "-"
 
 
 def test_report_script_writes_figures_and_tables_on_an_unseen_tree(tree, capsys):
@@ -161,7 +234,9 @@ def test_tables_and_figure_titles_show_the_global_batch_and_width(tmp_path, monk
     assert "svhn / wrn (global batch 256 (2 devices x 128), width x1)" in text
     from equinorm.report.tables import latex
 
-    assert "Setup: global batch 256 (2 devices x 128), width x1." in latex(results, exp)
+    assert r"\emph{svhn / wrn (global batch 256 (2 devices x 128), width x1)}" in latex(
+        results, exp
+    )
     import equinorm.report.figures as figures
 
     closed = []
@@ -178,3 +253,80 @@ def test_a_cell_whose_runs_differ_in_batch_or_width_says_so(tmp_path):
     write_run(tmp_path, exp, "svhn-wrn-bn", 2, 97.0)  # an old summary without the fields
     text = markdown(collect(tmp_path), exp)
     assert "global batch 128 / 256 (runs differ), width x0.25 / x1 (runs differ)" in text
+
+
+def _lr_run(root: Path, exp: str, norm: str, variant: str, lr: float, seed: int, acc: float):
+    config = f"cifar10-wrn-{norm}" + (f"/{variant}" if variant else "")
+    d = write_run(root, exp, config, seed, acc)
+    (d / "config.yaml").write_text(f"schedule:\n  name: step\n  lr: {lr}\n")
+    return d
+
+
+def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path):
+    exp = "cifar10_wrn_short"
+    for seed in range(3):
+        for norm, shift in (("equi", 0.0), ("bn", -0.5)):
+            _lr_run(tmp_path, exp, norm, "", 0.1, seed, 94.0 + shift + 0.1 * seed)
+            _lr_run(tmp_path, exp, norm, "schedule.lr=0.05", 0.05, seed, 93.0 + shift + 0.1 * seed)
+            _lr_run(tmp_path, exp, norm, "schedule.lr=0.4", 0.4, seed, 92.0 + shift + 0.1 * seed)
+    # a run that changes two keys belongs to no single-key comparison
+    _lr_run(tmp_path, exp, "equi", "mixup=input,schedule.lr=0.4", 0.4, 0, 50.0)
+    from equinorm.report.hparams import summary, swept, variant_keys
+
+    assert variant_keys("schedule.milestones=[5,13],schedule.lr=0.05") == [
+        "schedule.milestones",
+        "schedule.lr",
+    ]
+    res = collect(tmp_path)
+    assert swept(res.runs) == ["schedule.lr"]
+    frame = summary(res.runs, "schedule.lr").set_index(["norm", "value"])
+    assert frame.loc[("equi", "0.1"), "median"] == pytest.approx(94.1)  # from config.yaml
+    assert frame.loc[("equi", "0.1"), "own"] and not frame.loc[("equi", "0.4"), "own"]
+    assert frame.loc[("bn", "0.4"), "median"] == pytest.approx(91.6)
+    assert frame.loc[("equi", "0.4"), "complete"] == 3  # the two-key run is not among them
+    assert main(["--results", str(tmp_path)]) == 0
+    table = (tmp_path / "tables" / f"{exp}_hparam_schedule.lr.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| cifar10")]
+    assert [r.split(" | ")[1] for r in rows] == ["0.05", "0.1 (experiment's)", "0.4"]
+    assert "94.10 (94.05-94.15), n=3" in rows[1]
+    png = tmp_path / "figures" / f"{exp}_hparam_schedule.lr.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # and the main table has one section per variant, the experiment's own first
+    md = (tmp_path / "tables" / f"{exp}.md").read_text()
+    titles = [line for line in md.splitlines() if line.startswith("## ")]
+    assert titles[0] == "## cifar10 / wrn" and "## cifar10 / wrn / schedule.lr=0.05" in md
+
+
+def test_reports_are_byte_identical_when_the_runs_are(tree):
+    first, second = tree / "one", tree / "two"
+    assert main(["--results", str(tree), "--out", str(first)]) == 0
+    assert main(["--results", str(tree), "--out", str(second)]) == 0
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert len(files) == 6
+    for name in files:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="needs pdflatex (texlive)")
+def test_the_tex_tables_compile_with_booktabs(tree, tmp_path):
+    exp = "cifar10_wrn_short"
+    for seed in range(2):
+        for lr in (0.05, 0.4):
+            _lr_run(tree, exp, "equi", f"schedule.lr={lr}", lr, seed, 90.0 - seed - lr)
+    assert main(["--results", str(tree)]) == 0
+    tables = sorted((tree / "tables").glob("*.tex"))
+    assert len(tables) == 2
+    body = "\n".join(rf"\input{{{t}}}\par" for t in tables)
+    doc = tmp_path / "doc.tex"
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n"
+        "\\usepackage[a3paper,landscape,margin=1cm]{geometry}\n"
+        f"\\begin{{document}}\n\\tiny\n{body}\n\\end{{document}}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from equinorm import reproduce
@@ -62,3 +64,15 @@ def test_launch_runs_a_multirun_or_one_torchrun_per_job_then_the_report(monkeypa
     assert len(runs) == 4 and all("--nproc_per_node=2" in c for c in runs)
     assert runs[0][-4:] == ["experiment=cifar10_wrn_short", "norm=equi", "seed=0", "epochs=3"]
     assert runs[3][-3:] == ["norm=bn", "seed=1", "epochs=3"]
+
+
+def test_make_plan_honours_overrides_and_the_readme_shows_what_it_prints(capsys):
+    root = Path(__file__).resolve().parents[1]
+    assert reproduce.main(["all", "--plan", "--", "seed=0,1,2", "epochs=30"]) == 0
+    subset = capsys.readouterr().out
+    assert "| `make reproduce-short` | cifar10_wrn_short | 6 | 30 |" in subset
+    assert reproduce.main(["all", "--plan"]) == 0
+    printed = capsys.readouterr().out.strip()
+    readme = (root / "README.md").read_text()
+    start = readme.index("| target | experiments | runs |")
+    assert readme[start : readme.index("\n\n", start)] == printed, "README: paste `make plan`"

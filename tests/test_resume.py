@@ -61,9 +61,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_and_rerun_changes_nothin
     reference = compose_cfg(*SHORT, results=tmp_path / "ref")
     run(reference)
     args = [*SHORT, f"results_dir={tmp_path / 'killed'}"]
-    run_dir = (
-        tmp_path / "killed" / "runs" / "digits_demo" / "digits-preact_resnet18-equi" / "seed=2"
-    )
+    run_dir = run_dir_of(compose_cfg(*SHORT, results=tmp_path / "killed"))
     # first kill: mid-way through epoch 2 (after the first checkpoint); second: inside epoch 3
     for after_rows, delay in ((1, 0.3), (2, 0.5)):
         proc = start(args, tmp_path)
@@ -90,7 +88,7 @@ def test_a_signal_writes_a_mid_epoch_checkpoint_and_resumes_bit_identically(tmp_
     args = [*SHORT, "train.batch_size=16", "epochs=2", "schedule.milestones=[1]"]
     reference = compose_cfg(*args, results=tmp_path / "ref")
     run(reference)
-    run_dir = tmp_path / "t" / "runs" / "digits_demo" / "digits-preact_resnet18-equi" / "seed=2"
+    run_dir = run_dir_of(compose_cfg(*args, results=tmp_path / "t"))
     proc = start([*args, f"results_dir={tmp_path / 't'}"], tmp_path)
     assert wait_for(lambda: rows(run_dir) >= 1, proc)
     proc.send_signal(signum)
@@ -157,8 +155,13 @@ def test_resume_with_a_different_config_refuses_naming_the_difference(tmp_path):
     cfg = compose_cfg(*SHORT, results=tmp_path)
     run(cfg)
     changed = compose_cfg(*SHORT, "optim.weight_decay=5e-4", results=tmp_path)
-    with pytest.raises(ConfigError, match=r"optim\.weight_decay: 0\.0001 -> 0\.0005"):
-        run(changed)
+    assert run_dir_of(changed) != run_dir_of(cfg)  # an override: a run of its own
+    # the experiment's file edited since (same directory, another config): refused
+    stored = run_dir_of(cfg) / "config.yaml"
+    stored.write_text(stored.read_text().replace("weight_decay: 0.0001", "weight_decay: 0.0005"))
+    with pytest.raises(ConfigError, match=r"optim\.weight_decay: 0\.0005 -> 0\.0001"):
+        run(cfg)
+    stored.write_text(stored.read_text().replace("weight_decay: 0.0005", "weight_decay: 0.0001"))
     same_but_elsewhere = compose_cfg(
         *SHORT, "wandb.mode=offline", "train.progress=true", results=tmp_path
     )
@@ -166,38 +169,28 @@ def test_resume_with_a_different_config_refuses_naming_the_difference(tmp_path):
 
 
 def test_divergence_stops_cleanly_and_a_multirun_goes_on(tmp_path):
-    # a sweep over a non-identity key names its runs after it, so that they get their own dirs
+    # an ordinary sweep over the learning rate: each value gets its own run directory
     proc = run_cli(
-        "-m",
-        *SHORT,
-        "norm=none",
-        "schedule.lr=1e6,0.1",
-        "name='lr${schedule.lr}'",
-        f"results_dir={tmp_path}",
-        cwd=tmp_path,
+        "-m", *SHORT, "norm=none", "schedule.lr=1e6,0.1", f"results_dir={tmp_path}", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     status = {}
-    for name in ("lr1000000.0", "lr0.1"):
-        path = tmp_path / "runs" / name / "digits-preact_resnet18-none" / "seed=2" / "summary.json"
-        status[name] = json.loads(path.read_text())
+    for lr in ("1e6", "0.1"):
+        cfg = compose_cfg(*SHORT, "norm=none", f"schedule.lr={lr}", results=tmp_path)
+        status[f"lr{float(lr)}"] = json.loads((run_dir_of(cfg) / "summary.json").read_text())
     assert status["lr1000000.0"]["status"] == "diverged"
     assert status["lr1000000.0"]["diverged_epoch"] == 1
     assert status["lr0.1"]["status"] == "complete"  # the sweep went on after the divergence
 
 
-def test_two_jobs_of_one_sweep_that_collide_on_a_run_dir_fail_with_a_fix(tmp_path):
-    proc = run_cli(
-        "-m",
-        *SHORT,
-        "epochs=1",
-        "schedule.rescale=true",
-        "optim.weight_decay=0,1e-4",
-        f"results_dir={tmp_path}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode != 0
-    assert "different config (optim.weight_decay" in proc.stdout and "name=" in proc.stdout
+def test_a_sweep_over_epochs_of_a_schedule_over_all_epochs_gives_each_its_own_run(tmp_path):
+    """epochs names a run only where it changes the trajectory (here: a rescaled schedule)."""
+    args = [*SHORT, "schedule.rescale=true", f"results_dir={tmp_path}"]
+    proc = run_cli("-m", *args, "epochs=1,2", cwd=tmp_path)
+    assert proc.returncode == 0 and "2 complete" in proc.stdout, proc.stdout[-3000:]
+    dirs = {run_dir_of(compose_cfg(*args, f"epochs={e}")) for e in (1, 2)}
+    assert len(dirs) == 2 and all((d / "model.pt").is_file() for d in dirs)
+    assert any("epochs=2" in str(d) for d in dirs)
 
 
 def test_diverged_run_reports_epoch_and_is_never_overwritten(tmp_path):

@@ -1,7 +1,8 @@
 """Where the Hydra configs live: inside the package in a wheel, ``conf/`` in a source checkout.
 
 The YAML files start from the key types in Hydra's ConfigStore (:mod:`equinorm.train.schema`), so
-whoever asks for the config directory to compose from gets them registered too.
+whoever asks for the config directory to compose from gets them registered too, with the resolver
+that names a run's variant (:mod:`equinorm.train.identity`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from pathlib import Path
 
 
 def config_dir() -> Path:
-    from equinorm.train.schema import register
+    from equinorm.train import identity, schema
 
-    register()
+    schema.register()
+    identity.register()
     packaged = Path(__file__).resolve().parent / "conf"
     if packaged.is_dir():
         return packaged

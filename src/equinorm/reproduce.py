@@ -146,14 +146,19 @@ def plan(
 
 
 def plan_markdown(
-    targets: list[str], tflops: float = DEFAULT_TFLOPS, bench_dir: Path = Path("results/bench")
+    targets: list[str],
+    tflops: float = DEFAULT_TFLOPS,
+    bench_dir: Path = Path("results/bench"),
+    overrides: list[str] = (),
 ) -> str:
+    """The plan table of ``targets`` under the Hydra ``overrides`` (e.g. ``seed=0,1,2``,
+    ``epochs=30``) -- what ``make plan ARGS=...`` prints and the README shows."""
     lines = [
         "| target | experiments | runs | epochs per run | est. GPU-hours | basis |",
         "|---|---|---:|---|---:|---|",
     ]
     for target in targets:
-        rows = plan(target, tflops=tflops, bench_dir=bench_dir)
+        rows = plan(target, list(overrides), tflops=tflops, bench_dir=bench_dir)
         lines.append(
             f"| `make reproduce-{target}` | {', '.join(r.experiment for r in rows)} | "
             f"{sum(r.jobs for r in rows)} | {', '.join(str(r.epochs) for r in rows)} | "
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = argv[split + 1 :]  # Hydra overrides for every job
     if args.plan:
         targets = list(TARGETS) if args.target == "all" else [args.target]
-        print(plan_markdown([t for t in targets if t != "all"], args.tflops))
+        print(plan_markdown([t for t in targets if t != "all"], args.tflops, overrides=overrides))
         return 0
     if args.results != "results":
         overrides.append(f"results_dir={args.results}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import ctypes
 import datetime as _dt
 import os
-import platform
 
 import torch
+
+from equinorm.provenance import device_name
 
 
 def steady_allocator() -> bool:
@@ -22,18 +23,6 @@ def steady_allocator() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
         libc.mallopt(m_trim_threshold, 2**31 - 1)
     )
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu} ({os.cpu_count()} cores)"
 
 
 def device_slug(device: torch.device) -> str:

@@ -1,9 +1,11 @@
 """``python scripts/report.py [--results DIR]``: figures and tables for every experiment.
 
 Writes ``DIR/figures/<experiment>.{png,pdf}`` (plus ``<experiment>_equilibrium.*`` where the
-Figure-1 diagnostic was logged) and ``DIR/tables/<experiment>.{md,tex}``, and prints each table.
-Incomplete sweeps are the normal case: missing seeds, unfinished and diverged runs are counted and
-shown.
+Figure-1 diagnostic was logged, and ``<experiment>_hparam_<key>.*`` for every key swept,
+:mod:`equinorm.report.hparams`) and ``DIR/tables/<experiment>.{md,tex}``, and prints each table.
+Incomplete sweeps are the normal case: missing, failed, unfinished and diverged runs are counted
+and shown. Runs of one experiment made by different commits are warned about (stderr and the
+table); ``--commit SHA`` keeps only the runs every attempt of which ran that commit.
 """
 
 from __future__ import annotations
@@ -12,9 +14,30 @@ import argparse
 import sys
 from pathlib import Path
 
-from equinorm.report.collect import collect
+from equinorm.report.collect import Results, collect
 from equinorm.report.figures import plot_experiment
-from equinorm.report.tables import markdown, write_tables
+from equinorm.report.hparams import write_comparisons
+from equinorm.report.tables import commit_note, markdown, write_tables
+
+
+def only_commit(results: Results, commit: str) -> Results:
+    """The runs whose every attempt ran ``commit`` (a hash prefix; clean or ``+dirty``)."""
+    prefix = commit[:7]
+
+    def ran(label) -> bool:
+        parts = label.split(" / ") if isinstance(label, str) else []
+        return bool(parts) and all(p.split("+")[0].startswith(prefix) for p in parts)
+
+    keep = results.runs[results.runs["commit"].map(ran)].reset_index(drop=True)
+    key = ["experiment", "dataset", "arch", "variant", "norm", "seed"]
+    ids = set(map(tuple, keep[key].to_numpy().tolist()))
+
+    def rows(frame):
+        if frame.empty:
+            return frame
+        return frame[[tuple(r) in ids for r in frame[key].to_numpy().tolist()]]
+
+    return Results(keep, rows(results.history), rows(results.equilibrium))
 
 
 def write_report(
@@ -23,10 +46,13 @@ def write_report(
     experiments: list[str] | None = None,
     quiet: bool = False,
     diverged: str = "exclude",
+    commit: str | None = None,
 ) -> list[Path]:
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir
     results = collect(results_dir)
+    if commit:
+        results = only_commit(results, commit)
     chosen = experiments or results.experiments()
     missing = sorted(set(chosen) - set(results.experiments()))
     if missing:
@@ -35,6 +61,10 @@ def write_report(
     for experiment in chosen:
         written += plot_experiment(results, experiment, out / "figures", diverged)
         written += write_tables(results, experiment, out / "tables")
+        written += write_comparisons(results, experiment, out)
+        note = commit_note(results.runs[results.runs["experiment"] == experiment])
+        if note:
+            print(f"equinorm: {experiment}: {note} (--commit SHA keeps one)", file=sys.stderr)
         if not quiet:
             print(markdown(results, experiment))
     return written
@@ -61,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         help="diverged runs in the per-epoch curves: leave them out from their divergence on "
         "(default) or count them at chance accuracy and loss (the caption says which)",
     )
+    parser.add_argument(
+        "--commit",
+        default=None,
+        help="only runs trained by this git commit (a hash prefix of 7+ characters; see each "
+        "run's provenance.json)",
+    )
     args = parser.parse_args(argv)
     if not (Path(args.results) / "runs").is_dir():
         print(
@@ -70,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
-        written = write_report(args.results, args.out, args.experiments, diverged=args.diverged)
+        written = write_report(
+            args.results, args.out, args.experiments, diverged=args.diverged, commit=args.commit
+        )
     except OSError as exc:  # a read-only or full disk
         print(
             f"equinorm: cannot write {exc.filename or args.out or args.results}: {exc.strerror}; "

@@ -1,12 +1,16 @@
 """Collect every run under ``<results>/runs`` into tidy pandas frames.
 
 Runs are identified by the directory layout alone --
-``runs/<experiment>/<dataset>-<arch>-<norm>/seed=<k>/`` -- and only ``history.csv`` and
-``summary.json`` are read, so runs copied from other machines just work. A directory with neither
-file (e.g. one Hydra created for a job that failed before training) is ignored.
+``runs/<experiment>/<dataset>-<arch>-<norm>/[<variant>/]seed=<k>/``, where ``<variant>`` names the
+overrides that change the experiment's own config (:mod:`equinorm.train.identity`; ``""`` for the
+experiment itself) -- and only ``history.csv``, ``summary.json``, ``error.json`` and
+``provenance.json`` are read, so runs copied from other machines just work. A directory with none
+of them (e.g. one Hydra created for a job that never started) is ignored.
 
-Statuses: ``complete``, ``diverged``, and ``unfinished`` (running, interrupted, or without a
-readable summary).
+Statuses: ``complete``, ``diverged``, ``failed`` (the last attempt recorded an error, ``error``)
+and ``unfinished`` (running, interrupted, or without a readable summary). ``commit`` is the git
+commit (``+dirty``: with uncommitted changes) of the code that trained the run, every attempt's
+when a resumed run saw several (``a / b``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from equinorm import provenance
 from equinorm.report.setup import SETUP
+from equinorm.train.rundir import ERROR_FILE
 
 log = logging.getLogger(__name__)
 SEED_DIR = re.compile(r"^seed=(\d+)$")
-KEYS = ["experiment", "dataset", "arch", "norm", "seed"]
+KEYS = ["experiment", "dataset", "arch", "variant", "norm", "seed"]
 
 
 @dataclass
@@ -51,15 +57,38 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
         return None
 
 
+def _seed_dirs(root: Path):
+    """(seed dir, experiment, "dataset-arch-norm", variant) of every run under ``root``."""
+    for seed_dir in sorted(root.glob("*/*/seed=*")):
+        yield seed_dir, seed_dir.parent.parent.name, seed_dir.parent.name, ""
+    for seed_dir in sorted(root.glob("*/*/*/seed=*")):
+        yield seed_dir, seed_dir.parents[2].name, seed_dir.parents[1].name, seed_dir.parent.name
+
+
+def _error(seed_dir: Path) -> str | None:
+    try:
+        return str(json.loads((seed_dir / ERROR_FILE).read_text()).get("error", ""))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError):
+        return f"unreadable {ERROR_FILE}"
+
+
+def _commits(seed_dir: Path) -> str | None:
+    labels = list(dict.fromkeys(provenance.commit_label(a) for a in provenance.read(seed_dir)))
+    return " / ".join(labels) or None
+
+
 def collect(results_dir: str | Path) -> Results:
     root = Path(results_dir) / "runs"
     runs, histories, equilibria = [], [], []
-    for seed_dir in sorted(root.glob("*/*/seed=*")):
+    for seed_dir, experiment, config, variant in _seed_dirs(root):
         m = SEED_DIR.match(seed_dir.name)
-        parsed = _parse_config(seed_dir.parent.name)
+        parsed = _parse_config(config)
         if not (seed_dir.is_dir() and m and parsed):
             continue
         history = _read_csv(seed_dir / "history.csv")
+        error = _error(seed_dir)
         summary = None
         if (seed_dir / "summary.json").is_file():
             try:
@@ -67,16 +96,18 @@ def collect(results_dir: str | Path) -> Results:
             except (OSError, ValueError):
                 log.warning("unreadable %s: counted as unfinished", seed_dir / "summary.json")
                 summary = {}
-        if history is None and summary is None:
+        if history is None and summary is None and error is None:
             continue
         summary = summary or {}
         status = summary.get("status")
-        status = status if status in ("complete", "diverged") else "unfinished"
+        if status not in ("complete", "diverged"):
+            status = "failed" if error is not None else "unfinished"
         dataset, arch, norm = parsed
         key = {
-            "experiment": seed_dir.parent.parent.name,
+            "experiment": experiment,
             "dataset": dataset,
             "arch": arch,
+            "variant": variant,
             "norm": norm,
             "seed": int(m.group(1)),
         }
@@ -99,6 +130,8 @@ def collect(results_dir: str | Path) -> Results:
                 "batch_size": summary.get("batch_size"),
                 "devices": _devices(summary),
                 "width_mult": summary.get("width_mult"),
+                "error": error if status == "failed" else None,
+                "commit": _commits(seed_dir),
                 "path": str(seed_dir),
             }
         )
@@ -117,6 +150,8 @@ def collect(results_dir: str | Path) -> Results:
         "train_loss",
         "diverged_epoch",
         *SETUP,
+        "error",
+        "commit",
         "path",
     ]
     frame = pd.DataFrame(runs, columns=run_cols)

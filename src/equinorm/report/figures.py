@@ -1,9 +1,16 @@
 """Figures in the paper's style (Figures 2-4): test accuracy and test loss against epoch, one line
 per norm (median over seeds) with its inter-quartile band, the legend reading like the paper's
-("EquiNorm (96.87 IQR 96.84-97.04)"). Diverged runs are counted in the legend and marked (x) at
-the epoch they diverged; the caption says whether the curves leave them out from there or count
-them at chance (``diverged``, see :func:`equinorm.report.stats.curves`). Experiments with the
-Figure-1 diagnostic also get the positive/negative contribution plot.
+("EquiNorm (96.87 IQR 96.84-97.04)").
+
+One row of panels per cell of runs (dataset, architecture, variant): the accuracy over every
+epoch, the same zoomed on the last third of training (its own y range, so nothing is cropped
+silently), and the loss over every epoch. Colours are Okabe & Ito's colour-blind safe palette with
+a line style per norm; the legend sits beside the panels, off the data; each row's title names the
+global batch and width (:mod:`equinorm.report.setup`). Diverged runs are counted in the legend and
+marked (x) at the epoch they diverged; the caption says whether the curves leave them out from
+there or count them at chance (``diverged``, see :func:`equinorm.report.stats.curves`). A cell
+without any epoch to draw gets no panel (the caption names it). Experiments with the Figure-1
+diagnostic also get the positive/negative contribution plot.
 """
 
 from __future__ import annotations
@@ -16,14 +23,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from equinorm.data import dataset_info
 from equinorm.report.collect import Results
-from equinorm.report.paper import NORM_COLORS, PAPER, norm_label, norm_sort_key
+from equinorm.report.paper import NORM_COLORS, NORM_STYLES, PAPER, norm_label, norm_sort_key
 from equinorm.report.setup import describe
 from equinorm.report.stats import curves, divergences, finals, iqr
+from equinorm.report.tables import cell_title, cells
 
 FORMATS = ("png", "pdf")
+ZOOM_FROM = 2 / 3  # the zoomed panel shows the last third of the epochs
+
+
+def save(fig, out_dir: Path, stem: str) -> list[Path]:
+    """PNG and PDF, reproducible byte for byte (no creation date in the PDF)."""
+    written = []
+    for fmt in FORMATS:
+        path = out_dir / f"{stem}.{fmt}"
+        metadata = {"CreationDate": None} if fmt == "pdf" else {}
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=metadata)
+        written.append(path)
+    plt.close(fig)
+    return written
 
 
 def legend_label(norm: str, final: pd.Series | None, expected_seeds: int | None = None) -> str:
@@ -50,23 +72,96 @@ def _classes(dataset: str) -> int:
     return dataset_info(dataset).num_classes
 
 
-def _panel_groups(results: Results, experiment: str):
-    """(dataset, arch) combinations of an experiment: normally exactly one."""
-    runs = results.runs[results.runs["experiment"] == experiment]
-    return sorted({(d, a) for d, a in zip(runs["dataset"], runs["arch"], strict=True)})
-
-
-def _zoom(ax, ends_lo: list[float], ends_hi: list[float], top: float | None, floor: float | None):
-    if not ends_lo:
+def _fit(ax, curves_: list[pd.DataFrame], start: float, top: float | None = None) -> None:
+    """y range holding every band point at epochs >= ``start`` (nothing cropped there)."""
+    lo, hi = [], []
+    for c in curves_:
+        part = c[c["epoch"] >= start]
+        lo += list(part["q25"].astype(float)) + list(part["median"].astype(float))
+        hi += list(part["q75"].astype(float)) + list(part["median"].astype(float))
+    lo, hi = [v for v in lo if np.isfinite(v)], [v for v in hi if np.isfinite(v)]
+    if not lo:
         return
-    lo, hi = min(ends_lo), max(ends_hi)
-    span = max(hi - lo, 0.5)
-    low, high = lo - 3 * span, hi + 1.5 * span
-    if floor is not None:
-        low = max(floor, low)
-    if top is not None:
-        high = min(top, high)
-    ax.set_ylim(low, high)
+    span = max(max(hi) - min(lo), 0.2)
+    low, high = min(lo) - 0.08 * span, max(hi) + 0.08 * span
+    ax.set_ylim(low, min(high, top) if top is not None and max(hi) <= top else high)
+
+
+def _draw(ax, c: pd.DataFrame, norm: str, label: str | None, at) -> None:
+    color, style = NORM_COLORS.get(norm), NORM_STYLES.get(norm, "-")
+    ax.plot(c["epoch"], c["median"], color=color, ls=style, lw=1.6, label=label)
+    ax.fill_between(c["epoch"], c["q25"], c["q75"], color=color, alpha=0.22, lw=0)
+    if len(at):  # on the curve at the epoch it diverged (or its last point)
+        y = np.interp(at, c["epoch"].astype(float), c["median"].astype(float))
+        ax.plot(at, y, "x", color=color, ms=7, mew=1.8, zorder=5)
+
+
+def _row(axes, results, experiment, cell, fin, expected, diverged) -> None:
+    dataset, arch, variant = cell
+    runs = results.runs
+    hist = results.history
+    in_cell = (
+        (hist["experiment"] == experiment)
+        & (hist["dataset"] == dataset)
+        & (hist["arch"] == arch)
+        & (hist["variant"] == variant)
+    )
+    sub = hist[in_cell]
+    acc_c = curves(sub, "test_acc", diverged, _classes)
+    loss_c = curves(sub, "test_loss", diverged, _classes)
+    bad = divergences(sub)
+    last = float(sub["epoch"].max())
+    zoom_from = max(1.0, np.floor(last * ZOOM_FROM))
+    ax_acc, ax_zoom, ax_loss = axes
+    drawn = {"acc": [], "loss": []}
+    here = fin[(fin["dataset"] == dataset) & (fin["arch"] == arch) & (fin["variant"] == variant)]
+    for norm in sorted(set(here["norm"]), key=norm_sort_key):
+        match = here[here["norm"] == norm]
+        label = legend_label(norm, match.iloc[0] if len(match) else None, expected)
+        at = bad[bad["norm"] == norm]["epoch"]
+        a, lo = acc_c[acc_c["norm"] == norm], loss_c[loss_c["norm"] == norm]
+        if a.empty:
+            ax_acc.plot([], [], color=NORM_COLORS.get(norm), ls=NORM_STYLES.get(norm), label=label)
+            continue
+        _draw(ax_acc, a, norm, label, at)
+        _draw(ax_zoom, a[a["epoch"] >= zoom_from], norm, None, at[at >= zoom_from])
+        _draw(ax_loss, lo, norm, None, at)
+        drawn["acc"].append(a)
+        drawn["loss"].append(lo)
+    _fit(ax_acc, drawn["acc"], 0, top=100.0)
+    _fit(ax_zoom, drawn["acc"], zoom_from)
+    _fit(ax_loss, drawn["loss"], 0)
+    losses = pd.concat(drawn["loss"]) if drawn["loss"] else pd.DataFrame()
+    low = losses["q25"].astype(float) if len(losses) else pd.Series(dtype=float)
+    low = low[np.isfinite(low) & (low > 0)]
+    if len(low) and losses["q75"].astype(float).max() / low.min() > 20:
+        ax_loss.set_yscale("log")  # early losses far above the final ones: both stay readable
+        ax_loss.set_ylim(auto=True)
+        ax_loss.relim()
+        ax_loss.autoscale_view()
+    ax_zoom.set_xlim(zoom_from - 0.3, last + 0.3)
+    paper = PAPER.get(experiment)
+    where = f" -- paper {paper.where}" if paper and not variant else ""
+    cell_runs = runs[
+        (runs["experiment"] == experiment)
+        & (runs["dataset"] == dataset)
+        & (runs["arch"] == arch)
+        & (runs["variant"] == variant)
+    ]
+    setup = describe(cell_runs)
+    title = f"{experiment}: {cell_title(dataset, arch, variant)}{where}"
+    ax_acc.set_title(title + (f"\n{setup}" if setup else ""), loc="left", fontsize=10)
+    ax_acc.set_ylabel("Test accuracy (%)")
+    ax_zoom.set_title(f"zoom: epochs {zoom_from:g}-{last:g}", loc="left", fontsize=9)
+    ax_loss.set_ylabel("Test loss" + (" (log scale)" if ax_loss.get_yscale() == "log" else ""))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("Epoch")
+        ax.grid(alpha=0.3)
+    handles, labels = ax_acc.get_legend_handles_labels()
+    ax_loss.legend(
+        handles, labels, loc="center left", bbox_to_anchor=(1.03, 0.5), fontsize=8, frameon=False
+    )
 
 
 def plot_experiment(
@@ -74,76 +169,35 @@ def plot_experiment(
 ) -> list[Path]:
     """Write ``<out_dir>/<experiment>.{png,pdf}`` (and the equilibrium plot when there is one)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    runs = results.runs[results.runs["experiment"] == experiment]
     hist = results.history[results.history["experiment"] == experiment]
-    fin = finals(results.runs[results.runs["experiment"] == experiment])
+    fin = finals(runs)
     paper = PAPER.get(experiment)
     expected = max(r.seeds for r in paper.results.values()) if paper and paper.results else None
-    groups = _panel_groups(results, experiment)
-    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 4.2 * len(groups)), squeeze=False)
-    for row, (dataset, arch) in enumerate(groups):
-        sub = hist[(hist["dataset"] == dataset) & (hist["arch"] == arch)]
-        acc_c = curves(sub, "test_acc", diverged, _classes)
-        loss_c = curves(sub, "test_loss", diverged, _classes)
-        bad = divergences(sub)
-        ends = {"acc": ([], []), "loss": ([], [])}
-        norms = sorted(
-            set(
-                results.runs[
-                    (results.runs["experiment"] == experiment)
-                    & (results.runs["dataset"] == dataset)
-                    & (results.runs["arch"] == arch)
-                ]["norm"]
-            ),
-            key=norm_sort_key,
+    with_curves = {
+        (d, a, v) for d, a, v in zip(hist["dataset"], hist["arch"], hist["variant"], strict=True)
+    }
+    shown = [c for c in cells(runs) if c in with_curves]
+    empty = [c for c in cells(runs) if c not in with_curves]
+    written = []
+    if shown:
+        fig, axes = plt.subplots(
+            len(shown),
+            3,
+            figsize=(15, 4.0 * len(shown)),
+            squeeze=False,
+            gridspec_kw={"width_ratios": [1.15, 0.8, 1.15]},
         )
-        for norm in norms:
-            color = NORM_COLORS.get(norm)
-            match = fin[(fin["dataset"] == dataset) & (fin["arch"] == arch) & (fin["norm"] == norm)]
-            label = legend_label(norm, match.iloc[0] if len(match) else None, expected)
-            for ax, c, key in ((axes[row, 0], acc_c, "acc"), (axes[row, 1], loss_c, "loss")):
-                c = c[c["norm"] == norm]
-                if c.empty:
-                    ax.plot([], [], color=color, label=label)
-                    continue
-                ax.plot(c["epoch"], c["median"], color=color, lw=1.6, label=label)
-                ax.fill_between(c["epoch"], c["q25"], c["q75"], color=color, alpha=0.25, lw=0)
-                ends[key][0].append(float(c["q25"].iloc[-1]))
-                ends[key][1].append(float(c["q75"].iloc[-1]))
-                at = bad[bad["norm"] == norm]["epoch"]
-                if len(at):  # on the curve at the epoch it diverged (or its last point)
-                    y = np.interp(at, c["epoch"].astype(float), c["median"].astype(float))
-                    ax.plot(at, y, "x", color=color, ms=7, mew=1.8, zorder=5)
-        ax_acc, ax_loss = axes[row]
-        _zoom(ax_acc, *ends["acc"], top=100.0, floor=0.0)
-        if ends["loss"][1]:
-            peak = np.nanmax(loss_c["q75"]) if len(loss_c) else max(ends["loss"][1])
-            ax_loss.set_ylim(0, min(float(peak) * 1.05, 4 * max(ends["loss"][1])))
-        where = f" -- paper {paper.where}" if paper else ""
-        cell = results.runs[
-            (results.runs["experiment"] == experiment)
-            & (results.runs["dataset"] == dataset)
-            & (results.runs["arch"] == arch)
-        ]
-        setup = describe(cell)
-        title = f"{experiment}: {dataset} / {arch}{where}" + (f"\n{setup}" if setup else "")
-        ax_acc.set_title(title, loc="left", fontsize=10)
-        ax_acc.set_ylabel("Test accuracy (%)")
-        ax_loss.set_ylabel("Test loss")
-        for ax in axes[row]:
-            ax.set_xlabel("Epoch")
-            ax.grid(alpha=0.3)
-        ax_acc.legend(loc="lower right", fontsize=8, frameon=False)
-    caption = "median over seeds; bands: 25%-75%"
-    if not divergences(hist).empty:
-        caption += "; " + CAPTIONS[diverged]
-    fig.text(0.99, 0.01, caption, ha="right", fontsize=7, color="0.4")
-    fig.tight_layout()
-    for fmt in FORMATS:
-        path = out_dir / f"{experiment}.{fmt}"
-        fig.savefig(path, dpi=150)
-        written.append(path)
-    plt.close(fig)
+        for row, cell in enumerate(shown):
+            _row(axes[row], results, experiment, cell, fin, expected, diverged)
+        caption = "median over seeds; bands: 25%-75%"
+        if not divergences(hist).empty:
+            caption += "; " + CAPTIONS[diverged]
+        if empty:
+            caption += "; no epoch finished yet: " + ", ".join(cell_title(*c) for c in empty)
+        fig.tight_layout()
+        fig.text(0.0, -0.01, caption, ha="left", va="top", fontsize=8, color="0.3")
+        written += save(fig, out_dir, experiment)
     eq = results.equilibrium
     if not eq.empty and (eq["experiment"] == experiment).any():
         written += plot_equilibrium(eq[eq["experiment"] == experiment], experiment, out_dir)
@@ -152,9 +206,10 @@ def plot_experiment(
 
 def plot_equilibrium(eq: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
     """The Figure-1 diagnostic: mean positive and negative contribution per output element, over
-    the network's layers, per epoch (median over seeds, band 25%-75%)."""
+    the network's layers, per epoch (median over seeds, band 25%-75%), with EquiNorm's
+    equilibrium at +-1 drawn and named."""
     per_run = eq.groupby(["norm", "seed", "epoch"])[["positive", "negative"]].mean().reset_index()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.4))
     for norm, g in sorted(per_run.groupby("norm"), key=lambda kv: norm_sort_key(kv[0])):
         color = NORM_COLORS.get(norm)
         for part, style in (("positive", "-"), ("negative", "--")):
@@ -164,13 +219,13 @@ def plot_equilibrium(eq: pd.DataFrame, experiment: str, out_dir: Path) -> list[P
                 stats["median"],
                 style,
                 color=color,
-                label=f"{norm_label(norm)} ({part} weights)",
+                label=f"{norm_label(norm)}, {part} weights",
             )
             ax.fill_between(
                 stats["epoch"], stats["q25"], stats["q75"], color=color, alpha=0.2, lw=0
             )
-    ax.axhline(1, color="0.5", lw=0.8)
-    ax.axhline(-1, color="0.5", lw=0.8)
+    ax.axhline(1, color="0.35", lw=0.9, ls=":", label="+1 / -1: EquiNorm's equilibrium")
+    ax.axhline(-1, color="0.35", lw=0.9, ls=":")
     ax.axhline(0, color="0.8", lw=0.6)
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Contribution per output element")
@@ -179,13 +234,18 @@ def plot_equilibrium(eq: pd.DataFrame, experiment: str, out_dir: Path) -> list[P
         loc="left",
         fontsize=10,
     )
-    ax.legend(fontsize=7, frameon=False, ncol=2)
+    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    written = []
-    for fmt in FORMATS:
-        path = out_dir / f"{experiment}_equilibrium.{fmt}"
-        fig.savefig(path, dpi=150)
-        written.append(path)
-    plt.close(fig)
-    return written
+    fig.text(
+        0.0,
+        -0.01,
+        "mean over the network's convolutions of the positive and the negative weights' output "
+        "per output element; lines: median over seeds, bands: 25%-75%.\nEquiNorm holds +1 / -1 "
+        "exactly with cyclic padding and stride 1; zero padding and strides pull it inside.",
+        ha="left",
+        va="top",
+        fontsize=8,
+        color="0.3",
+    )
+    return save(fig, out_dir, f"{experiment}_equilibrium")

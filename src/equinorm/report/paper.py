@@ -14,14 +14,17 @@ NORM_NAMES = {
     "wn": "WeightNorm",
     "none": "No norm",
 }
+# Okabe & Ito's colour-blind safe palette, with a line style each (distinct in grey print too)
 NORM_COLORS = {
-    "equi": "#d62728",
-    "bn": "#1f77b4",
-    "gn": "#2ca02c",
-    "ws_gn": "#9467bd",
-    "wn": "#ff7f0e",
-    "none": "#7f7f7f",
+    "equi": "#D55E00",  # vermillion
+    "bn": "#0072B2",  # blue
+    "gn": "#009E73",  # bluish green
+    "ws_gn": "#CC79A7",  # reddish purple
+    "wn": "#E69F00",  # orange
+    "none": "#000000",  # black
 }
+NORM_STYLES = {"equi": "-", "bn": "--", "gn": "-.", "ws_gn": ":", "wn": (0, (5, 1)), "none": ":"}
+NORM_MARKERS = {"equi": "o", "bn": "s", "gn": "^", "ws_gn": "D", "wn": "v", "none": "x"}
 NORM_ORDER = list(NORM_NAMES)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-GROUP = ["experiment", "dataset", "arch", "norm"]
+GROUP = ["experiment", "dataset", "arch", "variant", "norm"]  # one cell of runs (over seeds)
 
 
 def iqr(values) -> dict:
@@ -102,6 +102,7 @@ def finals(runs: pd.DataFrame) -> pd.DataFrame:
                 "loss_q75": loss["q75"],
                 "complete": int((g["status"] == "complete").sum()),
                 "diverged": int((g["status"] == "diverged").sum()),
+                "failed": int((g["status"] == "failed").sum()),
                 "unfinished": int((g["status"] == "unfinished").sum()),
                 "seeds": sorted(int(s) for s in g["seed"]),
             }
@@ -112,16 +113,22 @@ def finals(runs: pd.DataFrame) -> pd.DataFrame:
 def paired_difference(
     runs: pd.DataFrame, a: str = "equi", b: str = "bn", metric: str = "test_acc"
 ) -> pd.DataFrame:
-    """Per experiment: ``metric`` of norm ``a`` minus norm ``b``, paired by seed (both complete)."""
+    """Per cell of runs: ``metric`` of norm ``a`` minus norm ``b``, paired by seed (both
+    complete): median and quartiles over the seeds."""
     done = runs[runs["status"] == "complete"]
     rows = []
-    for key, g in done.groupby(["experiment", "dataset", "arch"], sort=True):
-        left = g[g["norm"] == a].set_index("seed")[metric]
-        right = g[g["norm"] == b].set_index("seed")[metric]
-        both = left.index.intersection(right.index)
-        if len(both):
-            d = iqr((left[both] - right[both]).to_numpy())
-            rows.append({"experiment": key[0], "dataset": key[1], "arch": key[2], **d})
-    return pd.DataFrame(
-        rows, columns=["experiment", "dataset", "arch", "median", "q25", "q75", "n"]
-    )
+    cell = ["experiment", "dataset", "arch", "variant"]
+    for key, g in done.groupby(cell, sort=True):
+        d = paired_values(g, a, b, metric)
+        if len(d):
+            rows.append({**dict(zip(cell, key, strict=True)), **iqr(d)})
+    return pd.DataFrame(rows, columns=[*cell, "median", "q25", "q75", "n"])
+
+
+def paired_values(cell: pd.DataFrame, a: str, b: str, metric: str = "test_acc") -> np.ndarray:
+    """Per seed complete in both: ``metric`` of norm ``a`` minus norm ``b`` (seed order)."""
+    done = cell[cell["status"] == "complete"]
+    left = done[done["norm"] == a].set_index("seed")[metric]
+    right = done[done["norm"] == b].set_index("seed")[metric]
+    both = left.index.intersection(right.index).sort_values()
+    return (left[both] - right[both]).to_numpy(dtype=float)

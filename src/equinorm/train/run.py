@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from equinorm import provenance
 from equinorm.data import build_loaders, seeding
 from equinorm.data.loaders import source_of
 from equinorm.errors import EquinormError
@@ -33,6 +34,7 @@ from equinorm.train.mixup import Mixup
 from equinorm.train.optim import build_optimizer
 from equinorm.train.rundir import FINISHED, RunDir, semantic_config
 from equinorm.train.schedules import Schedule
+from equinorm.train.signals import Preempted
 from equinorm.train.trainer import Trainer
 from equinorm.train.validate import (
     arch_kwargs,
@@ -57,17 +59,52 @@ def seed_everything(seed: int) -> None:
     random.seed(s)
 
 
+def _longer_schedule(rundir: RunDir, cfg: DictConfig, summary: dict) -> bool:
+    """Whether the finished run in ``rundir`` is to be trained on to ``cfg.epochs`` (a longer
+    schedule); False: skip it. One line where it cannot be continued."""
+    rundir.check_same_config(cfg, but_epochs=True)
+    done = int(summary.get("epochs") or summary.get("epoch") or cfg.epochs)
+    if cfg.epochs == done or summary.get("status") == "diverged":
+        return False  # a diverged run stays diverged whatever its length
+    if cfg.epochs < done:
+        raise PartialRunError(
+            f"{rundir.path} finished {done} epochs, epochs={cfg.epochs} is fewer (its "
+            "history.csv has every epoch); to train a shorter schedule from the start use another "
+            "name=... or results_dir=..."
+        )
+    _check_continuation(rundir, cfg, done)
+    if not ckpt.exists(rundir.checkpoint_path):
+        raise PartialRunError(
+            f"{rundir.path} finished {done} epochs but kept no checkpoint.pt to continue from "
+            f"(train.checkpoint=false, or removed); to train {cfg.epochs} epochs from the start "
+            "use another name=... or results_dir=..."
+        )
+    return True
+
+
+def _check_continuation(rundir: RunDir, cfg: DictConfig, done: int) -> None:
+    why = Schedule(cfg.schedule, done).continues_as(cfg.epochs)
+    if why:
+        raise PartialRunError(
+            f"{rundir.path} was trained for epochs={done}; epochs={cfg.epochs} cannot continue it "
+            f"({why}); to train {cfg.epochs} epochs from the start use another name=... or "
+            "results_dir=..."
+        )
+
+
 def decide(rundir: RunDir, cfg: DictConfig) -> dict:
     """Rank 0: what to do with this run directory (``skip`` or ``train``, with a checkpoint).
 
     Nothing finished is ever overwritten: a complete run whose summary.json is missing or damaged
     gets it rebuilt from history.csv and model.pt; an unreadable checkpoint falls back to the
     previous epoch's; an unfinished run with no readable checkpoint is moved into
-    ``quarantine-<time>/`` (said in the log) and started afresh.
+    ``quarantine-<time>/`` (said in the log) and started afresh. A different ``epochs`` continues
+    the run where its schedule over the epochs trained stays the same (step, superconvergence
+    without rescale: :meth:`Schedule.continues_as`), from its last checkpoint (kept at the end
+    for that); otherwise one line.
     """
     summary = rundir.summary()
-    if summary and summary.get("status") in FINISHED:
-        rundir.check_same_config(cfg)
+    if summary and summary.get("status") in FINISHED and not _longer_schedule(rundir, cfg, summary):
         return {"action": "skip", "summary": summary}
     if ckpt.exists(rundir.checkpoint_path) and not cfg.train.resume:
         raise PartialRunError(
@@ -77,11 +114,11 @@ def decide(rundir: RunDir, cfg: DictConfig) -> dict:
     rundir.lock()
     try:
         summary = rundir.summary()  # it may have finished while we waited
-        if summary and summary.get("status") in FINISHED:
-            rundir.check_same_config(cfg)
+        finished = summary and summary.get("status") in FINISHED
+        if finished and not _longer_schedule(rundir, cfg, summary):
             rundir.unlock()
             return {"action": "skip", "summary": summary}
-        rows = rundir.rebuildable(cfg.epochs)
+        rows = None if finished else rundir.rebuildable(cfg.epochs)
         if rows is not None:
             rundir.check_same_config(cfg)
             ident = {k: cfg[k] for k in ("name", "seed")}
@@ -97,11 +134,12 @@ def decide(rundir: RunDir, cfg: DictConfig) -> dict:
         rundir.error_path.unlink(missing_ok=True)  # this attempt replaces the last one's failure
         notes = []  # said in the console now and in train.log once it is open
         if ckpt.exists(rundir.checkpoint_path):
-            rundir.check_same_config(cfg)
+            rundir.check_same_config(cfg, but_epochs=True)
             state, used = ckpt.load_latest(rundir.checkpoint_path, notes)
             if state is not None:
                 if used != rundir.checkpoint_path:
                     notes.append(f"resuming from the previous epoch's checkpoint {used}")
+                _resume_epochs(rundir, cfg, state, notes)
                 return {
                     "action": "train",
                     "resume": True,
@@ -121,6 +159,26 @@ def decide(rundir: RunDir, cfg: DictConfig) -> dict:
         raise
     rundir.write_config(cfg)  # nothing to protect yet: (re)write it
     return {"action": "train", "resume": False, "notes": notes}
+
+
+def _resume_epochs(rundir: RunDir, cfg: DictConfig, state: dict, notes: list) -> None:
+    """A checkpoint trained under another ``epochs``: continue only where the schedule over the
+    epochs trained is the same (then the config on disk takes the new ``epochs``)."""
+    before = rundir.stored_epochs()
+    if before is None or before == cfg.epochs:
+        return
+    _check_continuation(rundir, cfg, before)
+    if state["epoch"] > cfg.epochs:
+        raise PartialRunError(
+            f"{rundir.path} has trained {state['epoch']} epochs already, epochs={cfg.epochs} is "
+            "fewer; use another name=... or results_dir=..."
+        )
+    notes.append(
+        f"epochs {before} -> {cfg.epochs}: continuing from epoch {state['epoch']} (the "
+        f"{cfg.schedule.name} schedule over the epochs trained is unchanged, so this equals a "
+        f"{cfg.epochs}-epoch run from the start)"
+    )
+    rundir.write_config(cfg)
 
 
 def dataset_node(cfg: DictConfig) -> dict:
@@ -190,9 +248,18 @@ def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> d
         logging.getLogger().addHandler(file_log)
         for note in notes:
             log.warning("%s", note)
+        provenance.start_attempt(rundir.path, device, dist.world_size)
+    outcome = "failed"
     try:
-        return _build_and_fit(cfg, device, dist, rundir, state)
+        summary = _build_and_fit(cfg, device, dist, rundir, state)
+        outcome = summary.get("status", "complete")
+        return summary
+    except (Preempted, KeyboardInterrupt):
+        outcome = "stopped"
+        raise
     finally:
+        if dist.is_main:
+            provenance.end_attempt(rundir.path, outcome)
         if file_log is not None:
             logging.getLogger().removeHandler(file_log)
             file_log.close()

@@ -105,11 +105,19 @@ class RunDir:
             return None
         return semantic_config(OmegaConf.load(self.config_path))
 
-    def check_same_config(self, cfg) -> None:
+    def stored_epochs(self) -> int | None:
+        stored = self.stored_config()
+        return None if stored is None else stored.get("epochs")
+
+    def check_same_config(self, cfg, *, but_epochs: bool = False) -> None:
+        """Refuse (one line) a config that differs from the stored one; ``but_epochs``: the
+        number of epochs may differ (a longer schedule, :func:`equinorm.train.run.decide`)."""
         stored = self.stored_config()
         if stored is None:
             return
         diff = config_diff(stored, semantic_config(cfg))
+        if but_epochs:
+            diff = [line for line in diff if not line.startswith("epochs:")]
         if diff:
             shown = "; ".join(diff[:4]) + (" ..." if len(diff) > 4 else "")
             raise ConfigError(

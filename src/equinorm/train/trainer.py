@@ -489,8 +489,10 @@ class Trainer:
         self.logger.finish()
         if self.dist.is_main and self.checkpoint_enabled:
             ckpt.save_atomic(self.raw_model.state_dict(), self.rundir.model_path)
-            self.rundir.checkpoint_path.unlink(missing_ok=True)
             ckpt.previous(self.rundir.checkpoint_path).unlink(missing_ok=True)
+            # the last epoch's checkpoint stays where a longer schedule could continue the run
+            if self.schedule.continues_as(self.epochs + 1) is not None:
+                self.rundir.checkpoint_path.unlink(missing_ok=True)
         return summary
 
     def write_summary(self, status: str, **extra) -> dict:

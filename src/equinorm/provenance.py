@@ -1,0 +1,158 @@
+"""Where a result came from (paper section 6.5's 10 seeds per cell are only comparable when they
+ran the same code): the git commit of the source and whether it had uncommitted changes, the
+command-line overrides as typed, the library versions (torch, torchvision, CUDA, cuDNN), the
+device, the world size, the host and the start and end of every attempt.
+
+Every run directory holds ``provenance.json`` -- ``{"attempts": [...]}``, one entry per time the
+run was started or resumed (:func:`start_attempt`, :func:`end_attempt`) -- and the report warns
+about, or filters on, runs of one cell made by different commits (:mod:`equinorm.report.collect`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+FILE = "provenance.json"
+SOURCE = Path(__file__).resolve().parents[2]  # the checkout's root in a source install
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model with the number of cores."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu} ({os.cpu_count()} cores)"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(SOURCE), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+@lru_cache(maxsize=1)
+def code() -> dict:
+    """``commit`` (None outside a git checkout, e.g. an installed wheel), ``dirty`` (tracked files
+    changed since that commit) and the first changed files, with the package version."""
+    from equinorm import __version__
+
+    info: dict = {"version": __version__, "commit": None, "dirty": None}
+    if not (SOURCE / ".git").exists():
+        return info
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    if commit:
+        info["commit"] = commit
+    if status is not None:
+        changed = [line[3:] for line in status.splitlines() if line.strip()]
+        info["dirty"] = bool(changed)
+        if changed:
+            info["changed"] = changed[:20]
+    return info
+
+
+def libraries() -> dict:
+    import torchvision
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+    }
+
+
+def overrides() -> list[str] | None:
+    """The job's overrides as typed (Hydra's record), or None outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def attempt(device: torch.device, world_size: int) -> dict:
+    """What one start (or resume) of a run ran on; ``end`` and ``outcome`` come later."""
+    return {
+        "start": _now(),
+        "end": None,
+        "outcome": None,
+        **code(),
+        "overrides": overrides(),
+        "argv": sys.argv[1:],
+        **libraries(),
+        "device": device_name(device),
+        "world_size": world_size,
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def read(run_dir: str | Path) -> list[dict]:
+    """The attempts recorded in ``run_dir`` ([] when none or unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    attempts = data.get("attempts") if isinstance(data, dict) else None
+    return attempts if isinstance(attempts, list) else []
+
+
+def _write(run_dir: Path, attempts: list[dict]) -> None:
+    path = Path(run_dir) / FILE
+    tmp = path.with_name(f".{FILE}.tmp")
+    tmp.write_text(json.dumps({"attempts": attempts}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def start_attempt(run_dir: str | Path, device: torch.device, world_size: int) -> None:
+    _write(Path(run_dir), [*read(run_dir), attempt(device, world_size)])
+
+
+def end_attempt(run_dir: str | Path, outcome: str) -> None:
+    """Close the last attempt: its end time and how it ended (complete, diverged, stopped,
+    failed)."""
+    attempts = read(run_dir)
+    if attempts:
+        attempts[-1] |= {"end": _now(), "outcome": outcome}
+        _write(Path(run_dir), attempts)
+
+
+def commit_label(info: dict) -> str:
+    """``abc1234`` / ``abc1234+dirty`` / ``unknown`` for one attempt's code."""
+    commit = info.get("commit")
+    if not commit:
+        return "unknown"
+    return commit[:7] + ("+dirty" if info.get("dirty") else "")
+
+
+__all__ = ["FILE", "code", "commit_label", "device_name", "end_attempt", "read", "start_attempt"]

@@ -1,0 +1,36 @@
+"""Which runs an experiment expects: its sweep (``hydra.sweeper.params`` of
+conf/experiment/<name>.yaml, e.g. norms equi,bn,gn x seeds 0-9 -- paper section 6.5), so that a
+report counts what is missing, not only what is there."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import defaultdict
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def expected_seeds(experiment: str) -> dict[str, tuple[int, ...]] | None:
+    """norm -> the seeds the experiment's sweep runs; None when ``experiment`` is not one of
+    conf/experiment (a run named with ``name=...``) or its sweep names no norm and seed."""
+    from equinorm.reproduce import sweep_jobs
+
+    try:
+        jobs = sweep_jobs(experiment)
+    except (HydraException, OmegaConfBaseException):
+        return None
+    out: dict[str, set[int]] = defaultdict(set)
+    for job in jobs:
+        values = dict(line.split("=", 1) for line in job)
+        if "norm" not in values or "seed" not in values:
+            return None
+        out[values["norm"]].add(int(values["seed"]))
+    return {norm: tuple(sorted(seeds)) for norm, seeds in out.items()} or None
+
+
+__all__ = ["expected_seeds"]

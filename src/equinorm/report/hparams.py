@@ -1,0 +1,241 @@
+"""Hyper-parameter comparisons: a sweep over one key (``schedule.lr=0.2,0.1,0.05``) drawn and
+tabled as final test accuracy against the swept value, one line per norm, median and IQR over
+seeds -- a fair comparison of normalizations tunes each one (paper section 6 fixes the lr per
+architecture; this shows what another would have given).
+
+The runs of one comparison are those of a (dataset, arch) whose variant
+(:mod:`equinorm.train.identity`) is empty -- the experiment's own config, at the key's value in its
+``config.yaml`` -- or sets that key alone. A key gets a comparison when those runs hold at least two
+values of it. Writes ``<experiment>_hparam_<key>.{png,pdf,md,tex}``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from omegaconf import OmegaConf
+
+from equinorm.report.collect import Results
+from equinorm.report.figures import save
+from equinorm.report.paper import (
+    NORM_COLORS,
+    NORM_MARKERS,
+    NORM_STYLES,
+    norm_label,
+    norm_sort_key,
+)
+from equinorm.report.setup import describe
+from equinorm.report.stats import iqr
+from equinorm.report.tables import tex
+from equinorm.train.identity import value_text
+
+# a variant's items: split at commas that start another "key=" (a list value keeps its commas)
+_ITEM = re.compile(r",(?=~?[A-Za-z_][\w.]*(?:=|$))")
+
+
+def variant_keys(variant: str) -> list[str]:
+    """The keys a variant directory name sets (``[]`` for the experiment's own config)."""
+    if not variant:
+        return []
+    return [item.lstrip("~").split("=", 1)[0] for item in _ITEM.split(variant)]
+
+
+def _value(path: str, key: str):
+    """The key's value in a run's config.yaml (a config group: its ``name``); None if absent."""
+    try:
+        cfg = OmegaConf.load(Path(path) / "config.yaml")
+    except (OSError, ValueError):
+        return None
+    node = OmegaConf.select(cfg, key, default=None)
+    if OmegaConf.is_dict(node):
+        node = node.get("name")
+    return None if node is None else value_text(node)
+
+
+def swept(runs: pd.DataFrame) -> list[str]:
+    """Keys with a comparison in ``runs`` (one experiment), sorted."""
+    keys = {k for v in runs["variant"] for k in variant_keys(v)}
+    return sorted(k for k in keys if len(comparison_runs(runs, k)["value"].unique()) > 1)
+
+
+def comparison_runs(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The runs comparable along ``key`` with a ``value`` column (text as in the variants)."""
+    keep = runs[[variant_keys(v) in ([], [key]) for v in runs["variant"]]]
+    values = [_value(p, key) for p in keep["path"]]
+    return keep.assign(value=values).dropna(subset=["value"])
+
+
+def _order(values) -> tuple[list[str], bool]:
+    """Values in plotting order and whether they are numbers."""
+    try:
+        nums = {v: float(v) for v in values}
+    except ValueError:
+        return sorted(values), False
+    return sorted(values, key=nums.get), True
+
+
+def summary(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per (dataset, arch, norm, value): final test accuracy median/q25/q75 over complete seeds,
+    and the complete and diverged counts."""
+    rows = []
+    data = comparison_runs(runs, key)
+    for (dataset, arch, norm, value), g in data.groupby(["dataset", "arch", "norm", "value"]):
+        done = g[g["status"] == "complete"]
+        rows.append(
+            {
+                "dataset": dataset,
+                "arch": arch,
+                "norm": norm,
+                "value": value,
+                "own": bool((g["variant"] == "").any()),
+                **iqr(done["test_acc"]),
+                "complete": len(done),
+                "diverged": int((g["status"] == "diverged").sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _cell(r) -> str:
+    if not r["complete"]:
+        return f"- ({r['diverged']} diverged)" if r["diverged"] else "-"
+    text = f"{r['median']:.2f} ({r['q25']:.2f}-{r['q75']:.2f}), n={r['complete']}"
+    return text + (f", {r['diverged']} diverged" if r["diverged"] else "")
+
+
+def _table(frame: pd.DataFrame, key: str) -> tuple[list[str], list[list[str]]]:
+    norms = sorted(frame["norm"].unique(), key=norm_sort_key)
+    header = [key, *(norm_label(n) for n in norms)]
+    rows = []
+    for (dataset, arch), g in frame.groupby(["dataset", "arch"]):
+        order, _ = _order(g["value"].unique())
+        for value in order:
+            at = g[g["value"] == value]
+            own = " (experiment's)" if at["own"].any() else ""
+            cells = [f"{value}{own}"]
+            for norm in norms:
+                r = at[at["norm"] == norm]
+                cells.append(_cell(r.iloc[0]) if len(r) else "")
+            rows.append([f"{dataset} / {arch}", *cells])
+    return ["cell", *header], rows
+
+
+def write_comparison(results: Results, experiment: str, key: str, out_dir: Path) -> list[Path]:
+    runs = results.runs[results.runs["experiment"] == experiment]
+    frame = summary(runs, key)
+    if frame.empty:
+        return []
+    stem = f"{experiment}_hparam_{key}"
+    header, rows = _table(frame, key)
+    md = [
+        f"# {experiment}: final test accuracy (%) against {key}",
+        "",
+        "Median (25%-75%) over complete seeds, n = complete seeds.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+    tables = Path(out_dir) / "tables"
+    figures = Path(out_dir) / "figures"
+    tables.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    (tables / f"{stem}.md").write_text("\n".join(md) + "\n")
+    tex_lines = [
+        "% " + tex(f"{experiment}: final test accuracy (%) against {key}, median (25%-75%)"),
+        r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}",
+        r"\toprule",
+        " & ".join(tex(h) for h in header) + r" \\",
+        r"\midrule",
+        *(" & ".join(tex(c) for c in r) + r" \\" for r in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    (tables / f"{stem}.tex").write_text("\n".join(tex_lines) + "\n")
+    return [
+        tables / f"{stem}.md",
+        tables / f"{stem}.tex",
+        *_figure(runs, frame, key, figures, stem),
+    ]
+
+
+def _figure(runs, frame, key, out_dir: Path, stem: str) -> list[Path]:
+    groups = list(frame.groupby(["dataset", "arch"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
+    for ax, ((dataset, arch), g) in zip(axes[0], groups, strict=True):
+        order, numeric = _order(g["value"].unique())
+        x_of = {v: float(v) if numeric else i for i, v in enumerate(order)}
+        for norm in sorted(g["norm"].unique(), key=norm_sort_key):
+            n = g[g["norm"] == norm]
+            n = n.assign(x=n["value"].map(x_of)).sort_values("x")
+            ok = n[n["complete"] > 0]
+            color = NORM_COLORS.get(norm)
+            ax.errorbar(
+                ok["x"],
+                ok["median"],
+                yerr=[ok["median"] - ok["q25"], ok["q75"] - ok["median"]],
+                color=color,
+                ls=NORM_STYLES.get(norm, "-"),
+                marker=NORM_MARKERS.get(norm, "o"),
+                capsize=3,
+                label=norm_label(norm),
+            )
+            lost = n[(n["complete"] == 0) & (n["diverged"] > 0)]
+            for x in lost["x"]:  # every seed diverged at this value
+                ax.annotate(
+                    "all diverged",
+                    (x, 0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, 4),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=7,
+                    color=color,
+                    rotation=90,
+                )
+        own = g[g["own"]]["value"].unique()
+        for v in own:
+            ax.axvline(x_of[v], color="0.5", ls=":", lw=1)
+        if len(own):
+            ax.plot([], [], color="0.5", ls=":", label="the experiment's value")
+        positive = numeric and all(x_of[v] > 0 for v in order)
+        if positive and max(x_of.values()) / min(x_of.values()) >= 10:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(order)), order)
+        cell = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
+        setup = describe(cell)
+        ax.set_title(
+            f"{dataset} / {arch}: final test accuracy vs {key}" + (f"\n{setup}" if setup else ""),
+            loc="left",
+            fontsize=10,
+        )
+        ax.set_xlabel(key)
+        ax.set_ylabel("Final test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.text(
+        0.0,
+        -0.01,
+        "median over complete seeds; bars: 25%-75%",
+        ha="left",
+        va="top",
+        fontsize=8,
+        color="0.3",
+    )
+    return save(fig, out_dir, stem)
+
+
+def write_comparisons(results: Results, experiment: str, out_dir: Path) -> list[Path]:
+    runs = results.runs[results.runs["experiment"] == experiment]
+    written = []
+    for key in swept(runs):
+        written += write_comparison(results, experiment, key, out_dir)
+    return written
+
+
+__all__ = ["comparison_runs", "summary", "swept", "variant_keys", "write_comparisons"]

@@ -1,0 +1,53 @@
+"""Every run directory says which code, libraries and machine made it (provenance.json)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+
+import torch
+
+from equinorm import provenance
+from equinorm.train.run import run
+from tests.conftest import SHORT, compose_cfg, run_cli, run_dir_of
+
+
+def _attempts(run_dir):
+    return json.loads((run_dir / "provenance.json").read_text())["attempts"]
+
+
+def test_a_run_records_commit_overrides_versions_device_and_times(tmp_path):
+    args = [*SHORT, "epochs=2", "schedule.milestones=[1,2]", f"results_dir={tmp_path}"]
+    proc = run_cli(*args, "schedule.lr=0.05", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    run_dir = run_dir_of(compose_cfg(*args, "schedule.lr=0.05"))
+    (a,) = _attempts(run_dir)
+    head = subprocess.run(
+        ["git", "-C", str(provenance.SOURCE), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert a["commit"] == (head or None) and isinstance(a["dirty"], bool | None)
+    assert a["overrides"][-1] == "schedule.lr=0.05"  # as typed, in order
+    assert a["torch"] == torch.__version__ and "torchvision" in a and "cudnn" in a
+    assert a["cuda"] == torch.version.cuda
+    assert a["device"] == provenance.device_name(torch.device("cpu"))
+    assert a["world_size"] == 1 and a["host"] and a["outcome"] == "complete"
+    start, end = dt.datetime.fromisoformat(a["start"]), dt.datetime.fromisoformat(a["end"])
+    assert start <= end
+
+
+def test_a_resumed_run_has_one_attempt_per_start(tmp_path):
+    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1,2]", results=tmp_path)
+    run(cfg)
+    longer = compose_cfg(*SHORT, "epochs=3", "schedule.milestones=[1,2]", results=tmp_path)
+    run(longer)  # a longer step schedule continues the run: a second attempt
+    attempts = _attempts(run_dir_of(cfg))
+    assert [a["outcome"] for a in attempts] == ["complete", "complete"]
+    assert attempts[0]["overrides"] is None  # in-process, outside a Hydra job
+    run(longer)  # finished: skipped, nothing recorded
+    assert len(_attempts(run_dir_of(cfg))) == 2
+
+
+def test_commit_label():
+    assert provenance.commit_label({"commit": "0123456789", "dirty": True}) == "0123456+dirty"
+    assert provenance.commit_label({"commit": None}) == "unknown"
