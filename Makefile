@@ -8,6 +8,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 RESULTS ?= results
+# the demo trains and reports under its own (git-ignored) tree, so `make demo` and `make figures`
+# never touch tracked files (the README's demo artefacts: scripts/report.py --out results)
+DEMO_RESULTS ?= results/demo
 NPROC   ?= 1
 ARGS    ?=
 # gpu-check runs under the Python that holds the GPU machine's own torch (not .venv)
@@ -42,9 +45,9 @@ format: $(STAMP) ## Auto-fix lint and format the code
 	$(VENV)/bin/ruff check --fix src tests scripts notebooks
 	$(VENV)/bin/ruff format src tests scripts notebooks
 
-demo: $(STAMP) ## Embedded demo: digits x {equi,bn,gn} x 5 seeds on the CPU, then its figure and table
-	$(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(RESULTS) $(ARGS)
-	$(PY) scripts/report.py --results $(RESULTS) --experiment digits_demo
+demo: $(STAMP) ## Embedded demo: digits x {equi,bn,gn} x 5 seeds on the CPU, then its figure and table (results/demo/)
+	$(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(DEMO_RESULTS) $(ARGS)
+	$(PY) scripts/report.py --results $(DEMO_RESULTS) --experiment digits_demo
 
 figures: $(STAMP) ## Figures and tables for every experiment under $(RESULTS)/runs
 	$(PY) scripts/report.py --results $(RESULTS)

@@ -77,7 +77,7 @@ def swept_norms(experiment: str) -> list[str]:
 
 def summaries(runs: Path) -> list[tuple[Path, dict | None]]:
     out = []
-    for seed_dir in sorted(runs.glob("*/*/seed=*")):
+    for seed_dir in sorted(p for p in runs.rglob("seed=*") if p.is_dir()):  # any variant level
         path = seed_dir / "summary.json"
         out.append((seed_dir, json.loads(path.read_text()) if path.is_file() else None))
     return out

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from equinorm.errors import ConfigError
 from equinorm.train.run import run
-from tests.conftest import compose_cfg, fabricated, read_history, run_cli, run_dir_of
+from tests.conftest import SHORT, compose_cfg, fabricated, read_history, run_cli, run_dir_of
 
 EXPERIMENTS = [
     "cifar10_wrn_overfit",
@@ -289,3 +294,40 @@ def test_fabricated_cifar_and_svhn_runs_complete_through_the_cli(data_root, tmp_
             tmp_path / "runs" / "default" / f"{dataset}-wrn-equi" / "seed=0"
         )  # smoke: no variant
         assert json.loads((summary / "summary.json").read_text())["status"] == "complete"
+
+
+def _logged_epochs(wandb_file: Path) -> list[int]:
+    """Epochs of the history records in an offline run's .wandb file (protobuf: the key, then
+    value_json, field 16, as a length-prefixed string)."""
+    data = wandb_file.read_bytes()
+    epochs = []
+    for m in re.finditer(rb"\x05epoch\x82\x01([\x01-\x09])", data):
+        n = m.group(1)[0]
+        epochs.append(int(float(data[m.end() : m.end() + n])))
+    assert epochs, "no history record found: has the .wandb format changed?"
+    return sorted(set(epochs))
+
+
+def test_a_resumed_offline_wandb_run_leaves_one_directory_with_every_epoch(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    args = [*SHORT, "schedule.milestones=[1,2]", "wandb.mode=offline"]
+    run(compose_cfg(*args, "epochs=2", results=tmp_path))
+    run(compose_cfg(*args, "epochs=3", results=tmp_path))  # continued: a second wandb start
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs  # one directory per run at the top level
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    listed = subprocess.run(
+        [str(wandb_cli), "sync", "--dry-run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "WANDB_SILENT"},
+    )  # the README's `cd results && wandb sync --yes`, listing only
+    out = listed.stdout + listed.stderr
+    run_id = runs[0].name.split("-")[-1]
+    assert "Would sync 1 run(s)" in out and f"run-{run_id}.wandb" in out, out
+    (old,) = (tmp_path / "wandb" / "superseded").iterdir()
+    assert old.name.split("-")[-1] == runs[0].name.split("-")[-1]  # the same run id
+    (current,) = runs[0].glob("*.wandb")
+    assert _logged_epochs(current) == [1, 2, 3]
+    assert _logged_epochs(next(old.glob("*.wandb"))) == [1, 2]

@@ -130,15 +130,13 @@ def _row(axes, results, experiment, cell, fin, expected, diverged) -> None:
         drawn["loss"].append(lo)
     _fit(ax_acc, drawn["acc"], 0, top=100.0)
     _fit(ax_zoom, drawn["acc"], zoom_from)
-    _fit(ax_loss, drawn["loss"], 0)
     losses = pd.concat(drawn["loss"]) if drawn["loss"] else pd.DataFrame()
     low = losses["q25"].astype(float) if len(losses) else pd.Series(dtype=float)
     low = low[np.isfinite(low) & (low > 0)]
     if len(low) and losses["q75"].astype(float).max() / low.min() > 20:
         ax_loss.set_yscale("log")  # early losses far above the final ones: both stay readable
-        ax_loss.set_ylim(auto=True)
-        ax_loss.relim()
-        ax_loss.autoscale_view()
+    else:
+        _fit(ax_loss, drawn["loss"], 0)
     ax_zoom.set_xlim(zoom_from - 0.3, last + 0.3)
     paper = PAPER.get(experiment)
     where = f" -- paper {paper.where}" if paper and not variant else ""

@@ -380,6 +380,7 @@ def _build_and_fit(cfg, device, dist, rundir, state):
     )
     if state is not None:
         trainer.load_state_dict(state)
+        logger.replay(trainer.logged_so_far())  # offline wandb: one directory holds every epoch
         log.info("resumed at epoch %d, batch %d", trainer.state.epoch + 1, trainer.state.batch)
     try:
         return trainer.fit()

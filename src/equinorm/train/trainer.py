@@ -178,6 +178,23 @@ class Trainer:
         )
         self.sums = Sums.from_state(state["sums"], self.device)
 
+    def logged_so_far(self) -> list[tuple[int, dict]]:
+        """(step, metrics) of every finished epoch, as :meth:`end_epoch` logged them."""
+        means: dict[int, dict] = {}
+        for r in self.state.equilibrium:
+            m = means.setdefault(int(r["epoch"]), {"positive": [], "negative": []})
+            m["positive"].append(r["positive"])
+            m["negative"].append(r["negative"])
+        out = []
+        for row in self.state.history:
+            metrics = dict(row)
+            m = means.get(int(row["epoch"]))
+            if m:
+                for part in ("positive", "negative"):
+                    metrics[f"equilibrium/{part}"] = sum(m[part]) / len(m[part])
+            out.append((int(row["epoch"]), metrics))
+        return out
+
     def save_checkpoint(self) -> None:
         if not self.checkpoint_enabled:
             return
