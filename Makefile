@@ -12,11 +12,12 @@ RESULTS ?= results
 # never touch tracked files (the README's demo artefacts: scripts/report.py --out results)
 DEMO_RESULTS ?= results/demo
 NPROC   ?= 1
+DETACH  ?=
 ARGS    ?=
 # gpu-check runs under the Python that holds the GPU machine's own torch (not .venv)
 GPU_PYTHON ?= python3
 
-.PHONY: help install test test-slow lint format clean demo figures plan complexity bench gpu-check \
+.PHONY: help install test test-slow test-slurm lint format clean demo figures plan complexity bench gpu-check \
         reproduce-cifar10 reproduce-cifar100 reproduce-svhn reproduce-imagenet reproduce-short \
         reproduce-all
 
@@ -37,6 +38,9 @@ test: $(STAMP) ## Run the fast test suite (installs first if needed)
 test-slow: $(STAMP) ## Run the slow tests too
 	$(PY) -m pytest -m 'slow or not slow' $(PYTEST_ARGS)
 
+test-slurm: $(STAMP) ## The submitit launcher on a real single-node SLURM it brings up (root; apt-installs SLURM)
+	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
+
 lint: $(STAMP) ## Lint and check formatting with ruff
 	$(VENV)/bin/ruff check src tests scripts notebooks
 	$(VENV)/bin/ruff format --check src tests scripts notebooks
@@ -53,8 +57,9 @@ figures: $(STAMP) ## Figures and tables for every experiment under $(RESULTS)/ru
 	$(PY) scripts/report.py --results $(RESULTS)
 
 # Each reproduce target runs its sweeps (finished runs are skipped, interrupted ones resume), then
-# the report. NPROC=2 starts each job under torchrun; ARGS passes Hydra overrides, e.g.
-# ARGS="hydra/launcher=submitit_slurm hydra.launcher.partition=gpu".
+# the report. NPROC=2 starts each job under torchrun (on SLURM: 2 tasks per job); ARGS passes Hydra
+# overrides, e.g. ARGS="hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"; on SLURM all
+# experiments are submitted at once and DETACH=1 returns right after (report later: make figures).
 reproduce-cifar10:  ## CIFAR-10: paper Fig. 2, section 6.1 and Fig. 4a
 reproduce-cifar100: ## CIFAR-100: paper Fig. 4b
 reproduce-svhn:     ## SVHN + extra: paper Fig. 4c (the paper used NPROC=2)
@@ -63,7 +68,7 @@ reproduce-short:    ## CIFAR-10 in 30 epochs (super-convergence): paper Fig. 3
 reproduce-all:      ## All of the above
 REPRODUCE := cifar10 cifar100 svhn imagenet short all
 $(addprefix reproduce-,$(REPRODUCE)): reproduce-%: $(STAMP)
-	$(PY) scripts/reproduce.py $* --nproc $(NPROC) --results $(RESULTS) -- $(ARGS)
+	$(PY) scripts/reproduce.py $* --nproc $(NPROC) --results $(RESULTS) $(if $(DETACH),--detach) -- $(ARGS)
 
 plan: $(STAMP) ## Runs and estimated GPU-hours of every reproduce target (no training; ARGS apply)
 	$(PY) scripts/reproduce.py all --plan -- $(ARGS)

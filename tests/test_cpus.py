@@ -12,7 +12,10 @@ CASES = [  # (affinity CPUs, environment, threads)
     (8, {}, 8),
     (8, {"SLURM_CPUS_PER_TASK": "2"}, 2),  # a SLURM task given fewer CPUs than the node has
     (8, {"LOCAL_WORLD_SIZE": "2"}, 4),  # torchrun --nproc_per_node=2 shares the node
-    (8, {"SLURM_CPUS_PER_TASK": "6", "LOCAL_WORLD_SIZE": "2"}, 3),  # torchrun inside a task
+    # torchrun inside a SLURM task: its processes share the task's CPUs
+    (8, {"SLURM_CPUS_PER_TASK": "6", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"}, 3),
+    # 2 SLURM tasks per job (submitit exports LOCAL_WORLD_SIZE): each has its own 4 CPUs
+    (8, {"SLURM_CPUS_PER_TASK": "4", "LOCAL_WORLD_SIZE": "2"}, 4),
     (2, {"SLURM_CPUS_PER_TASK": "8"}, 2),  # pinned to 2 CPUs (taskset, cgroup cpuset)
     (1, {"LOCAL_WORLD_SIZE": "4"}, 1),  # never 0
     (8, {"OMP_NUM_THREADS": "3", "SLURM_CPUS_PER_TASK": "2"}, 3),  # the user said so
@@ -22,7 +25,12 @@ CASES = [  # (affinity CPUs, environment, threads)
 
 @pytest.mark.parametrize(("cpus", "env", "threads"), CASES)
 def test_threads_follow_the_cpus_this_process_may_use(cpus, env, threads, monkeypatch):
-    for name in ("SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE", "OMP_NUM_THREADS"):
+    for name in (
+        "SLURM_CPUS_PER_TASK",
+        "LOCAL_WORLD_SIZE",
+        "OMP_NUM_THREADS",
+        "TORCHELASTIC_RUN_ID",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -76,3 +76,46 @@ def test_make_plan_honours_overrides_and_the_readme_shows_what_it_prints(capsys)
     readme = (root / "README.md").read_text()
     start = readme.index("| target | experiments | runs |")
     assert readme[start : readme.index("\n\n", start)] == printed, "README: paste `make plan`"
+
+
+def test_on_slurm_every_experiment_is_submitted_at_once_and_nproc_is_tasks(monkeypatch, tmp_path):
+    started, waited = [], []
+
+    class Proc:
+        def __init__(self, cmd, **kwargs):
+            started.append((cmd, kwargs))
+
+        def wait(self):
+            waited.append(len(started))
+            return 0
+
+    monkeypatch.setattr(reproduce.subprocess, "Popen", Proc)
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("torchrun"))
+    import equinorm.train.preflight as preflight
+
+    monkeypatch.setattr(preflight, "preflight", lambda argv: None)
+    import equinorm.report.cli as cli
+
+    monkeypatch.setattr(cli, "main", lambda args: 0)
+    slurm = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"]
+    assert reproduce.launch("cifar10", slurm, nproc=2, results_dir=str(tmp_path)) == 0
+    assert len(started) == 3 and waited == [3, 3, 3]  # all submitted before any wait
+    for cmd, kwargs in started:
+        assert "torch.distributed.run" not in cmd and cmd[3] == "-m"
+        assert cmd[-2:] == ["hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=2"]
+        assert not kwargs["start_new_session"]
+    started.clear(), waited.clear()
+    cpu = ["hydra/launcher=submitit_slurm_cpu"]
+    assert reproduce.launch("short", cpu, nproc=2, results_dir=str(tmp_path), detach=True) == 0
+    assert waited == [] and started[0][1]["start_new_session"]  # returns; they live on
+    assert started[0][0][-1] == "hydra.launcher.tasks_per_node=2"  # no GPUs on the CPU preset
+
+
+def test_on_slurm_a_request_that_does_not_fit_submits_nothing(monkeypatch, tmp_path, capsys):
+    import equinorm.train.preflight as preflight
+
+    monkeypatch.setattr(preflight, "preflight", lambda argv: "hydra.launcher.mem_gb=64 exceeds")
+    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda *a, **k: pytest.fail("submitted"))
+    slurm = ["hydra/launcher=submitit_slurm_cpu"]
+    assert reproduce.launch("all", slurm, results_dir=str(tmp_path)) == 2
+    assert capsys.readouterr().err.strip() == "equinorm: error: hydra.launcher.mem_gb=64 exceeds"

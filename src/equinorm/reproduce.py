@@ -5,8 +5,10 @@ cost.
     python scripts/reproduce.py svhn --nproc 2          # each job under torchrun on 2 GPUs
     python scripts/reproduce.py all --plan              # runs and estimated GPU-hours, no training
     python scripts/reproduce.py short -- hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
+    python scripts/reproduce.py all --detach -- hydra/launcher=submitit_slurm_cpu  # submit, return
 
-Re-running a target skips finished runs and resumes interrupted ones (each run's own logic).
+Re-running a target skips finished runs and resumes interrupted ones (each run's own logic). On
+SLURM every experiment's array is submitted at once and ``--nproc`` means tasks per job.
 GPU-hours come from measured training throughput in ``results/bench/*.csv`` where a GPU benchmark
 exists for the architecture, else from forward MACs at an assumed sustained rate (``--tflops``;
 the default, 175 TFLOP/s, is what the paper's WRN at 20k images/s on an H100 implies).
@@ -19,6 +21,7 @@ import functools
 import itertools
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,9 +171,101 @@ def plan_markdown(
     return "\n".join(lines)
 
 
-def launch(target: str, overrides: list[str], nproc: int = 1, results_dir: str = "results") -> int:
+def on_slurm(overrides: list[str]) -> bool:
+    return any(o.split("=", 1)[0] == "hydra/launcher" and "slurm" in o for o in overrides)
+
+
+def cluster_overrides(overrides: list[str], nproc: int) -> list[str]:
+    """On SLURM, ``--nproc N`` is N tasks per job (DDP through submitit), each with its GPU on a
+    GPU launcher -- not a local torchrun."""
+    if nproc <= 1:
+        return []
+    extra = [f"hydra.launcher.tasks_per_node={nproc}"]
+    cpu_only = any(o.endswith("submitit_slurm_cpu") for o in overrides)
+    if not cpu_only and not any(o.startswith("hydra.launcher.gpus_per_node=") for o in overrides):
+        extra.append(f"hydra.launcher.gpus_per_node={nproc}")
+    return extra
+
+
+def launch_cluster(
+    target: str,
+    overrides: list[str],
+    nproc: int = 1,
+    results_dir: str = "results",
+    detach: bool = False,
+) -> int:
+    """Submit every experiment of ``target`` at once (one job array each, finished runs left
+    out), then wait for them and draw the report -- or, with ``detach``, return as soon as all
+    are checked and their launchers started: each keeps waiting for its array in the background
+    (log: ``<results>/sweeps/<time>-<experiment>.log``), the jobs run whether it does or not."""
+    from equinorm.train.preflight import preflight
+
+    overrides = [*overrides, *cluster_overrides(overrides, nproc)]
+    jobs = [["-m", f"experiment={e}", *overrides] for e in TARGETS[target]]
+    for argv in jobs:  # every request is checked against the partition before any submission
+        problem = preflight(argv)
+        if problem:
+            print(f"equinorm: error: {problem}", file=sys.stderr)
+            return 2
+    logs = Path(results_dir) / "sweeps"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    procs = []
+    for experiment, argv in zip(TARGETS[target], jobs, strict=True):
+        log_path = logs / f"{stamp}-{experiment}.log"
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "equinorm.train", *argv],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=detach,  # outlives this process and the terminal
+            )
+        procs.append((experiment, proc, log_path))
+        print(f"{experiment}: submitting (log: {log_path})", flush=True)
+    if detach:
+        print(
+            "the jobs run on the cluster; `squeue --me` shows them, each log ends with its "
+            f"sweep's tally, and `make figures RESULTS={results_dir}` draws the report "
+            "(of what has finished) at any time",
+            flush=True,
+        )
+        return 0
+    failed = [e for e, proc, _ in procs if proc.wait() != 0]
+    for _, _, log_path in procs:
+        tally = [line for line in log_path.read_text().splitlines() if line.startswith("sweep of")]
+        print(f"{log_path.name}: {tally[-1] if tally else 'no tally (see the log)'}")
+    code = _report(target, results_dir)
+    if failed:
+        print(f"equinorm: {len(failed)} failed: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    return code
+
+
+def _report(target: str, results_dir: str) -> int:
+    from equinorm.report.cli import main as report
+
+    args = ["--results", results_dir]
+    for experiment in TARGETS[target]:
+        args += ["--experiment", experiment]
+    try:
+        return report(args)
+    except SystemExit as exc:  # e.g. no run of an experiment got as far as a history
+        print(f"equinorm: report: {exc}", file=sys.stderr)
+        return 1
+
+
+def launch(
+    target: str,
+    overrides: list[str],
+    nproc: int = 1,
+    results_dir: str = "results",
+    detach: bool = False,
+) -> int:
     """Run every experiment of ``target`` (skipping finished runs), then the report. A failing job
-    or experiment does not stop the others; the exit code is 1 if any failed."""
+    or experiment does not stop the others; the exit code is 1 if any failed. On SLURM
+    (``hydra/launcher=submitit_slurm*``): :func:`launch_cluster`."""
+    if on_slurm(overrides):
+        return launch_cluster(target, overrides, nproc, results_dir, detach)
     base = [sys.executable, "-m", "equinorm.train"]
     failed = []
     for experiment in TARGETS[target]:
@@ -192,16 +287,7 @@ def launch(target: str, overrides: list[str], nproc: int = 1, results_dir: str =
         for job in sweep_jobs(experiment, overrides):
             if subprocess.call([*torchrun, f"experiment={experiment}", *job, *fixed]) != 0:
                 failed.append(f"{experiment} {' '.join(job)}")
-    from equinorm.report.cli import main as report
-
-    args = ["--results", results_dir]
-    for experiment in TARGETS[target]:
-        args += ["--experiment", experiment]
-    try:
-        code = report(args)
-    except SystemExit as exc:  # e.g. no run of an experiment got as far as a history
-        print(f"equinorm: report: {exc}", file=sys.stderr)
-        code = 1
+    code = _report(target, results_dir)
     if failed:
         print(f"equinorm: {len(failed)} failed: " + "; ".join(failed), file=sys.stderr)
         return 1
@@ -214,7 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         usage="%(prog)s TARGET [options] [-- hydra overrides...]",
     )
     parser.add_argument("target", choices=list(TARGETS))
-    parser.add_argument("--nproc", type=int, default=1, help="GPUs per job (torchrun)")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="GPUs per job (torchrun; on SLURM: tasks per job)"
+    )
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="on SLURM: return once every experiment is submitted (the report: make figures)",
+    )
     parser.add_argument("--plan", action="store_true", help="print runs and GPU-hours only")
     parser.add_argument(
         "--tflops",
@@ -233,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.results != "results":
         overrides.append(f"results_dir={args.results}")
-    return launch(args.target, overrides, args.nproc, args.results)
+    return launch(args.target, overrides, args.nproc, args.results, args.detach)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ by SIGTERM/SIGUSR1 exits with 128 + the signal number after writing its checkpoi
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -68,7 +69,7 @@ def task(cfg: DictConfig) -> float | None:
             return None
         _fail(exc)
     except Preempted as exc:
-        print(f"equinorm: {exc}; run the same command again to resume", file=sys.stderr, flush=True)
+        print(f"equinorm: {exc}; {_how_to_resume()}", file=sys.stderr, flush=True)
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C outside training (building, evaluating) or pressed twice
         print(
@@ -93,6 +94,15 @@ def task(cfg: DictConfig) -> float | None:
             log.exception("job failed with an unexpected error (a bug? please report it)")
         return None
     return summary.get("test_acc")
+
+
+def _how_to_resume() -> str:
+    if "SLURM_JOB_ID" in os.environ:  # preemption and time-outs requeue the job by themselves
+        return (
+            f"SLURM job {os.environ['SLURM_JOB_ID']}: a requeued job resumes from it by itself "
+            "(a cancelled one: run the same command again)"
+        )
+    return "run the same command again to resume"
 
 
 def _remove_if_empty(cfg: DictConfig) -> None:

@@ -5,7 +5,8 @@ torch's default is every core of the machine; a SLURM job given fewer (``--cpus-
 process pinned by ``taskset``, or torchrun's processes sharing one node then run more OpenMP
 threads than cores, and a step does not just slow down, it collapses (spinning threads wait on
 each other). The budget is the process's affinity mask, capped by ``SLURM_CPUS_PER_TASK``, divided
-among torchrun's local processes (``LOCAL_WORLD_SIZE``); ``OMP_NUM_THREADS``, when set, and
+among torchrun's local processes (``LOCAL_WORLD_SIZE``; a SLURM task's CPUs are its own already,
+so several tasks per job are not divided again); ``OMP_NUM_THREADS``, when set, and
 ``train.threads`` override it.
 """
 
@@ -34,6 +35,8 @@ def cpu_budget() -> int:
     slurm = _env_int("SLURM_CPUS_PER_TASK")
     if slurm is not None:
         cpus = min(cpus, slurm)
-    # torchrun's processes (it alone sets LOCAL_WORLD_SIZE) share what the node or SLURM task has;
-    # SLURM's own tasks each have their SLURM_CPUS_PER_TASK
-    return max(1, cpus // (_env_int("LOCAL_WORLD_SIZE") or 1))
+    # torchrun's processes share what the node or SLURM task has; SLURM's own tasks (submitit
+    # exports LOCAL_WORLD_SIZE for them too) each have their SLURM_CPUS_PER_TASK already
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    sharing = _env_int("LOCAL_WORLD_SIZE") if torchrun or slurm is None else None
+    return max(1, cpus // (sharing or 1))

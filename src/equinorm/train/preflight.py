@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from equinorm.errors import ConfigError
 from equinorm.paths import config_dir
+from equinorm.train.slurm_check import check_launcher
 from equinorm.train.sweep import expand
 from equinorm.train.validate import check_config, virtual_devices
 
@@ -97,6 +98,8 @@ def check_job(cfg: DictConfig) -> None:
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.to_container(plain, resolve=True, throw_on_missing=True)  # interpolations, ???
     check_config(cfg, devices_here=not _remote(cfg))
+    if _remote(cfg):
+        check_launcher(cfg.hydra.launcher)  # the request fits the partition (sinfo)
     check_writable(cfg.results_dir)
     virtual_devices(cfg, int(os.environ.get("WORLD_SIZE", "1")))
 

@@ -254,7 +254,7 @@ def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> d
         summary = _build_and_fit(cfg, device, dist, rundir, state)
         outcome = summary.get("status", "complete")
         return summary
-    except (Preempted, KeyboardInterrupt):
+    except (Preempted, KeyboardInterrupt, SystemExit):  # SystemExit: submitit requeued the job
         outcome = "stopped"
         raise
     finally:

@@ -125,6 +125,19 @@ class RunDir:
                 "another name (name=...) or results_dir"
             )
 
+    def finished_as(self, cfg) -> dict | None:
+        """The summary of a finished run that the job ``cfg`` would only skip (same config and
+        epochs, or diverged), else None -- without taking the lock or touching a file."""
+        summary = self.summary()
+        if not summary or summary.get("status") not in FINISHED:
+            return None
+        try:
+            self.check_same_config(cfg, but_epochs=True)
+        except ConfigError:
+            return None  # the job itself says what differs
+        same_length = summary.get("epochs") in (None, cfg.epochs)
+        return summary if same_length or summary["status"] == "diverged" else None
+
     def history(self) -> list[dict]:
         """history.csv as rows of floats ([] if absent or unreadable)."""
         try:

@@ -3,7 +3,9 @@
 Offline by default (files under ``<wandb.dir>/wandb``; ``wandb sync`` uploads them later),
 ``wandb.mode=online`` uploads live, ``disabled`` turns it off (tests). The wandb run id is derived
 from the run directory, so a resumed run continues the same wandb run; each run is finished, so the
-jobs of a multirun never share one.
+jobs of a multirun never share one. wandb failing -- on shutdown when a scheduler's SIGTERM reached
+its service process too, on a lost network -- is a warning: the run, its checkpoint and the signal
+handed on to the scheduler never depend on it.
 
 Offline, wandb cannot resume a run: every start writes a new ``offline-run-<time>-<id>`` directory,
 and syncing several directories of one id uploads one over the other (wandb/wandb#3841). So a
@@ -15,6 +17,7 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -84,15 +87,37 @@ class WandbLogger:
                 aside.mkdir(exist_ok=True)
                 os.replace(old, aside / old.name)
 
+    def _guarded(self, what: str, call) -> None:
+        """Run a wandb call; a failure (its service killed by the same signal as us, a lost
+        network, a full disk) is a warning and ends wandb for this run, never the run itself."""
+        if self.run is None:
+            return
+        try:
+            call()
+        except Exception as exc:
+            log.warning(
+                "wandb %s failed (%s: %s); continuing without wandb", what, type(exc).__name__, exc
+            )
+            self.run = None
+
     def log(self, metrics: Mapping, step: int) -> None:
-        if self.run is not None:
-            self.run.log(dict(metrics), step=step)
+        self._guarded("log", lambda: self.run.log(dict(metrics), step=step))
 
     def summary(self, **fields) -> None:
-        if self.run is not None:
-            self.run.summary.update(fields)
+        self._guarded("summary", lambda: self.run.summary.update(fields))
 
     def finish(self, exit_code: int = 0) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=exit_code)
-            self.run = None
+        run, self.run = self.run, None
+        if run is None:
+            return
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as exc:
+            log.warning(
+                "wandb finish failed (%s: %s); its files may be incomplete", type(exc).__name__, exc
+            )
+            import wandb
+
+            # its service is gone: drop the connection now, not in a noisy atexit hook
+            with contextlib.suppress(Exception):  # the failure was just reported
+                wandb.teardown(exit_code=exit_code)

@@ -1,0 +1,120 @@
+"""The SLURM request is checked against the partition before anything is submitted (a fake
+``sinfo`` on PATH stands in for a cluster; tests/test_slurm.py runs the real one)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from equinorm.errors import ConfigError
+from equinorm.train import slurm_check
+from tests.conftest import compose_cfg, run_cli
+
+# sinfo -h -o "%P|%c|%m|%G|%l": a CPU partition (default) and a GPU one with a 2-hour limit
+SINFO = (
+    "cpu*|16|64000|(null)|infinite\n"
+    "gpu|32|256000|gpu:a100:4|2:00:00\n"
+    "gpu|8|32000|gpu:a100:1|2:00:00\n"
+)
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\nprintf '{SINFO}'\n")
+    (bin_dir / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    slurm_check.partitions.cache_clear()
+    yield bin_dir
+    slurm_check.partitions.cache_clear()
+
+
+def _launcher(*overrides):
+    cfg = compose_cfg("hydra/launcher=submitit_slurm", *overrides, return_hydra=True)
+    return cfg.hydra.launcher
+
+
+def test_partitions_are_read_from_sinfo(cluster):
+    cpu, gpu = slurm_check.partitions()
+    assert (cpu.name, cpu.cpus, cpu.gpus, cpu.limit_min, cpu.default) == (
+        "cpu",
+        16,
+        False,
+        None,
+        True,
+    )
+    assert (gpu.cpus, gpu.memory_mb, gpu.gpus, gpu.limit_min) == (32, 256000, True, 120)
+
+
+GPU = ("hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=120")
+REFUSED = [
+    ((), "partition cpu has no GPUs but hydra.launcher.gpus_per_node=1: use hydra/launcher="),
+    (
+        ("hydra.launcher.partition=gpu",),
+        "hydra.launcher.timeout_min=1440 exceeds partition gpu's time limit (120 min): "
+        "set hydra.launcher.timeout_min<=120",
+    ),
+    (
+        (*GPU, "hydra.launcher.cpus_per_task=40"),
+        "cpus_per_task=40 x tasks_per_node=1 exceeds the 32 CPUs of partition gpu's nodes: "
+        "set hydra.launcher.cpus_per_task<=32",
+    ),
+    (
+        (*GPU, "hydra.launcher.mem_gb=300"),
+        "hydra.launcher.mem_gb=300 exceeds the 250 GB of partition gpu's nodes: "
+        "set hydra.launcher.mem_gb<=250",
+    ),
+    (("hydra.launcher.partition=a100",), "hydra.launcher.partition=a100 is not one of cpu, gpu"),
+    (("hydra.launcher.timeout_min=3",), "hydra.launcher.timeout_min=3 leaves no time to train"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), REFUSED)
+def test_a_request_that_cannot_run_is_one_line_naming_the_key(cluster, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        slurm_check.check_launcher(_launcher(*overrides))
+
+
+def test_the_cpu_preset_and_a_fitting_gpu_request_pass(cluster):
+    slurm_check.check_launcher(_launcher("hydra/launcher=submitit_slurm_cpu"))
+    slurm_check.check_launcher(
+        _launcher("hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=120")
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("infinite", None),
+        ("30", 30),
+        ("1:30:00", 90),
+        ("2-00:00:00", 2880),
+        ("1-12", 2160),
+        ("45:30", 46),
+    ],
+)
+def test_sinfo_time_limits(text, minutes):
+    assert slurm_check._minutes(text) == minutes
+
+
+def test_the_cli_refuses_before_writing_anything(cluster, tmp_path):
+    proc = run_cli(
+        "-m",
+        "hydra/launcher=submitit_slurm",
+        "experiment=digits_demo",
+        "debug=smoke",
+        f"results_dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stdout.strip()
+        .splitlines()[-1]
+        .endswith(
+            "partition cpu has no GPUs but hydra.launcher.gpus_per_node=1: use "
+            "hydra/launcher=submitit_slurm_cpu (or hydra.launcher.gpus_per_node=0)"
+        )
+    )
+    assert not (tmp_path / "r").exists()
