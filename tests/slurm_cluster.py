@@ -229,7 +229,20 @@ class Cluster:
         return out.strip().rstrip("*~#")
 
     def stop(self) -> None:
-        """Stop the daemons in reverse order (SIGTERM, then SIGKILL), by PID and session."""
+        """Cancel what is left in the queue and let its step daemons end, then stop the daemons
+        in reverse order (SIGTERM, then SIGKILL), by PID and session."""
+        if self.pids and _alive(self.pids.get("slurmctld", -1)):
+            env = self.env()
+            jobs = _run("squeue", "-h", "-o", "%A", env=env, check=False).split()
+            if jobs:
+                _run("scancel", *jobs, env=env, check=False)
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                steps = _run("scontrol", "listpids", env=env, check=False).splitlines()[1:]
+                queued = _run("squeue", "-h", env=env, check=False).strip()
+                if not queued and not steps:
+                    break
+                time.sleep(0.5)
         for name in reversed(list(self.pids)):
             pid = self.pids[name]
             if not _alive(pid):

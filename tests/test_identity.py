@@ -69,6 +69,7 @@ def test_an_ordinary_sweep_over_a_key_runs_each_value_and_a_rerun_skips(tmp_path
     assert read_history(other)[0]["lr"] == "0.05"
     again = run_cli(*sweep, cwd=tmp_path)
     assert again.returncode == 0 and "2 skipped" in again.stdout, again.stdout
+    assert "2 of 2 job(s) already finished: not launched" in again.stdout  # nothing started
     # the same run asked for singly (its own lr spelled out) is that run: skipped
     single = run_cli(*args, "schedule.lr=5e-2", cwd=tmp_path)
     assert single.returncode == 0 and "skipping" in single.stdout, single.stdout

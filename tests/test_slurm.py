@@ -33,7 +33,10 @@ def cluster():
     why = available()
     if why:
         pytest.skip(f"a SLURM cluster here {why}")
-    install()
+    try:
+        install()
+    except Exception as exc:  # e.g. no route to the package mirror
+        pytest.skip(f"could not install SLURM here: {exc}")
     with Cluster() as c:
         old = os.environ.get("SLURM_CONF")
         os.environ["SLURM_CONF"] = str(c.conf)
