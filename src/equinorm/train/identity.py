@@ -112,12 +112,12 @@ def _items(named: list[str], rest: list[Override]) -> tuple[str, ...]:
                 items[key] = f"~{key}"
         elif value_text(mine) != value_text(theirs):
             items[key] = f"{key}={value_text(mine)}"
-    if _trajectory_epochs(named, job, base):
+    if _trajectory_epochs(named, job):
         items["epochs"] = f"epochs={job.epochs}"
     return tuple(items[k] for k in sorted(items))
 
 
-def _trajectory_epochs(named: list[str], job: DictConfig, base: DictConfig) -> bool:
+def _trajectory_epochs(named: list[str], job: DictConfig) -> bool:
     """Whether ``epochs=`` changes this run's trajectory from its first step (a schedule over all
     the epochs: cosine, rescaled) -- then it names the run; where a longer schedule only adds
     epochs it does not (the run continues)."""
