@@ -32,6 +32,7 @@ def test_a_run_records_commit_overrides_versions_device_and_times(tmp_path):
     assert a["cuda"] == torch.version.cuda
     assert a["device"] == provenance.device_name(torch.device("cpu"))
     assert a["world_size"] == 1 and a["host"] and a["outcome"] == "complete"
+    assert a["threads"] == 1  # OMP_NUM_THREADS=1 in the tests
     start, end = dt.datetime.fromisoformat(a["start"]), dt.datetime.fromisoformat(a["end"])
     assert start <= end
 

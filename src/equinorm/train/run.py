@@ -248,7 +248,8 @@ def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> d
         logging.getLogger().addHandler(file_log)
         for note in notes:
             log.warning("%s", note)
-        provenance.start_attempt(rundir.path, device, dist.world_size)
+        threads = cfg.train.threads or cpu_budget()
+        provenance.start_attempt(rundir.path, device, dist.world_size, threads)
     outcome = "failed"
     try:
         summary = _build_and_fit(cfg, device, dist, rundir, state)
