@@ -335,7 +335,7 @@ def _build_and_fit(cfg, device, dist, rundir, state):
         train_model = torch.compile(train_model)
         eval_model = torch.compile(model)
 
-    group = f"{cfg.name}/{cfg.dataset.name}-{cfg.arch.name}-{cfg.norm.name}"
+    group = str(Path(cfg.run_path).parent)  # <experiment>/<dataset>-<arch>-<norm>[/<variant>]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = WandbLogger(
         cfg.wandb,

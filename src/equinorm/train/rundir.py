@@ -1,8 +1,10 @@
 """One run's directory: its lock, resolved config, history.csv and summary.json.
 
-``<results_dir>/runs/<experiment>/<dataset>-<arch>-<norm>/seed=<k>/`` holds ``config.yaml`` (the
-resolved config), ``history.csv`` (one row per epoch), ``summary.json`` (status: running, complete
-or diverged; the last epoch; the final test metrics), ``checkpoint.pt`` and ``train.log``.
+``<results_dir>/runs/<experiment>/<dataset>-<arch>-<norm>/[<variant>/]seed=<k>/`` (the variant:
+:mod:`equinorm.train.identity`) holds ``config.yaml`` (the resolved config), ``history.csv`` (one
+row per epoch), ``summary.json`` (status: running, complete or diverged; the last epoch; the final
+test metrics), ``provenance.json`` (:mod:`equinorm.provenance`), ``checkpoint.pt`` and
+``train.log``.
 
 Safety: a process owns a run through an exclusive ``flock`` on ``.lock`` (released by the kernel if
 the process dies), so a second process refuses; finished runs (complete or diverged) are never

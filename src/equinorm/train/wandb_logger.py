@@ -1,4 +1,4 @@
-"""wandb logging of every run: group = experiment/dataset-arch-norm, name = seed=<k>.
+"""wandb logging of every run: group = experiment/dataset-arch-norm[/variant], name = seed=<k>.
 
 Offline by default (files under ``<wandb.dir>/wandb``; ``wandb sync`` uploads them later),
 ``wandb.mode=online`` uploads live, ``disabled`` turns it off (tests). The wandb run id is derived
