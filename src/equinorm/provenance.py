@@ -100,7 +100,7 @@ def overrides() -> list[str] | None:
     return list(HydraConfig.get().overrides.task)
 
 
-def attempt(device: torch.device, world_size: int, threads: int | None = None) -> dict:
+def attempt(device: torch.device, world_size: int) -> dict:
     """What one start (or resume) of a run ran on; ``end`` and ``outcome`` come later."""
     return {
         "start": _now(),
@@ -111,7 +111,7 @@ def attempt(device: torch.device, world_size: int, threads: int | None = None) -
         "argv": sys.argv[1:],
         **libraries(),
         "device": device_name(device),
-        "threads": threads,  # torch CPU threads: CPU results repeat bit for bit only with the same
+        "threads": torch.get_num_threads(),  # CPU results repeat bit for bit only with the same
         "world_size": world_size,
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
@@ -135,10 +135,8 @@ def _write(run_dir: Path, attempts: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def start_attempt(
-    run_dir: str | Path, device: torch.device, world_size: int, threads: int | None = None
-) -> None:
-    _write(Path(run_dir), [*read(run_dir), attempt(device, world_size, threads)])
+def start_attempt(run_dir: str | Path, device: torch.device, world_size: int) -> None:
+    _write(Path(run_dir), [*read(run_dir), attempt(device, world_size)])
 
 
 def end_attempt(run_dir: str | Path, outcome: str) -> None:

@@ -187,13 +187,7 @@ def cluster_overrides(overrides: list[str], nproc: int) -> list[str]:
     return extra
 
 
-def launch_cluster(
-    target: str,
-    overrides: list[str],
-    nproc: int = 1,
-    results_dir: str = "results",
-    detach: bool = False,
-) -> int:
+def _launch_cluster(target: str, overrides: list[str], nproc, results_dir, detach) -> int:
     """Submit every experiment of ``target`` at once (one job array each, finished runs left
     out), then wait for them and draw the report -- or, with ``detach``, return as soon as all
     are checked and their launchers started: each keeps waiting for its array in the background
@@ -263,9 +257,10 @@ def launch(
 ) -> int:
     """Run every experiment of ``target`` (skipping finished runs), then the report. A failing job
     or experiment does not stop the others; the exit code is 1 if any failed. On SLURM
-    (``hydra/launcher=submitit_slurm*``): :func:`launch_cluster`."""
+    (``hydra/launcher=submitit_slurm*``): every experiment submitted at once, ``nproc`` tasks per
+    job, and with ``detach`` no waiting (:func:`_launch_cluster`)."""
     if on_slurm(overrides):
-        return launch_cluster(target, overrides, nproc, results_dir, detach)
+        return _launch_cluster(target, overrides, nproc, results_dir, detach)
     base = [sys.executable, "-m", "equinorm.train"]
     failed = []
     for experiment in TARGETS[target]:

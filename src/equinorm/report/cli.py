@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from equinorm.report.collect import Results, collect
+from equinorm.report.collect import KEYS, Results, collect
 from equinorm.report.figures import plot_experiment
 from equinorm.report.hparams import write_comparisons
 from equinorm.report.tables import commit_note, markdown, write_tables
@@ -29,13 +29,9 @@ def only_commit(results: Results, commit: str) -> Results:
         return bool(parts) and all(p.split("+")[0].startswith(prefix) for p in parts)
 
     keep = results.runs[results.runs["commit"].map(ran)].reset_index(drop=True)
-    key = ["experiment", "dataset", "arch", "variant", "norm", "seed"]
-    ids = set(map(tuple, keep[key].to_numpy().tolist()))
 
-    def rows(frame):
-        if frame.empty:
-            return frame
-        return frame[[tuple(r) in ids for r in frame[key].to_numpy().tolist()]]
+    def rows(frame):  # the history and equilibrium rows of the runs kept
+        return frame.merge(keep[KEYS], on=KEYS) if len(frame) else frame
 
     return Results(keep, rows(results.history), rows(results.equilibrium))
 

@@ -5,13 +5,10 @@ report counts what is missing, not only what is there."""
 from __future__ import annotations
 
 import functools
-import logging
 from collections import defaultdict
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
-
-log = logging.getLogger(__name__)
 
 
 @functools.cache

@@ -29,8 +29,8 @@ from equinorm.data import dataset_info
 from equinorm.report.collect import Results
 from equinorm.report.paper import NORM_COLORS, NORM_STYLES, PAPER, norm_label, norm_sort_key
 from equinorm.report.setup import describe
-from equinorm.report.stats import curves, divergences, finals, iqr
-from equinorm.report.tables import cell_title, cells
+from equinorm.report.stats import cells, curves, divergences, finals, in_cell, iqr
+from equinorm.report.tables import cell_title
 
 FORMATS = ("png", "pdf")
 ZOOM_FROM = 2 / 3  # the zoomed panel shows the last third of the epochs
@@ -97,16 +97,9 @@ def _draw(ax, c: pd.DataFrame, norm: str, label: str | None, at) -> None:
 
 
 def _row(axes, results, experiment, cell, fin, expected, diverged) -> None:
-    dataset, arch, variant = cell
-    runs = results.runs
-    hist = results.history
-    in_cell = (
-        (hist["experiment"] == experiment)
-        & (hist["dataset"] == dataset)
-        & (hist["arch"] == arch)
-        & (hist["variant"] == variant)
-    )
-    sub = hist[in_cell]
+    variant = cell[2]
+    runs = results.runs[results.runs["experiment"] == experiment]
+    sub = in_cell(results.history[results.history["experiment"] == experiment], cell)
     acc_c = curves(sub, "test_acc", diverged, _classes)
     loss_c = curves(sub, "test_loss", diverged, _classes)
     bad = divergences(sub)
@@ -114,7 +107,7 @@ def _row(axes, results, experiment, cell, fin, expected, diverged) -> None:
     zoom_from = max(1.0, np.floor(last * ZOOM_FROM))
     ax_acc, ax_zoom, ax_loss = axes
     drawn = {"acc": [], "loss": []}
-    here = fin[(fin["dataset"] == dataset) & (fin["arch"] == arch) & (fin["variant"] == variant)]
+    here = in_cell(fin, cell)
     for norm in sorted(set(here["norm"]), key=norm_sort_key):
         match = here[here["norm"] == norm]
         label = legend_label(norm, match.iloc[0] if len(match) else None, expected)
@@ -140,14 +133,8 @@ def _row(axes, results, experiment, cell, fin, expected, diverged) -> None:
     ax_zoom.set_xlim(zoom_from - 0.3, last + 0.3)
     paper = PAPER.get(experiment)
     where = f" -- paper {paper.where}" if paper and not variant else ""
-    cell_runs = runs[
-        (runs["experiment"] == experiment)
-        & (runs["dataset"] == dataset)
-        & (runs["arch"] == arch)
-        & (runs["variant"] == variant)
-    ]
-    setup = describe(cell_runs)
-    title = f"{experiment}: {cell_title(dataset, arch, variant)}{where}"
+    setup = describe(in_cell(runs, cell))
+    title = f"{experiment}: {cell_title(*cell)}{where}"
     ax_acc.set_title(title + (f"\n{setup}" if setup else ""), loc="left", fontsize=10)
     ax_acc.set_ylabel("Test accuracy (%)")
     ax_zoom.set_title(f"zoom: epochs {zoom_from:g}-{last:g}", loc="left", fontsize=9)
@@ -172,9 +159,7 @@ def plot_experiment(
     fin = finals(runs)
     paper = PAPER.get(experiment)
     expected = max(r.seeds for r in paper.results.values()) if paper and paper.results else None
-    with_curves = {
-        (d, a, v) for d, a, v in zip(hist["dataset"], hist["arch"], hist["variant"], strict=True)
-    }
+    with_curves = set(cells(hist))
     shown = [c for c in cells(runs) if c in with_curves]
     empty = [c for c in cells(runs) if c not in with_curves]
     written = []

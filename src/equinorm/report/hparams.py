@@ -11,6 +11,7 @@ values of it. Writes ``<experiment>_hparam_<key>.{png,pdf,md,tex}``.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from equinorm.report.paper import (
 )
 from equinorm.report.setup import describe
 from equinorm.report.stats import iqr
-from equinorm.report.tables import tex
+from equinorm.report.tables import markdown_table, tex_table
 from equinorm.train.identity import value_text
 
 # a variant's items: split at commas that start another "key=" (a list value keeps its commas)
@@ -43,11 +44,19 @@ def variant_keys(variant: str) -> list[str]:
     return [item.lstrip("~").split("=", 1)[0] for item in _ITEM.split(variant)]
 
 
+@functools.lru_cache(maxsize=4096)
+def _config(path: str):
+    """A run's config.yaml, read once per report (None if unreadable)."""
+    try:
+        return OmegaConf.load(Path(path) / "config.yaml")
+    except (OSError, ValueError):
+        return None
+
+
 def _value(path: str, key: str):
     """The key's value in a run's config.yaml (a config group: its ``name``); None if absent."""
-    try:
-        cfg = OmegaConf.load(Path(path) / "config.yaml")
-    except (OSError, ValueError):
+    cfg = _config(path)
+    if cfg is None:
         return None
     node = OmegaConf.select(cfg, key, default=None)
     if OmegaConf.is_dict(node):
@@ -135,26 +144,15 @@ def write_comparison(results: Results, experiment: str, key: str, out_dir: Path)
         "",
         "Median (25%-75%) over complete seeds, n = complete seeds.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *markdown_table(header, rows, text_columns=2),
     ]
     tables = Path(out_dir) / "tables"
     figures = Path(out_dir) / "figures"
     tables.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     (tables / f"{stem}.md").write_text("\n".join(md) + "\n")
-    tex_lines = [
-        "% " + tex(f"{experiment}: final test accuracy (%) against {key}, median (25%-75%)"),
-        r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}",
-        r"\toprule",
-        " & ".join(tex(h) for h in header) + r" \\",
-        r"\midrule",
-        *(" & ".join(tex(c) for c in r) + r" \\" for r in rows),
-        r"\bottomrule",
-        r"\end{tabular}",
-    ]
-    (tables / f"{stem}.tex").write_text("\n".join(tex_lines) + "\n")
+    comment = f"{experiment}: final test accuracy (%) against {key}, median (25%-75%)"
+    (tables / f"{stem}.tex").write_text(tex_table(comment, header, [(None, rows)], 2))
     return [
         tables / f"{stem}.md",
         tables / f"{stem}.tex",
@@ -231,6 +229,7 @@ def _figure(runs, frame, key, out_dir: Path, stem: str) -> list[Path]:
 
 
 def write_comparisons(results: Results, experiment: str, out_dir: Path) -> list[Path]:
+    _config.cache_clear()  # runs may have changed since the last report in this process
     runs = results.runs[results.runs["experiment"] == experiment]
     written = []
     for key in swept(runs):

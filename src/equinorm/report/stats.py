@@ -14,7 +14,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-GROUP = ["experiment", "dataset", "arch", "variant", "norm"]  # one cell of runs (over seeds)
+CELL = ["dataset", "arch", "variant"]  # a cell of runs within an experiment (a table section)
+GROUP = ["experiment", *CELL, "norm"]  # one line of a figure, one row of a table (over seeds)
+
+
+def cells(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The (dataset, arch, variant) cells of ``runs``, the experiment's own config first."""
+    found = set(zip(*(runs[c] for c in CELL), strict=True))
+    return sorted(found, key=lambda c: (c[0], c[1], c[2] != "", c[2]))
+
+
+def in_cell(frame: pd.DataFrame, cell: tuple[str, str, str]) -> pd.DataFrame:
+    """The rows of ``frame`` (runs, history, finals) in ``cell``."""
+    mask = np.logical_and.reduce([frame[c] == v for c, v in zip(CELL, cell, strict=True)])
+    return frame[mask]
 
 
 def iqr(values) -> dict:
@@ -115,10 +128,9 @@ def paired_difference(
 ) -> pd.DataFrame:
     """Per cell of runs: ``metric`` of norm ``a`` minus norm ``b``, paired by seed (both
     complete): median and quartiles over the seeds."""
-    done = runs[runs["status"] == "complete"]
     rows = []
-    cell = ["experiment", "dataset", "arch", "variant"]
-    for key, g in done.groupby(cell, sort=True):
+    cell = ["experiment", *CELL]
+    for key, g in runs.groupby(cell, sort=True):
         d = paired_values(g, a, b, metric)
         if len(d):
             rows.append({**dict(zip(cell, key, strict=True)), **iqr(d)})

@@ -21,7 +21,7 @@ from equinorm.report.collect import Results
 from equinorm.report.expected import expected_seeds
 from equinorm.report.paper import PAPER, norm_label, norm_sort_key
 from equinorm.report.setup import describe
-from equinorm.report.stats import finals, paired_values
+from equinorm.report.stats import cells, finals, in_cell, paired_values
 from equinorm.report.verdict import overlap, paired
 
 BASELINE = "bn"  # the paper compares every norm with BatchNorm
@@ -57,14 +57,6 @@ def _range(m: float, lo: float, hi: float, digits: int = 2) -> str:
     return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
-def cells(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(dataset, arch, variant) of the runs, the experiment's own config first."""
-    found = {
-        (d, a, v) for d, a, v in zip(runs["dataset"], runs["arch"], runs["variant"], strict=True)
-    }
-    return sorted(found, key=lambda c: (c[0], c[1], c[2] != "", c[2]))
-
-
 def cell_title(dataset: str, arch: str, variant: str) -> str:
     return f"{dataset} / {arch}" + (f" / {variant}" if variant else "")
 
@@ -90,13 +82,8 @@ def table_rows(results: Results, experiment: str) -> list[dict]:
     expected = expected_seeds(experiment) or {}
     rows = []
     for dataset, arch, variant in cells(runs):
-        cell = runs[
-            (runs["dataset"] == dataset) & (runs["arch"] == arch) & (runs["variant"] == variant)
-        ]
-        here = fin[
-            (fin["dataset"] == dataset) & (fin["arch"] == arch) & (fin["variant"] == variant)
-        ]
-        by_norm = {f["norm"]: f for _, f in here.iterrows()}
+        cell = in_cell(runs, (dataset, arch, variant))
+        by_norm = {f["norm"]: f for _, f in in_cell(fin, (dataset, arch, variant)).iterrows()}
         norms = set(by_norm) | (set(expected) if variant == "" else set())
         for norm in sorted(norms, key=norm_sort_key):
             f = by_norm.get(norm)
@@ -167,9 +154,26 @@ def _failures(runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def _sections(results: Results, experiment: str):
+    """(title with the setup, the cell's runs, its table rows) per cell of the experiment."""
+    runs = results.runs[results.runs["experiment"] == experiment]
+    rows = table_rows(results, experiment)
+    for cell in cells(runs):
+        sub = in_cell(runs, cell)
+        setup = describe(sub)
+        title = cell_title(*cell) + (f" ({setup})" if setup else "")
+        mine = [r["cells"] for r in rows if (r["dataset"], r["arch"], r["variant"]) == cell]
+        yield title, sub, mine
+
+
+def markdown_table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    """A Markdown table, its first ``text_columns`` left-aligned, the numbers right-aligned."""
+    align = "|".join(["---"] * text_columns + ["---:"] * (len(header) - text_columns))
+    return [f"| {' | '.join(header)} |", f"|{align}|", *(f"| {' | '.join(r)} |" for r in rows)]
+
+
 def markdown(results: Results, experiment: str) -> str:
     paper = PAPER.get(experiment)
-    runs = results.runs[results.runs["experiment"] == experiment]
     lines = [f"# {experiment}", ""]
     if paper:
         lines += [f"Paper: {paper.where}." + (f" {paper.note}." if paper.note else ""), ""]
@@ -177,21 +181,10 @@ def markdown(results: Results, experiment: str) -> str:
         "Final test accuracy over seeds: median (25%-75%); paper: median (25%-75%) where reported.",
         "",
     ]
-    rows = table_rows(results, experiment)
-    sections = cells(runs)
-    for dataset, arch, variant in sections:
-        sub = runs[
-            (runs["dataset"] == dataset) & (runs["arch"] == arch) & (runs["variant"] == variant)
-        ]
-        setup = describe(sub)
-        title = cell_title(dataset, arch, variant) + (f" ({setup})" if setup else "")
+    sections = list(_sections(results, experiment))
+    for title, sub, rows in sections:
         lines += [f"## {title}" if len(sections) > 1 else title, ""]
-        lines.append("| " + " | ".join(HEADER) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|")
-        for r in rows:
-            if (r["dataset"], r["arch"], r["variant"]) == (dataset, arch, variant):
-                lines.append("| " + " | ".join(r["cells"]) + " |")
-        lines.append("")
+        lines += [*markdown_table(HEADER, rows), ""]
         notes = [commit_note(sub), *_failures(sub)]
         lines += [n for n in notes if n] + ([""] if any(notes) else [])
     return "\n".join(lines).rstrip() + "\n"
@@ -208,30 +201,33 @@ def tex(text) -> str:
     return re.sub(r"(?<![\w.-])-(?=\d)", "$-$", out)  # -0.28
 
 
-def latex(results: Results, experiment: str) -> str:
-    """A booktabs table (``\\usepackage{booktabs}``) with one block per cell of runs."""
-    runs = results.runs[results.runs["experiment"] == experiment]
-    sections = cells(runs)
-    rows = table_rows(results, experiment)
-    n = len(HEADER)
+def tex_table(
+    comment: str,
+    header: list[str],
+    blocks: list[tuple[str | None, list[list[str]]]],
+    text_columns=1,
+) -> str:
+    """A booktabs tabular (``\\usepackage{booktabs}``) headed by a ``%`` comment: one block of
+    rows per (title or None, rows), a title spanning the columns."""
+    n = len(header)
     lines = [
-        "% " + tex(f"{experiment}: final test accuracy, {TEX_NOTE}."),
-        r"\begin{tabular}{l" + "r" * (n - 1) + "}",
+        f"% {tex(comment)}",
+        rf"\begin{{tabular}}{{{'l' * text_columns}{'r' * (n - text_columns)}}}",
         r"\toprule",
-        " & ".join(tex(h) for h in TEX_HEADER) + r" \\",
+        " & ".join(tex(h) for h in header) + r" \\",
     ]
-    for dataset, arch, variant in sections:
-        sub = runs[
-            (runs["dataset"] == dataset) & (runs["arch"] == arch) & (runs["variant"] == variant)
-        ]
-        setup = describe(sub)
-        title = cell_title(dataset, arch, variant) + (f" ({setup})" if setup else "")
-        lines += [r"\midrule", rf"\multicolumn{{{n}}}{{l}}{{\emph{{{tex(title)}}}}} \\"]
-        for r in rows:
-            if (r["dataset"], r["arch"], r["variant"]) == (dataset, arch, variant):
-                lines.append(" & ".join(tex(c) for c in r["cells"]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    for title, rows in blocks:
+        lines.append(r"\midrule")
+        if title is not None:
+            lines.append(rf"\multicolumn{{{n}}}{{l}}{{\emph{{{tex(title)}}}}} \\")
+        lines += [" & ".join(tex(c) for c in r) + r" \\" for r in rows]
+    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def latex(results: Results, experiment: str) -> str:
+    """The experiment's table in LaTeX, one block per cell of runs."""
+    blocks = [(title, rows) for title, _, rows in _sections(results, experiment)]
+    return tex_table(f"{experiment}: final test accuracy, {TEX_NOTE}.", TEX_HEADER, blocks)
 
 
 def write_tables(results: Results, experiment: str, out_dir: Path) -> list[Path]:
@@ -242,4 +238,13 @@ def write_tables(results: Results, experiment: str, out_dir: Path) -> list[Path]
     return [md, tex_path]
 
 
-__all__ = ["cells", "commit_note", "latex", "markdown", "table_rows", "tex", "write_tables"]
+__all__ = [
+    "commit_note",
+    "latex",
+    "markdown",
+    "markdown_table",
+    "table_rows",
+    "tex",
+    "tex_table",
+    "write_tables",
+]

@@ -62,10 +62,10 @@ def seed_everything(seed: int) -> None:
 def _longer_schedule(rundir: RunDir, cfg: DictConfig, summary: dict) -> bool:
     """Whether the finished run in ``rundir`` is to be trained on to ``cfg.epochs`` (a longer
     schedule); False: skip it. One line where it cannot be continued."""
-    rundir.check_same_config(cfg, but_epochs=True)
-    done = int(summary.get("epochs") or summary.get("epoch") or cfg.epochs)
-    if cfg.epochs == done or summary.get("status") == "diverged":
-        return False  # a diverged run stays diverged whatever its length
+    if rundir.finished_as(cfg) is not None:
+        return False  # the same run (a diverged one stays diverged whatever its length)
+    rundir.check_same_config(cfg, but_epochs=True)  # what differs, in one line
+    done = int(summary["epochs"])  # finished_as: complete, the same config, other epochs
     if cfg.epochs < done:
         raise PartialRunError(
             f"{rundir.path} finished {done} epochs, epochs={cfg.epochs} is fewer (its "
@@ -241,6 +241,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> dict:
+    torch.set_num_threads(cfg.train.threads or cpu_budget())
     file_log = None
     if dist.is_main:
         file_log = logging.FileHandler(rundir.log_path)
@@ -248,8 +249,7 @@ def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> d
         logging.getLogger().addHandler(file_log)
         for note in notes:
             log.warning("%s", note)
-        threads = cfg.train.threads or cpu_budget()
-        provenance.start_attempt(rundir.path, device, dist.world_size, threads)
+        provenance.start_attempt(rundir.path, device, dist.world_size)
     outcome = "failed"
     try:
         summary = _build_and_fit(cfg, device, dist, rundir, state)
@@ -268,7 +268,6 @@ def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> d
 
 def _build_and_fit(cfg, device, dist, rundir, state):
     t = cfg.train
-    torch.set_num_threads(t.threads or cpu_budget())
     cuda = device.type == "cuda"
     precision = ("bf16" if cuda else "fp32") if t.precision == "auto" else t.precision
     k = virtual_devices(cfg, dist.world_size)

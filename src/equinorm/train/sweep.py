@@ -166,14 +166,24 @@ def expand(params, overrides: list[str]) -> list[list[str]]:
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
+_COMPOSED: dict[tuple[str, ...], DictConfig] = {}  # this process's sweep: overrides -> config
+
+
+def job_config(config: DictConfig, overrides) -> DictConfig:
+    """One job of the sweep that ``config`` starts, composed as the launcher will compose it --
+    once per sweep: the tally's snapshot and the sweeper's finished-run filter share it."""
+    key = tuple(overrides)
+    if key not in _COMPOSED:
+        loader = GlobalHydra.instance().config_loader()
+        _COMPOSED[key] = loader.load_sweep_config(master_config=config, sweep_overrides=list(key))
+    return _COMPOSED[key]
+
+
 def job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
-    """Every job of the sweep that ``config`` starts, composed as the launcher will compose it."""
-    loader = GlobalHydra.instance().config_loader()
+    """Every job of the sweep that ``config`` starts (a new sweep: composed afresh)."""
+    _COMPOSED.clear()
     jobs = expand(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
-    return [
-        (overrides, loader.load_sweep_config(master_config=config, sweep_overrides=overrides))
-        for overrides in jobs
-    ]
+    return [(overrides, job_config(config, overrides)) for overrides in jobs]
 
 
 class SweepCallback(Callback):

@@ -19,6 +19,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 
 from equinorm.train.rundir import RunDir
+from equinorm.train.sweep import job_config
 
 log = logging.getLogger("equinorm")
 
@@ -26,13 +27,13 @@ log = logging.getLogger("equinorm")
 class _SkipFinished:
     """A launcher's stand-in that launches only the jobs whose run is not finished."""
 
-    def __init__(self, launcher, config, config_loader) -> None:
-        self.launcher, self.config, self.loader = launcher, config, config_loader
+    def __init__(self, launcher, config) -> None:
+        self.launcher, self.config = launcher, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         finished: dict[int, JobReturn] = {}
         for i, overrides in enumerate(job_overrides):
-            cfg = self.loader.load_sweep_config(self.config, list(overrides))
+            cfg = job_config(self.config, overrides)  # composed once: the tally has it too
             summary = RunDir(cfg.run_dir).finished_as(cfg)
             if summary is not None:
                 finished[i] = JobReturn(
@@ -53,4 +54,4 @@ class _SkipFinished:
 class SkipFinishedSweeper(BasicSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self.launcher = _SkipFinished(self.launcher, config, hydra_context.config_loader)
+        self.launcher = _SkipFinished(self.launcher, config)
