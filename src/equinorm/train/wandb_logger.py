@@ -45,6 +45,7 @@ class WandbLogger:
         if mode not in MODES:
             raise ConfigError(f"wandb.mode={mode!r} is not one of {', '.join(MODES)}")
         self.run = None
+        self.offline = mode == "offline"
         if mode == "disabled" or not enabled:
             return
         import wandb
@@ -65,19 +66,19 @@ class WandbLogger:
             )
         except Exception as exc:  # logging must never cost a training run
             log.warning("wandb.init failed (%s); continuing without wandb", exc)
-        self.offline = mode == "offline"
 
     def replay(self, rows: Iterable[tuple[int, Mapping]]) -> None:
         """A resumed offline run: log the epochs trained so far (``(step, metrics)``) into this
         start's directory and move the earlier directories of the run's id aside."""
-        if self.run is None or not self.offline:
+        if not self.offline:
             return
-        try:
+
+        def replay() -> None:
             for step, metrics in rows:
                 self.run.log(dict(metrics), step=step)
             self._supersede()
-        except Exception as exc:
-            log.warning("wandb: could not replay the run's history (%s)", exc)
+
+        self._guarded("replay of the run's history", replay)
 
     def _supersede(self) -> None:
         here = Path(self.run.dir).parent  # .../wandb/offline-run-<time>-<id>
