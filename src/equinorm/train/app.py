@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 
 import hydra
@@ -32,12 +31,6 @@ from equinorm.train.signals import Preempted
 from equinorm.train.sweep import one_line, record_failure
 
 log = logging.getLogger("equinorm")
-
-# conf/hydra/launcher/submitit_slurm.yaml gives the plugin's `submitit_slurm` our defaults (one
-# GPU per job, requeue). Hydra 1.3 merges it onto the plugin's schema and warns that this
-# same-name matching is deprecated; the file is complete (it carries _target_ and every field), so
-# it keeps working on its own where the matching is gone. Only that one warning is silenced.
-warnings.filterwarnings("ignore", message=r"(?s).*hydra/launcher/submitit_slurm.*schema")
 
 
 def _multirun() -> bool:
