@@ -7,6 +7,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test: one pytest-xdist worker per core (each test process uses one torch thread)
+PYTEST_WORKERS ?= auto
+LOCK   := requirements.lock
+# the newest versions pyproject.toml's ranges allow (make test-latest), beside .venv
+LATEST ?= .venv-latest
 RESULTS ?= results
 # the demo trains and reports under its own (git-ignored) tree, so `make demo` and `make figures`
 # never touch tracked files (the README's demo artefacts: scripts/report.py --out results)
@@ -17,7 +22,7 @@ ARGS    ?=
 # gpu-check runs under the Python that holds the GPU machine's own torch (not .venv)
 GPU_PYTHON ?= python3
 
-.PHONY: help install test test-slow test-slurm lint format clean demo figures plan complexity bench gpu-check \
+.PHONY: help install lock test test-latest test-slow test-slurm lint format clean demo figures plan complexity bench gpu-check gpu-wheels \
         reproduce-cifar10 reproduce-cifar100 reproduce-svhn reproduce-imagenet reproduce-short \
         reproduce-all
 
@@ -25,15 +30,34 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
 	     /^[a-zA-Z0-9_%-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml constraints.txt
+# Every distribution comes from the lock (the lock pins the whole closure, so the constraints fix
+# each version); pip check: the set is consistent.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,demo]'
+	$(PY) -m pip install --disable-pip-version-check -q -c $(LOCK) -e '.[dev,demo]'
+	$(PY) -m pip check
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the package with [dev,demo] extras (no-op when done)
+install: $(STAMP) ## Create .venv and install the package with [dev,demo] extras, every version from requirements.lock
 
-test: $(STAMP) ## Run the fast test suite (installs first if needed)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# UPGRADE=all: the newest versions the ranges allow; UPGRADE=wandb: only that package (and what it
+# needs); empty: keep every pin that pyproject.toml's ranges still allow
+lock: $(STAMP) ## Rewrite requirements.lock from pyproject.toml's ranges (UPGRADE=all|<package>)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra demo --universal \
+	  --python-version 3.10 --custom-compile-command "make lock" -o $(LOCK) \
+	  $(if $(filter all,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE)))
+
+test: $(STAMP) ## Run the fast test suite on every core (installs first if needed)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# Not part of CI: run it before `make lock UPGRADE=all`, or when a dependency releases, to see an
+# upstream break before a user meets it (then cap the range in pyproject.toml)
+test-latest: ## The fast suite in .venv-latest, with the newest versions pyproject.toml allows (no lock)
+	@test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --disable-pip-version-check -q --upgrade \
+	  --upgrade-strategy eager -e '.[dev,demo]'
+	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable > $(LATEST)/versions.txt
+	EQUINORM_UNLOCKED=1 $(LATEST)/bin/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## Run the slow tests too
 	$(PY) -m pytest -m 'slow or not slow' $(PYTEST_ARGS)
@@ -76,9 +100,12 @@ plan: $(STAMP) ## Runs and estimated GPU-hours of every reproduce target (no tra
 bench: $(STAMP) ## Training-step time per arch x norm and loader throughput -> results/bench/<device>.*
 	$(PY) scripts/bench.py all $(ARGS)
 
-gpu-check: ## On a GPU machine, with its own torch: gpu tests, CUDA smoke runs, demo, paper-size bench
+gpu-check: ## On a GPU machine, its own torch: env, gpu tests, the paper's bench rows, smoke, demo (ARGS="--budget 480")
 	bash scripts/gpu_env.sh $(GPU_PYTHON)
 	$(GPU_PYTHON) scripts/gpu_check.py $(ARGS)
+
+gpu-wheels: ## .whl/: the wheels a GPU image without network lacks (hydra-core, omegaconf, antlr4)
+	PYTHON=$(PYTHON) bash scripts/gpu_wheels.sh
 
 complexity: $(STAMP) ## Parameters and forward MACs per architecture (and the golden counts)
 	$(PY) scripts/model_complexity.py

@@ -1,210 +1,403 @@
-"""``make gpu-check``: what a fresh GPU machine must pass before a sweep is trusted to it.
+"""``make gpu-check``: what a GPU owner must know about this suite, most important first, inside a
+time budget (a GPU lease: one call of a few minutes must bring every number back).
 
-    python scripts/gpu_check.py                  # everything, on cuda
-    python scripts/gpu_check.py --skip bench     # steps by name: tests, smoke, demo, bench
-    python scripts/gpu_check.py --device cpu --quick   # the same pipeline, shrunk, on a CPU
+    python scripts/gpu_check.py --out DIR --budget 480            # on the GPU machine
+    python scripts/gpu_check.py --device cpu --quick --budget 120 --out DIR   # shrunk, on a CPU
+    python scripts/gpu_check.py --only smoke demo --out DIR       # some steps (names below)
 
-1. ``tests``: the gpu-marked tests (``pytest -m gpu``).
-2. ``smoke``: ``debug=smoke`` of every experiment with every norm its sweep names (seed 0), on data
-   fabricated in the real on-disk formats (CIFAR-10/100 pickles, SVHN .mat, ImageNet folders).
-3. ``demo``: the digits demo's sweep (``make demo``) and its report.
-4. ``bench``: the paper-size benchmark, eager and ``torch.compile``'d, written to
-   ``results/bench/<gpu>.{csv,png}``.
+Each step runs in its own process (its own session, killed with everything it started) under its
+own time limit -- what is left of the budget, at most the step's cap -- and writes what it
+measures into DIR as it goes, so a check stopped at any point (a step's limit, the budget, the
+lease) leaves every finished row and log behind. A step that no longer fits is skipped and says so.
 
-Runs from the source tree (``src`` on ``PYTHONPATH``) with the Python that holds the machine's own
-torch, so nothing re-resolves torch; the few extras (hydra-core, omegaconf) come from ``.whl/``
-when present, else the index (see ``scripts/gpu_env.sh``). Run outputs go to ``--out`` (ignored by
-git). Ends with one line per step and exits non-zero if any failed.
+  a. env                 GPU, driver, torch, CUDA, cuDNN (env.json); pytest -m gpu (gpu-tests)
+  b. bench-eager, bench-compiled-wrn, bench-compiled-preact_resnet152: the rows that decide the
+     paper's claim -- wrn and preact_resnet152 at batch 128, 32x32, bf16 autocast, channels_last,
+     EquiNorm (fused and reference implementations) vs BatchNorm (and GroupNorm, eager);
+     torch.compile's time is the first step's (first_step_s), reported, not hidden
+  c. smoke               one CUDA run of every experiment with EquiNorm (debug=smoke, data
+                         fabricated in the real formats)
+  d. bench-others-eager, bench-resnet50 (224 px), demo (the digits sweep and its report),
+     bench-others-compiled -- while budget remains
+
+DIR ends with at most 8 files (what a device lease returns): env.json, steps.csv (step, status,
+seconds, detail), bench.csv and bench.png, smoke.csv, demo.md and log.txt (every step's output);
+scratch files (fabricated data, runs) go to --work. Runs from the source tree with the Python
+that holds the machine's own torch; docs/performance.md gives the one-line device command.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+START = time.monotonic()  # the budget counts from the process's start
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("tests", "smoke", "demo", "bench")
-QUICK = ("cifar10_wrn_overfit", "cifar10_wrn_short", "digits_demo")  # --quick's experiments
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+QUICK_EXPERIMENTS = ["cifar10_wrn_short", "digits_demo"]
+CLAIM_ARCHS = ["wrn", "preact_resnet152"]
+OTHER_NORMS = ["ws_gn", "wn", "none"]
+MARGIN_S = 10.0  # kept back from the budget: stopping a step (SIGTERM, then KILL) and the summary
+QUICK_CAP = 0.25  # --quick: each step gets a quarter of its cap, so every step gets its turn
 
 
 def environment() -> dict:
-    """The Python this check runs under sees ``src`` and runs wandb-free."""
-    src = str(ROOT / "src")
+    """Child processes see ``src`` (and whatever PYTHONPATH holds: the carried wheels), no wandb."""
     path = os.environ.get("PYTHONPATH", "")
     return {
         **os.environ,
-        "PYTHONPATH": src + (os.pathsep + path if path else ""),
+        "PYTHONPATH": str(ROOT / "src") + (os.pathsep + path if path else ""),
         "WANDB_MODE": "disabled",
         "PYTHONUNBUFFERED": "1",
     }
 
 
-def call(cmd: list[str], log: Path) -> int:
-    """Run ``cmd`` from the repository root, echoing and logging its output; its exit code."""
-    print("$", " ".join(cmd), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(log, "a") as f,
-        subprocess.Popen(
+@dataclass
+class Step:
+    name: str
+    cap_s: float  # the most this step may take (less when the budget has less left)
+    commands: Callable[[argparse.Namespace], list[list[str]]]
+    after: Callable[[argparse.Namespace], str] | None = None  # writes its summary; a detail
+    minimum_s: float = 15.0  # not started with less left
+
+
+@dataclass
+class Outcome:
+    step: str
+    status: str  # ok, failed, timeout, skipped
+    seconds: float
+    detail: str = ""
+    started: float = field(default=0.0, repr=False)
+
+
+class Runner:
+    """Runs commands in their own sessions, each line to the console and DIR/log.txt; kills the
+    running one (its whole session) at its deadline or when this process is told to stop."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.current: subprocess.Popen | None = None
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        with open(self.log, "a") as f:
+            f.write(text)
+
+    def kill(self) -> None:
+        proc = self.current
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 4), (signal.SIGKILL, 4)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+                return
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+
+    def call(self, cmd: list[str], seconds: float) -> tuple[int | None, str]:
+        """(exit code, last line); the code is None when the deadline killed it."""
+        self.write("$ " + " ".join(cmd) + "\n")
+        proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
             env=environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        ) as proc,
-    ):
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            f.write(line)
-    return proc.returncode
-
-
-def train_cmd(*overrides: str) -> list[str]:
-    return [sys.executable, "-m", "equinorm.train", "-m", "wandb.mode=disabled", *overrides]
-
-
-def swept_norms(experiment: str) -> list[str]:
-    from equinorm.reproduce import experiment_config
-
-    return str(experiment_config(experiment).hydra.sweeper.params.norm).split(",")
-
-
-def summaries(runs: Path) -> list[tuple[Path, dict | None]]:
-    out = []
-    for seed_dir in sorted(p for p in runs.rglob("seed=*") if p.is_dir()):  # any variant level
-        path = seed_dir / "summary.json"
-        out.append((seed_dir, json.loads(path.read_text()) if path.is_file() else None))
-    return out
-
-
-def check_runs(runs: Path, expected: int) -> list[str]:
-    """One problem line per run that did not complete, and for runs that are missing."""
-    found = summaries(runs)
-    problems = [
-        f"{d.relative_to(runs)}: {s['status'] if s else 'no summary.json'}"
-        for d, s in found
-        if not s or s.get("status") != "complete"
-    ]
-    if len(found) < expected:
-        problems.append(f"{expected - len(found)} of {expected} runs missing under {runs}")
-    return problems
-
-
-def step_tests(args, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "tests"]
-    code = call(cmd, out / "tests.log")
-    return [] if code == 0 else [f"pytest -m gpu exited {code} (log: {out / 'tests.log'})"]
-
-
-def step_smoke(args, out: Path) -> list[str]:
-    from equinorm.data.fabricate import write_cifar, write_imagenet, write_svhn
-
-    data = out / "data"
-    n = 64 if args.quick else 512
-    if not (data / ".fabricated").is_file():
-        write_cifar(data, "cifar10", n_train=n, n_test=n // 2)
-        write_cifar(data, "cifar100", n_train=n, n_test=n // 2)
-        write_svhn(data, n_train=n // 2, n_extra=n // 2, n_test=n // 2)
-        write_imagenet(data, classes=4, per_class=max(n // 32, 4), size=64)
-        (data / ".fabricated").touch()
-    problems, expected = [], 0
-    from equinorm.paths import config_dir
-
-    every = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
-    experiments = QUICK if args.quick else every
-    for experiment in experiments:
-        norms = swept_norms(experiment)
-        expected += len(norms)
-        code = call(
-            train_cmd(
-                f"experiment={experiment}",
-                "debug=smoke",
-                "seed=0",
-                f"norm={','.join(norms)}",
-                f"train.device={args.device}",
-                f"dataset.root={data}",
-                "dataset.download=false",
-                "dataset.verify=false",
-                f"results_dir={out / 'smoke'}",
-                "train.progress=false",
-            ),
-            out / "smoke.log",
+            start_new_session=True,
         )
-        if code:
-            problems.append(f"smoke {experiment}: exit {code} (log: {out / 'smoke.log'})")
-    return problems + check_runs(out / "smoke" / "runs", expected)
+        self.current = proc
+        last = [""]
+
+        def pump() -> None:
+            for line in proc.stdout:
+                self.write(line)
+                if line.strip():
+                    last[0] = line.strip()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            code = proc.wait(timeout=max(seconds, 0.0))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = None
+        reader.join(timeout=10)
+        self.current = None
+        return code, last[0]
 
 
-def step_demo(args, out: Path) -> list[str]:
-    results = out / "demo"
-    extra = ["seed=0", "epochs=2", "schedule.length=2", "schedule.milestones=[1]"]
-    code = call(
-        train_cmd(
-            "experiment=digits_demo",
-            f"train.device={args.device}",
-            f"results_dir={results}",
-            "train.progress=false",
-            *(extra if args.quick else []),
-        ),
-        out / "demo.log",
+def run_step(runner: Runner, step: Step, args, limit: float) -> Outcome:
+    t0 = time.monotonic()
+    outcome = Outcome(step.name, "ok", 0.0)
+    for cmd in step.commands(args):
+        left = limit - (time.monotonic() - t0)
+        code, last = runner.call(cmd, left)
+        if code is None:
+            outcome.status, outcome.detail = "timeout", f"stopped at its {limit:.0f} s limit"
+            break
+        if code != 0:
+            outcome.status, outcome.detail = "failed", f"exit {code}: {last}"
+            break
+    if step.after is not None:
+        try:
+            detail = step.after(args)
+        except Exception as exc:  # a summary must not cost the other steps
+            detail = f"its summary failed: {type(exc).__name__}: {exc}"
+        outcome.detail = "; ".join(filter(None, [outcome.detail, detail]))
+    outcome.seconds = time.monotonic() - t0
+    return outcome
+
+
+def write_steps(out: Path, outcomes: list[Outcome]) -> None:
+    tmp = out / ".steps.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "status", "seconds", "detail"])
+        for o in outcomes:
+            writer.writerow([o.step, o.status, f"{o.seconds:.1f}", o.detail])
+    os.replace(tmp, out / "steps.csv")
+
+
+def run_all(steps: list[Step], args, runner: Runner) -> list[Outcome]:
+    """Every step in order within ``args.budget`` seconds of this process's start; steps.csv
+    rewritten after each."""
+    deadline = START + args.budget - MARGIN_S
+    outcomes: list[Outcome] = []
+    for step in steps:
+        left = deadline - time.monotonic()
+        cap = step.cap_s * (QUICK_CAP if args.quick else 1.0)
+        if left < min(step.minimum_s, cap):
+            outcomes.append(
+                Outcome(step.name, "skipped", 0.0, f"budget: {max(left, 0):.0f} s left")
+            )
+        else:
+            runner.write(f"\n== {step.name} (at most {min(cap, left):.0f} s)\n")
+            outcomes.append(run_step(runner, step, args, min(cap, left)))
+        write_steps(args.out, outcomes)
+    return outcomes
+
+
+# -- the steps ---------------------------------------------------------------------------------
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def bench(args, archs, norms, compiled: bool, impls=("fused", "reference"), **size) -> list[str]:
+    cmd = python("scripts/bench.py", "step", "--device", args.device, "--archs", *archs)
+    cmd += ["--norms", *norms, "--equi-impls", *impls, "--compile", "on" if compiled else "off"]
+    cmd += ["--csv", str(args.out / "bench.csv"), "--append"]
+    if args.quick:  # a check of the check: tiny models, few rounds
+        size = {"width": 0.125, "batch-size": 8, "input-size": 16, "rounds": 3}
+    for key, value in size.items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def train(args, *overrides: str) -> list[str]:
+    return python(
+        "-m",
+        "equinorm.train",
+        "-m",
+        f"train.device={args.device}",
+        "wandb.mode=disabled",
+        "train.progress=false",
+        *overrides,
     )
-    problems = [f"demo sweep exited {code}"] if code else []
-    expected = 3 if args.quick else 15
-    problems += check_runs(results / "runs", expected)
-    report = [sys.executable, "scripts/report.py", "--results", str(results)]
-    code = call([*report, "--experiment", "digits_demo"], out / "demo.log")
-    return problems + ([f"demo report exited {code}"] if code else [])
 
 
-def step_bench(args, out: Path) -> list[str]:
-    cmd = [sys.executable, "scripts/bench.py", "step", "--device", args.device]
-    cmd += ["--compile", "both"]
-    if args.quick:
-        cmd += ["--archs", "preact_resnet18", "--width", "0.125", "--batch-size", "8"]
-        cmd += ["--input-size", "16", "--rounds", "20", "--out", str(out / "bench")]
-    code = call(cmd, out / "bench.log")
-    return [f"bench exited {code} (log: {out / 'bench.log'})"] if code else []
+def smoke_commands(args) -> list[list[str]]:
+    data = args.work / "data"
+    experiments = QUICK_EXPERIMENTS if args.quick else EXPERIMENTS
+    return [
+        python("-m", "equinorm.data.fabricate", str(data), "--images", "64"),
+        train(
+            args,
+            f"experiment={','.join(experiments)}",
+            "norm=equi",
+            "seed=0",
+            "debug=smoke",
+            f"dataset.root={data}",
+            "dataset.download=false",
+            "dataset.verify=false",
+            f"results_dir={args.work / 'smoke'}",
+        ),
+    ]
 
 
-def main() -> int:
+def summarize_runs(runs: Path, path: Path, expected: int) -> str:
+    """One row per run found under ``runs`` (status, epochs, accuracy, time) -> ``path``."""
+    rows = []
+    for summary in sorted(runs.rglob("summary.json")):
+        data = json.loads(summary.read_text())
+        rows.append(
+            {
+                "run": str(summary.parent.relative_to(runs)),
+                **{k: data.get(k) for k in ("status", "epoch", "epochs", "test_acc")},
+                **{k: data.get(k) for k in ("wall_time_s", "device", "precision")},
+            }
+        )
+    if rows:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    complete = sum(r["status"] == "complete" for r in rows)
+    return f"{complete} of {expected} runs complete"
+
+
+def smoke_after(args) -> str:
+    expected = len(QUICK_EXPERIMENTS if args.quick else EXPERIMENTS)
+    return summarize_runs(args.work / "smoke" / "runs", args.out / "smoke.csv", expected)
+
+
+def demo_commands(args) -> list[list[str]]:
+    results = args.work / "demo"
+    quick = ["seed=0", "epochs=2", "schedule.length=2", "schedule.milestones=[1]"]
+    return [
+        train(
+            args, "experiment=digits_demo", f"results_dir={results}", *(quick if args.quick else [])
+        ),
+        python("scripts/report.py", "--results", str(results), "--experiment", "digits_demo"),
+    ]
+
+
+def demo_after(args) -> str:
+    table = args.work / "demo" / "tables" / "digits_demo.md"
+    if table.is_file():
+        shutil.copy(table, args.out / "demo.md")
+    return summarize_runs(
+        args.work / "demo" / "runs", args.work / "demo.csv", 3 if args.quick else 15
+    )
+
+
+def steps() -> list[Step]:
+    claim = ["equi", "bn"]
+    steps = [
+        Step(
+            "env",
+            60,
+            lambda a: [
+                python("-m", "equinorm.bench.env", str(a.out / "env.json"), "--device", a.device)
+            ],
+        ),
+        Step(
+            "gpu-tests",
+            240,
+            lambda a: [
+                python(
+                    "-m",
+                    "pytest",
+                    "-m",
+                    "gpu",
+                    "-p",
+                    "no:cacheprovider",
+                    "-q",
+                    "-rs",
+                    *(["-n", "4"] if a.device.startswith("cuda") else []),
+                    "tests",
+                )
+            ],
+        ),
+        Step("bench-eager", 150, lambda a: [bench(a, CLAIM_ARCHS, [*claim, "gn"], False)]),
+    ]
+    steps += [
+        Step(f"bench-compiled-{arch}", 240, lambda a, arch=arch: [bench(a, [arch], claim, True)])
+        for arch in CLAIM_ARCHS
+    ]
+    steps += [
+        Step("smoke", 180, smoke_commands, smoke_after),
+        Step(
+            "bench-others-eager",
+            120,
+            lambda a: [bench(a, CLAIM_ARCHS, ["bn", *OTHER_NORMS], False, ("fused",))],
+        ),
+        Step(
+            "bench-resnet50",
+            240,
+            lambda a: [
+                bench(a, ["resnet50"], [*claim, "gn"], False),
+                bench(a, ["resnet50"], claim, True, ("fused",)),
+            ],
+        ),
+        Step("demo", 240, demo_commands, demo_after),
+        Step(
+            "bench-others-compiled",
+            300,
+            lambda a: [bench(a, CLAIM_ARCHS, ["bn", "gn", *OTHER_NORMS], True, ("fused",))],
+        ),
+    ]
+    return steps
+
+
+def cuda_missing(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return f"gpu-check: no CUDA device visible to torch {torch.__version__}; nothing to check"
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [s.name for s in steps()]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:<n> or cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu-check")
-    parser.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="steps to leave out")
+    parser.add_argument("--work", type=Path, help="scratch files (default: a temporary folder)")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds for everything")
     parser.add_argument("--quick", action="store_true", help="shrunk sizes (a check of the check)")
-    args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
-    import torch
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"gpu-check: no CUDA device visible to torch {torch.__version__}; nothing to check")
+    parser.add_argument("--only", nargs="+", choices=names, help="these steps only")
+    parser.add_argument("--skip", nargs="+", default=[], choices=names, help="steps to leave out")
+    args = parser.parse_args(argv)
+    problem = cuda_missing(args.device)
+    if problem:
+        print(problem)
         return 2
-    print(f"gpu-check: torch {torch.__version__}, {args.device}", end="")
-    if args.device.startswith("cuda"):
-        print(f" = {torch.cuda.get_device_name(torch.device(args.device))}", end="")
-    print(f"; outputs under {args.out}", flush=True)
+    args.out = args.out.absolute()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name in STEPS:
-        if name in args.skip:
-            results[name] = ("skipped", [], 0.0)
-            continue
-        t0 = time.perf_counter()
-        problems = globals()[f"step_{name}"](args, args.out)
-        results[name] = ("ok" if not problems else "FAILED", problems, time.perf_counter() - t0)
-    print("\ngpu-check summary")
-    for name, (status, problems, seconds) in results.items():
-        print(f"  {name:6s} {status:8s} {seconds:7.0f} s")
-        for p in problems:
-            print(f"         - {p}")
-    return 1 if any(s == "FAILED" for s, _, _ in results.values()) else 0
+    args.work = (args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))).absolute()
+    chosen = [s for s in steps() if s.name in (args.only or names) and s.name not in args.skip]
+    runner = Runner(args.out / "log.txt")
+    runner.write(
+        f"gpu-check: {args.device}, budget {args.budget:.0f} s, {len(chosen)} steps; "
+        f"results in {args.out}, scratch in {args.work}\n"
+    )
+
+    def stop(signum, frame):  # the lease or a user: keep what is written, end the running step
+        runner.kill()
+        runner.write(f"gpu-check: stopped by {signal.Signals(signum).name}\n")
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    outcomes = run_all(chosen, args, runner)
+    rows = args.out / "bench.csv"
+    if rows.is_file() and time.monotonic() - START < args.budget - 5:
+        from equinorm.bench.output import plot, read_rows
+
+        plot(read_rows(rows), f"gpu-check, {args.device}", args.out / "bench.png")
+    runner.write("\ngpu-check summary\n")
+    for o in outcomes:
+        runner.write(f"  {o.step:22s} {o.status:8s} {o.seconds:6.0f} s  {o.detail}\n")
+    runner.write(f"  total {time.monotonic() - START:.0f} s of a {args.budget:.0f} s budget\n")
+    return 1 if any(o.status in ("failed", "timeout") for o in outcomes) else 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
     sys.exit(main())

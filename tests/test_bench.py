@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-from pathlib import Path
 
 import torch
 
 from equinorm.bench.loader import loader_throughput
+from equinorm.bench.output import plot, write_rows
 from equinorm.bench.step import step_times
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
 
 def test_step_times_interleave_norms_and_pair_ratios_to_bn():
@@ -38,22 +35,29 @@ def test_loader_throughput_compares_the_device_loader_with_the_dataloader():
     assert all(r["images_per_s"] > 0 for r in rows)
 
 
-def test_bench_script_writes_csv_with_the_machine_and_a_plot(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_script", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_rows_are_written_with_the_machine_appended_and_drawn(tmp_path):
     rows = step_times(
         "preact_resnet18",
         ["equi", "bn"],
         torch.device("cpu"),
         batch_size=2,
         width_mult=0.125,
-        warmup=1,
+        warmup=2,
         rounds=2,
+        equi_impls=("fused", "reference"),
     )
-    path = bench.write_rows("cpu-test", torch.device("cpu"), rows, tmp_path)
-    bench.plot(rows, "test", tmp_path / "cpu-test.png")
+    assert [(r["norm"], r["impl"]) for r in rows] == [
+        ("equi", "fused"),
+        ("equi", "reference"),
+        ("bn", ""),
+    ]
+    assert all(r["warmup_s"] >= r["first_step_s"] > 0 for r in rows)
+    path = tmp_path / "bench.csv"
+    write_rows(path, torch.device("cpu"), rows[:1])
+    write_rows(path, torch.device("cpu"), rows[1:], append=True)  # a later group, same file
     with open(path) as f:
         table = list(csv.DictReader(f))
-    assert {"date", "device", "torch", "device_type", "arch", "norm", "step_ms"} <= set(table[0])
-    assert (tmp_path / "cpu-test.png").stat().st_size > 5000
+    assert [(r["norm"], r["impl"]) for r in table] == [(r["norm"], r["impl"]) for r in rows]
+    assert {"date", "device", "torch", "device_type", "first_step_s"} <= set(table[0])
+    plot(table, "test", tmp_path / "bench.png")  # from the file, as gpu_check draws it
+    assert (tmp_path / "bench.png").stat().st_size > 5000

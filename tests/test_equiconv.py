@@ -1,4 +1,4 @@
-"""EquiConv2d against SPEC section 1: the equilibrium identities, invariances, gradients, modes."""
+"""EquiConv2d against docs/spec.md section 1: the equilibrium identities, invariances, gradients."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
 
 
 def reference_weight(w, x, stride, out_hw, single_pass):
-    """SPEC section 1 written with the batch sums v_c and r (the layer uses per-element means)."""
+    """docs/spec.md section 1 with the batch sums v_c and r (the layer uses per-element means)."""
     n = x.shape[0]
     v = x.sum(dim=(0, 2, 3))  # v_c
     r = n * out_hw[0] * out_hw[1] * stride[0] * stride[1]
@@ -575,3 +575,39 @@ def test_eps_keeps_a_zero_denominator_finite_and_zero_eps_is_the_papers_transfor
     assert torch.autograd.gradcheck(conv, (x,))  # the fused node with eps
     with pytest.raises(ValueError, match="eps"):
         EquiConv2d(3, 4, 3, eps=-1.0)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_the_reference_impl_is_the_same_layer_as_the_fused_one(fold):
+    """``impl=reference`` (plain ops, autograd's backward) against the fused node: outputs, every
+    gradient and the running means, in training and evaluation, with an affine folded in."""
+    from equinorm.models import build_model
+
+    models = {}
+    for impl in ("fused", "reference"):
+        torch.manual_seed(4)
+        models[impl] = build_model(
+            "preact_resnet18",
+            "equi",
+            10,
+            width_mult=0.125,
+            norm_options={"impl": impl, "stat_fraction": 0.5},
+            fold_affine=fold,
+        ).double()
+    x = torch.rand(6, 3, 16, 16, dtype=torch.float64)
+    out = {}
+    for impl, model in models.items():
+        loss = model(x).square().mean()
+        loss.backward()
+        model.eval()
+        with torch.no_grad():
+            out[impl] = (loss, model(x), [p.grad for p in model.parameters()], model.state_dict())
+    fused, ref = out["fused"], out["reference"]
+    torch.testing.assert_close(fused[0], ref[0])
+    torch.testing.assert_close(fused[1], ref[1])
+    for a, b in zip(fused[2], ref[2], strict=True):
+        torch.testing.assert_close(a, b)
+    for key in fused[3]:
+        torch.testing.assert_close(fused[3][key], ref[3][key])
+    with pytest.raises(ValueError, match="impl must be one of fused, reference"):
+        EquiConv2d(4, 4, 3, impl="triton")

@@ -1,27 +1,114 @@
-"""``make gpu-check`` itself: its pipeline runs end to end (shrunk, on the CPU), it refuses a
+"""``make gpu-check`` (scripts/gpu_check.py) before any GPU sees it: it keeps to its budget, a stop
+at any point keeps every row measured so far, its steps run (shrunk, on the CPU), it refuses a
 machine without CUDA in one line, and training needs no wandb when ``wandb.mode=disabled``."""
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = [sys.executable, str(ROOT / "scripts" / "gpu_check.py")]
+SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
 
-def test_gpu_check_pipeline_runs_on_a_cpu(tmp_path):
-    out = tmp_path / "check"
-    args = ["--device", "cpu", "--quick", "--skip", "tests", "bench", "--out", str(out)]
-    proc = run_cli(*args, cwd=tmp_path, module="", launcher=SCRIPT)
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["gpu_check"]
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_step_is_stopped_at_its_limit_and_what_no_longer_fits_is_skipped(
+    gpu_check, tmp_path, monkeypatch
+):
+    sleep = [sys.executable, "-c", "import time; print('working', flush=True); time.sleep(60)"]
+    steps = [
+        gpu_check.Step("quick", 30, lambda a: [[sys.executable, "-c", "print(1)"]], minimum_s=1),
+        gpu_check.Step("endless", 3, lambda a: [sleep]),  # killed at its cap
+        gpu_check.Step("long", 60, lambda a: [sleep], minimum_s=5),  # killed at the budget
+        gpu_check.Step("late", 30, lambda a: [sleep], minimum_s=5),  # no budget left: skipped
+    ]
+    monkeypatch.setattr(gpu_check, "START", time.monotonic())
+    monkeypatch.setattr(gpu_check, "MARGIN_S", 1.0)
+    args = type("Args", (), {"budget": 12.0, "out": tmp_path, "quick": False})()
+    runner = gpu_check.Runner(tmp_path / "log.txt")
+    outcomes = gpu_check.run_all(steps, args, runner)
+    elapsed = time.monotonic() - gpu_check.START
+    assert [(o.step, o.status) for o in outcomes] == [
+        ("quick", "ok"),
+        ("endless", "timeout"),
+        ("long", "timeout"),
+        ("late", "skipped"),
+    ]
+    assert 2.5 < outcomes[1].seconds < 8  # its cap, then the kill
+    assert elapsed < args.budget, elapsed
+    assert [r["status"] for r in rows(tmp_path / "steps.csv")] == [
+        "ok",
+        "timeout",
+        "timeout",
+        "skipped",
+    ]
+    assert (tmp_path / "log.txt").read_text().splitlines().count("working") == 2  # both ran
+
+
+def test_a_check_stopped_mid_benchmark_keeps_every_row_and_log_line(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out)]
+    cmd += ["--work", str(tmp_path / "work"), "--only", "env", "bench-eager"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    bench = out / "bench.csv"
+    while proc.poll() is None and not bench.is_file():  # the first architecture's rows
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGTERM)  # the lease ends
+    log = proc.communicate()[0]
+    assert proc.returncode == 128 + signal.SIGTERM, log[-3000:]
+    measured = rows(bench)
+    assert {(r["arch"], r["norm"], r["impl"]) for r in measured} == {
+        ("wrn", "equi", "fused"),
+        ("wrn", "equi", "reference"),
+        ("wrn", "bn", ""),
+        ("wrn", "gn", ""),
+    }
+    assert all(float(r["images_per_s"]) > 0 and r["device_type"] == "cpu" for r in measured)
+    assert [r["step"] for r in rows(out / "steps.csv")] == ["env"]  # finished before the stop
+    assert "torch" in (out / "env.json").read_text()
+    assert "stopped by SIGTERM" in (out / "log.txt").read_text()
+    busy = subprocess.run(["pgrep", "-f", "scripts/bench.py step"], capture_output=True, text=True)
+    assert str(tmp_path) not in busy.stdout  # the benchmark it ran was stopped with it
+
+
+def test_the_smoke_step_runs_each_experiment_with_equinorm_and_tabulates_them(tmp_path):
+    out = tmp_path / "out"
+    args = ["--device", "cpu", "--quick", "--out", str(out), "--work", str(tmp_path / "work")]
+    proc = run_cli(
+        *args, "--only", "smoke", cwd=tmp_path, module="", launcher=[sys.executable, str(SCRIPT)]
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
-    summary = proc.stdout.split("gpu-check summary")[1]
-    assert "smoke  ok" in summary and "demo   ok" in summary and "bench  skipped" in summary
-    smoke = sorted(p.parent.name for p in (out / "smoke" / "runs").glob("*/*/seed=0"))
-    assert "digits-preact_resnet18-gn" in smoke and "cifar10-wrn-equi" in smoke
-    assert any((out / "demo" / "figures").iterdir()) and any((out / "demo" / "tables").iterdir())
+    smoke = rows(out / "smoke.csv")
+    assert sorted(r["run"].split("/")[0] for r in smoke) == ["cifar10_wrn_short", "digits_demo"]
+    assert all(r["status"] == "complete" and "-equi/" in r["run"] for r in smoke)
+    (step,) = rows(out / "steps.csv")
+    assert step["status"] == "ok" and step["detail"] == "2 of 2 runs complete"
 
 
 def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
@@ -29,7 +116,9 @@ def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
 
     if torch.cuda.is_available():
         return  # a CUDA machine: nothing to refuse
-    proc = run_cli("--out", str(tmp_path), cwd=tmp_path, module="", launcher=SCRIPT)
+    proc = run_cli(
+        "--out", str(tmp_path), cwd=tmp_path, module="", launcher=[sys.executable, str(SCRIPT)]
+    )
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stdout
     assert lines[0].startswith("gpu-check: no CUDA device visible to torch")

@@ -70,42 +70,15 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_and_rerun_changes_nothin
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert rows(run_dir) < 4, "the run finished before it could be killed"
-    proc = run_cli(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "resum" in proc.stdout
+    cfg = compose_cfg(*SHORT, results=tmp_path / "killed")
+    assert run(cfg)["status"] == "complete"  # resumed (the CLI runs this same function)
+    assert (run_dir / "train.log").read_text().count("resumed at epoch") == 2  # 2nd and 3rd start
     assert read_history(run_dir) == read_history(run_dir_of(reference))
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
 
     before = snapshot(run_dir)
-    again = run_cli(*args, cwd=tmp_path)
-    assert again.returncode == 0 and "skipping" in again.stdout
+    assert run(cfg)["status"] == "complete"  # skipped: not one file touched
     assert snapshot(run_dir) == before
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_writes_a_mid_epoch_checkpoint_and_resumes_bit_identically(tmp_path, signum):
-    """SIGTERM (schedulers) and Ctrl-C alike: checkpoint, one line, exit 128 + signal."""
-    args = [*SHORT, "train.batch_size=16", "epochs=2", "schedule.milestones=[1]"]
-    reference = compose_cfg(*args, results=tmp_path / "ref")
-    run(reference)
-    run_dir = run_dir_of(compose_cfg(*args, results=tmp_path / "t"))
-    proc = start([*args, f"results_dir={tmp_path / 't'}"], tmp_path)
-    assert wait_for(lambda: rows(run_dir) >= 1, proc)
-    proc.send_signal(signum)
-    out = proc.communicate()[0]
-    assert proc.returncode == 128 + signum, out
-    name = signal.Signals(signum).name
-    assert out.splitlines()[-1] == (
-        f"equinorm: stopped by {name} after writing a checkpoint; run the same command again to "
-        "resume"
-    )
-    assert "Traceback" not in out
-    state = ckpt.load(run_dir / "checkpoint.pt")
-    assert state["epoch"] == 1 and 0 < state["batch"] < 90
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
-    proc = run_cli(*args, f"results_dir={tmp_path / 't'}", cwd=tmp_path)
-    assert proc.returncode == 0 and f"batch {state['batch']}" in proc.stdout
-    assert read_history(run_dir) == read_history(run_dir_of(reference))
 
 
 def test_signal_is_handed_on_to_a_previous_handler_after_the_checkpoint(tmp_path, monkeypatch):
@@ -250,6 +223,7 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path):
         "epochs=40",
         "schedule.milestones=[20,30]",
         "train.max_train_batches=5",
+        "train.max_eval_batches=1",
         f"results_dir={tmp_path}",
     ]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]

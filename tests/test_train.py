@@ -27,7 +27,7 @@ EXPERIMENTS = [
     "digits_demo",
 ]
 
-# The paper's settings per experiment (SPEC sections 4-5): what `--cfg job` must show.
+# The paper's settings per experiment (docs/spec.md sections 4-5): what `--cfg job` must show.
 PAPER = {
     "cifar10_wrn_overfit": {
         "dataset.name": "cifar10",
@@ -280,19 +280,19 @@ def test_missing_dataset_fails_within_seconds_naming_the_root(tmp_path):
 
 
 def test_fabricated_cifar_and_svhn_runs_complete_through_the_cli(data_root, tmp_path):
+    proc = run_cli(
+        "-m",
+        "dataset=cifar10,cifar100,svhn",
+        *fabricated(data_root),
+        "debug=smoke",
+        "arch=wrn",
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "sweep of 3 job(s): 3 complete" in proc.stdout
     for dataset in ("cifar10", "cifar100", "svhn"):
-        proc = run_cli(
-            f"dataset={dataset}",
-            *fabricated(data_root),
-            "debug=smoke",
-            "arch=wrn",
-            f"results_dir={tmp_path}",
-            cwd=tmp_path,
-        )
-        assert proc.returncode == 0, proc.stdout[-2000:]
-        summary = (
-            tmp_path / "runs" / "default" / f"{dataset}-wrn-equi" / "seed=0"
-        )  # smoke: no variant
+        summary = tmp_path / "runs" / "default" / f"{dataset}-wrn-equi" / "seed=0"  # no variant
         assert json.loads((summary / "summary.json").read_text())["status"] == "complete"
 
 

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -78,14 +79,19 @@ def code() -> dict:
     return info
 
 
-def libraries() -> dict:
-    import torchvision
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
+
+def libraries() -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _version("torchvision"),
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
     }
@@ -111,7 +117,10 @@ def attempt(device: torch.device, world_size: int) -> dict:
         "argv": sys.argv[1:],
         **libraries(),
         "device": device_name(device),
-        "threads": torch.get_num_threads(),  # CPU results repeat bit for bit only with the same
+        "threads": torch.get_num_threads(),  # CPU results repeat bit for bit only at one count
+        # cuDNN picks its fastest algorithms per shape (train/run.py sets it on CUDA): the GPU
+        # numbers then repeat only up to those choices
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if device.type == "cuda" else None,
         "world_size": world_size,
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),

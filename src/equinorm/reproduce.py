@@ -94,13 +94,18 @@ def _macs(arch: str) -> int:
 
 
 def _measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
-    """Training images/s per (arch, norm) from GPU rows of results/bench/*.csv (paper size)."""
+    """Training images/s per (arch, norm) from GPU rows of results/bench/*.csv (paper size; the
+    default implementation, eager: what a run does unless told otherwise)."""
     out: dict[tuple[str, str], float] = {}
     for path in sorted(Path(bench_dir).glob("*.csv")):
         frame = pd.read_csv(path)
         if not {"arch", "norm", "images_per_s", "device_type"} <= set(frame.columns):
             continue
         gpu = frame[(frame["device_type"] == "cuda") & (frame.get("width_mult", 1.0) == 1.0)]
+        if "impl" in gpu.columns:
+            gpu = gpu[gpu["impl"].fillna("").isin(["", "fused"])]
+        if "compile" in gpu.columns:
+            gpu = gpu[~gpu["compile"].astype(str).str.lower().isin(["true", "1"])]
         for _, row in gpu.iterrows():
             out[(row["arch"], row["norm"])] = float(row["images_per_s"])
     return out

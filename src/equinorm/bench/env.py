@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import datetime as _dt
 import os
+import platform
+import subprocess
 
 import torch
 
@@ -41,3 +43,55 @@ def environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+
+
+def describe(device: torch.device) -> dict:
+    """What a GPU check reports first: the accelerator, its driver and the library versions."""
+    info = environment(device) | {
+        "python": platform.python_version(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpus": os.cpu_count(),
+    }
+    if device.type == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(device)
+        info |= {
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "multiprocessors": props.multi_processor_count,
+            "capability": f"{props.major}.{props.minor}",
+            "driver": _driver_version(),
+        }
+    return info
+
+
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout else None
+
+
+if __name__ == "__main__":  # python -m equinorm.bench.env [OUT.json] [--device D]: one line + JSON
+    import json
+    import sys
+
+    args = sys.argv[1:]
+    dev = args[args.index("--device") + 1] if "--device" in args else None
+    dev = torch.device(dev or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = describe(dev)
+    line = ", ".join(
+        f"{k} {info[k]}"
+        for k in ("device", "driver", "torch", "cuda", "cudnn", "python")
+        if info.get(k)
+    )
+    print(line)
+    if args and not args[0].startswith("--"):
+        with open(args[0], "w") as f:
+            json.dump(info, f, indent=2)

@@ -7,6 +7,11 @@ peak device memory (CUDA), and the ratio to BatchNorm -- the median over rounds 
 ratio (this norm's step over BatchNorm's step of the same round), with its quartiles, which is
 robust to the bursts of a shared machine. Inputs are random tensors already on the
 device: this measures the model, not the input pipeline (see :mod:`equinorm.bench.loader`).
+
+The first step of each model is timed on its own (``first_step_s``): with ``torch.compile`` it
+holds the compilation, which is reported, not hidden in a warm-up. EquiNorm can be measured in
+several implementations (``equi_impls``: ``fused``, ``reference``; rows carry ``impl``). On CUDA
+``cudnn.benchmark`` is on, as in training: shapes are fixed.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ def make_step(model, optimizer, x, y, precision: str, device: torch.device):
     return step
 
 
+def variants(norms: list[str], equi_impls: tuple[str, ...] = ("fused",)) -> list[tuple[str, str]]:
+    """(norm, impl) of each model to time: EquiNorm once per implementation, the others once."""
+    out = []
+    for norm in norms:
+        out += [(norm, impl) for impl in equi_impls] if norm == "equi" else [(norm, "")]
+    return out
+
+
 def step_times(
     arch: str,
     norms: list[str],
@@ -58,54 +71,70 @@ def step_times(
     compile: bool = False,
     warmup: int = 5,
     rounds: int = 25,
+    equi_impls: tuple[str, ...] = ("fused",),
+    log=None,
 ) -> list[dict]:
+    """One row per (norm, impl); ``log(text)`` hears each model's first step as it is taken."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     size = input_size or INPUT_SIZE.get(arch, 32)
     classes = 1000 if arch == "resnet50" else 10
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch_size, 3, size, size, generator=g).to(device, memory_format=fmt)
     y = torch.randint(0, classes, (batch_size,), generator=g).to(device)
-    steps, models = {}, {}
-    for norm in norms:
+    keys = variants(norms, equi_impls)
+    steps = {}
+    for norm, impl in keys:
         torch.manual_seed(0)
         options = {"width_mult": width_mult}
         if arch == "resnet50" and size < 64:
             options["small_input"] = True
-        model = build_model(arch, norm, classes, **options).to(device, memory_format=fmt)
+        norm_options = {"impl": impl} if impl else None
+        model = build_model(arch, norm, classes, norm_options=norm_options, **options)
+        model = model.to(device, memory_format=fmt)
         run = torch.compile(model) if compile else model
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        models[norm] = model
-        steps[norm] = make_step(run, opt, x, y, precision, device)
-    peak = {}
-    for norm in norms:  # warm-up (and compilation), and the peak memory of one step alone
+        steps[norm, impl] = make_step(run, opt, x, y, precision, device)
+    peak, first, warm = {}, {}, {}
+    for key in keys:  # the first step (compilation), warm-up, the peak memory of one step alone
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(warmup):
-            steps[norm]()
+        t0 = time.perf_counter()
+        steps[key]()
         _sync(device)
-        peak[norm] = (
+        first[key] = time.perf_counter() - t0
+        if log is not None:
+            log(f"  {'/'.join(filter(None, key))}: first step {first[key]:.1f} s")
+        for _ in range(warmup - 1):
+            steps[key]()
+        _sync(device)
+        warm[key] = time.perf_counter() - t0
+        peak[key] = (
             torch.cuda.max_memory_allocated(device) / 2**20
             if device.type == "cuda"
             else float("nan")
         )
-    times = {norm: [] for norm in norms}
+    times = {key: [] for key in keys}
     for _ in range(rounds):
-        for norm in norms:
+        for key in keys:
             _sync(device)
             t0 = time.perf_counter()
-            steps[norm]()
+            steps[key]()
             _sync(device)
-            times[norm].append(time.perf_counter() - t0)
+            times[key].append(time.perf_counter() - t0)
     rows = []
-    base = np.array(times["bn"]) if "bn" in times else None
-    for norm in norms:
-        q25, med, q75 = np.percentile(np.array(times[norm]) * 1e3, [25, 50, 75])
-        paired = np.array(times[norm]) / base if base is not None else None
+    base = np.array(times["bn", ""]) if ("bn", "") in times else None
+    for key in keys:
+        norm, impl = key
+        q25, med, q75 = np.percentile(np.array(times[key]) * 1e3, [25, 50, 75])
+        paired = np.array(times[key]) / base if base is not None else None
         r25, r50, r75 = np.percentile(paired, [25, 50, 75]) if paired is not None else [None] * 3
         rows.append(
             {
                 "arch": arch,
                 "norm": norm,
+                "impl": impl,
                 "width_mult": width_mult,
                 "batch_size": batch_size,
                 "input_size": size,
@@ -117,7 +146,9 @@ def step_times(
                 "step_ms_q25": round(float(q25), 3),
                 "step_ms_q75": round(float(q75), 3),
                 "images_per_s": round(batch_size / (med / 1e3), 1),
-                "peak_mem_mb": round(peak[norm], 1),
+                "peak_mem_mb": round(peak[key], 1),
+                "first_step_s": round(first[key], 3),  # with torch.compile: the compilation
+                "warmup_s": round(warm[key], 3),
                 "ratio_to_bn": None if r50 is None else round(float(r50), 3),
                 "ratio_q25": None if r25 is None else round(float(r25), 3),
                 "ratio_q75": None if r75 is None else round(float(r75), 3),

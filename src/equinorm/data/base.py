@@ -1,4 +1,4 @@
-"""What a dataset source provides, and the checks shared by all of them (SPEC section 4).
+"""What a dataset source provides, and the checks shared by all of them (docs/spec.md section 4).
 
 A source knows its intrinsic facts (classes, channels, image size, channel mean/std), where its
 files live under ``root``, how to check them (existence; the published md5 checksums when
@@ -18,6 +18,15 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from equinorm.errors import DatasetError
+
+
+def torchvision_datasets():
+    """``torchvision.datasets``, imported where a dataset needs it: importing torchvision takes
+    seconds (it loads its models and ops), which every run of the embedded digits would pay."""
+    from torchvision import datasets
+
+    return datasets
+
 
 DATA_ENV = "EQUINORM_DATA"
 DOWNLOAD_TIMEOUT_S = 20.0

@@ -10,9 +10,8 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
-from torchvision import datasets
 
-from equinorm.data.base import DatasetInfo, Source
+from equinorm.data.base import DatasetInfo, Source, torchvision_datasets
 
 
 def _unchecked(cls):
@@ -38,7 +37,11 @@ def _unchecked(cls):
 
 
 class CifarSource(Source):
-    tv_class: type = datasets.CIFAR10
+    tv_name = "CIFAR10"  # torchvision's class (imported on first use: it costs seconds)
+
+    @property
+    def tv_class(self) -> type:
+        return getattr(torchvision_datasets(), self.tv_name)
 
     @property
     def folder(self):
@@ -90,7 +93,7 @@ class CifarSource(Source):
 
 
 class Cifar10(CifarSource):
-    tv_class = datasets.CIFAR10
+    tv_name = "CIFAR10"
     info = DatasetInfo(
         "cifar10",
         10,
@@ -105,7 +108,7 @@ class Cifar10(CifarSource):
 
 
 class Cifar100(CifarSource):
-    tv_class = datasets.CIFAR100
+    tv_name = "CIFAR100"
     info = DatasetInfo(
         "cifar100",
         100,

@@ -94,3 +94,26 @@ def write_imagenet(root, classes=3, per_class=4, size=40, seed=0) -> Path:
             for i in range(per_class):
                 Image.fromarray(x[i].transpose(1, 2, 0)).save(d / f"img_{i}.JPEG")
     return folder
+
+
+def write_all(root, images: int = 64) -> Path:
+    """CIFAR-10, CIFAR-100, SVHN (+extra) and a 4-class ImageNet tree of about ``images``
+    training images each under ``root`` (once: a ``.fabricated`` marker says it is done)."""
+    root = Path(root)
+    if not (root / ".fabricated").is_file():
+        write_cifar(root, "cifar10", n_train=images, n_test=images // 2)
+        write_cifar(root, "cifar100", n_train=images, n_test=images // 2)
+        write_svhn(root, n_train=images // 2, n_extra=images // 2, n_test=images // 2)
+        write_imagenet(root, classes=4, per_class=max(images // 16, 4), size=64)
+        (root / ".fabricated").touch()
+    return root
+
+
+if __name__ == "__main__":  # python -m equinorm.data.fabricate ROOT [--images N]
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write every dataset, fabricated, under ROOT")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--images", type=int, default=64, help="training images per dataset")
+    args = parser.parse_args()
+    print(f"fabricated datasets in {write_all(args.root, args.images)}")

@@ -7,23 +7,27 @@ folders. Served by the DataLoader path (torchvision's ``ImageFolder``).
 
 from __future__ import annotations
 
-from torchvision import datasets
+import functools
 
-from equinorm.data.base import DatasetInfo, Source
+from equinorm.data.base import DatasetInfo, Source, torchvision_datasets
 from equinorm.errors import DatasetError
 
 
-class _Folder(datasets.ImageFolder):
-    """ImageFolder whose load errors name the image file."""
+@functools.cache
+def _folder() -> type:
+    """torchvision's ImageFolder whose load errors name the image file."""
 
-    def __getitem__(self, index):
-        try:
-            return super().__getitem__(index)
-        except Exception as exc:
-            raise DatasetError(
-                f"imagenet: cannot read {self.samples[index][0]} ({type(exc).__name__}: {exc}); "
-                "the file is corrupt or truncated"
-            ) from exc
+    class Folder(torchvision_datasets().ImageFolder):
+        def __getitem__(self, index):
+            try:
+                return super().__getitem__(index)
+            except Exception as exc:
+                raise DatasetError(
+                    f"imagenet: cannot read {self.samples[index][0]} ({type(exc).__name__}: "
+                    f"{exc}); the file is corrupt or truncated"
+                ) from exc
+
+    return Folder
 
 
 class ImageNet(Source):
@@ -67,4 +71,4 @@ class ImageNet(Source):
             )
 
     def dataset(self, train: bool, transform):
-        return _Folder(str(self.folder / ("train" if train else "val")), transform=transform)
+        return _folder()(str(self.folder / ("train" if train else "val")), transform=transform)

@@ -6,18 +6,28 @@ uses ``test``. Files: ``<root>/svhn/{train,extra,test}_32x32.mat``.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 from torch.utils.data import ConcatDataset
-from torchvision import datasets
 
-from equinorm.data.base import DatasetInfo, Source
+from equinorm.data.base import DatasetInfo, Source, torchvision_datasets
 
 
-class _Unchecked(datasets.SVHN):
-    def _check_integrity(self) -> bool:
-        import os
+def _svhn() -> type:
+    return torchvision_datasets().SVHN
 
-        return os.path.isfile(os.path.join(self.root, self.filename))
+
+@functools.cache
+def _unchecked() -> type:
+    """torchvision's SVHN with its md5 check reduced to an existence check."""
+
+    class Unchecked(_svhn()):
+        def _check_integrity(self) -> bool:
+            return os.path.isfile(os.path.join(self.root, self.filename))
+
+    return Unchecked
 
 
 class Svhn(Source):
@@ -43,7 +53,7 @@ class Svhn(Source):
 
     @property
     def how_to_get(self) -> str:  # type: ignore[override]
-        urls = ", ".join(v[0] for v in datasets.SVHN.split_list.values())
+        urls = ", ".join(v[0] for v in _svhn().split_list.values())
         return f"Download {urls} into dataset.root/svhn/."
 
     def splits(self, train: bool) -> list[str]:
@@ -51,18 +61,18 @@ class Svhn(Source):
 
     def prepare(self) -> None:
         for split in self.splits(True) + self.splits(False):
-            _, name, md5 = datasets.SVHN.split_list[split]
+            _, name, md5 = _svhn().split_list[split]
             self.check_files(
                 [(self.folder / name, md5)],
-                fetch=lambda s=split: datasets.SVHN(str(self.folder), split=s, download=True),
+                fetch=lambda s=split: _svhn()(str(self.folder), split=s, download=True),
             )
 
     def _load(self, split: str, transform=None):
-        cls = datasets.SVHN if self.verify else _Unchecked
+        cls = _svhn() if self.verify else _unchecked()
         try:
             return cls(str(self.folder), split=split, transform=transform, download=False)
         except Exception as exc:
-            path = self.folder / datasets.SVHN.split_list[split][1]
+            path = self.folder / _svhn().split_list[split][1]
             raise self.error(
                 f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); "
                 "delete it and download again"

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms as T
 
 from equinorm.data import seeding
 from equinorm.data.base import num_batches
@@ -29,6 +28,8 @@ def build_transform(
     eval_resize: int | None = None,
 ) -> Callable:
     """torchvision transforms: CIFAR-style pad+crop+flip, or ImageNet-style resized crops."""
+    from torchvision import transforms as T  # here: importing torchvision costs seconds
+
     steps: list = []
     if random_resized_crop:
         steps.append(

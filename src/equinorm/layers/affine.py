@@ -1,4 +1,4 @@
-"""Per-channel normalization layers that follow a convolution (SPEC section 2).
+"""Per-channel normalization layers that follow a convolution (docs/spec.md section 2).
 
 - :class:`ChannelAffine`: the per-channel affine ``y = gamma x + beta`` that follows an EquiNorm
   convolution (paper section 4: "as with BatchNorm, we also include an additional affine

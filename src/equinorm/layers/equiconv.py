@@ -1,4 +1,4 @@
-"""Equilibrium Normalization of convolution weights (EquiNorm; paper section 4, SPEC section 1).
+"""Equilibrium Normalization of convolution weights (EquiNorm; paper section 4; docs/spec.md 1).
 
 EquiNorm rescales and shifts each output channel's kernel, using the per-input-channel means of the
 layer's input, so that the positive and the negative weights contribute equally -- and with a fixed
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 __all__ = [
+    "IMPLS",
     "EquiConv2d",
     "balance_signs_",
     "cached_eval_kernels",
@@ -44,6 +45,9 @@ __all__ = [
     "equi_weight_reference",
     "input_channel_means",
 ]
+
+
+IMPLS = ("fused", "reference")  # EquiConv2d(impl=...): see its docstring
 
 
 def float32_region(device_type: str):
@@ -328,7 +332,7 @@ def equi_weight(
     groups: int = 1,
     eps: float = 0.0,
 ) -> Tensor:
-    """EquiNorm's weight transform: ``w'' = s (w + b)`` per output channel (SPEC section 1).
+    """EquiNorm's weight transform: ``w'' = s (w + b)`` per output channel (docs/spec.md section 1).
 
     Args:
         weight: kernel ``w`` of shape (C_out, C_in / groups, kh, kw).
@@ -372,7 +376,7 @@ def equi_weight_reference(
 ) -> Tensor:
     """:func:`equi_weight` in plain differentiable tensor ops (autograd derives the backward).
 
-    Kept as the readable statement of SPEC section 1 and as the oracle of the tests.
+    Kept as the readable statement of docs/spec.md section 1 and as the oracle of the tests.
     """
     m_dc = _group_means(channel_means, weight, groups)
     k = weight.shape[2] * weight.shape[3]
@@ -432,6 +436,11 @@ class EquiConv2d(nn.Conv2d):
             neither has the default: balanced signs keep ``D`` from zero at initialisation but
             not through training (an output channel whose positive weights all meet dead input
             channels has ``D = 0``); a small ``eps`` makes such a layer finite.
+        impl: ``fused`` (default) runs a zero-padded layer as one autograd node with its backward
+            written out (fast in eager mode on a CPU); ``reference`` composes
+            :func:`equi_weight_reference` (plain tensor ops, autograd's backward) with the
+            convolution -- the same function, for benchmarks (``torch.compile`` fuses plain ops
+            itself) and as a check.
 
     Buffers ``running_mean`` (C_in,), initialised to 1, and ``num_batches_tracked``.
     Weights are initialised He fan_out normal with
@@ -458,7 +467,10 @@ class EquiConv2d(nn.Conv2d):
         detach_stats: bool = False,
         track_running_stats: bool = True,
         eps: float = 0.0,
+        impl: str = "fused",
     ) -> None:
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
         if not 0.0 < stat_fraction <= 1.0:
             raise ValueError(f"stat_fraction must be in (0, 1], got {stat_fraction}")
         if not 0.0 < momentum <= 1.0:
@@ -476,6 +488,7 @@ class EquiConv2d(nn.Conv2d):
         self.momentum = float(momentum)
         self.detach_stats = bool(detach_stats)
         self.eps = float(eps)
+        self.impl = impl
         self.track_running_stats = bool(track_running_stats)
         super().__init__(
             in_channels,
@@ -565,6 +578,7 @@ class EquiConv2d(nn.Conv2d):
             f"stat_fraction={self.stat_fraction}, momentum={self.momentum}, "
             f"detach_stats={self.detach_stats}"
             + (f", eps={self.eps}" if self.eps else "")
+            + (f", impl={self.impl}" if self.impl != "fused" else "")
             + (", affine folded in" if self.folded_affine is not None else "")
         )
 
@@ -612,6 +626,18 @@ class EquiConv2d(nn.Conv2d):
             )
         affine = self.folded_affine
         gamma, bias = (None, self.bias) if affine is None else (affine.weight, affine.bias)
+        if self.impl == "reference":
+            w2 = equi_weight_reference(
+                self.weight,
+                self.channel_means(x),
+                self.scale_factor(x),
+                self.single_pass,
+                self.groups,
+                self.eps,
+            )
+            if gamma is not None:
+                w2 = w2 * gamma.view(-1, 1, 1, 1)
+            return self._conv_forward(x, w2, bias)
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
             w2 = self.normalized_weight(x)
             if gamma is not None:

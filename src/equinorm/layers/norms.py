@@ -1,4 +1,4 @@
-"""The one normalization seam (DESIGN.md): a norm name -> a (conv_layer, norm_layer) pair.
+"""The one normalization seam (README, "One seam"): a norm name -> a (conv_layer, norm_layer) pair.
 
 Models take the two factories and never name a concrete norm class:
 ``conv_layer(in_ch, out_ch, kernel_size, stride=..., padding=...)`` and
@@ -49,7 +49,7 @@ def _spec(name, conv_cls, norm_factory, standardize_input=True, **conv_options) 
 
 
 def _equi(
-    single_pass=True, stat_fraction=1.0, momentum=0.1, detach_stats=False, eps=0.0
+    single_pass=True, stat_fraction=1.0, momentum=0.1, detach_stats=False, eps=0.0, impl="fused"
 ) -> NormSpec:
     options = {
         "single_pass": single_pass,
@@ -57,6 +57,7 @@ def _equi(
         "momentum": momentum,
         "detach_stats": detach_stats,
         "eps": eps,
+        "impl": impl,
     }
     # The paper removes input pre-normalization with EquiNorm (section 5.2).
     return _spec("equi", EquiConv2d, ChannelAffine, standardize_input=False, **options)

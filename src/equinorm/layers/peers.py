@@ -1,4 +1,4 @@
-"""Weight-space peers of EquiNorm (SPEC section 2), each a drop-in Conv2d like EquiConv2d.
+"""Weight-space peers of EquiNorm (docs/spec.md section 2), each a drop-in Conv2d like EquiConv2d.
 
 - :class:`StdConv2d`: Weight Standardization (Qiao et al. 2019), used with GroupNorm as in BiT:
   each output channel's kernel is shifted to mean 0 and scaled to variance 1.

@@ -1,5 +1,5 @@
 """The paper's wide ResNet (section 6.1): "non-bottleneck wide ResNet with 20 convolutions, 96
-initial planes after first convolution and 9.7m parameters" (SPEC section 3).
+initial planes after first convolution and 9.7m parameters" (docs/spec.md section 3).
 
 Pre-activation; a 3x3 stem 3->96; three stages of three basic blocks at widths 96/192/384 with
 strides 1/2/2 and 1x1 projection shortcuts where the shape changes; final norm-ReLU, global average

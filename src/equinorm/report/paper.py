@@ -1,5 +1,6 @@
-"""What the paper reports per experiment (SPEC section 5): final test accuracy, median of 10 seeds
-with the 25%/75% percentiles where the paper gives them (ImageNet: 3 seeds, medians only)."""
+"""What the paper reports per experiment (docs/spec.md section 5): final test accuracy, median of
+10 seeds with the 25%/75% percentiles where the paper gives them (ImageNet: 3 seeds, medians
+only)."""
 
 from __future__ import annotations
 

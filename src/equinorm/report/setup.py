@@ -1,7 +1,7 @@
 """The training setup behind a cell of runs, as a reader of a figure or table needs it: the global
 batch (devices x per-device batch -- paper 6.3 trains SVHN on 2 GPUs with 128 images each) and the
-width multiplier (1 = the paper's networks, SPEC 2). Read from each run's ``summary.json``; a cell
-whose runs disagree says so rather than printing one of them.
+width multiplier (1 = the paper's networks, docs/spec.md section 3). Read from each run's
+``summary.json``; a cell whose runs disagree says so rather than printing one of them.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from equinorm.train.preflight import preflight
 from equinorm.train.rundir import RunLockedError
 from equinorm.train.signals import Preempted
 from equinorm.train.sweep import one_line, record_failure
+from equinorm.train.wandb_logger import release
 
 log = logging.getLogger("equinorm")
 
@@ -126,4 +127,7 @@ def main() -> None:
     if problem:
         print(f"equinorm: error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
-    hydra_main()
+    try:
+        hydra_main()
+    finally:  # whatever ended the process: wandb's service goes now, quietly, not in its atexit
+        release()

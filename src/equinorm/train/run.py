@@ -234,7 +234,19 @@ def run(cfg: DictConfig) -> dict:
         state = decision.get("state")
         if decision["resume"] and state is None:  # ranks > 0 read rank 0's checkpoint file
             state = ckpt.load(Path(decision["checkpoint"]))
-        return _train(cfg, device, dist, rundir, state, decision.get("notes", ()))
+        summary = _train(cfg, device, dist, rundir, state, decision.get("notes", ()))
+        if summary.get("status") == "complete":
+            acc = {k: summary.get(k) for k in ("test_acc", "best_test_acc")}
+            acc = {k: f"{v:.2f}" if isinstance(v, float) else "n/a" for k, v in acc.items()}
+            log.info(
+                "complete: test acc %s (best %s) after %d epochs, %.0f s of training; %s",
+                acc["test_acc"],
+                acc["best_test_acc"],
+                summary["epoch"],
+                summary["wall_time_s"],
+                rundir.path,
+            )
+        return summary
     finally:
         rundir.unlock()
         distributed.shutdown()
@@ -242,6 +254,8 @@ def run(cfg: DictConfig) -> dict:
 
 def _train(cfg, device, dist, rundir: RunDir, state: dict | None, notes=()) -> dict:
     torch.set_num_threads(cfg.train.threads or cpu_budget())
+    if device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once per shape, keeps the
+        torch.backends.cudnn.benchmark = True  # fastest (recorded in provenance.json)
     file_log = None
     if dist.is_main:
         file_log = logging.FileHandler(rundir.log_path)

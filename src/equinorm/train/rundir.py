@@ -33,6 +33,7 @@ NON_SEMANTIC = (
     "dataset.download",
     "dataset.verify",
     "dataset.workers",
+    "norm.impl",  # EquiNorm's fused or reference implementation: the same function
     "train.device",
     "train.threads",
     "train.progress",

@@ -79,6 +79,7 @@ class EquiNorm(Norm):
     momentum: float = 0.1
     detach_stats: bool = False
     eps: float = 0.0
+    impl: str = "fused"
 
 
 @dataclass

@@ -5,7 +5,10 @@ Offline by default (files under ``<wandb.dir>/wandb``; ``wandb sync`` uploads th
 from the run directory, so a resumed run continues the same wandb run; each run is finished, so the
 jobs of a multirun never share one. wandb failing -- on shutdown when a scheduler's SIGTERM reached
 its service process too, on a lost network -- is a warning: the run, its checkpoint and the signal
-handed on to the scheduler never depend on it.
+handed on to the scheduler never depend on it. After a failure, and once more when the process
+ends (:func:`release`, from the Hydra app), wandb's service connection is torn down here, quietly:
+otherwise wandb's own atexit hook tears it down after the trainer's last line and, with the
+service gone, prints a traceback there (wandb 0.31: ``ConnectionResetError: Connection lost``).
 
 Offline, wandb cannot resume a run: every start writes a new ``offline-run-<time>-<id>`` directory,
 and syncing several directories of one id uploads one over the other (wandb/wandb#3841). So a
@@ -21,6 +24,8 @@ import contextlib
 import hashlib
 import logging
 import os
+import sys
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -65,7 +70,8 @@ class WandbLogger:
                 settings=wandb.Settings(console="off", silent=True),
             )
         except Exception as exc:  # logging must never cost a training run
-            log.warning("wandb.init failed (%s); continuing without wandb", exc)
+            log.warning("wandb.init failed (%s); continuing without wandb", _one_line(exc))
+            release()
 
     def replay(self, rows: Iterable[tuple[int, Mapping]]) -> None:
         """A resumed offline run: log the epochs trained so far (``(step, metrics)``) into this
@@ -97,9 +103,13 @@ class WandbLogger:
             call()
         except Exception as exc:
             log.warning(
-                "wandb %s failed (%s: %s); continuing without wandb", what, type(exc).__name__, exc
+                "wandb %s failed (%s: %s); continuing without wandb",
+                what,
+                type(exc).__name__,
+                _one_line(exc),
             )
             self.run = None
+            release()
 
     def log(self, metrics: Mapping, step: int) -> None:
         self._guarded("log", lambda: self.run.log(dict(metrics), step=step))
@@ -115,10 +125,35 @@ class WandbLogger:
             run.finish(exit_code=exit_code)
         except Exception as exc:
             log.warning(
-                "wandb finish failed (%s: %s); its files may be incomplete", type(exc).__name__, exc
+                "wandb finish failed (%s: %s); its files may be incomplete",
+                type(exc).__name__,
+                _one_line(exc),
             )
-            import wandb
+            release(exit_code)  # its service is gone: drop the connection now
 
-            # its service is gone: drop the connection now, not in a noisy atexit hook
-            with contextlib.suppress(Exception):  # the failure was just reported
-                wandb.teardown(exit_code=exit_code)
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+RELEASE_WAIT_S = 10.0  # how long the trainer waits for wandb's service to shut down
+
+
+def release(exit_code: int | None = None) -> None:
+    """Tear down this process's wandb service connection, if wandb was used, without a word: a
+    failure here (the service killed by the same signal as us) has been or need not be reported.
+    Nothing is left for wandb's atexit hook, so nothing prints after the trainer's last line. A
+    service that does not shut down (wandb 0.19 after a failed online init: it keeps retrying)
+    is left behind after RELEASE_WAIT_S; it ends with this process."""
+    wandb = sys.modules.get("wandb")
+    teardown = getattr(wandb, "teardown", None)
+    if teardown is None:
+        return
+
+    def quietly() -> None:
+        with contextlib.suppress(Exception):
+            teardown(exit_code=exit_code)
+
+    worker = threading.Thread(target=quietly, name="wandb-release", daemon=True)
+    worker.start()
+    worker.join(RELEASE_WAIT_S)

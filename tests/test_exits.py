@@ -1,0 +1,121 @@
+"""Every way a run ends is clean (issue 22): a scheduler's SIGTERM to the trainer alone or to every
+process of the job (wandb's service included, as SLURM does), Ctrl-C, a failed run and the normal
+end, with wandb offline and online without a network. The trainer's own line is the last thing
+printed (no wandb traceback after it), the exit code is the documented one (128 + signal, 2, 0),
+and nothing is lost: the stopped run resumes to the uninterrupted run's history, bit for bit."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from equinorm.train import checkpoint as ckpt
+from equinorm.train.run import run
+from tests.conftest import SHORT, compose_cfg, read_history, run_dir_of
+from tests.test_resume import rows, wait_for
+
+# 90 batches per epoch: a signal lands mid-epoch 2, after epoch 1's row is written
+ARGS = [*SHORT, "train.batch_size=16", "epochs=2", "schedule.milestones=[1]"]
+# online, but wandb's server is a closed local port (a compute node without internet); wandb gives
+# up after WANDB_INIT_TIMEOUT seconds (90 by default) and the run goes on without it
+UNREACHABLE = {
+    "WANDB_BASE_URL": "http://127.0.0.1:9",
+    "WANDB_API_KEY": "0" * 40,
+    "WANDB_INIT_TIMEOUT": "5",
+}
+STOPPED = "equinorm: stopped by {} after writing a checkpoint; run the same command again to resume"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    cfg = compose_cfg(*ARGS, results=tmp_path_factory.mktemp("reference"))
+    assert run(cfg)["status"] == "complete"
+    return read_history(run_dir_of(cfg))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (wandb starts its service in a session of its own, so a
+    process group would miss it; SLURM's proctrack/linuxproc follows parentage the same way)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def trainer(args, cwd, mode):
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_SILENT")}
+    env |= {"PYTHONUNBUFFERED": "1", **(UNREACHABLE if mode == "online" else {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "equinorm.train", *args, f"wandb.mode={mode}"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+ENDS = [  # (wandb mode, signal, sent to every process of the job, resumed by the CLI)
+    ("offline", signal.SIGTERM, True, True),
+    ("offline", signal.SIGTERM, False, False),
+    ("offline", signal.SIGINT, False, False),  # Ctrl-C reaches the trainer, not wandb's session
+    ("online", signal.SIGTERM, True, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "signum", "everyone", "cli_resume"),
+    ENDS,
+    ids=[f"{m}-{signal.Signals(s).name}-{'all' if a else 'trainer'}" for m, s, a, _ in ENDS],
+)
+def test_a_stopped_run_ends_with_its_own_line_and_resumes_to_the_same_history(
+    tmp_path, reference, mode, signum, everyone, cli_resume
+):
+    args = [*ARGS, f"results_dir={tmp_path}"]
+    run_dir = run_dir_of(compose_cfg(*args))
+    proc = trainer(args, tmp_path, mode)
+    assert wait_for(lambda: rows(run_dir) >= 1, proc), proc.communicate()[0]
+    assert proc.poll() is None, "the run ended before the signal"
+    for pid in [proc.pid, *(descendants(proc.pid) if everyone else [])]:
+        with contextlib.suppress(ProcessLookupError):  # a helper process that has just exited
+            os.kill(pid, signum)
+    out = proc.communicate()[0]
+    assert proc.returncode == 128 + signum, out[-3000:]
+    assert out.splitlines()[-1] == STOPPED.format(signal.Signals(signum).name), out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
+    state = ckpt.load(run_dir / "checkpoint.pt")
+    assert state["epoch"] == 1 and 0 < state["batch"] < 90
+    if cli_resume:  # the same command again: the normal end, its own last line
+        proc = trainer(args, tmp_path, mode)
+        out = proc.communicate()[0]
+        assert proc.returncode == 0, out[-3000:]
+        assert f"batch {state['batch']}" in out
+        last = out.splitlines()[-1]
+        assert "[INFO] complete: test acc " in last and last.endswith(str(run_dir)), out[-4000:]
+        assert "Traceback" not in out, out[-4000:]
+    else:
+        assert run(compose_cfg(*args, "wandb.mode=disabled"))["status"] == "complete"
+    assert read_history(run_dir) == reference
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_a_failed_run_ends_with_its_one_line_and_exit_2(tmp_path, mode):
+    args = [*SHORT, "schedule.lr=1e9", "train.fail_on_divergence=true", f"results_dir={tmp_path}"]
+    proc = trainer(args, tmp_path, mode)
+    out = proc.communicate()[0]
+    assert proc.returncode == 2, out[-3000:]
+    last = out.splitlines()[-1]
+    assert last.startswith("equinorm: error: ") and "diverged in epoch 1" in last, out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
