@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from equinorm.data.fabricate import write_cifar, write_imagenet
-from equinorm.reproduce import experiment_config
 from equinorm.train.run import run
 
 EXPERIMENTS = {  # one per architecture and recipe
@@ -48,7 +47,7 @@ def one_run(experiment, width, seed, steps, batches, data, results, threads) -> 
         f"results_dir={results}",
         f"name=finite-{experiment}-w{width}",
     ]
-    cfg = experiment_config(experiment, overrides)
+    cfg = experiment.compose([f"experiment={experiment}", *overrides])
     start = time.perf_counter()
     s = run(cfg)
     done = (s["epoch"] if s["status"] == "complete" else s["diverged_epoch"] - 1) * batches

@@ -2,12 +2,12 @@
 
     python scripts/reproduce.py cifar10 [--nproc N] [--plan] [-- hydra overrides...]
 
-A thin wrapper over equinorm.reproduce (see there; `make help` lists the targets).
+A thin wrapper over equinorm.launch.reproduce (see there; `make help` lists the targets).
 """
 
 import sys
 
-from equinorm.reproduce import main
+from equinorm.launch.reproduce import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,12 +16,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
+from equinorm import experiment
 from equinorm.data.fabricate import write_cifar, write_imagenet, write_svhn
-from equinorm.paths import config_dir
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -42,18 +39,12 @@ SHORT = [
 
 
 def compose_cfg(*overrides: str, results: Path | None = None, return_hydra: bool = False):
-    """The config ``python -m equinorm.train <overrides>`` would run (test-safe defaults)."""
-    GlobalHydra.instance().clear()
+    """The config ``python -m equinorm.train <overrides>`` would run (test-safe defaults), with
+    its ``run_dir`` and ``variant``."""
     extra = list(SAFE)
     if results is not None:
         extra.append(f"results_dir={results}")
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=[*extra, *overrides], return_hydra_config=True)
-        if not return_hydra:  # the run's directory as the CLI names it (its variant), no hydra node
-            with open_dict(cfg):
-                cfg.run_path = str(cfg.run_path)
-                del cfg["hydra"]
-        return cfg
+    return experiment.compose([*extra, *overrides], hydra=return_hydra)
 
 
 @pytest.fixture(scope="session")
@@ -116,11 +107,20 @@ def write_run(
     diverge_at=None,
     equilibrium=False,
     setup=None,
+    variant=None,
 ):
-    """A run whose test accuracy climbs linearly to ``final_acc`` at epoch ``total``; ``setup``
-    adds summary.json fields (world_size, virtual_devices, batch_size, global_batch, ...)."""
-    d = root / "runs" / experiment / config / f"seed={seed}"
+    """A run whose test accuracy climbs linearly to ``final_acc`` at epoch ``total``, recorded as
+    the trainer records one (its identity in summary.json); ``config`` is
+    ``<dataset>-<arch>-<norm>``, ``variant`` the items its config sets otherwise; ``setup`` adds
+    summary.json fields (world_size, virtual_devices, batch_size, global_batch, ...)."""
+    from equinorm.experiment.identity import dirname
+
+    dataset, arch, norm = config.split("-")
+    cell = root / "runs" / experiment / config
+    d = (cell / dirname(variant) if variant else cell) / f"seed={seed}"
     d.mkdir(parents=True)
+    named = {"name": experiment, "dataset": dataset, "arch": arch, "norm": norm, "seed": seed}
+    named["variant"] = dict(variant or {})
     lines = ["epoch,lr,momentum,train_loss,train_acc,test_loss,test_acc,epoch_time_s"]
     for e in range(1, epochs + 1):
         acc = final_acc * e / total
@@ -131,11 +131,15 @@ def write_run(
         lines.append(f"{e},0.1,0.9,{loss!r},{acc!r},{loss!r},{acc!r},1.0")
     (d / "history.csv").write_text("\n".join(lines) + "\n")
     last = {"test_acc": final_acc * epochs / total, "test_loss": 2.0 - 1.9 * epochs / total}
-    summary = {"status": status, "epoch": epochs, "epochs": total, **last, **(setup or {})}
+    summary = {"status": status, "epoch": epochs, "epochs": total, **last, **named, **(setup or {})}
     if status == "diverged":
         summary |= {"diverged_epoch": diverge_at, "test_acc": None, "test_loss": None}
     if status is not None:
         (d / "summary.json").write_text(json.dumps(summary))
+    else:  # a run that never wrote its summary: the config it started with says what it is
+        parts = {"dataset": dataset, "arch": arch, "norm": norm}
+        config_yaml = {**named, **{k: {"name": v} for k, v in parts.items()}}
+        (d / "config.yaml").write_text(json.dumps(config_yaml))  # JSON is YAML
     if equilibrium:
         rows = ["epoch,layer,positive,negative"]
         for e in range(1, epochs + 1):

@@ -1,5 +1,7 @@
 """Every bad value a user can type fails before any file is written, in one line naming the key
-(issue 13): the real entry point, in-process, over a table of mistakes; and once as a process."""
+(issues 13, 27): the real entry point, in-process, over one table of mistakes (the schema's, the
+checks' and the constructors' alike); the Python API (``run(cfg)``) over the rows that compose;
+and once as a process."""
 
 from __future__ import annotations
 
@@ -32,17 +34,24 @@ BAD = [  # (command line, what the one line must name)
     ("arch.width_mult=abc", "arch.width_mult"),
     ("arch.width_mult=0", "arch.width_mult"),
     ("arch=_common", "arch=_common"),
+    ("arch=_shared", "arch=_shared"),
     ("arch=vgg", "arch=vgg"),
     ("mixup.alpha=abc", "mixup.alpha"),
     ("mixup=manifold mixup.alpha=0", "mixup.alpha"),
     ("mixup.loss=mse", "mixup.loss"),
     ("mixup=_common", "mixup=_common"),
+    ("mixup=manifold mixup.alpha=-1", "mixup.alpha"),
+    ("mixup=manifold mixup.points=[3]", "mixup.points"),
+    ("mixup=none mixup.alpha=2", "alpha"),  # mixup=none reads no alpha (issue 27)
+    ("-m mixup.alpha=1,2", "alpha"),  # the issue's sweep under digits_demo's mixup=none
     ("norm=foo", "norm=foo"),
     ("norm.stat_fraction=abc", "norm.stat_fraction"),
     ("norm.stat_fraction=0", "stat_fraction"),
     ("norm.stat_fraction=1.5", "stat_fraction"),
     ("norm.eps=-1", "eps"),
     ("norm=gn norm.groups=abc", "norm.groups"),
+    ("norm=gn norm.groups=0", "norm"),
+    ("norm.impl=triton", "norm.impl"),
     ("norm=bn norm.stat_fraction=0.5", "norm.stat_fraction"),
     ("dataset=mnist", "dataset=mnist"),
     ("dataset.loader=foo", "dataset.loader"),
@@ -52,8 +61,10 @@ BAD = [  # (command line, what the one line must name)
     ("seed=abc", "seed"),
     ("seed=-1", "seed"),
     ("epochs=0", "epochs"),
+    ("epochs=10", "schedule.milestones"),  # the default's milestones 150, 225
     ("experiment=nope", "experiment=nope"),
     ("train.foo=1", "train.foo"),
+    ("+train.new_key=1", "train.new_key"),  # added, but nothing reads it (issue 27)
     ("train.batch_size=0", "train.batch_size"),
     ("train.batch_size=abc", "train.batch_size"),
     ("train.devices=0", "train.devices"),
@@ -118,7 +129,7 @@ def test_a_results_dir_that_cannot_be_written_is_one_line(tmp_path, monkeypatch,
 def test_a_full_disk_while_training_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     import errno
 
-    from equinorm.train.rundir import RunDir
+    from equinorm.run.record import RunDir
 
     def full(self, cfg):
         raise OSError(errno.ENOSPC, "No space left on device", str(self.config_path))
@@ -140,3 +151,31 @@ def test_a_report_that_cannot_be_written_names_out(tmp_path, capsys):
     assert report(["--results", str(tmp_path), "--out", str(tmp_path / "file" / "out")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--out DIR" in err and str(tmp_path / "file") in err
+
+
+API = [  # rows of the table whose config composes: the Python API refuses them too
+    (line, names)
+    for line, names in BAD
+    if line
+    in (
+        "norm.stat_fraction=0",
+        "seed=-1",
+        "train.batch_size=0",
+        "arch.width_mult=0",
+        "epochs=10",
+        "mixup=manifold mixup.alpha=-1",
+        "norm=gn norm.groups=0",
+    )
+]
+
+
+@pytest.mark.parametrize(("line", "names"), API, ids=[a[0] for a in API])
+def test_the_python_api_refuses_what_the_command_line_refuses(line, names, tmp_path):
+    from equinorm.errors import ConfigError
+    from equinorm.train.run import run
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("train.max_train_batches=1", *line.split(), results=tmp_path)
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        run(cfg)
+    assert not any(tmp_path.iterdir())  # nothing written

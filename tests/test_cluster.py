@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests.conftest import compose_cfg, run_cli
+from tests.conftest import compose_cfg, run_cli, run_dir_of
 
 submitit = pytest.importorskip("submitit")
 
@@ -26,9 +26,10 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     for norm in ("bn", "equi"):
-        run = tmp_path / "runs" / "digits_demo" / f"digits-preact_resnet18-{norm}" / "seed=0"
-        assert json.loads((run / "summary.json").read_text())["status"] == "complete"
-    assert (tmp_path / "runs" / ".submitit").is_dir()  # submitit's job logs, beside the runs
+        run = compose_cfg("experiment=digits_demo", "debug=smoke", f"norm={norm}", results=tmp_path)
+        assert json.loads((run_dir_of(run) / "summary.json").read_text())["status"] == "complete"
+    (sweep,) = (tmp_path / "sweeps").iterdir()  # submitit's job logs with the sweep's record
+    assert (sweep / ".submitit").is_dir() and (sweep / "tally.txt").is_file()
 
 
 def test_slurm_launcher_asks_for_one_gpu_per_job_and_requeues(tmp_path, monkeypatch):
@@ -42,7 +43,7 @@ def test_slurm_launcher_asks_for_one_gpu_per_job_and_requeues(tmp_path, monkeypa
     (fake_bin / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     cfg = compose_cfg(
-        "hydra/launcher=submitit_slurm",
+        "hydra/launcher=submitit_slurm_gpu",
         "experiment=cifar10_wrn_short",
         "hydra.launcher.partition=gpu",
         results=tmp_path,

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from equinorm.train import checkpoint as ckpt
+from equinorm.run import checkpoint as ckpt
 from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, read_history, run_dir_of
 from tests.test_resume import rows, wait_for

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from equinorm.train import checkpoint as ckpt
+from equinorm.run import checkpoint as ckpt
 from equinorm.train import trainer as trainer_mod
 from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, fabricated, read_history, run_cli, run_dir_of
@@ -115,9 +115,9 @@ def test_a_failing_job_is_recorded_and_the_next_one_runs(tmp_path):
     for seed in (1, 2):
         cfg = compose_cfg(*args, f"seed={seed}")
         assert json.loads((run_dir_of(cfg) / "summary.json").read_text())["status"] == "complete"
-    (record,) = (tmp_path / "sweeps").glob("*.txt")
-    assert record.read_text().splitlines() == tail
-    assert (tmp_path / "sweeps" / record.name.replace(".txt", ".multirun.yaml")).is_file()
+    (sweep,) = (tmp_path / "sweeps").iterdir()  # the sweep's record, beside its multirun.yaml
+    assert (sweep / "tally.txt").read_text().splitlines() == tail
+    assert (sweep / "multirun.yaml").is_file()
     assert not (tmp_path / "runs" / "multirun.yaml").exists()
 
 

@@ -1,20 +1,23 @@
-"""A sweep over any key: run identity from the overrides, and a longer schedule continuing a run."""
+"""A run's identity is what it computes (issue 27): any key of any group can be swept, two
+commands that compute the same thing are one run, a key nothing reads is refused, and a finished
+run is never taken over by a command that computes something else."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from equinorm.train import identity
-from equinorm.train.run import PartialRunError, run
-from equinorm.train.rundir import RunDir
-from equinorm.train.schedules import Schedule
+from equinorm.errors import ConfigError
+from equinorm.experiment import identity
+from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, read_history, run_cli, run_dir_of
 
 
 def _variant(*overrides: str) -> str:
-    cfg = compose_cfg("experiment=digits_demo", "norm=equi", *overrides, return_hydra=True)
+    cfg = compose_cfg("experiment=digits_demo", "norm=equi", *overrides)
     parts = run_dir_of(cfg).relative_to(f"{cfg.results_dir}/runs/digits_demo").parts
-    assert parts[0] == "digits-preact_resnet18-equi" and parts[-1] == "seed=0"
+    assert parts[-1] == "seed=0"
     return "/".join(parts[1:-1])
 
 
@@ -30,122 +33,90 @@ def _variant(*overrides: str) -> str:
         (("schedule.milestones=[5,13]",), "schedule.milestones=[5,13]"),
         (("mixup=manifold",), "mixup=manifold"),
         (("mixup=none",), ""),
-        # keys the layout names, keys that change no result, and epochs (a longer schedule)
-        (("seed=0", "epochs=20", "train.device=cpu", "dataset.workers=0", "wandb.mode=online"), ""),
-        (("debug=smoke",), ""),
+        (("epochs=20",), "epochs=20"),  # another length: another run, never a takeover
+        (("debug=smoke",), "debug=smoke"),  # a smoke run never stands in for the real one
+        # keys the layout names and keys that change no result
+        (("seed=0", "train.device=cpu", "dataset.workers=0", "wandb.mode=online"), ""),
+        (("norm.impl=reference", "train.compile=true", "train.progress=false"), ""),
     ],
 )
-def test_variant_names_only_what_changes_the_experiment(overrides, expected):
+def test_variant_names_only_what_changes_the_computation(overrides, expected):
     assert _variant(*overrides) == expected
 
 
-def test_variant_of_a_group_choice_compares_its_keys_with_that_choice():
-    assert _variant("mixup=manifold", "mixup.alpha=2.0") == "mixup=manifold,mixup.alpha=2.0"
-    cfg = compose_cfg("experiment=digits_demo", "mixup=manifold", return_hydra=True)
-    own = cfg.mixup.alpha
-    assert _variant("mixup=manifold", f"mixup.alpha={own}") == "mixup=manifold"
+def test_every_group_can_be_swept_and_each_value_is_a_run_of_its_own():
+    sweeps = {
+        "arch.width_mult": ("0.25", "0.5"),
+        "norm.stat_fraction": ("0.5", "1.0"),
+        "dataset.augment.crop_padding": ("1", "2"),
+        "mixup.alpha": ("2.0", "6.0"),
+        "schedule.gamma": ("0.1", "0.2"),
+        "optim.nesterov": ("false", "true"),
+        "train.batch_size": ("32", "64"),
+    }
+    for key, values in sweeps.items():
+        extra = ["mixup=manifold"] if key.startswith("mixup.") else []
+        cfgs = [compose_cfg("experiment=digits_demo", *extra, f"{key}={v}") for v in values]
+        assert cfgs[0].run_dir != cfgs[1].run_dir, key
+        own = compose_cfg("experiment=digits_demo", *extra)
+        assert {own.run_dir} & {c.run_dir for c in cfgs}, key  # one value is the experiment's
+        for cfg, value in zip(cfgs, values, strict=True):
+            if cfg.run_dir != own.run_dir:
+                assert cfg.variant[key] == value, key
+
+
+def test_a_key_nothing_reads_is_one_line_not_a_run():
+    with pytest.raises(ConfigError, match=r"train\.new_key is not a key of this config"):
+        compose_cfg("experiment=digits_demo", "+train.new_key=1")
+    with pytest.raises(Exception, match="alpha"):  # mixup=none has no alpha: Hydra refuses it
+        compose_cfg("experiment=digits_demo", "mixup=none", "mixup.alpha=2")
+
+
+def test_a_run_on_two_processes_is_not_the_one_process_run(monkeypatch):
+    one = compose_cfg("experiment=digits_demo")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun --nproc_per_node=2: a global batch of 128
+    two = compose_cfg("experiment=digits_demo")
+    assert two.variant == {"train.devices": "2"} and two.run_dir != one.run_dir
+    both = compose_cfg("experiment=digits_demo", "train.devices=2")  # 2 devices, any processes
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert compose_cfg("experiment=digits_demo", "train.devices=2").run_dir == both.run_dir
 
 
 def test_a_long_variant_keeps_a_readable_prefix_and_a_hash():
-    long = tuple(f"key{i}.value={'x' * 20}" for i in range(10))
+    long = {f"key{i}.value": "x" * 20 for i in range(10)}
     name = identity.dirname(long)
     assert len(name) <= identity.MAX_LEN and name.startswith("key0.value=")
-    assert name != identity.dirname((*long[:-1], "key9.value=y"))
-    assert "/" not in identity.dirname(("dataset.name=a/b",))
+    assert name != identity.dirname({**long, "key9.value": "y"})
+    assert "/" not in identity.dirname({"dataset.name": "a/b"})
 
 
-def test_an_ordinary_sweep_over_a_key_runs_each_value_and_a_rerun_skips(tmp_path):
-    args = [*SHORT, "epochs=2", "schedule.milestones=[1,2]", f"results_dir={tmp_path}"]
-    sweep = ["-m", *args, "schedule.lr=0.1,0.05"]
+def test_more_epochs_on_a_finished_run_is_another_run_and_leaves_it_untouched(tmp_path):
+    short = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
+    assert run(short)["status"] == "complete"
+    before = {p.name: p.read_bytes() for p in run_dir_of(short).iterdir() if p.is_file()}
+    longer = compose_cfg(*SHORT, "epochs=3", "schedule.milestones=[1]", results=tmp_path)
+    assert run_dir_of(longer) != run_dir_of(short)
+    assert run(longer)["epoch"] == 3
+    after = {p.name: p.read_bytes() for p in run_dir_of(short).iterdir() if p.is_file()}
+    assert after == before  # model.pt, summary.json, history: as they were
+
+
+def test_a_sweep_over_an_arch_key_runs_each_value_and_leaves_the_experiments_slot(tmp_path):
+    """The issue's command: two widths, two runs -- not two failures and a corrupted slot."""
+    args = ["experiment=digits_demo", "debug=smoke", "norm=bn", "seed=0", f"results_dir={tmp_path}"]
+    sweep = ["-m", *args, "arch.width_mult=0.25,0.5"]
     first = run_cli(*sweep, cwd=tmp_path)
-    assert first.returncode == 0, first.stdout
-    assert "2 complete" in first.stdout
-    base = tmp_path / "runs/digits_demo/digits-preact_resnet18-equi"
-    variant = "schedule.lr=0.05,schedule.milestones=[1,2]"
-    own = base / "schedule.milestones=[1,2]" / "seed=2"
-    other = base / variant / "seed=2"
-    assert (own / "summary.json").is_file() and (other / "summary.json").is_file()
-    assert {r["lr"] for r in read_history(own)} == {"0.1", "0.010000000000000002"}
-    assert read_history(other)[0]["lr"] == "0.05"
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "sweep of 2 job(s): 2 complete" in first.stdout
+    cell = tmp_path / "runs/digits_demo/digits-preact_resnet18-bn"
+    widths = {json.loads(p.read_text())["width_mult"] for p in cell.rglob("summary.json")}
+    assert widths == {0.25, 0.5}
+    assert not (cell / "seed=0").exists()  # the experiment's own run was never touched
     again = run_cli(*sweep, cwd=tmp_path)
     assert again.returncode == 0 and "2 skipped" in again.stdout, again.stdout
     assert "2 of 2 job(s) already finished: not launched" in again.stdout  # nothing started
-    # the same run asked for singly (its own lr spelled out) is that run: skipped
-    single = run_cli(*args, "schedule.lr=5e-2", cwd=tmp_path)
+    # the same run asked for singly (spelt otherwise) is that run: skipped
+    single = run_cli(*args, "arch.width_mult=.25", cwd=tmp_path)
     assert single.returncode == 0 and "skipping" in single.stdout, single.stdout
-
-
-# -- a longer schedule --------------------------------------------------------------------------
-
-
-def _short(tmp_path, *extra):
-    return compose_cfg(*SHORT, "schedule.milestones=[1,2]", *extra, results=tmp_path)
-
-
-def test_more_epochs_continue_a_finished_step_schedule_run_exactly(tmp_path):
-    run(_short(tmp_path / "a", "epochs=3"))
-    cfg = _short(tmp_path / "a", "epochs=5")
-    assert (run_dir_of(cfg) / "checkpoint.pt").is_file()  # kept: the step schedule can go on
-    summary = run(cfg)
-    assert summary["status"] == "complete" and summary["epoch"] == 5
-    fresh = _short(tmp_path / "b", "epochs=5")
-    run(fresh)
-    assert read_history(run_dir_of(cfg)) == read_history(run_dir_of(fresh))
-    assert "epochs 3 -> 5: continuing from epoch 3" in (run_dir_of(cfg) / "train.log").read_text()
-    assert RunDir(run_dir_of(cfg)).stored_epochs() == 5
-
-
-def test_fewer_epochs_or_a_schedule_over_all_epochs_is_one_line(tmp_path):
-    run(_short(tmp_path, "epochs=3"))
-    with pytest.raises(PartialRunError, match="finished 3 epochs, epochs=2 is fewer"):
-        run(_short(tmp_path, "epochs=2"))
-    stretched = ["schedule.rescale=true", "schedule.length=3"]
-    cfg = _short(tmp_path / "r", "epochs=2", *stretched)
-    run(cfg)
-    assert not (run_dir_of(cfg) / "checkpoint.pt").exists()  # nothing can continue it
-    longer = _short(tmp_path / "r", "epochs=3", *stretched)
-    assert run_dir_of(longer) != run_dir_of(cfg)  # a sweep over its epochs: runs of their own
-    # the same directory under another epochs (the experiment's file edited): one line
-    longer.run_path = cfg.run_path
-    with pytest.raises(PartialRunError, match="rescale=true stretches the schedule"):
-        run(longer)
-
-
-@pytest.mark.parametrize(
-    ("schedule", "continues"),
-    [
-        ({"name": "step", "lr": 0.1, "momentum": 0.9, "gamma": 0.1, "milestones": [2]}, True),
-        (
-            {
-                "name": "step",
-                "lr": 0.1,
-                "momentum": 0.9,
-                "gamma": 0.1,
-                "milestones": [2],
-                "rescale": True,
-                "length": 4,
-            },
-            False,
-        ),
-        (
-            {
-                "name": "superconvergence",
-                "lr_points": [[0, 0.1], [2, 1.0], [3, 0.01]],
-                "momentum_points": [[0, 0.95], [2, 0.85]],
-                "final_momentum": 0.9,
-            },
-            True,
-        ),
-        ({"name": "cosine", "lr": 0.1, "momentum": 0.9, "min_lr": 0.0}, False),
-    ],
-)
-def test_continues_as_means_the_same_schedule_over_the_trained_epochs(schedule, continues):
-    short, long = Schedule(schedule, 4), Schedule(schedule, 6)
-    same = all(short(t / 8) == long(t / 8) for t in range(4 * 8 + 1))
-    assert (short.continues_as(6) is None) == continues == same
-
-
-def test_epochs_names_a_run_only_where_it_changes_the_trajectory():
-    assert _variant("epochs=20") == ""  # step: the run continues
-    stretched = _variant("epochs=20", "schedule.rescale=true")
-    assert stretched == "epochs=20,schedule.rescale=true"
+    own = compose_cfg(*args[:-1], "arch.width_mult=0.5", results=tmp_path)
+    assert read_history(run_dir_of(own))  # debug=smoke's own width, in its own run

@@ -82,7 +82,6 @@ def test_bce_loss_is_the_reference_codes_and_ce_is_mixed_cross_entropy():
     "override,match",
     [
         ("mixup.alpha=0", "mixup.alpha"),
-        ("mixup.loss=mse", "mixup.loss"),
         ("mixup.points=[3]", "mixup.points"),
     ],
 )

@@ -8,7 +8,7 @@ import subprocess
 
 import torch
 
-from equinorm import provenance
+from equinorm.run import provenance
 from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, run_cli, run_dir_of
 
@@ -37,15 +37,16 @@ def test_a_run_records_commit_overrides_versions_device_and_times(tmp_path):
     assert start <= end
 
 
-def test_a_resumed_run_has_one_attempt_per_start(tmp_path):
-    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1,2]", results=tmp_path)
-    run(cfg)
-    longer = compose_cfg(*SHORT, "epochs=3", "schedule.milestones=[1,2]", results=tmp_path)
-    run(longer)  # a longer step schedule continues the run: a second attempt
+def test_a_resumed_run_has_one_attempt_per_start(tmp_path, monkeypatch):
+    from tests.test_failures import preempt_in_epoch_3
+
+    cfg = compose_cfg(*SHORT, "epochs=3", "schedule.milestones=[1,2]", results=tmp_path)
+    preempt_in_epoch_3(cfg, monkeypatch)
+    run(cfg)  # resumed: a second attempt
     attempts = _attempts(run_dir_of(cfg))
-    assert [a["outcome"] for a in attempts] == ["complete", "complete"]
+    assert [a["outcome"] for a in attempts] == ["stopped", "complete"]
     assert attempts[0]["overrides"] is None  # in-process, outside a Hydra job
-    run(longer)  # finished: skipped, nothing recorded
+    run(cfg)  # finished: skipped, nothing recorded
     assert len(_attempts(run_dir_of(cfg))) == 2
 
 

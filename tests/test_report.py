@@ -40,7 +40,7 @@ def tree(tmp_path) -> Path:
     return tmp_path
 
 
-def test_collect_identifies_runs_by_layout_and_status(tree):
+def test_collect_identifies_runs_by_their_records_and_status(tree):
     res = collect(tree)
     assert len(res.runs) == 5 + 5 + 1
     counts = res.runs.groupby("norm")["status"].value_counts().to_dict()
@@ -124,7 +124,9 @@ def test_failed_runs_and_expected_norms_without_runs_are_counted(tmp_path):
     write_run(tmp_path, exp, "cifar10-preact_resnet152-equi", 0, 96.0)
     failed = tmp_path / "runs" / exp / "cifar10-preact_resnet152-equi" / "seed=1"
     failed.mkdir(parents=True)
-    (failed / "error.json").write_text('{"type": "DatasetError", "error": "no CIFAR files"}')
+    named = {"name": exp, "dataset": "cifar10", "arch": "preact_resnet152", "norm": "equi"}
+    error = {"type": "DatasetError", "error": "no CIFAR files", **named, "seed": 1, "variant": {}}
+    (failed / "error.json").write_text(json.dumps(error))  # as a failed job records it
     res = collect(tmp_path)
     assert res.runs.set_index("seed").loc[1, "status"] == "failed"
     rows = {r["norm"]: r for r in table_rows(res, exp)}
@@ -255,46 +257,78 @@ def test_a_cell_whose_runs_differ_in_batch_or_width_says_so(tmp_path):
     assert "global batch 128 / 256 (runs differ), width x0.25 / x1 (runs differ)" in text
 
 
-def _lr_run(root: Path, exp: str, norm: str, variant: str, lr: float, seed: int, acc: float):
-    config = f"cifar10-wrn-{norm}" + (f"/{variant}" if variant else "")
-    d = write_run(root, exp, config, seed, acc)
-    (d / "config.yaml").write_text(f"schedule:\n  name: step\n  lr: {lr}\n")
+def _lr_run(root: Path, exp: str, norm: str, variant: dict, seed: int, acc: float):
+    d = write_run(root, exp, f"cifar10-wrn-{norm}", seed, acc, variant=variant)
+    (d / "config.yaml").write_text("schedule:\n  name: step\n  lr: 7.0\n")  # hand-edited: unread
     return d
 
 
 def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path):
-    exp = "cifar10_wrn_short"
+    exp = "cifar10_wrn_overfit"  # its own lr: 0.1
+    long = {f"dataset.augment.k{i}": "x" * 12 for i in range(8)}  # a hashed directory name
     for seed in range(3):
         for norm, shift in (("equi", 0.0), ("bn", -0.5)):
-            _lr_run(tmp_path, exp, norm, "", 0.1, seed, 94.0 + shift + 0.1 * seed)
-            _lr_run(tmp_path, exp, norm, "schedule.lr=0.05", 0.05, seed, 93.0 + shift + 0.1 * seed)
-            _lr_run(tmp_path, exp, norm, "schedule.lr=0.4", 0.4, seed, 92.0 + shift + 0.1 * seed)
+            _lr_run(tmp_path, exp, norm, {}, seed, 94.0 + shift + 0.1 * seed)
+            _lr_run(tmp_path, exp, norm, {"schedule.lr": "0.05"}, seed, 93.0 + shift + 0.1 * seed)
+            _lr_run(tmp_path, exp, norm, {"schedule.lr": "0.4"}, seed, 92.0 + shift + 0.1 * seed)
+            width = {"train.batch_size": "64", **long}  # two keys: no single-key comparison
+            _lr_run(tmp_path, exp, norm, width, seed, 80.0)
+            _lr_run(tmp_path, exp, norm, {"optim.weight_decay": "0.0005", **long}, seed, 81.0)
     # a run that changes two keys belongs to no single-key comparison
-    _lr_run(tmp_path, exp, "equi", "mixup=input,schedule.lr=0.4", 0.4, 0, 50.0)
-    from equinorm.report.hparams import summary, swept, variant_keys
+    _lr_run(tmp_path, exp, "equi", {"mixup": "input", "schedule.lr": "0.4"}, 0, 50.0)
+    hashed = {"schedule.momentum": "0.8" * 70}  # one key, its name too long: hashed
+    for seed in range(2):
+        _lr_run(tmp_path, exp, "bn", hashed, seed, 70.0)
+    from equinorm.report.hparams import summary, swept
 
-    assert variant_keys("schedule.milestones=[5,13],schedule.lr=0.05") == [
-        "schedule.milestones",
-        "schedule.lr",
-    ]
     res = collect(tmp_path)
-    assert swept(res.runs) == ["schedule.lr"]
+    assert any("..." in v for v in res.runs["variant"])  # hashed names, read from the records
+    assert swept(res.runs) == ["schedule.lr", "schedule.momentum"]
     frame = summary(res.runs, "schedule.lr").set_index(["norm", "value"])
-    assert frame.loc[("equi", "0.1"), "median"] == pytest.approx(94.1)  # from config.yaml
+    assert frame.loc[("equi", "0.1"), "median"] == pytest.approx(94.1)  # the experiment's value
     assert frame.loc[("equi", "0.1"), "own"] and not frame.loc[("equi", "0.4"), "own"]
     assert frame.loc[("bn", "0.4"), "median"] == pytest.approx(91.6)
     assert frame.loc[("equi", "0.4"), "complete"] == 3  # the two-key run is not among them
     assert main(["--results", str(tmp_path)]) == 0
     table = (tmp_path / "tables" / f"{exp}_hparam_schedule.lr.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| cifar10")]
-    assert [r.split(" | ")[1] for r in rows] == ["0.05", "0.1 (experiment's)", "0.4"]
+    assert [r.split(" | ")[1] for r in rows] == ["0.05", "0.1 (experiment's)", "0.4"]  # once
     assert "94.10 (94.05-94.15), n=3" in rows[1]
     png = tmp_path / "figures" / f"{exp}_hparam_schedule.lr.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "figures" / f"{exp}_hparam_schedule.momentum.png").is_file()
     # and the main table has one section per variant, the experiment's own first
     md = (tmp_path / "tables" / f"{exp}.md").read_text()
     titles = [line for line in md.splitlines() if line.startswith("## ")]
     assert titles[0] == "## cifar10 / wrn" and "## cifar10 / wrn / schedule.lr=0.05" in md
+
+
+def test_the_equilibrium_figure_has_a_panel_per_cell_and_variant(tmp_path):
+    exp = "digits_demo"
+    for seed in range(2):
+        write_run(tmp_path, exp, "digits-preact_resnet18-equi", seed, 98.0, equilibrium=True)
+        variant = {"schedule.lr": "0.05"}
+        write_run(
+            tmp_path,
+            exp,
+            "digits-preact_resnet18-equi",
+            seed,
+            97.0,
+            equilibrium=True,
+            variant=variant,
+        )
+    res = collect(tmp_path)
+    assert set(res.equilibrium["variant"]) == {"", "schedule.lr=0.05"}
+    import matplotlib.pyplot as plt
+
+    from equinorm.report import figures
+
+    drawn = []
+    real = plt.subplots
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(plt, "subplots", lambda *a, **k: drawn.append(a) or real(*a, **k))
+        figures.plot_equilibrium(res.equilibrium, exp, tmp_path)
+    assert drawn[0][:2] == (2, 1)  # two cells, two panels, never averaged together
 
 
 def test_reports_are_byte_identical_when_the_runs_are(tree):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from equinorm import reproduce
+from equinorm.launch import reproduce
 from equinorm.models.complexity import forward_macs
 
 
@@ -21,13 +21,21 @@ def test_each_target_expands_to_the_experiments_sweeps():
         "imagenet_resnet50": 9,
         "cifar10_wrn_short": 20,
     }
-    assert ["norm=equi", "seed=0"] in jobs["cifar10_wrn_short"]
-    assert ["norm=gn", "seed=2"] in jobs["imagenet_resnet50"]
+    own = "experiment=cifar10_wrn_short"
+    assert ["norm=equi", "seed=0", own] in jobs["cifar10_wrn_short"]
+    assert ["norm=gn", "seed=2", "experiment=imagenet_resnet50"] in jobs["imagenet_resnet50"]
+    assert ["norm=equi_quarter", "seed=9", "experiment=cifar10_wrn_quarter"] in jobs[
+        "cifar10_wrn_quarter"
+    ]
     assert reproduce.sweep_jobs("cifar10_wrn_short", ["seed=0,1"]) == [
-        ["norm=equi", "seed=0"],
-        ["norm=equi", "seed=1"],
-        ["norm=bn", "seed=0"],
-        ["norm=bn", "seed=1"],
+        ["norm=equi", "seed=0", own],
+        ["norm=equi", "seed=1", own],
+        ["norm=bn", "seed=0", own],
+        ["norm=bn", "seed=1", own],
+    ]
+    # a fixed value replaces the experiment's axis: the jobs the command would launch (issue 24)
+    assert reproduce.sweep_jobs("cifar10_wrn_short", ["seed=0", "norm=bn"]) == [
+        ["norm=bn", "seed=0", own]
     ]
 
 
@@ -52,9 +60,7 @@ def test_gpu_hours_use_measured_throughput_when_benchmarked(tmp_path):
 def test_launch_runs_a_multirun_or_one_torchrun_per_job_then_the_report(monkeypatch):
     calls = []
     monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
-    import equinorm.report.cli as cli
-
-    monkeypatch.setattr(cli, "main", lambda args: calls.append(["report", *args]) or 0)
+    monkeypatch.setattr(reproduce, "report", lambda args: calls.append(["report", *args]) or 0)
     assert reproduce.launch("short", ["seed=0,1"], nproc=1) == 0
     assert calls[0][-3:] == ["-m", "experiment=cifar10_wrn_short", "seed=0,1"]
     assert calls[-1] == ["report", "--results", "results", "--experiment", "cifar10_wrn_short"]
@@ -62,8 +68,8 @@ def test_launch_runs_a_multirun_or_one_torchrun_per_job_then_the_report(monkeypa
     assert reproduce.launch("short", ["seed=0,1", "epochs=3"], nproc=2) == 0
     runs = [c for c in calls if c[0] != "report"]
     assert len(runs) == 4 and all("--nproc_per_node=2" in c for c in runs)
-    assert runs[0][-4:] == ["experiment=cifar10_wrn_short", "norm=equi", "seed=0", "epochs=3"]
-    assert runs[3][-3:] == ["norm=bn", "seed=1", "epochs=3"]
+    assert runs[0][-4:] == ["norm=equi", "seed=0", "experiment=cifar10_wrn_short", "epochs=3"]
+    assert runs[3][-4:-2] == ["norm=bn", "seed=1"]
 
 
 def test_make_plan_honours_overrides_and_the_readme_shows_what_it_prints(capsys):
@@ -91,13 +97,9 @@ def test_on_slurm_every_experiment_is_submitted_at_once_and_nproc_is_tasks(monke
 
     monkeypatch.setattr(reproduce.subprocess, "Popen", Proc)
     monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("torchrun"))
-    import equinorm.train.preflight as preflight
-
-    monkeypatch.setattr(preflight, "preflight", lambda argv: None)
-    import equinorm.report.cli as cli
-
-    monkeypatch.setattr(cli, "main", lambda args: 0)
-    slurm = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"]
+    monkeypatch.setattr(reproduce, "preflight", lambda argv, check: None)
+    monkeypatch.setattr(reproduce, "report", lambda args: 0)
+    slurm = ["hydra/launcher=submitit_slurm_gpu", "hydra.launcher.partition=gpu"]
     assert reproduce.launch("cifar10", slurm, nproc=2, results_dir=str(tmp_path)) == 0
     assert len(started) == 3 and waited == [3, 3, 3]  # all submitted before any wait
     for cmd, kwargs in started:
@@ -112,9 +114,8 @@ def test_on_slurm_every_experiment_is_submitted_at_once_and_nproc_is_tasks(monke
 
 
 def test_on_slurm_a_request_that_does_not_fit_submits_nothing(monkeypatch, tmp_path, capsys):
-    import equinorm.train.preflight as preflight
-
-    monkeypatch.setattr(preflight, "preflight", lambda argv: "hydra.launcher.mem_gb=64 exceeds")
+    fits = "hydra.launcher.mem_gb=64 exceeds"
+    monkeypatch.setattr(reproduce, "preflight", lambda argv, check: fits)
     monkeypatch.setattr(reproduce.subprocess, "Popen", lambda *a, **k: pytest.fail("submitted"))
     slurm = ["hydra/launcher=submitit_slurm_cpu"]
     assert reproduce.launch("all", slurm, results_dir=str(tmp_path)) == 2

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from equinorm.errors import ConfigError
-from equinorm.train import checkpoint as ckpt
-from equinorm.train.run import PartialRunError, run
-from equinorm.train.rundir import RunDir, RunLockedError
+from equinorm.run import checkpoint as ckpt
+from equinorm.run.record import RunDir, RunLockedError
+from equinorm.run.resume import PartialRunError
+from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, read_history, run_cli, run_dir_of
 
 
@@ -206,15 +207,15 @@ def test_torchrun_two_cpu_processes_write_exactly_one_run_directory(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     runs = sorted(p.parent for p in (tmp_path / "runs").rglob("summary.json"))
-    assert [p.relative_to(tmp_path) for p in runs] == [
-        Path("runs/digits_demo/digits-preact_resnet18-bn/seed=0")
+    assert [p.relative_to(tmp_path) for p in runs] == [  # 2 devices: not the 1-process run
+        Path("runs/digits_demo/digits-preact_resnet18-bn/debug=smoke,train.devices=2/seed=0")
     ]
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["world_size"] == 2
     assert sum("epoch 2/2" in line for line in proc.stdout.splitlines()) == 1  # rank 0 logs
 
 
-def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path):
+def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path, monkeypatch):
     """5 batches per epoch (the DDP check used to run every 20th step: never here). SIGTERM to
     rank 1 alone: both ranks stop together, rank 0 writes the checkpoint, and it resumes."""
     args = [
@@ -235,7 +236,9 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    monkeypatch.setenv("WORLD_SIZE", "2")  # where torchrun's ranks put the run
     run_dir = run_dir_of(compose_cfg(*args))
+    monkeypatch.delenv("WORLD_SIZE")
     assert wait_for(lambda: rows(run_dir) >= 1, proc), proc.communicate()[0]
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
     pids = sorted(int(p) for p in workers.stdout.split())

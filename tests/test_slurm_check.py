@@ -8,7 +8,7 @@ import os
 import pytest
 
 from equinorm.errors import ConfigError
-from equinorm.train import slurm_check
+from equinorm.experiment import slurm as slurm_check
 from tests.conftest import compose_cfg, run_cli
 
 # sinfo -h -o "%P|%c|%m|%G|%l": a CPU partition (default) and a GPU one with a 2-hour limit
@@ -32,7 +32,7 @@ def cluster(tmp_path, monkeypatch):
 
 
 def _launcher(*overrides):
-    cfg = compose_cfg("hydra/launcher=submitit_slurm", *overrides, return_hydra=True)
+    cfg = compose_cfg("hydra/launcher=submitit_slurm_gpu", *overrides, return_hydra=True)
     return cfg.hydra.launcher
 
 
@@ -102,7 +102,7 @@ def test_sinfo_time_limits(text, minutes):
 def test_the_cli_refuses_before_writing_anything(cluster, tmp_path):
     proc = run_cli(
         "-m",
-        "hydra/launcher=submitit_slurm",
+        "hydra/launcher=submitit_slurm_gpu",
         "experiment=digits_demo",
         "debug=smoke",
         f"results_dir={tmp_path / 'r'}",

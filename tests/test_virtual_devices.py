@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from equinorm.errors import ConfigError
 from equinorm.layers import EquiConv2d
 from equinorm.models import build_model
-from equinorm.train import checkpoint as ckpt
+from equinorm.run import checkpoint as ckpt
 from equinorm.train.nonfinite import NonFiniteProbe
 from equinorm.train.run import run
 from tests.conftest import compose_cfg, read_history, run_cli, run_dir_of
@@ -122,7 +122,7 @@ def test_a_checkpoint_resumes_only_under_its_world_size(tmp_path, monkeypatch):
 
 
 def test_devices_that_do_not_split_over_the_processes_fail_before_any_file(tmp_path):
-    from equinorm.train.validate import virtual_devices
+    from equinorm.experiment.checks import virtual_devices
 
     cfg = compose_cfg(*TINY, "norm=bn", "train.devices=3", results=tmp_path)
     with pytest.raises(ConfigError, match=r"train\.devices=3 does not split over 2"):

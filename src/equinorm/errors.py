@@ -4,6 +4,10 @@ The command-line entry points print these without a traceback and exit non-zero;
 a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import re
+
 
 class EquinormError(Exception):
     """An error the user can act on (bad config value, missing data, locked run, ...)."""
@@ -15,3 +19,18 @@ class ConfigError(EquinormError, ValueError):
 
 class DatasetError(EquinormError):
     """A dataset is missing, incomplete or corrupt; the message names the file or root."""
+
+
+# "equinorm.errors.DatasetError: " heading the last line of a traceback re-raised from a
+# DataLoader worker (torch puts the worker's whole traceback into the message)
+_QUALIFIED = re.compile(r"^(?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*(?:Error|Exception): ")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's sentence: its message's first line, or -- for an error re-raised with a
+    worker's traceback in its message -- the last one; its type when it has no message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[-1] if any("Traceback (most recent call last)" in x for x in lines) else lines[0]
+    return _QUALIFIED.sub("", line)

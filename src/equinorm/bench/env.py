@@ -10,7 +10,7 @@ import subprocess
 
 import torch
 
-from equinorm.provenance import device_name
+from equinorm.run.provenance import device_name
 
 
 def steady_allocator() -> bool:

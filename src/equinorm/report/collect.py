@@ -1,11 +1,11 @@
 """Collect every run under ``<results>/runs`` into tidy pandas frames.
 
-Runs are identified by the directory layout alone --
-``runs/<experiment>/<dataset>-<arch>-<norm>/[<variant>/]seed=<k>/``, where ``<variant>`` names the
-overrides that change the experiment's own config (:mod:`equinorm.train.identity`; ``""`` for the
-experiment itself) -- and only ``history.csv``, ``summary.json``, ``error.json`` and
-``provenance.json`` are read, so runs copied from other machines just work. A directory with none
-of them (e.g. one Hydra created for a job that never started) is ignored.
+A run is any directory holding a run record (:mod:`equinorm.run.record`), found wherever it is
+under ``runs/``; what it is -- experiment, dataset, arch, norm, seed and variant (the keys its
+config sets otherwise than its experiment, :mod:`equinorm.experiment.identity`; ``""`` for the
+experiment itself) -- is read from what the run recorded (``summary.json``, else ``error.json``,
+else ``config.yaml``), never from directory names. Only those files, ``history.csv``,
+``equilibrium.csv`` and ``provenance.json`` are read, so runs copied from other machines just work.
 
 Statuses: ``complete``, ``diverged``, ``failed`` (the last attempt recorded an error, ``error``)
 and ``unfinished`` (running, interrupted, or without a readable summary). ``commit`` is the git
@@ -15,21 +15,21 @@ when a resumed run saw several (``a / b``).
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-from equinorm import provenance
+from equinorm.experiment.identity import dirname
 from equinorm.report.setup import SETUP
-from equinorm.train.rundir import ERROR_FILE
+from equinorm.run import provenance
+from equinorm.run.record import ERROR_FILE, RunDir
 
 log = logging.getLogger(__name__)
-SEED_DIR = re.compile(r"^seed=(\d+)$")
 KEYS = ["experiment", "dataset", "arch", "variant", "norm", "seed"]
+RECORDS = ("summary.json", ERROR_FILE, "config.yaml")  # a run directory holds one of them
 
 
 @dataclass
@@ -42,11 +42,6 @@ class Results:
         return sorted(self.runs["experiment"].unique()) if len(self.runs) else []
 
 
-def _parse_config(name: str) -> tuple[str, str, str] | None:
-    parts = name.split("-")
-    return tuple(parts) if len(parts) == 3 else None  # type: ignore[return-value]
-
-
 def _read_csv(path: Path) -> pd.DataFrame | None:
     try:
         return pd.read_csv(path)
@@ -57,21 +52,31 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
         return None
 
 
-def _seed_dirs(root: Path):
-    """(seed dir, experiment, "dataset-arch-norm", variant) of every run under ``root``."""
-    for seed_dir in sorted(root.glob("*/*/seed=*")):
-        yield seed_dir, seed_dir.parent.parent.name, seed_dir.parent.name, ""
-    for seed_dir in sorted(root.glob("*/*/*/seed=*")):
-        yield seed_dir, seed_dir.parents[2].name, seed_dir.parents[1].name, seed_dir.parent.name
+def _run_dirs(root: Path) -> list[Path]:
+    """Every directory under ``root`` that holds a run record."""
+    found = {p.parent for name in RECORDS for p in root.rglob(name)}
+    moved = ("quarantine-",)  # an unfinished run's files, set aside when it restarted
+    return sorted(
+        p for p in found if not any(x.startswith(moved) for x in p.relative_to(root).parts)
+    )
 
 
-def _error(seed_dir: Path) -> str | None:
+def identity(rundir: RunDir, summary: dict | None, error: dict | None) -> dict | None:
+    """name, dataset, arch, norm, seed and variant items as the run recorded them."""
+    for record in (summary, error):
+        if record and all(k in record for k in ("name", "dataset", "arch", "norm", "seed")):
+            return {k: record[k] for k in ("name", "dataset", "arch", "norm", "seed", "variant")}
     try:
-        return str(json.loads((seed_dir / ERROR_FILE).read_text()).get("error", ""))
-    except FileNotFoundError:
+        cfg = OmegaConf.to_container(OmegaConf.load(rundir.config_path), resolve=False)
+        return {
+            "name": cfg["name"],
+            **{k: cfg[k]["name"] for k in ("dataset", "arch", "norm")},
+            "seed": cfg["seed"],
+            "variant": cfg.get("variant"),
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring %s: no readable identity (%s)", rundir.path, exc)
         return None
-    except (OSError, ValueError, AttributeError):
-        return f"unreadable {ERROR_FILE}"
 
 
 def _commits(seed_dir: Path) -> str | None:
@@ -82,34 +87,27 @@ def _commits(seed_dir: Path) -> str | None:
 def collect(results_dir: str | Path) -> Results:
     root = Path(results_dir) / "runs"
     runs, histories, equilibria = [], [], []
-    for seed_dir, experiment, config, variant in _seed_dirs(root):
-        m = SEED_DIR.match(seed_dir.name)
-        parsed = _parse_config(config)
-        if not (seed_dir.is_dir() and m and parsed):
+    for seed_dir in _run_dirs(root):
+        rundir = RunDir(seed_dir)
+        summary, error = rundir.summary(), rundir.error()
+        if summary and summary.get("status") == "unreadable":
+            log.warning("unreadable %s: counted as unfinished", rundir.summary_path)
+        named = identity(rundir, summary, error)
+        if named is None:
             continue
-        history = _read_csv(seed_dir / "history.csv")
-        error = _error(seed_dir)
-        summary = None
-        if (seed_dir / "summary.json").is_file():
-            try:
-                summary = json.loads((seed_dir / "summary.json").read_text())
-            except (OSError, ValueError):
-                log.warning("unreadable %s: counted as unfinished", seed_dir / "summary.json")
-                summary = {}
-        if history is None and summary is None and error is None:
-            continue
+        history = _read_csv(rundir.history_path)
         summary = summary or {}
         status = summary.get("status")
         if status not in ("complete", "diverged"):
             status = "failed" if error is not None else "unfinished"
-        dataset, arch, norm = parsed
+        items = dict(named["variant"] or {})
         key = {
-            "experiment": experiment,
-            "dataset": dataset,
-            "arch": arch,
-            "variant": variant,
-            "norm": norm,
-            "seed": int(m.group(1)),
+            "experiment": named["name"],
+            "dataset": named["dataset"],
+            "arch": named["arch"],
+            "variant": dirname(items) if items else "",
+            "norm": named["norm"],
+            "seed": int(named["seed"]),
         }
         last = history.iloc[-1] if history is not None and len(history) else None
 
@@ -130,9 +128,10 @@ def collect(results_dir: str | Path) -> Results:
                 "batch_size": summary.get("batch_size"),
                 "devices": _devices(summary),
                 "width_mult": summary.get("width_mult"),
-                "error": error if status == "failed" else None,
+                "error": (error or {}).get("error", "") if status == "failed" else None,
                 "commit": _commits(seed_dir),
                 "path": str(seed_dir),
+                "items": items,
             }
         )
         if history is not None and len(history):
@@ -153,6 +152,7 @@ def collect(results_dir: str | Path) -> Results:
         "error",
         "commit",
         "path",
+        "items",
     ]
     frame = pd.DataFrame(runs, columns=run_cols)
     for col in ("test_acc", "test_loss", "train_loss"):

@@ -10,23 +10,32 @@ from collections import defaultdict
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from equinorm import experiment as experiments
+
 
 @functools.cache
 def expected_seeds(experiment: str) -> dict[str, tuple[int, ...]] | None:
-    """norm -> the seeds the experiment's sweep runs; None when ``experiment`` is not one of
-    conf/experiment (a run named with ``name=...``) or its sweep names no norm and seed."""
-    from equinorm.reproduce import sweep_jobs
-
+    """norm (its ``name``: ``equi_quarter`` is ``equi``) -> the seeds the experiment's sweep runs;
+    None when ``experiment`` is not one of conf/experiment (a run named with ``name=...``) or its
+    sweep names no norm and seed."""
+    if experiment not in experiments.options("experiment"):
+        return None
     try:
-        jobs = sweep_jobs(experiment)
+        jobs = experiments.jobs([f"experiment={experiment}"])
     except (HydraException, OmegaConfBaseException):
         return None
     out: dict[str, set[int]] = defaultdict(set)
+    names: dict[str, str] = {}
     for job in jobs:
         values = dict(line.split("=", 1) for line in job)
         if "norm" not in values or "seed" not in values:
             return None
-        out[values["norm"]].add(int(values["seed"]))
+        choice = values["norm"]
+        if choice not in names:
+            names[choice] = experiments.compose(
+                [f"experiment={experiment}", f"norm={choice}"]
+            ).norm.name
+        out[names[choice]].add(int(values["seed"]))
     return {norm: tuple(sorted(seeds)) for norm, seeds in out.items()} or None
 
 

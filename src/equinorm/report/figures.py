@@ -190,9 +190,31 @@ def plot_experiment(
 def plot_equilibrium(eq: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
     """The Figure-1 diagnostic: mean positive and negative contribution per output element, over
     the network's layers, per epoch (median over seeds, band 25%-75%), with EquiNorm's
-    equilibrium at +-1 drawn and named."""
+    equilibrium at +-1 drawn and named; one panel per cell (dataset, arch, variant)."""
+    shown = cells(eq)
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 4.4 * len(shown)), squeeze=False)
+    for ax, cell in zip(axes[:, 0], shown, strict=True):
+        title = f"{experiment}: positive vs negative weight contributions (paper Fig. 1)"
+        if len(shown) > 1:
+            title = f"{title}\n{cell_title(*cell)}"
+        _equilibrium_panel(ax, in_cell(eq, cell), title)
+    fig.tight_layout()
+    fig.text(
+        0.0,
+        -0.01,
+        "mean over the network's convolutions of the positive and the negative weights' output "
+        "per output element; lines: median over seeds, bands: 25%-75%.\nEquiNorm holds +1 / -1 "
+        "exactly with cyclic padding and stride 1; zero padding and strides pull it inside.",
+        ha="left",
+        va="top",
+        fontsize=8,
+        color="0.3",
+    )
+    return save(fig, out_dir, f"{experiment}_equilibrium")
+
+
+def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
     per_run = eq.groupby(["norm", "seed", "epoch"])[["positive", "negative"]].mean().reset_index()
-    fig, ax = plt.subplots(figsize=(8, 4.4))
     for norm, g in sorted(per_run.groupby("norm"), key=lambda kv: norm_sort_key(kv[0])):
         color = NORM_COLORS.get(norm)
         for part, style in (("positive", "-"), ("negative", "--")):
@@ -212,23 +234,6 @@ def plot_equilibrium(eq: pd.DataFrame, experiment: str, out_dir: Path) -> list[P
     ax.axhline(0, color="0.8", lw=0.6)
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Contribution per output element")
-    ax.set_title(
-        f"{experiment}: positive vs negative weight contributions (paper Fig. 1)",
-        loc="left",
-        fontsize=10,
-    )
+    ax.set_title(title, loc="left", fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.text(
-        0.0,
-        -0.01,
-        "mean over the network's convolutions of the positive and the negative weights' output "
-        "per output element; lines: median over seeds, bands: 25%-75%.\nEquiNorm holds +1 / -1 "
-        "exactly with cyclic padding and stride 1; zero padding and strides pull it inside.",
-        ha="left",
-        va="top",
-        fontsize=8,
-        color="0.3",
-    )
-    return save(fig, out_dir, f"{experiment}_equilibrium")

@@ -4,21 +4,23 @@ seeds -- a fair comparison of normalizations tunes each one (paper section 6 fix
 architecture; this shows what another would have given).
 
 The runs of one comparison are those of a (dataset, arch) whose variant
-(:mod:`equinorm.train.identity`) is empty -- the experiment's own config, at the key's value in its
-``config.yaml`` -- or sets that key alone. A key gets a comparison when those runs hold at least two
-values of it. Writes ``<experiment>_hparam_<key>.{png,pdf,md,tex}``.
+(:mod:`equinorm.experiment.identity`, as each run recorded it) is empty -- the experiment's own
+config, at the experiment's value of the key -- or sets that key alone. A key gets a comparison
+when those runs hold at least two values of it. Writes
+``<experiment>_hparam_<key>.{png,pdf,md,tex}``.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from omegaconf import OmegaConf
 
+from equinorm import experiment as experiments
+from equinorm.experiment.identity import value_text
 from equinorm.report.collect import Results
 from equinorm.report.figures import save
 from equinorm.report.paper import (
@@ -31,34 +33,15 @@ from equinorm.report.paper import (
 from equinorm.report.setup import describe
 from equinorm.report.stats import iqr
 from equinorm.report.tables import markdown_table, tex_table
-from equinorm.train.identity import value_text
-
-# a variant's items: split at commas that start another "key=" (a list value keeps its commas)
-_ITEM = re.compile(r",(?=~?[A-Za-z_][\w.]*(?:=|$))")
 
 
-def variant_keys(variant: str) -> list[str]:
-    """The keys a variant directory name sets (``[]`` for the experiment's own config)."""
-    if not variant:
-        return []
-    return [item.lstrip("~").split("=", 1)[0] for item in _ITEM.split(variant)]
-
-
-@functools.lru_cache(maxsize=4096)
-def _config(path: str):
-    """A run's config.yaml, read once per report (None if unreadable)."""
-    try:
-        return OmegaConf.load(Path(path) / "config.yaml")
-    except (OSError, ValueError):
+@functools.lru_cache(maxsize=64)
+def own_value(experiment: str, key: str) -> str | None:
+    """The experiment's own value of ``key`` (a config group: its option's ``name``); None when
+    ``experiment`` is not one of conf/experiment (a run named with ``name=...``)."""
+    if experiment not in experiments.options("experiment"):
         return None
-
-
-def _value(path: str, key: str):
-    """The key's value in a run's config.yaml (a config group: its ``name``); None if absent."""
-    cfg = _config(path)
-    if cfg is None:
-        return None
-    node = OmegaConf.select(cfg, key, default=None)
+    node = OmegaConf.select(experiments.compose([f"experiment={experiment}"]), key, default=None)
     if OmegaConf.is_dict(node):
         node = node.get("name")
     return None if node is None else value_text(node)
@@ -66,14 +49,17 @@ def _value(path: str, key: str):
 
 def swept(runs: pd.DataFrame) -> list[str]:
     """Keys with a comparison in ``runs`` (one experiment), sorted."""
-    keys = {k for v in runs["variant"] for k in variant_keys(v)}
+    keys = {k for items in runs["items"] for k in items}
     return sorted(k for k in keys if len(comparison_runs(runs, k)["value"].unique()) > 1)
 
 
 def comparison_runs(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     """The runs comparable along ``key`` with a ``value`` column (text as in the variants)."""
-    keep = runs[[variant_keys(v) in ([], [key]) for v in runs["variant"]]]
-    values = [_value(p, key) for p in keep["path"]]
+    keep = runs[[set(items) <= {key} for items in runs["items"]]]
+    values = [
+        items.get(key, own_value(name, key))
+        for items, name in zip(keep["items"], keep["experiment"], strict=True)
+    ]
     return keep.assign(value=values).dropna(subset=["value"])
 
 
@@ -229,7 +215,6 @@ def _figure(runs, frame, key, out_dir: Path, stem: str) -> list[Path]:
 
 
 def write_comparisons(results: Results, experiment: str, out_dir: Path) -> list[Path]:
-    _config.cache_clear()  # runs may have changed since the last report in this process
     runs = results.runs[results.runs["experiment"] == experiment]
     written = []
     for key in swept(runs):
@@ -237,4 +222,4 @@ def write_comparisons(results: Results, experiment: str, out_dir: Path) -> list[
     return written
 
 
-__all__ = ["comparison_runs", "summary", "swept", "variant_keys", "write_comparisons"]
+__all__ = ["comparison_runs", "own_value", "summary", "swept", "write_comparisons"]

@@ -6,8 +6,10 @@
     python -m equinorm.train experiment=digits_demo debug=smoke
     torchrun --nproc_per_node=2 -m equinorm.train experiment=svhn_wrn_mixup norm=bn seed=0
 
-Errors a user can act on end the process with one line on stderr (exit code 2); a run stopped
-by SIGTERM/SIGUSR1 exits with 128 + the signal number after writing its checkpoint.
+Every job of the command line is composed and checked first (:mod:`equinorm.experiment.command`):
+a bad key or value is one line on stderr and exit code 2, with no file written. A run stopped by
+SIGTERM/SIGUSR1 or Ctrl-C exits with 128 + the signal number after writing its checkpoint; in a
+``-m`` sweep a failing job records why and the others go on (:mod:`equinorm.launch.sweeper`).
 """
 
 from __future__ import annotations
@@ -16,41 +18,34 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from equinorm.errors import EquinormError
-from equinorm.paths import config_dir
-from equinorm.train.preflight import preflight
-from equinorm.train.rundir import RunLockedError
+from equinorm import experiment
+from equinorm.errors import EquinormError, one_line
+from equinorm.experiment.command import preflight
+from equinorm.run.record import RunDir, RunLockedError
+from equinorm.train import build
+from equinorm.train.run import identity, run
 from equinorm.train.signals import Preempted
-from equinorm.train.sweep import one_line, record_failure
 from equinorm.train.wandb_logger import release
 
 log = logging.getLogger("equinorm")
 
 
 def _multirun() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def task(cfg: DictConfig) -> float | None:
-    """One Hydra job. Returns the final test accuracy (for sweepers that optimise it).
-
-    In a multirun a failing job records why (``error.json``, :mod:`equinorm.train.sweep`) and
-    returns, so that the sweep goes on; a single run ends with one line and exit code 2.
-    """
-    from equinorm.train.run import run
-
+    """One Hydra job; returns the final test accuracy (for sweepers that optimise it)."""
+    runtime = HydraConfig.get()
     try:
-        summary = run(cfg)
+        experiment.locate(cfg, runtime.runtime.choices)  # sets cfg.run_dir and cfg.variant
+        summary = run(cfg, overrides=list(runtime.overrides.task))
         if summary.get("status") == "diverged" and cfg.train.fail_on_divergence:
             raise EquinormError(
                 f"{cfg.run_dir} diverged in epoch {summary.get('diverged_epoch')} (first "
@@ -77,11 +72,11 @@ def task(cfg: DictConfig) -> float | None:
         if isinstance(exc, OSError) and exc.filename:  # read-only or full disk, a lost mount
             exc = EquinormError(f"{exc.strerror}: {exc.filename}")
         if not _multirun():
-            _remove_if_empty(cfg)  # the directory Hydra made for a run that never started
             if isinstance(exc, EquinormError):
                 _fail(exc)
             raise  # a bug: keep its traceback
-        record_failure(cfg.run_dir, exc)
+        if cfg.get("run_dir"):
+            RunDir(cfg.run_dir).write_error(exc, **identity(cfg, cfg.get("variant")))
         if isinstance(exc, EquinormError):
             log.error("job failed: %s", one_line(exc))
         else:
@@ -99,31 +94,20 @@ def _how_to_resume() -> str:
     return "run the same command again to resume"
 
 
-def _remove_if_empty(cfg: DictConfig) -> None:
-    """Remove the run directory and its parents below ``results_dir`` while they are empty."""
-    stop = Path(cfg.results_dir).absolute()
-    path = Path(cfg.run_dir).absolute()
-    while path != stop and stop in path.parents:
-        try:
-            path.rmdir()  # only ever removes an empty directory
-        except OSError:
-            return
-        path = path.parent
-
-
 def _fail(exc: Exception) -> None:
     print(f"equinorm: error: {one_line(exc)}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 
-hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(
-    task
-)
+experiment.register()
+hydra_main = hydra.main(
+    version_base="1.3", config_path=str(experiment.CONF_DIR), config_name="train"
+)(task)
 
 
 def main() -> None:
-    """Check every job of the command line (:mod:`equinorm.train.preflight`), then run Hydra."""
-    problem = preflight(sys.argv[1:])
+    """Check every job of the command line, then run Hydra."""
+    problem = preflight(sys.argv[1:], lambda cfg: build.check(cfg, job=True))
     if problem:
         print(f"equinorm: error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)

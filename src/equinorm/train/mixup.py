@@ -56,10 +56,11 @@ class Mixup:
         self.name = cfg["name"]
         if self.name not in MIXUPS:
             raise ConfigError(f"mixup.name={self.name!r} is not one of {', '.join(MIXUPS)}")
-        self.alpha = float(cfg["alpha"])
-        self.loss = cfg["loss"]
-        self.points = [int(p) for p in cfg["points"]]
-        if self.alpha <= 0:  # checked with mixup=none too: a typo is a typo
+        # mixup=none has no other key (conf/mixup/none.yaml): nothing is drawn
+        self.alpha = float(cfg.get("alpha", 1.0))
+        self.loss = str(getattr(cfg.get("loss", "ce"), "value", cfg.get("loss", "ce")))
+        self.points = [int(p) for p in cfg.get("points", [])]
+        if self.alpha <= 0:
             raise ConfigError(f"mixup.alpha={self.alpha} must be > 0")
         if self.loss not in LOSSES:
             raise ConfigError(f"mixup.loss={self.loss!r} is not one of {', '.join(LOSSES)}")

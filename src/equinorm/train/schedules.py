@@ -105,18 +105,6 @@ class Schedule:
                 f"schedule.min_lr={cfg['min_lr']} must be in [0, schedule.lr={cfg['lr']}]"
             )
 
-    def continues_as(self, epochs: int) -> str | None:
-        """None when training on to ``epochs`` epochs with this schedule gives exactly the run of
-        ``epochs`` epochs (the schedule over the epochs already trained is unchanged); else why
-        not. A finished run keeps its last checkpoint only when a longer one is possible."""
-        if epochs == self.epochs:
-            return None
-        if Schedule(self.cfg, epochs).scale != self.scale:
-            return "schedule.rescale=true stretches the schedule over all the epochs"
-        if self.name == "cosine":
-            return "the cosine schedule anneals over all the epochs"
-        return None
-
     def __call__(self, t: float) -> tuple[float, float]:
         t = t * self.scale
         cfg = self.cfg

@@ -31,14 +31,14 @@ from torch.nn import functional as F
 from equinorm.data.sharding import split_micro_batches
 from equinorm.errors import ConfigError
 from equinorm.layers import cached_eval_kernels
-from equinorm.train import checkpoint as ckpt
+from equinorm.run import checkpoint as ckpt
+from equinorm.run.record import RunDir, summarize
 from equinorm.train import distributed
 from equinorm.train.diagnostics import equilibrium_stats
 from equinorm.train.distributed import DistInfo, all_reduce_sum
 from equinorm.train.mixup import Mixup
 from equinorm.train.nonfinite import NonFiniteProbe
 from equinorm.train.optim import set_lr_momentum
-from equinorm.train.rundir import RunDir
 from equinorm.train.schedules import Schedule
 from equinorm.train.signals import PreemptionGuard
 from equinorm.train.wandb_logger import WandbLogger
@@ -102,7 +102,6 @@ class Trainer:
         checkpoint: bool = True,
         progress: bool = False,
         equilibrium: bool = False,
-        semantic_config: dict | None = None,
         summary_fields: dict | None = None,
     ) -> None:
         self.model, self.raw_model, self.eval_model = model, raw_model, eval_model
@@ -116,7 +115,6 @@ class Trainer:
         self.checkpoint_enabled = checkpoint
         self.progress_enabled = progress and dist.is_main
         self.equilibrium_enabled = equilibrium
-        self.semantic_config = semantic_config or {}
         self.summary_fields = summary_fields or {}
         self.state = Progress()
         self.sums = Sums.zeros(device)
@@ -148,7 +146,6 @@ class Trainer:
             "history": s.history,
             "equilibrium": s.equilibrium,
             "elapsed": s.elapsed,
-            "config": self.semantic_config,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -507,24 +504,13 @@ class Trainer:
         if self.dist.is_main and self.checkpoint_enabled:
             ckpt.save_atomic(self.raw_model.state_dict(), self.rundir.model_path)
             ckpt.previous(self.rundir.checkpoint_path).unlink(missing_ok=True)
-            # the last epoch's checkpoint stays where a longer schedule could continue the run
-            if self.schedule.continues_as(self.epochs + 1) is not None:
-                self.rundir.checkpoint_path.unlink(missing_ok=True)
+            self.rundir.checkpoint_path.unlink(missing_ok=True)  # a finished run keeps model.pt
         return summary
 
     def write_summary(self, status: str, **extra) -> dict:
-        last = self.state.history[-1] if self.state.history else {}
-        finite = [r for r in self.state.history if math.isfinite(r["test_acc"])]
-        summary = {
-            "status": status,
-            "epoch": self.state.epoch,
-            "epochs": self.epochs,
-            **{k: last.get(k) for k in ("test_acc", "test_loss", "train_acc", "train_loss")},
-            "best_test_acc": max((r["test_acc"] for r in finite), default=None),
-            "wall_time_s": round(self.state.elapsed, 2),
-            **self.summary_fields,
-            **extra,
-        }
+        fields = {**self.summary_fields, **extra}
+        summary = summarize(status, self.state.history, self.epochs, self.state.elapsed, **fields)
+        summary["epoch"] = self.state.epoch  # a diverged epoch has no history row
         if self.dist.is_main:
             self.rundir.write_summary(**summary)
         return summary

@@ -29,9 +29,6 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from equinorm.errors import ConfigError
-
-MODES = ("offline", "online", "disabled")
 log = logging.getLogger(__name__)
 
 
@@ -46,9 +43,9 @@ class WandbLogger:
         config: dict,
         enabled: bool = True,
     ) -> None:
-        mode = wandb_cfg["mode"]
-        if mode not in MODES:
-            raise ConfigError(f"wandb.mode={mode!r} is not one of {', '.join(MODES)}")
+        mode = str(
+            getattr(wandb_cfg["mode"], "value", wandb_cfg["mode"])
+        )  # offline|online|disabled
         self.run = None
         self.offline = mode == "offline"
         if mode == "disabled" or not enabled:

@@ -1,9 +1,11 @@
-"""One run's directory: its lock, resolved config, history.csv and summary.json.
+"""One run's record on disk: the only code that reads and writes a run directory's files.
 
-``<results_dir>/runs/<experiment>/<dataset>-<arch>-<norm>/[<variant>/]seed=<k>/`` (the variant:
-:mod:`equinorm.train.identity`) holds ``config.yaml`` (the resolved config), ``history.csv`` (one
-row per epoch), ``summary.json`` (status: running, complete or diverged; the last epoch; the final
-test metrics), ``provenance.json`` (:mod:`equinorm.provenance`), ``checkpoint.pt`` and
+``<results_dir>/runs/<experiment>/<dataset>-<arch>-<norm>/[<variant>/]seed=<k>/`` (named by
+:mod:`equinorm.experiment.identity`) holds ``config.yaml`` (the resolved config), ``history.csv``
+(one row per epoch), ``summary.json`` (the run's identity -- name, dataset, arch, norm, seed and
+variant, so that reports never parse directory names -- its status: running, complete or
+diverged, the last epoch and the final metrics), ``error.json`` (why the last attempt failed),
+``provenance.json`` (:mod:`equinorm.run.provenance`), ``checkpoint.pt``, ``model.pt`` and
 ``train.log``.
 
 Safety: a process owns a run through an exclusive ``flock`` on ``.lock`` (released by the kernel if
@@ -19,65 +21,40 @@ import fcntl
 import json
 import math
 import os
+import socket
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from equinorm.errors import ConfigError, EquinormError
+from equinorm.errors import ConfigError, EquinormError, one_line
+from equinorm.experiment.identity import config_diff, semantic
 
-#: config keys that do not change a run's results (where things live, how they are shown)
-NON_SEMANTIC = (
-    "results_dir",
-    "run_dir",
-    "dataset.root",
-    "dataset.download",
-    "dataset.verify",
-    "dataset.workers",
-    "norm.impl",  # EquiNorm's fused or reference implementation: the same function
-    "train.device",
-    "train.threads",
-    "train.progress",
-    "train.checkpoint",
-    "train.resume",
-    "train.compile",
-    "train.equilibrium_stats",
-    "train.fail_on_divergence",
-    "wandb",
-    "hydra",
-)
 FINISHED = ("complete", "diverged")
-ERROR_FILE = "error.json"  # why the last attempt failed (written by a sweep's job, train/sweep.py)
+ERROR_FILE = "error.json"
+METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 
 
 class RunLockedError(EquinormError):
     pass
 
 
-def semantic_config(cfg) -> dict:
-    """The config as a plain dict without the keys listed in NON_SEMANTIC."""
-    data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    for key in NON_SEMANTIC:
-        node, *rest = key.split(".")
-        if rest and isinstance(data.get(node), dict):
-            data[node].pop(rest[0], None)
-        elif not rest:
-            data.pop(node, None)
-    return data
-
-
-def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: {va} -> {vb}")
-    return out
-
-
 def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def summarize(status: str, rows: list[dict], epochs: int, wall_time_s: float, **fields) -> dict:
+    """A run's summary from its history rows: the one builder of ``summary.json``'s numbers."""
+    last = rows[-1] if rows else {}
+    finite = [r["test_acc"] for r in rows if math.isfinite(r.get("test_acc", math.nan))]
+    return {
+        "status": status,
+        "epoch": int(last["epoch"]) if rows else 0,
+        "epochs": epochs,
+        **{k: last.get(k) for k in METRICS},
+        "best_test_acc": max(finite, default=None),
+        "wall_time_s": round(wall_time_s, 2),
+        **fields,
+    }
 
 
 class RunDir:
@@ -103,24 +80,38 @@ class RunDir:
         except (OSError, ValueError):
             return {"status": "unreadable"}
 
+    def error(self) -> dict | None:
+        """The last attempt's failure (``error.json``), None when there is none."""
+        try:
+            record = json.loads(self.error_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"error": f"unreadable {self.error_path}"}
+        return record if isinstance(record, dict) else {"error": f"unreadable {self.error_path}"}
+
+    def status(self) -> str | None:
+        """complete / diverged / failed / in use / unfinished; None: nothing was ever written."""
+        summary, error = self.summary(), self.error()
+        if summary and summary.get("status") in FINISHED:
+            return summary["status"]
+        if error is not None:
+            return "failed"
+        if self.in_use():
+            return "in use"
+        return "unfinished" if summary is not None or self.history_path.exists() else None
+
     def stored_config(self) -> dict | None:
         if not self.config_path.is_file():
             return None
-        return semantic_config(OmegaConf.load(self.config_path))
+        return semantic(OmegaConf.load(self.config_path))
 
-    def stored_epochs(self) -> int | None:
-        stored = self.stored_config()
-        return None if stored is None else stored.get("epochs")
-
-    def check_same_config(self, cfg, *, but_epochs: bool = False) -> None:
-        """Refuse (one line) a config that differs from the stored one; ``but_epochs``: the
-        number of epochs may differ (a longer schedule, :func:`equinorm.train.run.decide`)."""
+    def check_same_config(self, cfg) -> None:
+        """Refuse (one line) a config that differs from the stored one."""
         stored = self.stored_config()
         if stored is None:
             return
-        diff = config_diff(stored, semantic_config(cfg))
-        if but_epochs:
-            diff = [line for line in diff if not line.startswith("epochs:")]
+        diff = config_diff(stored, semantic(cfg))
         if diff:
             shown = "; ".join(diff[:4]) + (" ..." if len(diff) > 4 else "")
             raise ConfigError(
@@ -129,17 +120,16 @@ class RunDir:
             )
 
     def finished_as(self, cfg) -> dict | None:
-        """The summary of a finished run that the job ``cfg`` would only skip (same config and
-        epochs, or diverged), else None -- without taking the lock or touching a file."""
+        """The summary of a finished run that the job ``cfg`` would only skip (same config),
+        else None -- without taking the lock or touching a file."""
         summary = self.summary()
         if not summary or summary.get("status") not in FINISHED:
             return None
         try:
-            self.check_same_config(cfg, but_epochs=True)
+            self.check_same_config(cfg)
         except ConfigError:
             return None  # the job itself says what differs
-        same_length = summary.get("epochs") in (None, cfg.epochs)
-        return summary if same_length or summary["status"] == "diverged" else None
+        return summary
 
     def history(self) -> list[dict]:
         """history.csv as rows of floats ([] if absent or unreadable)."""
@@ -162,19 +152,9 @@ class RunDir:
         summary.json.bad); returns it."""
         if self.summary_path.exists():
             os.replace(self.summary_path, self.summary_path.with_name("summary.json.bad"))
-        last = rows[-1]
-        finite = [r["test_acc"] for r in rows if math.isfinite(r.get("test_acc", math.nan))]
-        summary = {
-            "status": "complete",
-            "epoch": int(last["epoch"]),
-            "epochs": int(last["epoch"]),
-            **{k: last.get(k) for k in ("test_acc", "test_loss", "train_acc", "train_loss")},
-            "best_test_acc": max(finite, default=None),
-            "wall_time_s": round(sum(r.get("epoch_time_s", 0.0) for r in rows), 2),
-            **fields,
-            "rebuilt": f"from history.csv and model.pt on {_now()}",
-        }
-        self.write_summary(**summary)
+        elapsed = sum(r.get("epoch_time_s", 0.0) for r in rows)
+        summary = summarize("complete", rows, int(rows[-1]["epoch"]), elapsed, **fields)
+        self.write_summary(**summary, rebuilt=f"from history.csv and model.pt on {_now()}")
         return self.summary() or summary
 
     def quarantine(self) -> Path:
@@ -209,6 +189,23 @@ class RunDir:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def in_use(self) -> bool:
+        """Whether another process holds the run's lock (without taking it)."""
+        if self._lock_fd is not None:
+            return False
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR)  # never creates one
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
     # -- writing (only by the owner) -------------------------------------------------------------
     def write_config(self, cfg) -> None:
         _atomic_text(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
@@ -231,14 +228,33 @@ class RunDir:
         previous = self.summary() or {}
         summary = {**previous, **fields, "updated": _now()}
         summary.setdefault("started", summary["updated"])
-        _atomic_text(self.summary_path, json.dumps(_finite(summary), indent=2) + "\n")
+        _atomic_text(self.summary_path, json.dumps(_plain(summary), indent=2) + "\n")
+
+    def write_error(self, exc: BaseException, **identity) -> None:
+        """``error.json``: time, host, the error's type and one line, and the run's identity; a
+        directory that cannot be written is left as it is (the caller has logged the error)."""
+        record = {
+            "time": _now(),
+            "host": socket.gethostname(),
+            "type": type(exc).__name__,
+            "error": one_line(exc),
+            **identity,
+        }
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            _atomic_text(self.error_path, json.dumps(_plain(record), indent=2) + "\n")
+        except OSError:
+            pass
 
 
-def _finite(obj):
+def _plain(obj):
+    """JSON-ready: non-finite floats as null, str Enums as their value."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, str) and hasattr(obj, "value"):
+        return obj.value
     return obj
 
 
@@ -246,3 +262,6 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+__all__ = ["ERROR_FILE", "FINISHED", "RunDir", "RunLockedError", "summarize"]

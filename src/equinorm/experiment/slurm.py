@@ -3,10 +3,10 @@
 A request no node can meet leaves the array PENDING forever (``PartitionConfig``) with no word from
 the launcher; ``gpus_per_node=1`` on a CPU-only cluster fails with "Invalid generic resource (gres)
 specification"; a ``timeout_min`` at or below ``signal_delay_s`` (SLURM may signal up to 60 s
-early) requeues the job before it trains, up to ``max_num_timeout`` times. So the preflight
-(:mod:`equinorm.train.preflight`) reads the partition with ``sinfo`` and says, in one line, which
-``hydra.launcher.*`` key to change. Without ``sinfo`` on the submitting machine only the time
-check runs.
+early) requeues the job before it trains, up to ``max_num_timeout`` times. So the command
+line's check (:mod:`equinorm.experiment.command`) reads the partition with ``sinfo`` and says,
+in one line, which ``hydra.launcher.*`` key to change. Without ``sinfo`` on the submitting
+machine only the time check runs.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def partitions() -> tuple[Partition, ...] | None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if proc.returncode:
         raise ConfigError(
-            f"hydra/launcher=submitit_slurm: sinfo cannot reach the cluster "
+            f"the SLURM launcher: sinfo cannot reach the cluster "
             f"({proc.stderr.strip() or proc.returncode})"
         )
     found: dict[str, Partition] = {}
@@ -101,7 +101,7 @@ def check_launcher(launcher: DictConfig) -> None:
     else:
         match = [p for p in known if p.default] or list(known[:1])
         if not match:
-            raise ConfigError("hydra/launcher=submitit_slurm: sinfo lists no partition")
+            raise ConfigError("the SLURM launcher: sinfo lists no partition")
     p = match[0]
     where = f"partition {p.name}"
     if int(launcher.get("gpus_per_node") or 0) > 0 and not p.gpus:

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 
+from equinorm import __version__
+
 FILE = "provenance.json"
-SOURCE = Path(__file__).resolve().parents[2]  # the checkout's root in a source install
+SOURCE = Path(__file__).resolve().parents[3]  # the checkout's root in a source install
 
 
 def _now() -> str:
@@ -62,8 +64,6 @@ def _git(*args: str) -> str | None:
 def code() -> dict:
     """``commit`` (None outside a git checkout, e.g. an installed wheel), ``dirty`` (tracked files
     changed since that commit) and the first changed files, with the package version."""
-    from equinorm import __version__
-
     info: dict = {"version": __version__, "commit": None, "dirty": None}
     if not (SOURCE / ".git").exists():
         return info
@@ -97,23 +97,15 @@ def libraries() -> dict:
     }
 
 
-def overrides() -> list[str] | None:
-    """The job's overrides as typed (Hydra's record), or None outside a Hydra job."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return list(HydraConfig.get().overrides.task)
-
-
-def attempt(device: torch.device, world_size: int) -> dict:
-    """What one start (or resume) of a run ran on; ``end`` and ``outcome`` come later."""
+def attempt(device: torch.device, world_size: int, overrides: list[str] | None = None) -> dict:
+    """What one start (or resume) of a run ran on; ``end`` and ``outcome`` come later;
+    ``overrides``: the command line's, as typed (None outside the command line)."""
     return {
         "start": _now(),
         "end": None,
         "outcome": None,
         **code(),
-        "overrides": overrides(),
+        "overrides": None if overrides is None else list(overrides),
         "argv": sys.argv[1:],
         **libraries(),
         "device": device_name(device),
@@ -144,8 +136,10 @@ def _write(run_dir: Path, attempts: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def start_attempt(run_dir: str | Path, device: torch.device, world_size: int) -> None:
-    _write(Path(run_dir), [*read(run_dir), attempt(device, world_size)])
+def start_attempt(
+    run_dir: str | Path, device: torch.device, world_size: int, overrides=None
+) -> None:
+    _write(Path(run_dir), [*read(run_dir), attempt(device, world_size, overrides)])
 
 
 def end_attempt(run_dir: str | Path, outcome: str) -> None:

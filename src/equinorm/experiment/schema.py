@@ -1,21 +1,57 @@
 """Types of the config keys: Hydra structured configs (dataclasses in Hydra's ConfigStore).
 
 Each group's YAML file (conf/<group>/<option>.yaml) starts from its schema here
-(``defaults: [/schema/<group>/<kind>@_here_, ...]``), so a value of the wrong type fails while
-the config is composed -- ``schedule.lr=abc`` is "Value 'abc' of type 'str' could not be converted
-to Float" naming ``schedule.lr`` -- before any file is written, and an unknown key is refused. The
-keys are explained where their values are set, in the YAML files; ranges, choices and relations
-between keys are checked in :mod:`equinorm.train.validate`. Choices stay plain strings (not Enums)
-so that the code reads them as the YAML writes them.
+(``defaults: [/schema/<group>/<kind>@_here_, ...]``), so a value of the wrong type or an unknown
+choice fails while the config is composed -- ``schedule.lr=abc`` is "Value 'abc' of type 'str'
+could not be converted to Float", ``train.precision=fp8`` lists the valid values -- before any file
+is written, and an unknown key is refused. Each option has the keys it uses and no others (mixup
+``none`` has no ``alpha``), so a key that would change nothing cannot be set. The keys are explained
+where their values are set, in the YAML files; ranges and relations between keys are checked by
+:mod:`equinorm.experiment.checks` and by the constructors that own them. Choices are ``str``
+Enums: ``cfg.train.precision == "bf16"`` reads as the YAML writes it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+class Loader(str, Enum):
+    auto = "auto"
+    device = "device"
+    torch = "torch"
+
+
+class Impl(str, Enum):
+    fused = "fused"
+    reference = "reference"
+
+
+class Loss(str, Enum):
+    bce = "bce"
+    ce = "ce"
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class WandbMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
 
 # -- dataset ------------------------------------------------------------------------------------
 
@@ -35,7 +71,7 @@ class Dataset:
     download: bool = True
     verify: bool = True
     standardize: bool | None = None
-    loader: str = "auto"
+    loader: Loader = Loader.auto
     workers: int = 8
     drop_last: bool = False
     augment: Augment = field(default_factory=Augment)
@@ -79,7 +115,7 @@ class EquiNorm(Norm):
     momentum: float = 0.1
     detach_stats: bool = False
     eps: float = 0.0
-    impl: str = "fused"
+    impl: Impl = Impl.fused
 
 
 @dataclass
@@ -135,17 +171,22 @@ class SuperConvergence(Schedule):
 
 @dataclass
 class SGD:
-    name: str = "sgd"
+    name: Optimizer = Optimizer.sgd
     weight_decay: float = 1e-4
     nesterov: bool = False
     no_decay_max_rank: int = -1
 
 
 @dataclass
+class NoMixup:  # mixup=none: nothing to set
+    name: str = "none"
+
+
+@dataclass
 class Mixup:
     name: str = MISSING
     alpha: float = 6.0
-    loss: str = "bce"
+    loss: Loss = Loss.bce
     points: list[int] = field(default_factory=list)
 
 
@@ -158,7 +199,7 @@ class Train:
     devices: int | None = None
     eval_batch_size: int = 512
     device: str = "auto"
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     channels_last: Any = "auto"  # auto | true | false
     compile: bool = False
     threads: int | None = None
@@ -173,7 +214,7 @@ class Train:
 
 @dataclass
 class Wandb:
-    mode: str = "offline"
+    mode: WandbMode = WandbMode.offline
     project: str = "equinorm"
     entity: str | None = None
     dir: str = "results"
@@ -191,7 +232,7 @@ SCHEMAS = {
     },
     "schedule": {"step": Step, "cosine": Cosine, "superconvergence": SuperConvergence},
     "optim": {"sgd": SGD},
-    "mixup": {"base": Mixup},
+    "mixup": {"base": Mixup, "none": NoMixup},
     "train": {"train": Train},
     "wandb": {"wandb": Wandb},
 }

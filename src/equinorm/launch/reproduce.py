@@ -4,7 +4,8 @@ cost.
     python scripts/reproduce.py cifar10                 # the sweeps (resumable), then the report
     python scripts/reproduce.py svhn --nproc 2          # each job under torchrun on 2 GPUs
     python scripts/reproduce.py all --plan              # runs and estimated GPU-hours, no training
-    python scripts/reproduce.py short -- hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
+    python scripts/reproduce.py short -- hydra/launcher=submitit_slurm_gpu \
+        hydra.launcher.partition=gpu
     python scripts/reproduce.py all --detach -- hydra/launcher=submitit_slurm_cpu  # submit, return
 
 Re-running a target skips finished runs and resumes interrupted ones (each run's own logic). On
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import subprocess
 import sys
 import time
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from equinorm import experiment as experiments
 from equinorm.data import dataset_info
-from equinorm.paths import config_dir
+from equinorm.experiment.command import preflight
+from equinorm.report.cli import main as report
+from equinorm.train import build
 
 TARGETS: dict[str, list[str]] = {
     "cifar10": ["cifar10_wrn_overfit", "cifar10_wrn_quarter", "cifar10_preresnet152_mixup"],
@@ -46,44 +46,10 @@ TARGETS["all"] = [
 DEFAULT_TFLOPS = 175.0  # = WRN (1.46 GMACs/image, x6 for a training step) at 20k images/s
 
 
-def experiment_config(experiment: str, overrides: list[str] = ()):
-    """The composed config (with its hydra node) of ``experiment``; sweep overrides are ignored."""
-    fixed, _ = split_overrides(list(overrides))
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            "train", overrides=[f"experiment={experiment}", *fixed], return_hydra_config=True
-        )
-
-
-def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """(fixed overrides, sweep axes given on the command line as key -> values)."""
-    parser = OverridesParser.create()
-    fixed, axes = [], {}
-    for line in overrides:
-        o = parser.parse_override(line)
-        if o.is_sweep_override():
-            axes[o.get_key_element()] = list(o.sweep_string_iterator())
-        else:
-            fixed.append(line)
-    return fixed, axes
-
-
 def sweep_jobs(experiment: str, overrides: list[str] = ()) -> list[list[str]]:
-    """The overrides of each job of the experiment's sweep: its hydra.sweeper.params, with axes
-    given on the command line (e.g. ``seed=0,1``) replacing or adding to them."""
-    fixed, cli_axes = split_overrides(list(overrides))
-    params = experiment_config(experiment, fixed).hydra.sweeper.params or {}
-    parser = OverridesParser.create()
-    axes = {
-        k: list(parser.parse_override(f"{k}={v}").sweep_string_iterator())
-        for k, v in params.items()
-    }
-    axes.update(cli_axes)
-    return [
-        [f"{k}={v}" for k, v in zip(axes, combo, strict=True)]
-        for combo in itertools.product(*axes.values())
-    ]
+    """The overrides of each job of the experiment's sweep (``-m experiment=<name> <overrides>``:
+    its hydra.sweeper.params with the command line's values replacing or adding to them)."""
+    return experiments.jobs([f"experiment={experiment}", *overrides])
 
 
 @functools.cache
@@ -131,12 +97,12 @@ def plan(
     measured = _measured_images_per_s(bench_dir)
     rows = []
     for experiment in TARGETS[target]:
-        cfg = experiment_config(experiment, overrides)
-        info = dataset_info(cfg.dataset.name)
         jobs = sweep_jobs(experiment, overrides)
+        cfg = experiments.compose(jobs[0])  # what the cost depends on is not swept by the targets
+        info = dataset_info(cfg.dataset.name)
         hours, basis = 0.0, "MACs"
         for job in jobs:
-            norm = dict(o.split("=", 1) for o in job).get("norm", cfg.norm.name)
+            norm = _norm(experiment, job)
             ips = measured.get((cfg.arch.name, norm))
             if ips:
                 seconds = cfg.epochs * (info.train_size + info.test_size / 3) / ips
@@ -176,6 +142,17 @@ def plan_markdown(
     return "\n".join(lines)
 
 
+@functools.cache
+def _norm_name(experiment: str, choice: str) -> str:
+    return experiments.compose([f"experiment={experiment}", f"norm={choice}"]).norm.name
+
+
+def _norm(experiment: str, job: list[str]) -> str:
+    """The norm (its name) a job trains with."""
+    choice = dict(o.split("=", 1) for o in job).get("norm")
+    return _norm_name(experiment, choice) if choice else experiments.compose(job).norm.name
+
+
 def on_slurm(overrides: list[str]) -> bool:
     return any(o.split("=", 1)[0] == "hydra/launcher" and "slurm" in o for o in overrides)
 
@@ -197,12 +174,10 @@ def _launch_cluster(target: str, overrides: list[str], nproc, results_dir, detac
     out), then wait for them and draw the report -- or, with ``detach``, return as soon as all
     are checked and their launchers started: each keeps waiting for its array in the background
     (log: ``<results>/sweeps/<time>-<experiment>.log``), the jobs run whether it does or not."""
-    from equinorm.train.preflight import preflight
-
     overrides = [*overrides, *cluster_overrides(overrides, nproc)]
     jobs = [["-m", f"experiment={e}", *overrides] for e in TARGETS[target]]
     for argv in jobs:  # every request is checked against the partition before any submission
-        problem = preflight(argv)
+        problem = preflight(argv, lambda cfg: build.check(cfg, job=True))
         if problem:
             print(f"equinorm: error: {problem}", file=sys.stderr)
             return 2
@@ -241,8 +216,6 @@ def _launch_cluster(target: str, overrides: list[str], nproc, results_dir, detac
 
 
 def _report(target: str, results_dir: str) -> int:
-    from equinorm.report.cli import main as report
-
     args = ["--results", results_dir]
     for experiment in TARGETS[target]:
         args += ["--experiment", experiment]
@@ -262,7 +235,7 @@ def launch(
 ) -> int:
     """Run every experiment of ``target`` (skipping finished runs), then the report. A failing job
     or experiment does not stop the others; the exit code is 1 if any failed. On SLURM
-    (``hydra/launcher=submitit_slurm*``): every experiment submitted at once, ``nproc`` tasks per
+    (``hydra/launcher=submitit_slurm_*``): every experiment submitted at once, ``nproc`` tasks per
     job, and with ``detach`` no waiting (:func:`_launch_cluster`)."""
     if on_slurm(overrides):
         return _launch_cluster(target, overrides, nproc, results_dir, detach)
@@ -283,9 +256,8 @@ def launch(
             "-m",
             "equinorm.train",
         ]
-        fixed, _ = split_overrides(overrides)  # the sweep axes are spelt out per job
-        for job in sweep_jobs(experiment, overrides):
-            if subprocess.call([*torchrun, f"experiment={experiment}", *job, *fixed]) != 0:
+        for job in sweep_jobs(experiment, overrides):  # every job spelt out, one torchrun each
+            if subprocess.call([*torchrun, *job]) != 0:
                 failed.append(f"{experiment} {' '.join(job)}")
     code = _report(target, results_dir)
     if failed:

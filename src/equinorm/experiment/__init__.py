@@ -1,0 +1,182 @@
+"""What a job is: the configs in ``conf/``, composed, expanded into jobs, and where each job's run
+lives -- the only code that calls Hydra's compose API and override parser.
+
+    compose(["experiment=cifar10_wrn_short", "norm=bn"])   # the config the trainer would run
+    jobs(["experiment=digits_demo", "schedule.lr=0.1,0.05"])   # a -m command line's jobs
+    locate(cfg, choices)                                  # its run directory and variant
+
+A job's sweep is its experiment's ``hydra.sweeper.params`` (paper section 6.5: norms x seeds)
+with the command line's sweeps over them, expanded as Hydra's basic sweeper expands them: every
+combination, in the same order. The run directory follows from the composed config alone
+(:mod:`equinorm.experiment.identity`): two commands that compute the same thing share one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from equinorm.experiment import identity, schema
+
+GROUPS = ("dataset", "arch", "norm", "schedule", "optim", "mixup")
+
+
+def _conf_dir() -> Path:
+    packaged = Path(__file__).resolve().parents[1] / "conf"  # a wheel carries them here
+    checkout = Path(__file__).resolve().parents[3] / "conf"
+    for path in (packaged, checkout):
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(f"equinorm's configs are in neither {packaged} nor {checkout}")
+
+
+CONF_DIR = _conf_dir()
+
+
+def register() -> None:
+    """The key types (:mod:`equinorm.experiment.schema`) in Hydra's ConfigStore (idempotent)."""
+    schema.register()
+
+
+def options(group: str) -> list[str]:
+    """The choices of a config group (``norm`` -> bn, equi, ...)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@contextlib.contextmanager
+def _hydra():
+    """Hydra's global state for composing: the running app's, else one on CONF_DIR."""
+    register()
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+def _compose(overrides: Sequence[str]) -> DictConfig:
+    with _hydra():
+        return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def compose(overrides: Sequence[str] = (), *, hydra: bool = False) -> DictConfig:
+    """The config ``python -m equinorm.train <overrides>`` runs, with its ``run_dir``; with
+    ``hydra`` its Hydra node too (the launcher, the sweep's params, the group choices)."""
+    cfg = _compose(overrides)
+    locate(cfg, cfg.hydra.runtime.choices)
+    if not hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
+
+@functools.lru_cache(maxsize=256)
+def _reference(overrides: tuple[str, ...]) -> DictConfig:
+    return _compose(overrides)
+
+
+def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
+    """The config a job is named against, and the group items of its variant.
+
+    That is the job's experiment composed with, per config group, the option of the job's
+    ``name`` that the experiment itself would use: its own choice where that has the job's name
+    (``equi_quarter`` stands for ``equi`` in cifar10_wrn_quarter), else the option of that name.
+    A choice of another name in an unnamed group (schedule, optim, mixup) is an item
+    (``mixup=manifold``); dataset, arch and norm are named by the layout; ``debug`` by itself.
+    """
+    experiment = choices.get("experiment")
+    base = [f"experiment={experiment}"] if experiment else []
+    own = _reference(tuple(base))
+    picks, items = list(base), []
+    for group in GROUPS:
+        mine, theirs = cfg[group].name, own[group].name
+        if choices[group] == own.hydra.runtime.choices[group] or mine == theirs:
+            continue
+        picks.append(f"{group}={mine if mine in options(group) else choices[group]}")
+        if group not in identity.LAYOUT_GROUPS:
+            items.append(f"{group}={mine}")
+    if choices.get("debug"):
+        picks.append(f"debug={choices['debug']}")
+        items.append(f"debug={choices['debug']}")
+    return _reference(tuple(picks)), items
+
+
+def world_size() -> int:
+    """The processes this job runs in (torchrun's), 1 outside torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def locate(cfg: DictConfig, choices) -> dict:
+    """Set ``cfg.run_dir`` (``<results_dir>/runs/<name>/<dataset>-<arch>-<norm>/[<variant>/]
+    seed=<k>``) and ``cfg.variant`` (its items, ``{key: value}``), and return the items; a key
+    that this config does not have (a ``+`` addition) is a :class:`~equinorm.errors.ConfigError`
+    naming it."""
+    ref, groups = reference(cfg, choices)
+    items = identity.variant(cfg, ref, world_size=world_size())
+    items = {**{g.split("=", 1)[0]: g.split("=", 1)[1] for g in groups}, **items}
+    with open_dict(cfg):
+        cfg.variant = items
+        cfg.run_dir = str(identity.run_dir(cfg, items))
+    return items
+
+
+def job_choices(cfg: DictConfig):
+    """The group choices of a composed job: its Hydra node's, else the running job's."""
+    node = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
+    if node is None and HydraConfig.initialized():
+        node = HydraConfig.get().runtime.choices
+    return node
+
+
+def expand(overrides: Sequence[str], params=None) -> list[list[str]]:
+    """Every job of a sweep, as Hydra's basic sweeper makes them: ``params`` (key: value or
+    sweep), then the command line, a later key replacing an earlier one in its place, every
+    combination in order."""
+    lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
+    axes: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(lines):
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
+def sweep_params(overrides: Sequence[str]):
+    """The experiment's ``hydra.sweeper.params`` under the command line's fixed overrides."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    return OmegaConf.select(_compose(fixed), "hydra.sweeper.params", default=None)
+
+
+def jobs(overrides: Sequence[str], multirun: bool = True) -> list[list[str]]:
+    """Each job's overrides: the command line itself, or with ``multirun`` its sweep's jobs."""
+    return expand(overrides, sweep_params(overrides)) if multirun else [list(overrides)]
+
+
+__all__ = [
+    "CONF_DIR",
+    "GROUPS",
+    "compose",
+    "expand",
+    "job_choices",
+    "jobs",
+    "locate",
+    "options",
+    "reference",
+    "register",
+    "sweep_params",
+    "world_size",
+]

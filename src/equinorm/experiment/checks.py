@@ -1,0 +1,168 @@
+"""The checks of a composed job that no constructor owns: each bad value fails with one line
+naming its key, before any file is written or any data is read.
+
+Types, unknown keys and choices are refused while the config is composed (the schema,
+:mod:`equinorm.experiment.schema`); the trainer's own objects check their options when they are
+built (the schedule, mixup: :func:`equinorm.train.build.check`); this module checks the rest --
+ranges, relations between keys, the dataset's and the architecture's options, the norm's layer
+options, the device, the results directory, the data-parallel split, the SLURM request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from equinorm.data import dataset_info
+from equinorm.data.loaders import COMMON_KEYS
+from equinorm.data.registry import source_options
+from equinorm.errors import ConfigError
+from equinorm.experiment.slurm import check_launcher
+from equinorm.layers import get_norm
+from equinorm.models import arch_options
+
+AUTO_BOOL = ("auto", True, False)
+
+
+def _positive_int(key: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}={value!r} must be a positive integer")
+
+
+def _auto_bool(key: str, value) -> None:
+    if value not in AUTO_BOOL:
+        raise ConfigError(f"{key}={value!r} is not one of auto, true, false")
+
+
+def options(cfg: DictConfig, group: str) -> dict:
+    """A group's options for its builder: every key but ``name``."""
+    return {
+        k: v
+        for k, v in OmegaConf.to_container(cfg[group], resolve=True, enum_to_str=True).items()
+        if k != "name"
+    }
+
+
+def device(value: str) -> torch.device:
+    """``train.device`` as a torch device (``auto``: CUDA where there is one)."""
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = _spelled(value)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device={value} but no CUDA device is available; use train.device=auto or cpu"
+        )
+    return dev
+
+
+def _spelled(value: str) -> torch.device:
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device={value!r} is not a device (auto, cpu, cuda, cuda:<n>)"
+        ) from None
+
+
+def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
+    """Raise :class:`ConfigError` naming the first invalid key. ``devices_here=False`` (jobs
+    submitted to another machine) checks ``train.device``'s spelling, not that it exists here."""
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
+    _positive_int("epochs", cfg.epochs)
+    try:
+        dataset_info(cfg.dataset.name)
+    except KeyError as exc:
+        raise ConfigError(f"dataset.name: {exc.args[0]}") from None
+    known = COMMON_KEYS | set(source_options(cfg.dataset.name))
+    extra = sorted(set(cfg.dataset) - known)
+    if extra:
+        raise ConfigError(
+            f"dataset.{extra[0]} is not an option of {cfg.dataset.name}; valid: "
+            f"{', '.join(sorted(known))}"
+        )
+    if cfg.dataset.workers < 0:
+        raise ConfigError(f"dataset.workers={cfg.dataset.workers} must be >= 0")
+    if cfg.dataset.augment.crop_padding < 0:
+        raise ConfigError("dataset.augment.crop_padding must be >= 0")
+    valid = arch_options(cfg.arch.name)
+    bad = sorted(set(options(cfg, "arch")) - set(valid) - {"zero_init_residual"})
+    if bad:
+        raise ConfigError(
+            f"arch.{bad[0]} is not an option of {cfg.arch.name}; valid: "
+            f"{', '.join(valid)}, zero_init_residual"
+        )
+    if cfg.arch.width_mult <= 0:
+        raise ConfigError(f"arch.width_mult={cfg.arch.width_mult} must be > 0")
+    try:  # the layers own their options: build one of each
+        spec = get_norm(cfg.norm.name, **options(cfg, "norm"))
+        spec.conv_layer(4, 4, 3)
+        spec.norm_layer(4)
+    except TypeError as exc:
+        raise ConfigError(f"norm: {exc}") from None
+    except ValueError as exc:  # out-of-range layer options, e.g. stat_fraction
+        raise ConfigError(f"norm.{exc!s}") from None
+    if cfg.optim.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay} must be >= 0")
+    if cfg.optim.no_decay_max_rank < -1:
+        raise ConfigError(f"optim.no_decay_max_rank={cfg.optim.no_decay_max_rank} must be >= -1")
+    t = cfg.train
+    for key in ("batch_size", "eval_batch_size"):
+        _positive_int(f"train.{key}", t[key])
+    for key in ("devices", "max_train_batches", "max_eval_batches", "threads"):
+        _positive_int(f"train.{key}", t[key], allow_none=True)
+    _auto_bool("train.channels_last", t.channels_last)
+    _auto_bool("train.progress", t.progress)
+    if devices_here:
+        device(t.device)
+    elif t.device != "auto":
+        _spelled(t.device)
+
+
+def virtual_devices(cfg: DictConfig, world_size: int) -> int:
+    """Devices each of ``world_size`` processes runs in turn (``train.devices / world_size``)."""
+    devices = cfg.train.devices or world_size
+    if devices % world_size:
+        raise ConfigError(
+            f"train.devices={devices} does not split over {world_size} processes; "
+            f"use a multiple of {world_size} or torchrun --nproc_per_node dividing {devices}"
+        )
+    return devices // world_size
+
+
+def check_writable(results_dir: str) -> None:
+    """``results_dir`` (or its first existing parent) is a directory this process may write."""
+    path = Path(results_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"results_dir={results_dir}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"results_dir={results_dir}: cannot write to {existing} (read-only or not yours); "
+            "choose another results_dir=..."
+        )
+
+
+def remote(cfg: DictConfig) -> bool:
+    """Jobs that run on another machine (SLURM): its devices are not this one's."""
+    return "Slurm" in (OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+
+
+def check_job(cfg: DictConfig) -> None:
+    """What a job of the command line must pass before anything is launched or written (a
+    composed config with its Hydra node)."""
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.to_container(plain, resolve=True, throw_on_missing=True)  # interpolations, ???
+    check_config(cfg, devices_here=not remote(cfg))
+    if remote(cfg):
+        check_launcher(cfg.hydra.launcher)  # the request fits the partition (sinfo)
+    check_writable(cfg.results_dir)
+    virtual_devices(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+__all__ = ["check_config", "check_job", "check_writable", "device", "options", "virtual_devices"]

@@ -1,0 +1,153 @@
+"""A run's identity is what it computes: its config, compared key by key with its experiment's.
+
+A run lives in ``<results_dir>/runs/<name>/<dataset>-<arch>-<norm>/[<variant>/]seed=<k>``. The
+variant names every semantic key whose value differs from the config the run is compared against
+(:func:`equinorm.experiment.reference`: its experiment, with the options of its names), sorted,
+``key=value`` joined by ``,`` -- so any key of any group can be swept (paper section 6.5 compares
+norms; a fair comparison tunes them), ``5e-2`` and ``0.05`` are one run, the experiment's own
+value names no variant, and an override that changes nothing (a value as the experiment has it)
+is the experiment's own run. Keys that change no result (:data:`NON_SEMANTIC`), the keys the
+layout names, and keys derived by interpolation from another (``schedule.length: ${epochs}``)
+never enter it; ``train.devices`` enters it as the devices the run trains on (unset: the
+processes torchrun starts), so a 2-process run is not a 1-process run's. A key the compared config
+does not have -- a ``+`` addition nothing reads -- is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from equinorm.errors import ConfigError
+
+#: keys that do not change a run's results (where things live, how they are shown, how fast)
+NON_SEMANTIC = (
+    "results_dir",
+    "run_dir",
+    "variant",
+    "dataset.root",
+    "dataset.download",
+    "dataset.verify",
+    "dataset.workers",
+    "norm.impl",  # EquiNorm's fused or reference implementation: the same function
+    "train.device",
+    "train.threads",
+    "train.progress",
+    "train.checkpoint",
+    "train.resume",
+    "train.compile",
+    "train.equilibrium_stats",
+    "train.fail_on_divergence",
+    "wandb",
+    "hydra",
+)
+LAYOUT_GROUPS = ("dataset", "arch", "norm")  # named by the layout's <dataset>-<arch>-<norm>
+LAYOUT = ("name", "seed", *(f"{g}.name" for g in LAYOUT_GROUPS))
+MAX_LEN = 120  # longer variants keep a readable prefix and a hash (file names stop at 255)
+ABSENT = "<absent>"
+
+
+def semantic(cfg) -> dict:
+    """The config as a plain dict without the keys listed in NON_SEMANTIC."""
+    data = (
+        OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        if OmegaConf.is_config(cfg)
+        else dict(cfg)
+    )
+    for key in NON_SEMANTIC:
+        node, *rest = key.split(".")
+        if rest and isinstance(data.get(node), dict):
+            data[node].pop(rest[0], None)
+        elif not rest:
+            data.pop(node, None)
+    return data
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_diff(a: dict, b: dict) -> list[str]:
+    """``key: a -> b`` for every key whose values differ (nested dicts flattened)."""
+    fa, fb = flatten(a), flatten(b)
+    return [
+        f"{k}: {fa.get(k, ABSENT)} -> {fb.get(k, ABSENT)}"
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k, ABSENT) != fb.get(k, ABSENT)
+    ]
+
+
+def value_text(value) -> str:
+    """A composed value as one canonical token: ``0.1``, ``true``, ``null``, ``[10,13]``."""
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    if isinstance(value, str):  # a str Enum too
+        return str(value.value) if hasattr(value, "value") else value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _derived(cfg: DictConfig) -> set[str]:
+    """Keys whose value is an interpolation of another key (``${epochs}``)."""
+    raw = flatten(OmegaConf.to_container(cfg, resolve=False))
+    return {k for k, v in raw.items() if isinstance(v, str) and v.startswith("${")}
+
+
+def variant(job: DictConfig, reference: DictConfig, world_size: int = 1) -> dict[str, str]:
+    """``{key: value}`` of each semantic key where ``job`` differs from ``reference``."""
+    mine, theirs = flatten(semantic(job)), flatten(semantic(reference))
+    mine["train.devices"] = mine.get("train.devices") or world_size
+    theirs["train.devices"] = theirs.get("train.devices") or 1
+    unknown = sorted(set(mine) - set(theirs))
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]} is not a key of this config (nothing would read it); remove it or "
+            "check its spelling"
+        )
+    derived = _derived(job) & _derived(reference)
+    items = {}
+    for key in sorted(theirs):
+        if key in LAYOUT or key in derived or key.endswith(".name"):
+            continue
+        if key not in mine:
+            items[f"~{key}"] = ""
+        elif value_text(mine[key]) != value_text(theirs[key]):
+            items[key] = value_text(mine[key])
+    return items
+
+
+def dirname(items: dict[str, str]) -> str:
+    """The variant as one directory name (``/`` written ``%2F``; long ones shortened + hash)."""
+    name = ",".join(k if k.startswith("~") else f"{k}={v}" for k, v in sorted(items.items()))
+    name = name.replace("/", "%2F")
+    if len(name) > MAX_LEN:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_LEN - 13]}...{digest}"
+    return name
+
+
+def run_dir(cfg: DictConfig, items: dict[str, str]) -> Path:
+    """``<results_dir>/runs/<name>/<dataset>-<arch>-<norm>/[<variant>/]seed=<k>``."""
+    cell = Path(cfg.results_dir) / "runs" / cfg.name
+    cell /= f"{cfg.dataset.name}-{cfg.arch.name}-{cfg.norm.name}"
+    return (cell / dirname(items) if items else cell) / f"seed={cfg.seed}"
+
+
+__all__ = [
+    "LAYOUT",
+    "NON_SEMANTIC",
+    "config_diff",
+    "dirname",
+    "run_dir",
+    "semantic",
+    "value_text",
+    "variant",
+]

@@ -1,0 +1,137 @@
+"""The sweeper of every ``-m`` command (``hydra/sweeper=equinorm``, the default): Hydra's basic
+sweeper, except that a finished run is never launched again and the sweep ends with its tally.
+
+Re-running a sweep is how a sweep is completed (paper section 6.5: 10 seeds per cell, filled in as
+jobs finish); on a cluster every launched job costs a submission, a queue wait and the full
+resource request just to decide to skip. So each job of a batch is composed as the launcher
+composes it and left out when its run directory holds a finished run of the same config
+(:meth:`equinorm.run.record.RunDir.finished_as`); it counts as done, with its accuracy.
+
+A job that fails records why in its run directory (``error.json``) and returns, so that the
+others go on (:mod:`equinorm.train.app`). At the end the tally -- complete, diverged, skipped
+(finished before this sweep), failed (with its one line), in use by another process, stopped --
+is printed and kept in ``<results_dir>/sweeps/<time>/tally.txt`` beside the sweep's
+``multirun.yaml``; the command exits 1 when a job failed. It reads run records, so jobs that ran
+elsewhere (submitit on SLURM) count the same as local ones. Hydra finds sweepers only in the
+``hydra_plugins`` package, which re-exports this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.utils import JobReturn, JobStatus
+
+from equinorm import experiment
+from equinorm.run.record import RunDir
+
+log = logging.getLogger("equinorm")
+ORDER = ("complete", "diverged", "skipped", "failed", "in use", "stopped")
+
+
+def outcome(rundir: RunDir | None, skipped: bool) -> tuple[str, str]:
+    """(outcome, detail) of a job once the sweep is over."""
+    if skipped:
+        return "skipped", "finished before this sweep"
+    if rundir is None:
+        return "failed", "its config could not be composed"
+    error = rundir.error()  # a launched job that fails says why; one that starts clears it
+    if error is not None:
+        return "failed", error.get("error", "")
+    summary = rundir.summary() or {}
+    if summary.get("rebuilt"):
+        return "skipped", "finished before this sweep; its summary.json was rebuilt"
+    status = rundir.status()
+    if status in ("complete", "diverged", "in use"):
+        return status, "another process holds the run (its lock)" if status == "in use" else ""
+    return "stopped", "not finished and no error recorded (see its train.log)"
+
+
+def tally(jobs: list[tuple[list[str], RunDir | None, bool]]) -> tuple[str, int]:
+    """The sweep's summary text and the number of failed jobs; ``jobs``: (overrides, run
+    directory, skipped) of each."""
+    results = [(overrides, *outcome(rundir, skipped)) for overrides, rundir, skipped in jobs]
+    values: dict[str, set[str]] = defaultdict(set)
+    for overrides, *_ in results:
+        for line in overrides:
+            key, _, value = line.partition("=")
+            values[key].add(value)
+    varying = {k for k, v in values.items() if len(v) > 1}  # what tells the jobs apart
+    counts = Counter(kind for _, kind, _ in results)
+    head = ", ".join(f"{counts[k]} {k}" for k in ORDER if counts[k]) or "no jobs"
+    lines = [f"sweep of {len(results)} job(s): {head}"]
+    by_reason: dict[tuple[str, str], list[list[str]]] = defaultdict(list)
+    for overrides, kind, detail in results:
+        if kind in ("failed", "in use", "stopped"):
+            by_reason[(kind, detail)].append(overrides)
+    for (kind, detail), group in by_reason.items():
+        named = [o for o in group[0] if o.partition("=")[0] in varying] or group[0]
+        more = f" (and {len(group) - 1} more job(s) alike)" if len(group) > 1 else ""
+        lines.append(f"  {kind}: {' '.join(named)}{more}: {detail}")
+    return "\n".join(lines), counts["failed"]
+
+
+class Sweeper(BasicSweeper):
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.launcher = _SkipFinished(self.launcher, self)
+        self.jobs: list[tuple[list[str], RunDir | None, bool]] = []
+
+    def job(self, overrides: Sequence[str]):
+        """(run directory, config) of a job, composed as the launcher composes it; (None, None)
+        if it cannot be (the job itself then fails and says why)."""
+        loader = self.hydra_context.config_loader
+        try:
+            cfg = loader.load_sweep_config(self.config, list(overrides))
+            experiment.locate(cfg, cfg.hydra.runtime.choices)
+        except Exception:
+            return None, None
+        return RunDir(cfg.run_dir), cfg
+
+    def sweep(self, arguments: list[str]):
+        returns = super().sweep(arguments)
+        text, failed = tally(self.jobs)
+        print(text, file=sys.stderr, flush=True)
+        out = Path(self.config.hydra.sweep.dir)
+        try:
+            (out / "tally.txt").write_text(text + "\n")
+        except OSError as exc:
+            print(f"equinorm: could not write {out / 'tally.txt'} ({exc})", file=sys.stderr)
+        if failed:
+            sys.exit(1)
+        return returns
+
+
+class _SkipFinished:
+    """A launcher's stand-in that launches only the jobs whose run is not finished."""
+
+    def __init__(self, launcher, sweeper: Sweeper) -> None:
+        self.launcher, self.sweeper = launcher, sweeper
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        finished: dict[int, JobReturn] = {}
+        jobs = [self.sweeper.job(overrides) for overrides in job_overrides]
+        for i, (overrides, (rundir, cfg)) in enumerate(zip(job_overrides, jobs, strict=True)):
+            summary = rundir.finished_as(cfg) if rundir is not None else None
+            if summary is not None:
+                finished[i] = JobReturn(
+                    overrides=list(overrides),
+                    status=JobStatus.COMPLETED,
+                    _return_value=summary.get("test_acc"),
+                )
+        todo = [o for i, o in enumerate(job_overrides) if i not in finished]
+        if finished:
+            log.info(
+                "%d of %d job(s) already finished: not launched", len(finished), len(job_overrides)
+            )
+        launched = iter(self.launcher.launch(todo, initial_job_idx=initial_job_idx) if todo else [])
+        self.sweeper.jobs += [
+            (list(o), rundir, i in finished)
+            for i, (o, (rundir, _)) in enumerate(zip(job_overrides, jobs, strict=True))
+        ]
+        return [finished[i] if i in finished else next(launched) for i in range(len(job_overrides))]

@@ -1,0 +1,86 @@
+"""What to do with a run directory before training: skip a finished run, resume an interrupted
+one from its checkpoint, or start afresh -- without ever overwriting a finished result.
+
+A finished run (complete or diverged) of the same config is skipped without touching a file; a
+complete run whose ``summary.json`` is missing or damaged gets it rebuilt from ``history.csv`` and
+``model.pt``; an unreadable checkpoint falls back to the previous epoch's; an unfinished run with no
+readable checkpoint is moved into ``quarantine-<time>/`` (said in the log) and started afresh; a
+directory holding another config is refused in one line naming what differs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from equinorm.errors import EquinormError
+from equinorm.run import checkpoint as ckpt
+from equinorm.run.record import FINISHED, RunDir
+
+log = logging.getLogger("equinorm")
+
+
+class PartialRunError(EquinormError):
+    pass
+
+
+def decide(rundir: RunDir, cfg: DictConfig, identity: dict) -> dict:
+    """Rank 0: ``{"action": "skip", "summary"}`` or ``{"action": "train", "resume", "state",
+    "checkpoint", "notes"}``; holds the run's lock when it says train. ``identity`` (name,
+    dataset, arch, norm, seed, variant) goes into a rebuilt summary."""
+    summary = rundir.finished_as(cfg)
+    if summary is not None:
+        return {"action": "skip", "summary": summary}
+    rundir.check_same_config(cfg)  # what differs, in one line
+    if ckpt.exists(rundir.checkpoint_path) and not cfg.train.resume:
+        raise PartialRunError(
+            f"{rundir.path} holds an unfinished run (checkpoint.pt) and train.resume=false; "
+            "set train.resume=true to continue it"
+        )
+    rundir.lock()
+    try:
+        summary = rundir.summary()  # it may have finished while we waited
+        if summary and summary.get("status") in FINISHED:
+            rundir.unlock()
+            return {"action": "skip", "summary": summary}
+        rows = rundir.rebuildable(cfg.epochs)
+        if rows is not None:
+            summary = rundir.rebuild_summary(rows, **identity)
+            log.warning(
+                "%s: summary.json was missing or unreadable; rebuilt it from history.csv and "
+                "model.pt (a damaged one is kept as summary.json.bad)",
+                rundir.path,
+            )
+            rundir.unlock()
+            return {"action": "skip", "summary": summary}
+        rundir.error_path.unlink(missing_ok=True)  # this attempt replaces the last one's failure
+        notes = []  # said in the console now and in train.log once it is open
+        if ckpt.exists(rundir.checkpoint_path):
+            state, used = ckpt.load_latest(rundir.checkpoint_path, notes)
+            if state is not None:
+                if used != rundir.checkpoint_path:
+                    notes.append(f"resuming from the previous epoch's checkpoint {used}")
+                return {
+                    "action": "train",
+                    "resume": True,
+                    "checkpoint": str(used),
+                    "state": state,
+                    "notes": notes,
+                }
+        if any(p.exists() for p in (rundir.history_path, rundir.summary_path)):
+            moved = rundir.quarantine()
+            notes.append(
+                f"{rundir.path} held an unfinished run with no readable checkpoint "
+                f"(train.checkpoint=false, or damaged files); moved its files to {moved} and "
+                "starting afresh"
+            )
+        rundir.write_config(cfg)  # nothing to protect yet: (re)write it
+        rundir.write_summary(status="running", epoch=0, epochs=cfg.epochs, **identity)
+    except BaseException:
+        rundir.unlock()
+        raise
+    return {"action": "train", "resume": False, "notes": notes}
+
+
+__all__ = ["PartialRunError", "decide"]

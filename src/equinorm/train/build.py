@@ -1,0 +1,164 @@
+"""Everything a run trains with, built from its config: seeds, model, data, optimizer, schedule,
+mixup, logger and the :class:`~equinorm.train.trainer.Trainer` (paper section 6: the recipe).
+
+:func:`check` is every check of a config short of touching data or files -- the experiment's
+(:func:`equinorm.experiment.checks.check_config`) and those the schedule and mixup own, by
+building them -- and what the command line runs on each job before Hydra starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from equinorm.data import build_loaders, seeding
+from equinorm.experiment.checks import check_config, check_job, options, virtual_devices
+from equinorm.layers import get_norm
+from equinorm.models import build_model
+from equinorm.run.record import RunDir
+from equinorm.train.distributed import DistInfo
+from equinorm.train.mixup import Mixup
+from equinorm.train.optim import build_optimizer
+from equinorm.train.schedules import Schedule
+from equinorm.train.trainer import Trainer
+from equinorm.train.wandb_logger import WandbLogger
+
+log = logging.getLogger("equinorm")
+
+
+def check(cfg: DictConfig, job: bool = False) -> None:
+    """Raise :class:`~equinorm.errors.ConfigError` for the first bad value of ``cfg`` (``job``: a
+    command line's job, with its Hydra node: the launcher and the results directory too)."""
+    if job:
+        check_job(cfg)
+    else:
+        check_config(cfg)
+    Schedule(cfg.schedule, cfg.epochs)
+    Mixup(cfg.mixup, seed=0)
+
+
+def seed_everything(seed: int) -> None:
+    s = seeding.derive_seed(seed, seeding.INIT)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)  # noqa: NPY002 -- the legacy global RNG, for third-party code
+    random.seed(s)
+
+
+def _auto(value, default: bool) -> bool:
+    return default if value == "auto" else bool(value)
+
+
+def trainer(
+    cfg: DictConfig, device, dist: DistInfo, rundir: RunDir, identity: dict
+) -> tuple[Trainer, WandbLogger]:
+    """The run's trainer (and its wandb logger), seeded, on ``device``."""
+    t = cfg.train
+    cuda = device.type == "cuda"
+    precision = getattr(t.precision, "value", t.precision)  # a str Enum, or a plain str
+    precision = ("bf16" if cuda else "fp32") if precision == "auto" else precision
+    k = virtual_devices(cfg, dist.world_size)
+    global_batch = t.batch_size * k * dist.world_size
+    channels_last = _auto(t.channels_last, cuda)
+    log.info(
+        "%s: %s %s %s seed=%d on %s (%s, %d CPU threads; batch %d = %d process(es) x %d "
+        "device(s) x %d)",
+        cfg.name,
+        cfg.dataset.name,
+        cfg.arch.name,
+        cfg.norm.name,
+        cfg.seed,
+        device,
+        precision,
+        torch.get_num_threads(),
+        global_batch,
+        dist.world_size,
+        k,
+        t.batch_size,
+    )
+    seed_everything(cfg.seed)
+    norm = get_norm(cfg.norm.name, **options(cfg, "norm"))
+    data = build_loaders(
+        OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True),
+        prepare=False,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        seed=cfg.seed,
+        device=device,
+        standardize_default=norm.standardize_input,
+        channels_last=channels_last,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        virtual_devices=k,
+        max_train_batches=t.max_train_batches,
+        max_eval_batches=t.max_eval_batches,
+    )
+    arch = options(cfg, "arch")
+    model = build_model(
+        cfg.arch.name, norm, data.info.num_classes, in_channels=data.info.channels, **arch
+    )
+    model = model.to(
+        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+    schedule = Schedule(cfg.schedule, cfg.epochs)
+    lr0, mom0 = schedule(0.0)
+    optimizer = build_optimizer(model, cfg.optim, lr0, mom0)
+    # one mixup stream per device, numbered as DDP ranks would be
+    mixup = [Mixup(cfg.mixup, cfg.seed, dist.rank * k + j, model.mix_points) for j in range(k)]
+    train_model, eval_model = model, model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if cuda else None
+        )
+    if t.compile:
+        train_model = torch.compile(train_model)
+        eval_model = torch.compile(model)
+    # wandb: group = <experiment>/<dataset>-<arch>-<norm>[/<variant>], name = seed=<k>
+    cell = rundir.path.parent.relative_to(Path(cfg.results_dir) / "runs")
+    logger = WandbLogger(
+        cfg.wandb,
+        run_path=str(rundir.path.resolve()),
+        group=str(cell),
+        name=f"seed={cfg.seed}",
+        config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        enabled=dist.is_main,
+    )
+    trainer = Trainer(
+        model=train_model,
+        raw_model=model,
+        eval_model=eval_model,
+        optimizer=optimizer,
+        schedule=schedule,
+        mixup=mixup,
+        data=data,
+        epochs=cfg.epochs,
+        device=device,
+        precision=precision,
+        rundir=rundir,
+        dist=dist,
+        logger=logger,
+        checkpoint=t.checkpoint,
+        progress=_auto(t.progress, sys.stderr.isatty()),
+        equilibrium=t.equilibrium_stats,
+        summary_fields={
+            **identity,
+            "world_size": dist.world_size,
+            "virtual_devices": k,
+            "batch_size": t.batch_size,
+            "global_batch": global_batch,
+            "width_mult": cfg.arch.width_mult,
+            "device": str(device),
+            "host": socket.gethostname(),
+            "precision": precision,
+        },
+    )
+    return trainer, logger
+
+
+__all__ = ["check", "seed_everything", "trainer"]
