@@ -66,12 +66,12 @@ test-slurm: $(STAMP) ## The submitit launcher on a real single-node SLURM it bri
 	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Lint and check formatting with ruff
-	$(VENV)/bin/ruff check src tests scripts notebooks
-	$(VENV)/bin/ruff format --check src tests scripts notebooks
+	$(VENV)/bin/ruff check src tests scripts notebooks tools
+	$(VENV)/bin/ruff format --check src tests scripts notebooks tools
 
 format: $(STAMP) ## Auto-fix lint and format the code
-	$(VENV)/bin/ruff check --fix src tests scripts notebooks
-	$(VENV)/bin/ruff format src tests scripts notebooks
+	$(VENV)/bin/ruff check --fix src tests scripts notebooks tools
+	$(VENV)/bin/ruff format src tests scripts notebooks tools
 
 demo: $(STAMP) ## Embedded demo: digits x {equi,bn,gn} x 5 seeds on the CPU, then its figure and table (results/demo/)
 	$(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(DEMO_RESULTS) $(ARGS)
@@ -82,7 +82,7 @@ figures: $(STAMP) ## Figures and tables for every experiment under $(RESULTS)/ru
 
 # Each reproduce target runs its sweeps (finished runs are skipped, interrupted ones resume), then
 # the report. NPROC=2 starts each job under torchrun (on SLURM: 2 tasks per job); ARGS passes Hydra
-# overrides, e.g. ARGS="hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"; on SLURM all
+# overrides, e.g. ARGS="hydra/launcher=submitit_slurm_gpu hydra.launcher.partition=gpu"; on SLURM all
 # experiments are submitted at once and DETACH=1 returns right after (report later: make figures).
 reproduce-cifar10:  ## CIFAR-10: paper Fig. 2, section 6.1 and Fig. 4a
 reproduce-cifar100: ## CIFAR-100: paper Fig. 4b

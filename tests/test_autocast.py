@@ -1,4 +1,4 @@
-"""EquiNorm under CUDA's autocast policy, reproduced on the CPU (see tests/cuda_autocast.py).
+"""EquiNorm under CUDA's autocast policy, reproduced on the CPU (see tools/cuda_autocast.py).
 
 The trainer runs the forward pass under bf16 autocast and the backward pass outside it. Under
 CUDA's policy ``mv``/``addmv``/``addr``/``linalg_vecdot`` come out bf16, so a weight transform
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tools.cuda_autocast import cuda_policy_on_cpu
 from torch.nn import functional as F
 
 from equinorm.layers import NORMS, EquiConv2d
 from equinorm.models import ARCHS
-from tests.cuda_autocast import cuda_policy_on_cpu
 from tests.test_models import small
 
 pytest.importorskip("expecttest")  # torch's autocast tables import it

@@ -3,7 +3,7 @@
 - memory format: channels_last activations and weight gradients through every norm;
 - ``torch.compile`` with the real inductor backend (C++ code generation on the CPU) for every norm,
   EquiNorm's custom autograd Functions included: the compiled training step equals the eager one;
-- the trainer's bf16 step under CUDA's autocast policy (tests/cuda_autocast.py), mixup's loss
+- the trainer's bf16 step under CUDA's autocast policy (tools/cuda_autocast.py), mixup's loss
   included (``binary_cross_entropy`` is refused there);
 - loaders draw on the host, the same on any device and whatever torch's default device;
 - no host synchronisation per training step (a per-step ``.item()`` or blocking copy stalls a GPU).
@@ -142,7 +142,7 @@ def test_inductor_compiles_a_whole_network_with_the_mixup_hook(norm):
 def test_trainer_bf16_step_with_manifold_mixup_under_cuda_autocast(norm, data_root, tmp_path):
     """The trainer's whole bf16 path (mixup's BCE included) under CUDA's autocast op lists."""
     pytest.importorskip("expecttest")
-    from tests.cuda_autocast import cuda_policy_on_cpu
+    from tools.cuda_autocast import cuda_policy_on_cpu
 
     cfg = compose_cfg(
         "experiment=cifar10_wrn_short",

@@ -401,7 +401,7 @@ def test_fused_zero_padding_path_equals_the_composed_path():
     for train in (True, False):
         conv.train(train)
         fused = conv(x)
-        assert fused.grad_fn.name().startswith("_EquiConvFn")
+        assert fused.grad_fn.name().startswith("EquiConvFn")
         grads_f = torch.autograd.grad(fused, (x, conv.weight, conv.bias), g)
         composed = conv._conv_forward(x, conv.normalized_weight(x), conv.bias)
         grads_c = torch.autograd.grad(composed, (x, conv.weight, conv.bias), g)
@@ -442,25 +442,27 @@ def test_folded_affine_gradcheck_and_equality():
 
 def _folded(conv, x, w, gamma, beta):
     """The fused layer with explicit (weight, gamma, beta) inputs, for gradcheck."""
-    from equinorm.layers.equiconv import _EquiConvFn
+    from equinorm.layers.equiconv import _first_means, _group_means
+    from equinorm.layers.equiconv_fused import EquiConvFn
 
-    y, _ = _EquiConvFn.apply(
+    with torch.no_grad():
+        m_dc = _group_means(_first_means(x, x.shape[0]), w, conv.groups)
+    return EquiConvFn.apply(
         x,
         w,
         beta,
         gamma,
-        None,
+        m_dc,
         x.shape[0],
+        True,
         1.0,
         conv.single_pass,
         conv.eps,
-        False,
         conv.stride,
         conv.padding,
         conv.dilation,
         conv.groups,
     )
-    return y
 
 
 def test_compiles_as_one_graph_with_mixup_hook_and_bf16():

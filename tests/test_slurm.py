@@ -1,6 +1,6 @@
 """The submitit_slurm launcher against a real SLURM (``make test-slurm``; marker ``slurm``).
 
-A single-node cluster comes up for the session (:mod:`tests.slurm_cluster`: Debian's packages,
+A single-node cluster comes up for the session (:mod:`tools.slurm_cluster`: Debian's packages,
 installed if missing, as root) and every test goes through ``hydra/launcher=submitit_slurm_cpu``
 as a user on a CPU-only cluster would: a sweep, a rerun that submits nothing, preemption by
 ``scontrol requeue`` with wandb offline, a SIGUSR2 time-limit requeue, and 2-task DDP.
@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tools.slurm_cluster import Cluster, available, install
 
 from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, read_history, run_cli, run_dir_of
-from tests.slurm_cluster import Cluster, available, install
 
 pytestmark = pytest.mark.slurm
 
@@ -174,7 +174,7 @@ def test_two_tasks_per_job_train_one_run_with_ddp(cluster, tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
-    runs = list((tmp_path / "runs").glob("*/*/seed=*"))
+    runs = [p.parent for p in (tmp_path / "runs").rglob("summary.json")]
     assert len(runs) == 1  # one result set, written by rank 0
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["world_size"] == 2

@@ -113,17 +113,20 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
 
 
 def world_size() -> int:
-    """The processes this job runs in (torchrun's), 1 outside torchrun."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """The processes this job runs in: torchrun's, a multi-task SLURM job's (submitit), else 1."""
+    slurm = (
+        os.environ.get("SLURM_NTASKS") if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
+    )
+    return int(os.environ.get("WORLD_SIZE") or slurm or 1)
 
 
-def locate(cfg: DictConfig, choices) -> dict:
+def locate(cfg: DictConfig, choices, world: int | None = None) -> dict:
     """Set ``cfg.run_dir`` (``<results_dir>/runs/<name>/<dataset>-<arch>-<norm>/[<variant>/]
     seed=<k>``) and ``cfg.variant`` (its items, ``{key: value}``), and return the items; a key
     that this config does not have (a ``+`` addition) is a :class:`~equinorm.errors.ConfigError`
-    naming it."""
+    naming it. ``world``: the processes the job will run in (default: this process's)."""
     ref, groups = reference(cfg, choices)
-    items = identity.variant(cfg, ref, world_size=world_size())
+    items = identity.variant(cfg, ref, world_size=world or world_size())
     items = {**{g.split("=", 1)[0]: g.split("=", 1)[1] for g in groups}, **items}
     with open_dict(cfg):
         cfg.variant = items

@@ -88,7 +88,10 @@ class Sweeper(BasicSweeper):
         loader = self.hydra_context.config_loader
         try:
             cfg = loader.load_sweep_config(self.config, list(overrides))
-            experiment.locate(cfg, cfg.hydra.runtime.choices)
+            launcher = cfg.hydra.launcher
+            slurm = "Slurm" in str(launcher.get("_target_", ""))  # its tasks: its processes
+            world = launcher.tasks_per_node * launcher.nodes if slurm else None
+            experiment.locate(cfg, cfg.hydra.runtime.choices, world)
         except Exception:
             return None, None
         return RunDir(cfg.run_dir), cfg

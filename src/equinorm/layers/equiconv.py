@@ -15,16 +15,20 @@ use). Written with per-element means ``m_c`` the transform does not depend on th
 The layer is a drop-in :class:`torch.nn.Conv2d` (the template is timm's ``StdConv2d``): it
 transforms ``self.weight`` in ``forward`` and convolves with the result. Gradients reach the
 weights through ``b`` and ``s`` and the input through the channel means, as BatchNorm's reach its
-input through the batch mean. A zero-padded layer runs as one autograd node with that backward
-written out (:class:`_EquiConvFn`); other padding modes compose :func:`equi_weight` (itself one
-node) with ``Conv2d``; :func:`equi_weight_reference` states the transform in plain tensor ops
-and is the tests' oracle.
+input through the batch mean.
+
+This file holds the layer, its statistics and the transform in plain tensor ops
+(:func:`equi_weight_reference`, checkable line by line against docs/spec.md section 1 and the
+tests' oracle). ``impl="fused"`` (the default) runs the same function through
+:mod:`equinorm.layers.equiconv_fused`: a zero-padded layer as one autograd node with its backward
+written out, other padding modes composing :func:`equi_weight` (one node) with ``Conv2d``;
+``impl="reference"`` composes the plain ops with the convolution and lets autograd (or
+``torch.compile``) do the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Sequence
 
@@ -32,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
+
+from equinorm.layers.equiconv_fused import EquiConvFn, EquiWeight, transform_forward
 
 __all__ = [
     "IMPLS",
@@ -48,31 +54,6 @@ __all__ = [
 
 
 IMPLS = ("fused", "reference")  # EquiConv2d(impl=...): see its docstring
-
-
-def float32_region(device_type: str):
-    """Autocast off for ``device_type``: EquiNorm's statistics and weight transform stay float32.
-
-    Autocast policies differ by device: CUDA casts ``mv``, ``addmv``, ``addr`` and
-    ``linalg_vecdot`` to the low-precision dtype, CPU does not, so the layer cannot rely on the
-    caller's policy. ``torch.amp.custom_fwd(cast_inputs=...)`` is bound to one device type at
-    decoration and would also keep the convolution itself out of autocast; this region covers
-    only the transform, on whatever device the tensors live.
-    """
-    if torch.amp.is_autocast_available(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def _in_float32(fn):
-    """Run ``fn(weight_or_grad, ...)`` inside :func:`float32_region` of that tensor's device."""
-
-    @functools.wraps(fn)
-    def wrapper(tensor: Tensor, *args, **kwargs):
-        with float32_region(tensor.device.type):
-            return fn(tensor, *args, **kwargs)
-
-    return wrapper
 
 
 def input_channel_means(x: Tensor, stat_fraction: float = 1.0) -> Tensor:
@@ -124,206 +105,6 @@ def _group_means(channel_means: Tensor, weight: Tensor, groups: int) -> Tensor:
     return channel_means.view(groups, c_in_g).repeat_interleave(c_out // groups, dim=0)
 
 
-def _weighted(mat: Tensor, m_dc: Tensor) -> Tensor:
-    """``sum_c m_dc mat_dc`` per output channel d (a matrix-vector product when groups == 1)."""
-    if m_dc.shape[0] == 1:
-        return torch.mv(mat, m_dc[0])
-    return (mat * m_dc).sum(dim=1)
-
-
-@_in_float32
-def _transform_forward(
-    weight: Tensor,
-    m_dc: Tensor,
-    scale_factor: float,
-    single_pass: bool,
-    gamma: Tensor | None = None,
-    eps: float = 0.0,
-):
-    """``w'' = s (w + b)`` and what its backward needs (no autograd; see :class:`_EquiWeight`).
-
-    ``eps`` is added to the denominator ``D`` (0: the paper's transform). With ``gamma`` (the
-    scale of a per-channel affine folded into the layer) the kernel is ``gamma s (w + b)``.
-    Written for few passes over the weights, few weight-sized allocations and few small ops:
-    kernel sums are matrix-vector products with a ones vector, and one buffer serves as the
-    positive parts, then (``sign_``) as the sign mask.
-    """
-    c_out, c_in_g, kh, kw = weight.shape
-    k = kh * kw
-    ones = weight.new_ones(k)
-    flat = weight.reshape(c_out, c_in_g * k)
-    w_dc = torch.mv(flat.view(-1, k), ones).view(c_out, c_in_g)
-    km = m_dc.sum(dim=1).mul_(k)  # k sum_c m_dc
-    b = _weighted(w_dc, m_dc).div_(km).neg_()  # centres the output
-    if single_pass:  # P = sum_jk w [w > 0] + b #{w > 0}
-        mask = torch.relu(flat)
-        a = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
-        mask.sign_()
-        n = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
-        p = torch.addcmul(a, n, b.unsqueeze(1))
-    else:  # P = sum_jk relu(w + b)
-        mask = (flat + b.unsqueeze(1)).relu_()
-        p = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
-        mask.sign_()
-        n = torch.mv(mask.view(-1, k), ones).view(c_out, c_in_g)
-    d = _weighted(p, m_dc)
-    if eps:
-        d = d.add_(eps)
-    s = d.reciprocal().mul_(scale_factor)  # positive contributions total r
-    se = s if gamma is None else s * gamma  # the effective scale of each output channel
-    w2 = torch.addcmul((b * se).unsqueeze(1), flat, se.unsqueeze(1)).view_as(weight)
-    return w2, (weight, m_dc, mask, w_dc, b, n, p, d, s, se, km)
-
-
-@_in_float32
-def _transform_backward(grad: Tensor, saved, need_m: bool, need_gamma: bool = False):
-    """Gradients of ``w''`` with respect to ``w``, ``m_dc`` and a folded ``gamma``.
-
-    ``dL/dw = s_e G + m_dc (alpha + g_d mask)`` per output channel, with ``s_e = gamma s`` the
-    effective scale, ``alpha`` the gradient through ``b`` and ``g_d`` through ``D``; ``m_dc``
-    repeated over the kernel taps keeps every broadcast along long rows.
-    """
-    weight, m_dc, mask, w_dc, b, n, p, d, s, se, km = saved
-    c_out, c_in_g, kh, kw = weight.shape
-    k = kh * kw
-    g = grad.reshape(c_out, c_in_g * k)
-    g_sum = g.sum(dim=1)
-    g_se = torch.addcmul(torch.linalg.vecdot(g, weight.reshape(c_out, -1)), b, g_sum)
-    g_gamma = g_se * s if need_gamma else None  # s_e = gamma factor / d
-    g_d = (g_se * se).div_(d).neg_()  # dL/dD
-    g_b = torch.addcmul(se * g_sum, g_d, _weighted(n, m_dc))  # directly, and through P
-    alpha = (g_b / km).neg_()  # b = -(sum_c m_dc w_dc) / (k sum_c m_dc)
-    m_rep = m_dc.repeat_interleave(k, dim=1)
-    g_w = mask * g_d.unsqueeze(1)  # through P: dP/dw = m_dc mask
-    g_w.add_(alpha.unsqueeze(1)).mul_(m_rep).addcmul_(g, se.unsqueeze(1))
-    g_m = None
-    if need_m:  # dD/dm = P; db/dm = -(w_dc + k b) / (k sum m)
-        if m_dc.shape[0] == 1:
-            g_m = (torch.mv(p.t(), g_d) + torch.mv(w_dc.t(), alpha)).add_(k * torch.dot(b, alpha))
-            g_m = g_m.unsqueeze(0)
-        else:
-            g_m = g_d.unsqueeze(1) * p + alpha.unsqueeze(1) * (w_dc + k * b.unsqueeze(1))
-    return g_w.view_as(weight), g_m, g_gamma
-
-
-class _EquiWeight(torch.autograd.Function):
-    """``w'' = s (w + b)`` as one autograd node, with the backward written out.
-
-    With ``mask`` the sign indicator (``[w > 0]`` single-pass, ``[w + b > 0]`` exact; constant
-    almost everywhere), both variants read ``P_dc = A_dc + b_d N_dc`` with ``A = sum w mask`` and
-    ``N = sum mask``; ``D_d = sum_c m_dc P_dc``, ``s_d = factor / D_d``. Differentiating by hand
-    replaces about twenty autograd nodes per layer by one and halves the passes over the weights.
-    """
-
-    @staticmethod
-    def forward(ctx, weight, m_dc, scale_factor: float, single_pass: bool, eps: float):
-        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, None, eps)
-        ctx.save_for_backward(*saved)
-        return w2
-
-    @staticmethod
-    def backward(ctx, grad):
-        g_w, g_m, _ = _transform_backward(grad, ctx.saved_tensors, ctx.needs_input_grad[1])
-        return g_w, g_m, None, None, None
-
-
-_convolution_backward = torch.ops.aten.convolution_backward.default
-
-
-class _EquiConvFn(torch.autograd.Function):
-    """A whole zero-padded EquiNorm convolution as one autograd node.
-
-    The input statistics are computed inside, so their gradient -- a per-channel constant -- is
-    added in place to the convolution's input gradient instead of being materialised by autograd
-    and summed. Under autocast the convolution runs in the autocast dtype; the weight transform
-    stays in float32. A folded per-channel affine enters as ``gamma`` (scaling the kernel) and
-    ``bias`` (its shift). Returns the output and the batch means (for the running estimate).
-    """
-
-    @staticmethod
-    def forward(
-        ctx,
-        x,
-        weight,
-        bias,
-        gamma,
-        stats,
-        n_stat: int,
-        scale_factor: float,
-        single_pass: bool,
-        eps: float,
-        detach_stats: bool,
-        stride,
-        padding,
-        dilation,
-        groups: int,
-    ):
-        batch_stats = stats is None
-        means = _first_means(x, n_stat) if batch_stats else stats  # float32 accumulation
-        m_dc = _group_means(means, weight, groups)
-        w2, saved = _transform_forward(weight, m_dc, scale_factor, single_pass, gamma, eps)
-        device = x.device.type
-        xc, wc, bc = x, w2, bias
-        if torch.is_autocast_enabled(device):  # the convolution in the autocast dtype
-            cast = torch.get_autocast_dtype(device)
-            xc, wc = x.to(cast), w2.to(cast)
-            bc = None if bias is None else bias.to(cast)
-        y = F.conv2d(xc, wc, bc, stride, padding, dilation, groups)
-        ctx.save_for_backward(xc, wc)
-        ctx.saved = saved  # intermediates of the transform (not inputs or outputs)
-        ctx.conf = (
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias is not None,
-            n_stat,
-            batch_stats and not detach_stats,
-            x.dtype,
-        )
-        ctx.mark_non_differentiable(means)
-        return y, means
-
-    @staticmethod
-    def backward(ctx, grad_y, _grad_means):
-        xc, wc = ctx.saved_tensors
-        saved = ctx.saved
-        stride, padding, dilation, groups, has_bias, n_stat, stats_grad, x_dtype = ctx.conf
-        need_x, need_gamma = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
-        if grad_y.dtype != wc.dtype:
-            grad_y = grad_y.to(wc.dtype)
-        grad_x, grad_w2, grad_b = _convolution_backward(
-            grad_y,
-            xc,
-            wc,
-            [wc.shape[0]] if has_bias else None,
-            stride,
-            padding,
-            dilation,
-            False,
-            [0, 0],
-            groups,
-            [need_x, True, has_bias],
-        )
-        weight = saved[0]
-        if grad_w2.dtype != weight.dtype:
-            grad_w2 = grad_w2.to(weight.dtype)
-        need_m = need_x and stats_grad
-        g_w, g_m, g_gamma = _transform_backward(grad_w2, saved, need_m, need_gamma)
-        if need_m:  # d m_c / d x = 1 / (n_stat H W) for the first n_stat examples
-            if groups == 1:
-                g_m = g_m[0]  # already summed over the output channels
-            else:
-                g_m = g_m.view(groups, -1, weight.shape[1]).sum(dim=1).reshape(-1)
-            g_m = g_m.div_(n_stat * xc.shape[2] * xc.shape[3])
-            grad_x[:n_stat].add_(g_m.to(grad_x.dtype).view(1, -1, 1, 1))
-        if grad_x is not None and grad_x.dtype != x_dtype:
-            grad_x = grad_x.to(x_dtype)
-        if has_bias and grad_b.dtype != weight.dtype:
-            grad_b = grad_b.to(weight.dtype)
-        return (grad_x, g_w, grad_b, g_gamma) + (None,) * 10
-
-
 def equi_weight(
     weight: Tensor,
     channel_means: Tensor,
@@ -349,7 +130,7 @@ def equi_weight(
         and ``channel_means``.
     """
     m_dc = _group_means(channel_means, weight, groups)
-    return _EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass), float(eps))
+    return EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass), float(eps))
 
 
 @torch.no_grad()
@@ -363,7 +144,8 @@ def equi_denominator(
     """``D_d = sum_c m_c P_dc (+ eps)`` per output channel: the scale is ``factor / D_d``, and a
     ``D_d`` at 0 is where the transform divides by zero (a diagnostic; no gradient)."""
     m_dc = _group_means(channel_means, weight, groups)
-    return _transform_forward(weight, m_dc, 1.0, single_pass, None, eps)[1][7]
+    _, p_dc = _shift_and_positive_sums(weight, m_dc, single_pass)
+    return (m_dc * p_dc).sum(dim=1) + eps
 
 
 def equi_weight_reference(
@@ -379,17 +161,23 @@ def equi_weight_reference(
     Kept as the readable statement of docs/spec.md section 1 and as the oracle of the tests.
     """
     m_dc = _group_means(channel_means, weight, groups)
+    b, p_dc = _shift_and_positive_sums(weight, m_dc, single_pass)
+    s = scale_factor / ((m_dc * p_dc).sum(dim=1) + eps)  # positive contributions total r
+    return (weight + b.view(-1, 1, 1, 1)) * s.view(-1, 1, 1, 1)
+
+
+def _shift_and_positive_sums(weight: Tensor, m_dc: Tensor, single_pass: bool):
+    """``b_d`` (centres the output) and ``P_dc`` (the positive weights' sums, exact or
+    single-pass), docs/spec.md section 1."""
     k = weight.shape[2] * weight.shape[3]
     w_dc = weight.sum(dim=(2, 3))  # (C_out, C_in_g)
-    b = -(m_dc * w_dc).sum(dim=1) / (k * m_dc.sum(dim=1))  # centres the output
-    shifted = weight + b.view(-1, 1, 1, 1)
+    b = -(m_dc * w_dc).sum(dim=1) / (k * m_dc.sum(dim=1))
     if single_pass:
         positive = weight > 0
         p_dc = (weight * positive).sum(dim=(2, 3)) + b.unsqueeze(1) * positive.sum(dim=(2, 3))
     else:
-        p_dc = shifted.clamp(min=0).sum(dim=(2, 3))
-    s = scale_factor / ((m_dc * p_dc).sum(dim=1) + eps)  # positive contributions total r
-    return shifted * s.view(-1, 1, 1, 1)
+        p_dc = (weight + b.view(-1, 1, 1, 1)).clamp(min=0).sum(dim=(2, 3))
+    return b, p_dc
 
 
 @torch.no_grad()
@@ -564,7 +352,7 @@ class EquiConv2d(nn.Conv2d):
 
     def _eval_transform(self, scale_factor: float, gamma: Tensor | None) -> Tensor:
         m_dc = _group_means(self.running_mean, self.weight, self.groups)
-        return _transform_forward(
+        return transform_forward(
             self.weight, m_dc, scale_factor, self.single_pass, gamma, self.eps
         )[0]
 
@@ -661,25 +449,28 @@ class EquiConv2d(nn.Conv2d):
                 self.dilation,
                 self.groups,
             )
-        stats = None if batch_stats else self.running_mean
         n_stat = math.ceil(self.stat_fraction * x.shape[0])
-        y, means = _EquiConvFn.apply(
+        with torch.no_grad():  # the node adds the statistics' gradient itself
+            means = _first_means(x, n_stat) if batch_stats else self.running_mean
+            m_dc = _group_means(means, self.weight, self.groups)
+        y = EquiConvFn.apply(
             x,
             self.weight,
             bias,
             gamma,
-            stats,
+            m_dc,
             n_stat,
+            batch_stats and not self.detach_stats,
             factor,
             self.single_pass,
             self.eps,
-            self.detach_stats,
             self.stride,
             self.padding,
             self.dilation,
             self.groups,
         )
-        self._track(means)
+        if batch_stats:
+            self._track(means)
         return y
 
 

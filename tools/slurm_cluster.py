@@ -8,8 +8,8 @@ polls ``sacct``; without accounting its launcher waits forever). Every daemon ru
 foreground under its own session, its PID kept, and is stopped by that PID; all state lives in one
 directory. Clients find the cluster through ``SLURM_CONF`` (:meth:`Cluster.env`).
 
-    python -m tests.slurm_cluster up      # bring it up and leave it running (prints SLURM_CONF)
-    python -m tests.slurm_cluster down    # stop what `up` started
+    python -m tools.slurm_cluster up      # bring it up and leave it running (prints SLURM_CONF)
+    python -m tools.slurm_cluster down    # stop what `up` started
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def main(argv: list[str]) -> int:
     if action == "down":
         Cluster.from_state().stop()
         return 0
-    print("usage: python -m tests.slurm_cluster up|down", file=sys.stderr)
+    print("usage: python -m tools.slurm_cluster up|down", file=sys.stderr)
     return 2
 
 
