@@ -397,7 +397,8 @@ class EquiConv2d(nn.Conv2d):
 
     def normalized_weight(self, x: Tensor) -> Tensor:
         """``w''`` for input ``x`` (updates the running statistics in training mode)."""
-        return equi_weight(
+        transform = equi_weight_reference if self.impl == "reference" else equi_weight
+        return transform(
             self.weight,
             self.channel_means(x),
             self.scale_factor(x),
@@ -414,19 +415,11 @@ class EquiConv2d(nn.Conv2d):
             )
         affine = self.folded_affine
         gamma, bias = (None, self.bias) if affine is None else (affine.weight, affine.bias)
-        if self.impl == "reference":
-            w2 = equi_weight_reference(
-                self.weight,
-                self.channel_means(x),
-                self.scale_factor(x),
-                self.single_pass,
-                self.groups,
-                self.eps,
-            )
-            if gamma is not None:
-                w2 = w2 * gamma.view(-1, 1, 1, 1)
-            return self._conv_forward(x, w2, bias)
-        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+        if (
+            self.impl == "reference"
+            or self.padding_mode != "zeros"
+            or isinstance(self.padding, str)
+        ):
             w2 = self.normalized_weight(x)
             if gamma is not None:
                 w2 = w2 * gamma.view(-1, 1, 1, 1)
