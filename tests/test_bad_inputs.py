@@ -76,6 +76,9 @@ BAD = [  # (command line, what the one line must name)
     ("-m seed=0,abc", "seed"),
     ("-m schedule.lr=0.1,abc", "schedule.lr=abc"),
     ("-m norm=bn,foo", "norm=foo"),
+    ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
+    ("name=../..", "name='../..'"),  # issue 24: outside results_dir
+    ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import socket
 
 import numpy as np
@@ -234,6 +235,62 @@ def test_truncated_file_is_named(tmp_path):
     mat.write_bytes(mat.read_bytes()[:200])
     with pytest.raises(DatasetError, match=r"test_32x32\.mat is corrupt or truncated"):
         build(cfg("svhn", tmp_path))
+
+
+def _rewrite(path, **changes):
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    entry.update(changes)
+    with open(path, "wb") as f:
+        pickle.dump(entry, f)
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: {"labels": e["labels"][:-1]}, "4 images but 3 labels"),
+        (lambda e: {"labels": [*e["labels"][:-1], 10]}, r"labels \d+\.\.10 outside 0\.\.9"),
+        (lambda e: {"data": e["data"].astype(np.float32)}, "pixels are float32, expected uint8"),
+        (
+            lambda e: {"data": e["data"].reshape(-1, 3, 32, 32)[:, :, :16, :16].reshape(-1, 768)},
+            "data_batch_2 is corrupt",
+        ),  # 16x16 images: the file cannot be the release
+    ],
+    ids=["fewer-labels", "label-range", "float-pixels", "16x16"],
+)
+def test_a_cifar_file_that_is_not_the_release_is_named_in_one_line(tmp_path, change, message):
+    ref = write_cifar(tmp_path, "cifar10", n_train=20, n_test=10)
+    path = ref["folder"] / "data_batch_2"
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    _rewrite(path, **change(entry))
+    with pytest.raises(DatasetError, match=message) as err:
+        build(cfg("cifar10", tmp_path))
+    assert "data_batch_2" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_svhn_labels_and_imagenet_class_folders_are_checked(tmp_path):
+    from scipy.io import loadmat, savemat
+
+    write_svhn(tmp_path, n_train=6, n_extra=4, n_test=4)
+    mat = tmp_path / "svhn" / "extra_32x32.mat"
+    data = loadmat(mat)
+    savemat(mat, {"X": data["X"], "y": np.full_like(data["y"], 12)})
+    with pytest.raises(DatasetError, match=r"extra_32x32\.mat: labels 12\.\.12 outside 0\.\.9"):
+        build(cfg("svhn", tmp_path))
+    write_imagenet(tmp_path, classes=3, per_class=2, size=40)
+    (tmp_path / "imagenet" / "val" / "n00000000").rename(tmp_path / "imagenet" / "val" / "zz")
+    with pytest.raises(DatasetError, match="must hold the same class folders"):
+        build(cfg("imagenet", tmp_path, workers=0, verify=False))
+
+
+def test_a_batch_larger_than_the_data_with_drop_last_is_refused(tmp_path):
+    write_cifar(tmp_path, "cifar10", n_train=20, n_test=10)
+    dataset = cfg("cifar10", tmp_path, drop_last=True)
+    with pytest.raises(DatasetError, match=r"makes no batch of 32 with dataset\.drop_last=true"):
+        build_loaders(dataset, batch_size=32, eval_batch_size=8, seed=0)
+    assert len(build_loaders(dataset, batch_size=16, eval_batch_size=8, seed=0).train) == 1
 
 
 def test_bad_names_and_loader_choices_name_the_valid_ones(tmp_path):

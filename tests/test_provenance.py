@@ -33,6 +33,7 @@ def test_a_run_records_commit_overrides_versions_device_and_times(tmp_path):
     assert a["device"] == provenance.device_name(torch.device("cpu"))
     assert a["world_size"] == 1 and a["host"] and a["outcome"] == "complete"
     assert a["threads"] == 1  # OMP_NUM_THREADS=1 in the tests
+    assert a["compile"] is False and a["impl"] == "fused"  # what changes the last digits
     start, end = dt.datetime.fromisoformat(a["start"]), dt.datetime.fromisoformat(a["end"])
     assert start <= end
 
@@ -48,6 +49,41 @@ def test_a_resumed_run_has_one_attempt_per_start(tmp_path, monkeypatch):
     assert attempts[0]["overrides"] is None  # in-process, outside a Hydra job
     run(cfg)  # finished: skipped, nothing recorded
     assert len(_attempts(run_dir_of(cfg))) == 2
+
+
+def test_changed_files_are_named_exactly_and_new_files_count_as_changes(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text("results/\n")
+    (tmp_path / "README.md").write_text("a\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    monkeypatch.setattr(provenance, "SOURCE", tmp_path)
+    provenance.code.cache_clear()
+    try:
+        assert provenance.code()["dirty"] is False
+        (tmp_path / "results").mkdir()
+        (tmp_path / "results" / "run.csv").write_text("ignored\n")  # ignored: not a change
+        assert provenance.code()["dirty"] is False
+        provenance.code.cache_clear()
+        (tmp_path / "README.md").write_text("b\n")
+        (tmp_path / "new_experiment.yaml").write_text("name: x\n")  # untracked: code too
+        info = provenance.code()
+        assert info["dirty"] is True
+        assert sorted(info["changed"]) == ["README.md", "new_experiment.yaml"]
+    finally:
+        provenance.code.cache_clear()
+
+
+def test_execution_changes_between_attempts_are_named():
+    same = [{"threads": 2, "compile": False}, {"threads": 2, "compile": False}]
+    assert provenance.execution_changes(same) == ""
+    moved = [{"threads": 4, "device": "cpu"}, {"threads": 2, "device": "cpu", "compile": True}]
+    assert provenance.execution_changes(moved) == "threads 4 -> 2"  # compile: one attempt knew it
+    moved[0]["compile"] = False
+    assert provenance.execution_changes(moved) == "threads 4 -> 2, compile False -> True"
 
 
 def test_commit_label():

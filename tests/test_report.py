@@ -114,7 +114,8 @@ def test_table_holds_our_numbers_beside_the_papers(tree):
     assert rows["bn"]["cells"][4] == "differs"
     # equi - bn paired by seed (0-2): 1.0, 0.7, 0.9; exact Wilcoxon, 3 positive: p = 2/8
     assert rows["equi"]["cells"][5] == (
-        "+0.90 [+0.70, +1.00], p = 0.25, n = 3; paper +0.70 (inside the CI)"
+        "+0.90 [+0.70, +1.00], p = 0.25, n = 3 (CI and test disagree: more seeds needed); "
+        "paper +0.70 (inside the CI)"  # with 3 pairs p >= 2/8: the CI alone cannot be read
     )
     assert rows["bn"]["cells"][5] == "-"
 
@@ -160,6 +161,46 @@ def test_runs_from_different_commits_are_warned_about_and_can_be_filtered(tmp_pa
     assert "| 2 / 0 / 0 / 0 / 8 (10) |" in (out / "tables" / f"{exp}.md").read_text()
 
 
+def test_commit_filter_takes_exact_hashes_and_says_what_there_is(tmp_path, capsys):
+    exp, old, new = "cifar10_wrn_short", "a" * 40, "ab" + "c" * 38
+    for seed, commit in enumerate([old, new, new + "+"]):
+        _provenance(write_run(tmp_path, exp, "cifar10-wrn-equi", seed, 94.0), commit)
+
+    def report(commit: str) -> tuple[int, str, str]:
+        out = tmp_path / "out"
+        code = main(["--results", str(tmp_path), "--out", str(out), "--commit", commit])
+        table = (out / "tables" / f"{exp}.md").read_text() if code == 0 else ""
+        return code, capsys.readouterr().err, table
+
+    code, _, table = report(new[:7])  # clean runs of that commit only
+    assert code == 0 and "| 1 / 0 / 0 / 0 / 9 (10) |" in table
+    code, _, table = report(new[:9] + "+dirty")
+    assert code == 0 and "| 1 / 0 / 0 / 0 / 9 (10) |" in table
+    code, err, _ = report(new[:7] + "ddd")  # a wrong hash sharing the first 7 digits
+    assert code == 2 and "trained no run" in err
+    assert "aaaaaaa (1 run), abccccc (1 run), abccccc+dirty (1 run)" in err
+    code, err, _ = report("a" * 7 + "0")
+    assert code == 2 and err.count("\n") == 1 and "trained no run" in err
+    code, err, _ = report("nothex!")
+    assert code == 2 and "7 to 40 hex digits" in err
+    _provenance(write_run(tmp_path, exp, "cifar10-wrn-equi", 3, 94.0), "a" * 7 + "f" * 33)
+    code, err, _ = report("a" * 7)
+    assert code == 2 and "is a prefix of aaaaaaaaaaaa, aaaaaaafffff" in err
+
+
+def test_a_run_resumed_under_other_threads_is_named(tmp_path, capsys):
+    exp = "cifar10_wrn_short"
+    d = write_run(tmp_path, exp, "cifar10-wrn-equi", 0, 94.0)
+    attempts = [{"commit": "a" * 40, "dirty": False, "threads": t} for t in (4, 2)]
+    (d / "provenance.json").write_text(json.dumps({"attempts": attempts}))
+    write_run(tmp_path, exp, "cifar10-wrn-equi", 1, 94.0)
+    assert main(["--results", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    note = "EquiNorm seed 0 was resumed with threads 4 -> 2"
+    assert note in capsys.readouterr().err
+    table = (tmp_path / "out" / "tables" / f"{exp}.md").read_text()
+    assert note in table and "seed 1 was resumed" not in table
+
+
 def test_verdict_statistics():
     from equinorm.report.paper import PaperResult
     from equinorm.report.verdict import bootstrap_median_ci, overlap, paired, wilcoxon_p
@@ -172,7 +213,12 @@ def test_verdict_statistics():
     assert bootstrap_median_ci(d) == (lo, hi)  # a fixed generator: reproducible reports
     text = paired(d).text(0.6)
     assert text.startswith("+0.30 [") and text.endswith(
-        "p = 0.062, n = 5; paper +0.60 (outside the CI)"
+        "p = 0.062, n = 5 (CI and test disagree: more seeds needed); paper +0.60 (outside the CI)"
+    )
+    assert "disagree" not in paired(np.arange(1.0, 9.0)).text()  # p = 0.0078: both say "not 0"
+    assert paired(np.array([0.4])).text(0.6) == "+0.40, n = 1: n too small for a CI or a test"
+    assert overlap({"median": 97.5, "q25": 97.5, "q75": 97.5, "n": 2}, PaperResult(97.0)) == (
+        "n too small (n = 2)"
     )
     ours = {"median": 96.9, "q25": 96.8, "q75": 97.0, "n": 10}
     assert overlap(ours, PaperResult(96.87, 96.84, 97.04)) == (
@@ -245,7 +291,8 @@ def test_tables_and_figure_titles_show_the_global_batch_and_width(tmp_path, monk
     monkeypatch.setattr(figures.plt, "close", closed.append)
     figures.plot_experiment(results, exp, tmp_path / "figures")
     title = closed[0].axes[0].get_title(loc="left")
-    assert title.endswith("\nglobal batch 256 (2 devices x 128), width x1")
+    assert " ".join(title.split()).endswith("; global batch 256 (2 devices x 128), width x1")
+    assert all(len(line) <= 120 for line in title.splitlines())  # wrapped to the figure
 
 
 def test_a_cell_whose_runs_differ_in_batch_or_width_says_so(tmp_path):
@@ -364,3 +411,61 @@ def test_the_tex_tables_compile_with_booktabs(tree, tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_a_damaged_tree_still_gets_every_other_figure_and_table(tree, capsys):
+    exp = "cifar10_wrn_short"
+    cell = tree / "runs" / exp
+    history = cell / "cifar10-wrn-equi" / "seed=1" / "history.csv"
+    history.write_text(history.read_text() + "garbage,x,y,z,1,2,3,4\n")
+    repeated = cell / "cifar10-wrn-equi" / "seed=2" / "history.csv"
+    header = repeated.read_text().splitlines()[0]
+    repeated.write_text(repeated.read_text() + header + "\n")  # a resumed writer's second header
+    (cell / "cifar10-wrn-gn" / "seed=0" / "config.yaml").write_text("name: [unclosed\n")
+    (cell / "cifar10-wrn-bn" / "seed=0" / "history.csv").unlink()  # complete, no history
+    assert main(["--results", str(tree)]) == 0
+    err = capsys.readouterr().err
+    assert "seed=1/history.csv: line 32: epoch = 'garbage' is not a number" in err
+    assert "seed=2/history.csv: line 32: epoch = 'epoch' is not a number" in err
+    assert "cifar10-wrn-gn/seed=0/config.yaml: no readable identity" in err
+    assert "cifar10-wrn-bn/seed=0/history.csv: no history.csv" in err
+    table = (tree / "tables" / f"{exp}.md").read_text()
+    assert "Unreadable: EquiNorm seed 1: history.csv line 32" in table
+    assert "Unreadable: BatchNorm seed 0: no history.csv" in table
+    assert (tree / "figures" / f"{exp}.pdf").stat().st_size > 5000
+    assert (tree / "figures" / f"{exp}_equilibrium.png").is_file()
+    assert not list(tree.rglob(".report-*"))  # the staging folders are gone
+
+
+def test_the_report_never_replaces_tracked_files_unless_asked(tree, capsys):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tree), *args], check=True, capture_output=True)
+
+    assert main(["--results", str(tree)]) == 0
+    table = tree / "tables" / "cifar10_wrn_short.md"
+    git("init", "-q")
+    git("add", "tables/cifar10_wrn_short.md")
+    table.write_text("committed\n")
+    write_run(tree, "cifar10_wrn_short", "cifar10-wrn-bn", 7, 99.0)
+    capsys.readouterr()
+    assert main(["--results", str(tree)]) == 0
+    assert table.read_text() == "committed\n"
+    err = capsys.readouterr().err
+    assert "left 1 file(s) that git tracks as they were" in err and "--overwrite-tracked" in err
+    assert main(["--results", str(tree), "--overwrite-tracked"]) == 0
+    assert table.read_text().startswith("# cifar10_wrn_short")
+
+
+def test_ctrl_c_during_a_report_is_one_line_and_leaves_no_partial_file(tree, capsys, monkeypatch):
+    from equinorm.report import cli
+
+    def interrupted(*args, **kwargs):
+        (args[2] / "partial.png").write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "write_comparisons", interrupted)
+    assert main(["--results", str(tree)]) == 130
+    assert capsys.readouterr().err == (
+        "equinorm: report interrupted; every file written so far is whole\n"
+    )
+    assert not (tree / "figures").exists() and not list(tree.rglob("partial.png"))

@@ -84,6 +84,16 @@ def test_the_cpu_preset_and_a_fitting_gpu_request_pass(cluster):
     )
 
 
+def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo, no sbatch
+    slurm_check.partitions.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="needs SLURM and this machine has none"):
+            slurm_check.check_launcher(_launcher("hydra.launcher.timeout_min=120"))
+    finally:
+        slurm_check.partitions.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("text", "minutes"),
     [

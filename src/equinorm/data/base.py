@@ -100,6 +100,32 @@ class Source:
                         "use it unchecked"
                     )
 
+    def check_arrays(self, images: np.ndarray, labels, where: Path | str, layout="NCHW") -> None:
+        """What a split's arrays must be, named with the file they came from: uint8 pixels of
+        this dataset's channels and size, one label per image, labels 0..classes-1."""
+        info, images, labels = self.info, np.asarray(images), np.asarray(labels)
+        n, c, h, w = images.shape if images.ndim == 4 and layout == "NCHW" else (None,) * 4
+        if images.ndim == 4 and layout == "NHWC":
+            n, h, w, c = images.shape
+        size = info.image_size
+        fix = "it is not the dataset's release: delete it and download again, or remake it"
+        if n is None or (c, h, w) != (info.channels, size, size):
+            raise self.error(
+                f"{where}: images of shape {images.shape[1:]}, expected {info.channels} channels "
+                f"of {size}x{size} ({layout}); {fix}"
+            )
+        if images.dtype != np.uint8:
+            raise self.error(f"{where}: pixels are {images.dtype}, expected uint8 0-255; {fix}")
+        if labels.shape != (n,):
+            raise self.error(f"{where}: {n} images but {labels.size} labels; {fix}")
+        if n and not np.issubdtype(labels.dtype, np.integer):
+            raise self.error(f"{where}: labels are {labels.dtype}, expected integers; {fix}")
+        if n and (labels.min() < 0 or labels.max() >= info.num_classes):
+            raise self.error(
+                f"{where}: labels {labels.min()}..{labels.max()} outside 0..{info.num_classes - 1}"
+                f" ({info.num_classes} classes); {fix}"
+            )
+
     def _fetch(self, fetch: Callable, first_missing: Path) -> None:
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)

@@ -12,6 +12,7 @@ import pickle
 import numpy as np
 
 from equinorm.data.base import DatasetInfo, Source, torchvision_datasets
+from equinorm.errors import DatasetError
 
 
 def _unchecked(cls):
@@ -74,7 +75,7 @@ class CifarSource(Source):
                     with open(path, "rb") as f:
                         entry = pickle.load(f, encoding="latin1")
                     if path.name != self.tv_class.meta["filename"]:
-                        np.asarray(entry["data"]).reshape(-1, 3, 32, 32)
+                        np.asarray(entry["data"]).reshape(len(entry["data"]), 3, 32, 32)
                 except Exception as bad:
                     raise self.error(
                         f"{path} is corrupt or truncated ({type(bad).__name__}: {bad}); "
@@ -82,14 +83,29 @@ class CifarSource(Source):
                     ) from exc
             raise
 
+    def _checked(self, train: bool, transform=None):
+        """The split, checked (counts, shapes, pixels, label range); a failure names the file."""
+        ds = self._load(train, transform)
+        try:
+            self.check_arrays(ds.data, ds.targets, self.folder, layout="NHWC")
+        except DatasetError:
+            for name, _ in self.tv_class.train_list if train else self.tv_class.test_list:
+                with open(self.folder / name, "rb") as f:
+                    entry = pickle.load(f, encoding="latin1")
+                data = np.asarray(entry["data"])
+                labels = entry.get("labels", entry.get("fine_labels"))
+                self.check_arrays(data.reshape(len(data), 3, 32, 32), labels, self.folder / name)
+            raise
+        return ds
+
     def arrays(self, train: bool):
-        ds = self._load(train)
+        ds = self._checked(train)
         return np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(
             ds.targets, dtype=np.int64
         )
 
     def dataset(self, train: bool, transform):
-        return self._load(train, transform)
+        return self._checked(train, transform)
 
 
 class Cifar10(CifarSource):

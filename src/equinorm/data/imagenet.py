@@ -63,7 +63,15 @@ class ImageNet(Source):
                     f"Looked in dataset.root={self.root}"
                 )
             classes[split] = found
-        if self.verify and (classes["train"] != classes["val"] or len(classes["train"]) != 1000):
+        if classes["train"] != classes["val"] or len(classes["train"]) > 1000:  # labels by name
+            odd = sorted(set(classes["train"]) ^ set(classes["val"]))[:3]
+            raise self.error(
+                f"{self.folder}: train and val must hold the same class folders, at most 1000 "
+                f"(train {len(classes['train'])}, val {len(classes['val'])}"
+                + (f"; in one only: {', '.join(odd)}" if odd else "")
+                + "): labels are numbered by folder name, so they would not match"
+            )
+        if self.verify and len(classes["train"]) != 1000:
             raise self.error(
                 f"{self.folder} holds {len(classes['train'])} train and "
                 f"{len(classes['val'])} val class folders, expected the same 1000 in both "

@@ -17,7 +17,7 @@ from equinorm.data.base import DatasetInfo, Source
 from equinorm.data.device_loader import DeviceLoader
 from equinorm.data.registry import get_source
 from equinorm.data.torch_loader import TorchLoader, build_transform
-from equinorm.errors import ConfigError
+from equinorm.errors import ConfigError, DatasetError
 
 #: keys every dataset node has; any other key is an option of that dataset's source
 COMMON_KEYS = {
@@ -149,4 +149,10 @@ def build_loaders(
                     **common,
                 )
             )
+    if not len(loaders[0]):  # e.g. a batch larger than the data with drop_last: no step at all
+        raise DatasetError(
+            f"{info.name}: this process's share of the training images makes no batch of "
+            f"{batch_size * virtual_devices} with dataset.drop_last=true: lower "
+            "train.batch_size or set dataset.drop_last=false"
+        )
     return Data(loaders[0], loaders[1], info, standardize)

@@ -78,12 +78,18 @@ class Svhn(Source):
                 "delete it and download again"
             ) from exc
 
+    def _checked(self, split: str, transform=None):
+        """The split, checked (counts, shapes, pixels, label range) against its file."""
+        ds = self._load(split, transform)
+        self.check_arrays(ds.data, ds.labels, self.folder / _svhn().split_list[split][1])
+        return ds
+
     def arrays(self, train: bool):
-        parts = [self._load(s) for s in self.splits(train)]
+        parts = [self._checked(s) for s in self.splits(train)]
         images = np.concatenate([p.data for p in parts]) if len(parts) > 1 else parts[0].data
         labels = np.concatenate([p.labels for p in parts]).astype(np.int64)
         return np.ascontiguousarray(images), labels
 
     def dataset(self, train: bool, transform):
-        parts = [self._load(s, transform) for s in self.splits(train)]
+        parts = [self._checked(s, transform) for s in self.splits(train)]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)

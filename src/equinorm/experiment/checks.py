@@ -11,6 +11,7 @@ options, the device, the results directory, the data-parallel split, the SLURM r
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -74,6 +75,11 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
     submitted to another machine) checks ``train.device``'s spelling, not that it exists here."""
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
+    if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*", str(cfg.name)):
+        raise ConfigError(
+            f"name={cfg.name!r}: an experiment name is one folder name under "
+            f"{cfg.results_dir}/runs (letters, digits and _ . + -, not starting with a dot)"
+        )
     _positive_int("epochs", cfg.epochs)
     try:
         dataset_info(cfg.dataset.name)

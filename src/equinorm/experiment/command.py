@@ -10,10 +10,14 @@ config directories are left to Hydra.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import copy
+import re
+import sys
+from collections.abc import Callable, Iterator
 
+import yaml
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment
@@ -21,6 +25,7 @@ from equinorm.errors import ConfigError, one_line
 
 INFORMATIONAL = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
 CHOICE_GROUPS = (*experiment.GROUPS, "experiment", "debug")
+ANNOUNCE = 20  # sweeps of this many jobs or more say that they are being checked
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -45,6 +50,13 @@ def describe(exc: BaseException) -> str:
         group, _, choice = str(exc.missing_cfg_file).rpartition("/")
         if group in CHOICE_GROUPS:
             return f"{group}={choice} is not one of {', '.join(experiment.options(group))}"
+    lexer = re.match(r"LexerNoViableAltException: ([^=\s]+)=(\S*)", str(exc))
+    if lexer:  # e.g. a non-ASCII letter, unquoted
+        key, value = lexer.groups()
+        return (
+            f"{key}={value}: Hydra reads unquoted values as ASCII letters, digits and "
+            f"_-+./:@*; quote it: '{key}=\"{value}\"'"
+        )
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
         text = one_line(exc)
@@ -54,6 +66,26 @@ def describe(exc: BaseException) -> str:
     if cause is not None and one_line(cause) not in text:
         text = f"{text}: {one_line(cause)}"
     return text
+
+
+def composed(jobs: list[list[str]]) -> Iterator[tuple[list[str], DictConfig]]:
+    """Each job with its composed config (Hydra node included). Jobs that differ only in their
+    ``seed=`` (a sweep's seeds: most of its jobs) are composed once and given their seed, which
+    changes no other key: a 90-job sweep is checked in the time of 9."""
+    done: dict[tuple[str, ...], DictConfig] = {}
+    for job in jobs:
+        seeds = [o for o in job if o.startswith("seed=")]
+        rest = tuple(o for o in job if not o.startswith("seed="))
+        if len(seeds) != 1 or rest not in done:
+            cfg = experiment.compose(job, hydra=True)
+            done.setdefault(rest, cfg)
+            yield job, cfg
+            continue
+        cfg = copy.deepcopy(done[rest])
+        with open_dict(cfg):
+            cfg.seed = yaml.safe_load(seeds[0].split("=", 1)[1])
+        experiment.locate(cfg, cfg.hydra.runtime.choices)
+        yield job, cfg
 
 
 def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | None:
@@ -66,9 +98,11 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
         return None
     try:
         overrides = experiment.jobs(args.overrides, args.multirun)
-        for number, job in enumerate(overrides):
+        if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
+            print(f"equinorm: checking {len(overrides)} jobs before launching any", file=sys.stderr)
+        for number, (job, cfg) in enumerate(composed(overrides)):
             try:
-                check(experiment.compose(job, hydra=True))
+                check(cfg)
             except ConfigError as exc:
                 if not args.multirun:
                     raise

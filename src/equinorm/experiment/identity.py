@@ -23,7 +23,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from equinorm.errors import ConfigError
 
-#: keys that do not change a run's results (where things live, how they are shown, how fast)
+#: keys that do not change what a run computes (where things live, how they are shown, how fast;
+#: device, threads, compile and impl change only the last digits: provenance.json records them
+#: per attempt, and the report flags a run resumed under others)
 NON_SEMANTIC = (
     "results_dir",
     "run_dir",

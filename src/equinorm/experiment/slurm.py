@@ -6,7 +6,7 @@ specification"; a ``timeout_min`` at or below ``signal_delay_s`` (SLURM may sign
 early) requeues the job before it trains, up to ``max_num_timeout`` times. So the command
 line's check (:mod:`equinorm.experiment.command`) reads the partition with ``sinfo`` and says,
 in one line, which ``hydra.launcher.*`` key to change. Without ``sinfo`` on the submitting
-machine only the time check runs.
+machine there is no SLURM to submit to: one line says so (submitit would fail in sbatch).
 """
 
 from __future__ import annotations
@@ -91,7 +91,10 @@ def check_launcher(launcher: DictConfig) -> None:
     check_time(launcher)
     known = partitions()
     if known is None:
-        return
+        raise ConfigError(
+            "the SLURM launcher needs SLURM and this machine has none (no sinfo on PATH): "
+            "submit from the cluster's login node, or leave hydra/launcher out to run here"
+        )
     wanted = launcher.get("partition")
     if wanted:
         match = [p for p in known if p.name == wanted]

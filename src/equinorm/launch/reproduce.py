@@ -26,10 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
 from equinorm.data import dataset_info
-from equinorm.experiment.command import preflight
+from equinorm.errors import ConfigError
+from equinorm.experiment.checks import check_config, options
+from equinorm.experiment.command import composed, describe, preflight
 from equinorm.report.cli import main as report
 from equinorm.train import build
 
@@ -53,10 +57,10 @@ def sweep_jobs(experiment: str, overrides: list[str] = ()) -> list[list[str]]:
 
 
 @functools.cache
-def _macs(arch: str) -> int:
+def _macs(arch: str, classes: int, size: int, options: tuple) -> int:
     from equinorm.models.complexity import forward_macs
 
-    return forward_macs(arch)
+    return forward_macs(arch, "bn", classes, size, **dict(options))
 
 
 def _measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
@@ -80,12 +84,23 @@ def _measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
 @dataclass
 class PlanRow:
     experiment: str
-    dataset: str
-    arch: str
     jobs: int
-    epochs: int
+    epochs: str  # each distinct value, ", "-joined
     gpu_hours: float
-    basis: str  # "measured" or "MACs"
+    basis: str  # "measured" and/or "MACs"
+
+
+def job_seconds(cfg, measured: dict, tflops: float) -> tuple[float, str]:
+    """Training seconds of one composed job and what the estimate rests on: measured images/s
+    (GPU rows at full width), else forward MACs at the job's width, classes and resolution."""
+    info = dataset_info(cfg.dataset.name)
+    arch = {"in_channels": info.channels, **options(cfg, "arch")}
+    ips = measured.get((cfg.arch.name, cfg.norm.name)) if arch.get("width_mult", 1.0) == 1 else None
+    if ips:
+        return cfg.epochs * (info.train_size + info.test_size / 3) / ips, "measured"
+    macs = _macs(cfg.arch.name, info.num_classes, info.image_size, tuple(sorted(arch.items())))
+    flops = 2 * macs * (3 * info.train_size + info.test_size)  # backward: twice the forward
+    return cfg.epochs * flops / (tflops * 1e12), "MACs"
 
 
 def plan(
@@ -94,26 +109,24 @@ def plan(
     tflops: float = DEFAULT_TFLOPS,
     bench_dir: Path = Path("results/bench"),
 ) -> list[PlanRow]:
+    """Per experiment of ``target``: exactly the jobs ``make reproduce-<target> ARGS=...`` would
+    launch, each composed and checked as the trainer checks it (a bad override raises)."""
     measured = _measured_images_per_s(bench_dir)
     rows = []
     for experiment in TARGETS[target]:
         jobs = sweep_jobs(experiment, overrides)
-        cfg = experiments.compose(jobs[0])  # what the cost depends on is not swept by the targets
-        info = dataset_info(cfg.dataset.name)
-        hours, basis = 0.0, "MACs"
-        for job in jobs:
-            norm = _norm(experiment, job)
-            ips = measured.get((cfg.arch.name, norm))
-            if ips:
-                seconds = cfg.epochs * (info.train_size + info.test_size / 3) / ips
-                basis = "measured"
-            else:
-                flops = 2 * _macs(cfg.arch.name) * (3 * info.train_size + info.test_size)
-                seconds = cfg.epochs * flops / (tflops * 1e12)
-            hours += seconds / 3600
+        hours, bases, epochs = 0.0, set(), set()
+        for _, cfg in composed(jobs):  # a job's seed changes nothing here: composed once
+            check_config(cfg, devices_here=False)
+            seconds, basis = job_seconds(cfg, measured, tflops)
+            hours, epochs, bases = hours + seconds / 3600, epochs | {cfg.epochs}, bases | {basis}
         rows.append(
             PlanRow(
-                experiment, cfg.dataset.name, cfg.arch.name, len(jobs), cfg.epochs, hours, basis
+                experiment,
+                len(jobs),
+                ", ".join(map(str, sorted(epochs))),
+                hours,
+                ", ".join(sorted(bases)),
             )
         )
     return rows
@@ -135,22 +148,11 @@ def plan_markdown(
         rows = plan(target, list(overrides), tflops=tflops, bench_dir=bench_dir)
         lines.append(
             f"| `make reproduce-{target}` | {', '.join(r.experiment for r in rows)} | "
-            f"{sum(r.jobs for r in rows)} | {', '.join(str(r.epochs) for r in rows)} | "
+            f"{sum(r.jobs for r in rows)} | {', '.join(r.epochs for r in rows)} | "
             f"{sum(r.gpu_hours for r in rows):,.1f} | "
-            f"{', '.join(sorted({r.basis for r in rows}))} |"
+            f"{', '.join(sorted({b for r in rows for b in r.basis.split(', ')}))} |"
         )
     return "\n".join(lines)
-
-
-@functools.cache
-def _norm_name(experiment: str, choice: str) -> str:
-    return experiments.compose([f"experiment={experiment}", f"norm={choice}"]).norm.name
-
-
-def _norm(experiment: str, job: list[str]) -> str:
-    """The norm (its name) a job trains with."""
-    choice = dict(o.split("=", 1) for o in job).get("norm")
-    return _norm_name(experiment, choice) if choice else experiments.compose(job).norm.name
 
 
 def on_slurm(overrides: list[str]) -> bool:
@@ -219,11 +221,7 @@ def _report(target: str, results_dir: str) -> int:
     args = ["--results", results_dir]
     for experiment in TARGETS[target]:
         args += ["--experiment", experiment]
-    try:
-        return report(args)
-    except SystemExit as exc:  # e.g. no run of an experiment got as far as a history
-        print(f"equinorm: report: {exc}", file=sys.stderr)
-        return 1
+    return report(args)  # 1 (one line) when an experiment has no run yet
 
 
 def launch(
@@ -294,7 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = argv[split + 1 :]  # Hydra overrides for every job
     if args.plan:
         targets = list(TARGETS) if args.target == "all" else [args.target]
-        print(plan_markdown([t for t in targets if t != "all"], args.tflops, overrides=overrides))
+        try:
+            table = plan_markdown(
+                [t for t in targets if t != "all"], args.tflops, overrides=overrides
+            )
+        except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+            print(f"equinorm: error: {describe(exc)}", file=sys.stderr)
+            return 2
+        print(table)
         return 0
     if args.results != "results":
         overrides.append(f"results_dir={args.results}")

@@ -26,11 +26,18 @@ def parameter_counts() -> dict[str, dict[str, int]]:
     return out
 
 
-def forward_macs(arch: str, norm: str = "bn") -> int:
-    """Multiply-accumulates of one forward pass of one image at paper size (convs + linear)."""
-    classes, size = PAPER_SETTINGS[arch]
-    model = build_model(arch, norm, classes).eval()
+def forward_macs(
+    arch: str, norm: str = "bn", num_classes: int | None = None, size: int | None = None, **options
+) -> int:
+    """Multiply-accumulates of one forward pass of one image (convs + linear): at paper size, or
+    at ``size`` pixels with ``num_classes`` and the architecture ``options`` (``width_mult``,
+    ``in_channels``) of a run."""
+    classes, paper_size = PAPER_SETTINGS[arch]
+    size = size or paper_size
+    with torch.device("meta"):  # weights without memory; FlopCounterMode counts meta tensors
+        model = build_model(arch, norm, num_classes or classes, **options).eval()
+        x = torch.empty(1, options.get("in_channels", 3), size, size)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.rand(1, 3, size, size))
+        model(x)
     return counter.get_total_flops() // 2

@@ -5,30 +5,53 @@ Figure-1 diagnostic was logged, and ``<experiment>_hparam_<key>.*`` for every ke
 :mod:`equinorm.report.hparams`) and ``DIR/tables/<experiment>.{md,tex}``, and prints each table.
 Incomplete sweeps are the normal case: missing, failed, unfinished and diverged runs are counted
 and shown. Runs of one experiment made by different commits are warned about (stderr and the
-table); ``--commit SHA`` keeps only the runs every attempt of which ran that commit.
+table); ``--commit SHA`` keeps only the runs every attempt of which ran that commit clean
+(``SHA+dirty``: with uncommitted changes). A run resumed under other execution settings (threads,
+device, ``train.compile``, ``norm.impl``) is named too: its last digits differ from an
+uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from equinorm.report.collect import KEYS, Results, collect
-from equinorm.report.figures import plot_experiment
+from equinorm.report.figures import WIDTH, plot_experiment
 from equinorm.report.hparams import write_comparisons
-from equinorm.report.tables import commit_note, markdown, write_tables
+from equinorm.report.output import publish, staging
+from equinorm.report.tables import commit_note, markdown, resumed_note, write_tables
+
+
+class ReportError(Exception):
+    """A request the report cannot honour: one line, exit 2."""
+
+
+class NoRuns(Exception):
+    """Nothing to draw: one line, exit 1."""
 
 
 def only_commit(results: Results, commit: str) -> Results:
-    """The runs whose every attempt ran ``commit`` (a hash prefix; clean or ``+dirty``)."""
-    prefix = commit[:7]
-
-    def ran(label) -> bool:
-        parts = label.split(" / ") if isinstance(label, str) else []
-        return bool(parts) and all(p.split("+")[0].startswith(prefix) for p in parts)
-
-    keep = results.runs[results.runs["commit"].map(ran)].reset_index(drop=True)
+    """The runs whose every attempt ran ``commit`` (a hash or a prefix of 7+ hex digits; with
+    ``+dirty``: the runs of that commit with uncommitted changes, else only its clean ones)."""
+    match = re.fullmatch(r"([0-9a-f]{7,40})(\+dirty)?", commit.strip().lower())
+    if match is None:
+        raise ReportError(f"--commit {commit}: give 7 to 40 hex digits of a hash, +dirty optional")
+    prefix, dirty = match.group(1), bool(match.group(2))
+    labels = results.runs["commit_full"].map(lambda x: x.split(" / ") if isinstance(x, str) else [])
+    hashes = {label.split("+")[0] for parts in labels for label in parts} - {"unknown"}
+    found = sorted(h for h in hashes if h.startswith(prefix))
+    seen = results.runs["commit"].fillna("unknown").value_counts().sort_index()
+    listed = ", ".join(f"{c} ({n} run{'s' * (n > 1)})" for c, n in seen.items()) or "none"
+    if len(found) != 1:
+        what = "is a prefix of " + ", ".join(f[:12] for f in found) if found else "trained no run"
+        raise ReportError(f"--commit {commit} {what}; the runs come from: {listed}")
+    wanted = found[0] + ("+dirty" if dirty else "")
+    keep = results.runs[labels.map(lambda parts: parts == [wanted])].reset_index(drop=True)
+    if not len(keep):
+        raise ReportError(f"no run ran {wanted} in every attempt; the runs come from: {listed}")
 
     def rows(frame):  # the history and equilibrium rows of the runs kept
         return frame.merge(keep[KEYS], on=KEYS) if len(frame) else frame
@@ -43,6 +66,8 @@ def write_report(
     quiet: bool = False,
     diverged: str = "exclude",
     commit: str | None = None,
+    overwrite_tracked: bool = False,
+    width: float = WIDTH,
 ) -> list[Path]:
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir
@@ -51,18 +76,32 @@ def write_report(
         results = only_commit(results, commit)
     chosen = experiments or results.experiments()
     missing = sorted(set(chosen) - set(results.experiments()))
-    if missing:
-        raise SystemExit(f"no runs of {', '.join(missing)} under {results_dir / 'runs'}")
-    written = []
+    if missing or not chosen:
+        raise NoRuns(
+            f"no runs of {', '.join(missing) or 'any experiment'} under {results_dir}/runs"
+        )
+    written, kept = [], []
     for experiment in chosen:
-        written += plot_experiment(results, experiment, out / "figures", diverged)
-        written += write_tables(results, experiment, out / "tables")
-        written += write_comparisons(results, experiment, out)
-        note = commit_note(results.runs[results.runs["experiment"] == experiment])
-        if note:
-            print(f"equinorm: {experiment}: {note} (--commit SHA keeps one)", file=sys.stderr)
+        with staging(out) as stage:  # the experiment's files land together, each one whole
+            staged = plot_experiment(results, experiment, stage / "figures", diverged, width)
+            staged += write_tables(results, experiment, stage / "tables")
+            staged += write_comparisons(results, experiment, stage, width)
+            done, left = publish(stage, staged, out, overwrite_tracked)
+        written, kept = written + done, kept + left
+        runs = results.runs[results.runs["experiment"] == experiment]
+        for note in filter(None, [commit_note(runs), *resumed_note(runs)]):
+            print(f"equinorm: {experiment}: {note}", file=sys.stderr)
         if not quiet:
             print(markdown(results, experiment))
+    for path in results.skipped:
+        print(f"equinorm: skipped {path}", file=sys.stderr)
+    if kept:
+        print(
+            f"equinorm: left {len(kept)} file(s) that git tracks as they were "
+            f"({', '.join(str(p) for p in kept[:3])}{', ...' if len(kept) > 3 else ''}): "
+            "write elsewhere with --out DIR, or replace them with --overwrite-tracked",
+            file=sys.stderr,
+        )
     return written
 
 
@@ -88,10 +127,23 @@ def main(argv: list[str] | None = None) -> int:
         "(default) or count them at chance accuracy and loss (the caption says which)",
     )
     parser.add_argument(
+        "--width",
+        type=float,
+        default=WIDTH,
+        help=f"figure width in inches (default {WIDTH}: a two-column paper's text width; 3.3: "
+        "one column, panels stacked)",
+    )
+    parser.add_argument(
+        "--overwrite-tracked",
+        action="store_true",
+        help="replace figures and tables that git tracks (the committed demo artefacts); "
+        "without it they are left as they are",
+    )
+    parser.add_argument(
         "--commit",
         default=None,
-        help="only runs trained by this git commit (a hash prefix of 7+ characters; see each "
-        "run's provenance.json)",
+        help="only runs trained by this git commit (7+ hex digits of its hash; SHA+dirty: with "
+        "uncommitted changes; see each run's provenance.json)",
     )
     args = parser.parse_args(argv)
     if not (Path(args.results) / "runs").is_dir():
@@ -103,17 +155,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         written = write_report(
-            args.results, args.out, args.experiments, diverged=args.diverged, commit=args.commit
+            args.results,
+            args.out,
+            args.experiments,
+            diverged=args.diverged,
+            commit=args.commit,
+            overwrite_tracked=args.overwrite_tracked,
+            width=args.width,
         )
+    except KeyboardInterrupt:
+        print("equinorm: report interrupted; every file written so far is whole", file=sys.stderr)
+        return 130
+    except (ReportError, NoRuns) as exc:
+        print(f"equinorm: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ReportError) else 1
     except OSError as exc:  # a read-only or full disk
         print(
             f"equinorm: cannot write {exc.filename or args.out or args.results}: {exc.strerror}; "
             "write the figures and tables elsewhere with --out DIR",
             file=sys.stderr,
         )
-        return 1
-    if not written:
-        print(f"equinorm: no runs under {Path(args.results) / 'runs'}", file=sys.stderr)
         return 1
     for path in written:
         print(f"wrote {path}")

@@ -10,13 +10,13 @@ else ``config.yaml``), never from directory names. Only those files, ``history.c
 Statuses: ``complete``, ``diverged``, ``failed`` (the last attempt recorded an error, ``error``)
 and ``unfinished`` (running, interrupted, or without a readable summary). ``commit`` is the git
 commit (``+dirty``: with uncommitted changes) of the code that trained the run, every attempt's
-when a resumed run saw several (``a / b``).
+when a resumed run saw several (``a / b``; ``commit_full`` with whole hashes); ``resumed_under``
+names the execution settings (threads, device, compile, impl) that changed between its attempts.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +27,6 @@ from equinorm.report.setup import SETUP
 from equinorm.run import provenance
 from equinorm.run.record import ERROR_FILE, RunDir
 
-log = logging.getLogger(__name__)
 KEYS = ["experiment", "dataset", "arch", "variant", "norm", "seed"]
 RECORDS = ("summary.json", ERROR_FILE, "config.yaml")  # a run directory holds one of them
 
@@ -37,19 +36,28 @@ class Results:
     runs: pd.DataFrame  # one row per run: KEYS + status, epoch(s), final metrics, SETUP, path
     history: pd.DataFrame  # one row per run and epoch: KEYS + status + history.csv columns
     equilibrium: pd.DataFrame  # Figure-1 diagnostic rows: KEYS + epoch, layer, positive, negative
+    skipped: list[str] = field(default_factory=list)  # "<file>: why", what could not be read
 
     def experiments(self) -> list[str]:
         return sorted(self.runs["experiment"].unique()) if len(self.runs) else []
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
+def _read_csv(path: Path, numeric: bool = False) -> pd.DataFrame:
+    """The table (``numeric``: every value a number, or empty/nan); raises ``ValueError`` naming
+    what is wrong, ``FileNotFoundError`` when there is none."""
     try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        return None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError) as exc:
-        log.warning("ignoring unreadable %s (%s)", path, exc)
-        return None
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc).strip().splitlines()[-1]) from exc
+    if numeric:
+        for col in frame.columns:
+            values = pd.to_numeric(frame[col], errors="coerce")
+            bad = values.isna() & frame[col].notna()
+            if bad.any():  # a garbage line, a repeated header
+                row = int(bad.idxmax())
+                raise ValueError(f"line {row + 2}: {col} = {frame[col][row]!r} is not a number")
+            frame[col] = values
+    return frame
 
 
 def _run_dirs(root: Path) -> list[Path]:
@@ -74,29 +82,47 @@ def identity(rundir: RunDir, summary: dict | None, error: dict | None) -> dict |
             "seed": cfg["seed"],
             "variant": cfg.get("variant"),
         }
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring %s: no readable identity (%s)", rundir.path, exc)
-        return None
+    except Exception as exc:  # a missing or hand-damaged config.yaml (a YAML error, a key)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{rundir.config_path}: no readable identity ({why})") from exc
 
 
-def _commits(seed_dir: Path) -> str | None:
-    labels = list(dict.fromkeys(provenance.commit_label(a) for a in provenance.read(seed_dir)))
-    return " / ".join(labels) or None
+def _commits(attempts: list[dict], full: bool = False) -> str | None:
+    """Every attempt's commit label (``abc1234`` or ``abc1234+dirty``; ``full``: the whole hash),
+    ``" / "``-joined in order, once each."""
+    labels = [provenance.commit_label(a, full) for a in attempts]
+    return " / ".join(dict.fromkeys(labels)) or None
 
 
 def collect(results_dir: str | Path) -> Results:
     root = Path(results_dir) / "runs"
-    runs, histories, equilibria = [], [], []
+    runs, histories, equilibria, skipped = [], [], [], []
+
+    skip = skipped.append  # scripts/report.py names each
+
     for seed_dir in _run_dirs(root):
         rundir = RunDir(seed_dir)
         summary, error = rundir.summary(), rundir.error()
         if summary and summary.get("status") == "unreadable":
-            log.warning("unreadable %s: counted as unfinished", rundir.summary_path)
-        named = identity(rundir, summary, error)
-        if named is None:
+            skip(f"{rundir.summary_path}: unreadable (the run counts as unfinished)")
+        try:
+            named = identity(rundir, summary, error)
+        except ValueError as exc:
+            skip(str(exc))
             continue
-        history = _read_csv(rundir.history_path)
+        unread = ""
+        try:
+            history = _read_csv(rundir.history_path, numeric=True)
+        except FileNotFoundError:
+            history = None
+            if (summary or {}).get("status") in ("complete", "diverged"):
+                unread = "no history.csv"
+        except (ValueError, OSError) as exc:
+            history, unread = None, f"history.csv {exc}"
+        if unread:
+            skip(f"{rundir.history_path}: {unread.removeprefix('history.csv ')} (no curves)")
         summary = summary or {}
+        attempts = provenance.read(seed_dir)
         status = summary.get("status")
         if status not in ("complete", "diverged"):
             status = "failed" if error is not None else "unfinished"
@@ -129,14 +155,23 @@ def collect(results_dir: str | Path) -> Results:
                 "devices": _devices(summary),
                 "width_mult": summary.get("width_mult"),
                 "error": (error or {}).get("error", "") if status == "failed" else None,
-                "commit": _commits(seed_dir),
+                "unread": unread,
+                "commit": _commits(attempts),
+                "commit_full": _commits(attempts, full=True),
+                "resumed_under": provenance.execution_changes(attempts),
                 "path": str(seed_dir),
                 "items": items,
             }
         )
         if history is not None and len(history):
             histories.append(history.assign(**key, status=status))
-        eq = _read_csv(seed_dir / "equilibrium.csv")
+        try:
+            eq = _read_csv(seed_dir / "equilibrium.csv")
+        except FileNotFoundError:
+            eq = None
+        except (ValueError, OSError) as exc:
+            eq = None
+            skip(f"{seed_dir / 'equilibrium.csv'}: {exc}")
         if eq is not None and len(eq):
             equilibria.append(eq.assign(**key, status=status))
     run_cols = [
@@ -150,14 +185,17 @@ def collect(results_dir: str | Path) -> Results:
         "diverged_epoch",
         *SETUP,
         "error",
+        "unread",
         "commit",
+        "commit_full",
+        "resumed_under",
         "path",
         "items",
     ]
     frame = pd.DataFrame(runs, columns=run_cols)
     for col in ("test_acc", "test_loss", "train_loss"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    return Results(frame, _concat(histories), _concat(equilibria))
+    return Results(frame, _concat(histories), _concat(equilibria), skipped)
 
 
 def _devices(summary: dict) -> int | None:

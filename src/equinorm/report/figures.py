@@ -15,6 +15,7 @@ diagnostic also get the positive/negative contribution plot.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +35,24 @@ from equinorm.report.tables import cell_title
 
 FORMATS = ("png", "pdf")
 ZOOM_FROM = 2 / 3  # the zoomed panel shows the last third of the epochs
+WIDTH = 7.0  # inches: a two-column paper's text width (scripts/report.py --width 3.3: a column)
+#: type sized for print at WIDTH: 7-8 pt, as a paper's own figures
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "lines.linewidth": 1.3,
+    "lines.markersize": 4,
+}
+
+
+def wrap(text: str, width_in: float, size_pt: float = 8) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``size_pt`` (each line kept)."""
+    chars = max(int(width_in * 72 / (0.55 * size_pt)), 20)  # an average glyph: ~0.55 em
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
 
 def save(fig, out_dir: Path, stem: str) -> list[Path]:
@@ -96,7 +115,8 @@ def _draw(ax, c: pd.DataFrame, norm: str, label: str | None, at) -> None:
         ax.plot(at, y, "x", color=color, ms=7, mew=1.8, zorder=5)
 
 
-def _row(axes, results, experiment, cell, fin, expected, diverged) -> None:
+def _row(axes, key, results, experiment, cell, fin, expected, diverged, log_loss, width) -> None:
+    """One cell's three panels (``axes``) and its legend (in the axes ``key``, under them)."""
     variant = cell[2]
     runs = results.runs[results.runs["experiment"] == experiment]
     sub = in_cell(results.history[results.history["experiment"] == experiment], cell)
@@ -123,34 +143,59 @@ def _row(axes, results, experiment, cell, fin, expected, diverged) -> None:
         drawn["loss"].append(lo)
     _fit(ax_acc, drawn["acc"], 0, top=100.0)
     _fit(ax_zoom, drawn["acc"], zoom_from)
-    losses = pd.concat(drawn["loss"]) if drawn["loss"] else pd.DataFrame()
-    low = losses["q25"].astype(float) if len(losses) else pd.Series(dtype=float)
-    low = low[np.isfinite(low) & (low > 0)]
-    if len(low) and losses["q75"].astype(float).max() / low.min() > 20:
-        ax_loss.set_yscale("log")  # early losses far above the final ones: both stay readable
+    if log_loss:  # one scale for the whole figure (:func:`_log_loss`)
+        ax_loss.set_yscale("log")
     else:
         _fit(ax_loss, drawn["loss"], 0)
     ax_zoom.set_xlim(zoom_from - 0.3, last + 0.3)
     paper = PAPER.get(experiment)
     where = f" -- paper {paper.where}" if paper and not variant else ""
     setup = describe(in_cell(runs, cell))
-    title = f"{experiment}: {cell_title(*cell)}{where}"
-    ax_acc.set_title(title + (f"\n{setup}" if setup else ""), loc="left", fontsize=10)
+    title = f"{experiment}: {cell_title(*cell)}{where}" + (f"; {setup}" if setup else "")
+    ax_acc.set_title(wrap(title, width), loc="left")  # the row's width: the zoom has no title
     ax_acc.set_ylabel("Test accuracy (%)")
-    ax_zoom.set_title(f"zoom: epochs {zoom_from:g}-{last:g}", loc="left", fontsize=9)
-    ax_loss.set_ylabel("Test loss" + (" (log scale)" if ax_loss.get_yscale() == "log" else ""))
+    ax_loss.set_ylabel("Test loss" + (" (log scale)" if log_loss else ""))
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Epoch")
         ax.grid(alpha=0.3)
+    ax_zoom.set_xlabel(f"Epoch (zoom: {zoom_from:g}-{last:g})")
     handles, labels = ax_acc.get_legend_handles_labels()
-    ax_loss.legend(
-        handles, labels, loc="center left", bbox_to_anchor=(1.03, 0.5), fontsize=8, frameon=False
-    )
+    key.axis("off")
+    fits = int(width * 72 / (0.55 * 7 * (max(map(len, labels), default=1) + 6)))  # 7 pt entries
+    legend = key.legend(handles, labels, loc="center", ncol=max(1, min(len(labels), fits)))
+    legend.set_frame_on(False)
+    legend.set_in_layout(False)  # its row is reserved by the grid; the panels keep the width
+
+
+def _grid(fig, cells: int, columns: int) -> list[tuple[list, object]]:
+    """Per cell: its three panels (a row, or stacked in one column) and a legend row under them,
+    all in one grid so the layout leaves room for each (the legend is as wide as the figure)."""
+    per = 3 // columns  # rows of panels per cell
+    ratios = ([1.0] * per + [0.18 if columns == 3 else 0.35]) * cells
+    widths = [1.15, 0.8, 1.15] if columns == 3 else None
+    grid = fig.add_gridspec(len(ratios), columns, height_ratios=ratios, width_ratios=widths)
+    out = []
+    for i in range(cells):
+        top = i * (per + 1)
+        panels = [fig.add_subplot(grid[top + j // columns, j % columns]) for j in range(3)]
+        out.append((panels, fig.add_subplot(grid[top + per, :])))
+    return out
+
+
+def _log_loss(curves_: pd.DataFrame) -> bool:
+    """Log scale for the loss when early losses dwarf the final ones (both stay readable)."""
+    low = curves_["q25"].astype(float) if len(curves_) else pd.Series(dtype=float)
+    low = low[np.isfinite(low) & (low > 0)]
+    return bool(len(low)) and curves_["q75"].astype(float).max() / low.min() > 20
 
 
 def plot_experiment(
-    results: Results, experiment: str, out_dir: Path, diverged: str = "exclude"
+    results: Results,
+    experiment: str,
+    out_dir: Path,
+    diverged: str = "exclude",
+    width: float = WIDTH,
 ) -> list[Path]:
     """Write ``<out_dir>/<experiment>.{png,pdf}`` (and the equilibrium plot when there is one)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,53 +208,51 @@ def plot_experiment(
     shown = [c for c in cells(runs) if c in with_curves]
     empty = [c for c in cells(runs) if c not in with_curves]
     written = []
-    if shown:
-        fig, axes = plt.subplots(
-            len(shown),
-            3,
-            figsize=(15, 4.0 * len(shown)),
-            squeeze=False,
-            gridspec_kw={"width_ratios": [1.15, 0.8, 1.15]},
-        )
-        for row, cell in enumerate(shown):
-            _row(axes[row], results, experiment, cell, fin, expected, diverged)
-        caption = "median over seeds; bands: 25%-75%"
-        if not divergences(hist).empty:
-            caption += "; " + CAPTIONS[diverged]
-        if empty:
-            caption += "; no epoch finished yet: " + ", ".join(cell_title(*c) for c in empty)
-        fig.tight_layout()
-        fig.text(0.0, -0.01, caption, ha="left", va="top", fontsize=8, color="0.3")
-        written += save(fig, out_dir, experiment)
-    eq = results.equilibrium
-    if not eq.empty and (eq["experiment"] == experiment).any():
-        written += plot_equilibrium(eq[eq["experiment"] == experiment], experiment, out_dir)
+    with plt.rc_context(STYLE):
+        if shown:
+            log_loss = _log_loss(curves(hist, "test_loss", diverged, _classes))
+            columns = 3 if width >= 6 else 1  # a single column stacks a row's panels
+            height = (2.9 if columns == 3 else 7.4) * len(shown)
+            fig = plt.figure(figsize=(width, height))
+            for (panels, key), cell in zip(_grid(fig, len(shown), columns), shown, strict=True):
+                args = (fin, expected, diverged, log_loss, width)
+                _row(panels, key, results, experiment, cell, *args)
+            caption = "median over seeds; bands: 25%-75%"
+            if not divergences(hist).empty:
+                caption += "; " + CAPTIONS[diverged]
+            if empty:
+                caption += "; no epoch finished yet: " + ", ".join(cell_title(*c) for c in empty)
+            fig.tight_layout()
+            fig.text(0.0, -0.01, wrap(caption, width, 7), ha="left", va="top", fontsize=7)
+            written += save(fig, out_dir, experiment)
+        eq = results.equilibrium
+        if not eq.empty and (eq["experiment"] == experiment).any():
+            eq = eq[eq["experiment"] == experiment]
+            written += plot_equilibrium(eq, experiment, out_dir, width)
     return written
 
 
-def plot_equilibrium(eq: pd.DataFrame, experiment: str, out_dir: Path) -> list[Path]:
+def plot_equilibrium(
+    eq: pd.DataFrame, experiment: str, out_dir: Path, width: float = WIDTH
+) -> list[Path]:
     """The Figure-1 diagnostic: mean positive and negative contribution per output element, over
     the network's layers, per epoch (median over seeds, band 25%-75%), with EquiNorm's
     equilibrium at +-1 drawn and named; one panel per cell (dataset, arch, variant)."""
     shown = cells(eq)
-    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 4.4 * len(shown)), squeeze=False)
+    panel = min(width, 5.0)  # one panel: not wider than it needs
+    fig, axes = plt.subplots(len(shown), 1, figsize=(panel, 3.6 * len(shown)), squeeze=False)
     for ax, cell in zip(axes[:, 0], shown, strict=True):
         title = f"{experiment}: positive vs negative weight contributions (paper Fig. 1)"
         if len(shown) > 1:
-            title = f"{title}\n{cell_title(*cell)}"
-        _equilibrium_panel(ax, in_cell(eq, cell), title)
+            title = f"{title}; {cell_title(*cell)}"
+        _equilibrium_panel(ax, in_cell(eq, cell), wrap(title, panel))
     fig.tight_layout()
-    fig.text(
-        0.0,
-        -0.01,
-        "mean over the network's convolutions of the positive and the negative weights' output "
-        "per output element; lines: median over seeds, bands: 25%-75%.\nEquiNorm holds +1 / -1 "
-        "exactly with cyclic padding and stride 1; zero padding and strides pull it inside.",
-        ha="left",
-        va="top",
-        fontsize=8,
-        color="0.3",
+    caption = (
+        "Mean over the network's convolutions of the positive and the negative weights' output "
+        "per output element; lines: median over seeds, bands: 25%-75%. EquiNorm holds +1 / -1 "
+        "exactly with cyclic padding and stride 1; zero padding and strides pull it inside."
     )
+    fig.text(0.0, -0.01, wrap(caption, panel, 7), ha="left", va="top", fontsize=7)
     return save(fig, out_dir, f"{experiment}_equilibrium")
 
 
@@ -234,6 +277,6 @@ def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
     ax.axhline(0, color="0.8", lw=0.6)
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Contribution per output element")
-    ax.set_title(title, loc="left", fontsize=10)
-    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.set_title(title, loc="left")
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.grid(alpha=0.3)

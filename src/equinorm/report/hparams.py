@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from equinorm import experiment as experiments
 from equinorm.experiment.identity import value_text
 from equinorm.report.collect import Results
-from equinorm.report.figures import save
+from equinorm.report.figures import STYLE, WIDTH, save, wrap
 from equinorm.report.paper import (
     NORM_COLORS,
     NORM_MARKERS,
@@ -118,7 +118,9 @@ def _table(frame: pd.DataFrame, key: str) -> tuple[list[str], list[list[str]]]:
     return ["cell", *header], rows
 
 
-def write_comparison(results: Results, experiment: str, key: str, out_dir: Path) -> list[Path]:
+def write_comparison(
+    results: Results, experiment: str, key: str, out_dir: Path, width: float = WIDTH
+) -> list[Path]:
     runs = results.runs[results.runs["experiment"] == experiment]
     frame = summary(runs, key)
     if frame.empty:
@@ -142,14 +144,24 @@ def write_comparison(results: Results, experiment: str, key: str, out_dir: Path)
     return [
         tables / f"{stem}.md",
         tables / f"{stem}.tex",
-        *_figure(runs, frame, key, figures, stem),
+        *_figure(runs, frame, key, figures, stem, width),
     ]
 
 
-def _figure(runs, frame, key, out_dir: Path, stem: str) -> list[Path]:
+def _figure(runs, frame, key, out_dir: Path, stem: str, width: float = WIDTH) -> list[Path]:
+    with plt.rc_context(STYLE):
+        return _draw_figure(runs, frame, key, out_dir, stem, width)
+
+
+def _draw_figure(runs, frame, key, out_dir: Path, stem: str, width: float) -> list[Path]:
     groups = list(frame.groupby(["dataset", "arch"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
-    for ax, ((dataset, arch), g) in zip(axes[0], groups, strict=True):
+    per_row = max(1, min(len(groups), int(width // 3.2)))  # panels of >= 3.2 in
+    rows = -(-len(groups) // per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(width, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    panel = width / per_row
+    for ax, ((dataset, arch), g) in zip(axes.flat, groups, strict=False):
         order, numeric = _order(g["value"].unique())
         x_of = {v: float(v) if numeric else i for i, v in enumerate(order)}
         for norm in sorted(g["norm"].unique(), key=norm_sort_key):
@@ -188,37 +200,41 @@ def _figure(runs, frame, key, out_dir: Path, stem: str) -> list[Path]:
         positive = numeric and all(x_of[v] > 0 for v in order)
         if positive and max(x_of.values()) / min(x_of.values()) >= 10:
             ax.set_xscale("log")
-        if not numeric:
-            ax.set_xticks(range(len(order)), order)
+        if not numeric:  # e.g. lists: wrapped and tilted, never over each other
+            labels = [wrap(v, panel / max(len(order), 1), 7) for v in order]
+            ax.set_xticks(range(len(order)), labels, rotation=30 if len(order) > 3 else 0)
         cell = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
         setup = describe(cell)
-        ax.set_title(
-            f"{dataset} / {arch}: final test accuracy vs {key}" + (f"\n{setup}" if setup else ""),
-            loc="left",
-            fontsize=10,
+        title = f"{dataset} / {arch}: final test accuracy vs {key}" + (
+            f"; {setup}" if setup else ""
         )
+        ax.set_title(wrap(title, panel), loc="left")
         ax.set_xlabel(key)
         ax.set_ylabel("Final test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.tight_layout()
-    fig.text(
-        0.0,
-        -0.01,
-        "median over complete seeds; bars: 25%-75%",
-        ha="left",
-        va="top",
-        fontsize=8,
-        color="0.3",
+    fig.legend(  # under the panels, the caption as its title
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(0, 0),
+        ncol=4,
+        frameon=False,
+        title="median over complete seeds; bars: 25%-75%",
+        title_fontsize=7,
+        alignment="left",
     )
     return save(fig, out_dir, stem)
 
 
-def write_comparisons(results: Results, experiment: str, out_dir: Path) -> list[Path]:
+def write_comparisons(
+    results: Results, experiment: str, out_dir: Path, width: float = WIDTH
+) -> list[Path]:
     runs = results.runs[results.runs["experiment"] == experiment]
     written = []
     for key in swept(runs):
-        written += write_comparison(results, experiment, key, out_dir)
+        written += write_comparison(results, experiment, key, out_dir, width)
     return written
 
 

@@ -22,7 +22,7 @@ from equinorm.report.expected import expected_seeds
 from equinorm.report.paper import PAPER, norm_label, norm_sort_key
 from equinorm.report.setup import describe
 from equinorm.report.stats import cells, finals, in_cell, paired_values
-from equinorm.report.verdict import overlap, paired
+from equinorm.report.verdict import EXPLAINED, overlap, paired
 
 BASELINE = "bn"  # the paper compares every norm with BatchNorm
 HEADER = [
@@ -143,14 +143,36 @@ def commit_note(runs: pd.DataFrame) -> str:
         return ""
     counts = labels.value_counts().sort_index()
     listed = ", ".join(f"{label} ({n} run{'s' * (n > 1)})" for label, n in counts.items())
-    return f"Warning: these runs come from different commits: {listed}."
+    return (
+        f"Warning: these runs come from different commits: {listed} "
+        "(scripts/report.py --commit SHA, or SHA+dirty, keeps one commit's)."
+    )
+
+
+def resumed_note(runs: pd.DataFrame) -> list[str]:
+    """One line per run resumed under other execution settings than it started with."""
+    changed = runs[runs["resumed_under"].fillna("") != ""]
+    return [
+        f"Note: {norm_label(r['norm'])} seed {r['seed']} was resumed with {r['resumed_under']}: "
+        "its last digits differ from an uninterrupted run's."
+        for _, r in changed.sort_values(["norm", "seed"]).iterrows()
+    ]
 
 
 def _failures(runs: pd.DataFrame) -> list[str]:
+    """A line per failed run (its error) and per run whose history could not be read."""
     failed = runs[runs["status"] == "failed"]
+    unread = runs[runs["unread"].fillna("") != ""]
     return [
-        f"Failed: {norm_label(r['norm'])} seed {r['seed']}: {r['error']}"
-        for _, r in failed.sort_values(["norm", "seed"]).iterrows()
+        *(
+            f"Failed: {norm_label(r['norm'])} seed {r['seed']}: {r['error']}"
+            for _, r in failed.sort_values(["norm", "seed"]).iterrows()
+        ),
+        *(
+            f"Unreadable: {norm_label(r['norm'])} seed {r['seed']}: {r['unread']} "
+            "(counted in the table, left out of the curves)"
+            for _, r in unread.sort_values(["norm", "seed"]).iterrows()
+        ),
     ]
 
 
@@ -179,13 +201,14 @@ def markdown(results: Results, experiment: str) -> str:
         lines += [f"Paper: {paper.where}." + (f" {paper.note}." if paper.note else ""), ""]
     lines += [
         "Final test accuracy over seeds: median (25%-75%); paper: median (25%-75%) where reported.",
+        EXPLAINED,
         "",
     ]
     sections = list(_sections(results, experiment))
     for title, sub, rows in sections:
         lines += [f"## {title}" if len(sections) > 1 else title, ""]
         lines += [*markdown_table(HEADER, rows), ""]
-        notes = [commit_note(sub), *_failures(sub)]
+        notes = [commit_note(sub), *resumed_note(sub), *_failures(sub)]
         lines += [n for n in notes if n] + ([""] if any(notes) else [])
     return "\n".join(lines).rstrip() + "\n"
 
@@ -227,7 +250,8 @@ def tex_table(
 def latex(results: Results, experiment: str) -> str:
     """The experiment's table in LaTeX, one block per cell of runs."""
     blocks = [(title, rows) for title, _, rows in _sections(results, experiment)]
-    return tex_table(f"{experiment}: final test accuracy, {TEX_NOTE}.", TEX_HEADER, blocks)
+    note = f"{experiment}: final test accuracy, {TEX_NOTE}. {EXPLAINED}"
+    return tex_table(note, TEX_HEADER, blocks)
 
 
 def write_tables(results: Results, experiment: str, out_dir: Path) -> list[Path]:
@@ -243,6 +267,7 @@ __all__ = [
     "latex",
     "markdown",
     "markdown_table",
+    "resumed_note",
     "table_rows",
     "tex",
     "tex_table",

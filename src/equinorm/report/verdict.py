@@ -9,7 +9,11 @@ Two questions per norm, as a reviewer asks them:
    with a 95% percentile-bootstrap confidence interval and the Wilcoxon signed-rank p-value
    (two-sided, exact for small samples; scipy), beside the paper's difference of medians.
 
-The bootstrap uses a fixed generator, so a report is byte-identical when the runs are.
+The bootstrap uses a fixed generator, so a report is byte-identical when the runs are. Below
+:data:`MIN_SEEDS` seeds (or pairs) neither question is answered ("n too small"): an IQR of one or
+two values and a bootstrap of two differences say nothing. The two tests can disagree on few seeds
+(with n pairs the exact signed-rank p is at least 2/2^n: 0.062 at n = 5, while the bootstrap CI is
+optimistic there); the table says so rather than pick one (:data:`EXPLAINED`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ from equinorm.report.paper import PaperResult
 
 RESAMPLES = 10_000
 LEVEL = 0.95
+MIN_SEEDS = 3
+ALPHA = 1 - LEVEL
+#: the caption line that explains the verdict and the paired columns
+EXPLAINED = (
+    "Verdict: agrees when the paper's median lies in our 25%-75% range or ours in the paper's. "
+    "Paired: the median over seeds of (norm - BatchNorm) on the same seed, its 95% "
+    "percentile-bootstrap CI and the two-sided exact Wilcoxon signed-rank p; with n pairs p is "
+    "at least 2/2^n (0.062 at n = 5), so on few seeds a CI excluding 0 beside p > 0.05 means "
+    f"more seeds are needed. Below {MIN_SEEDS} seeds neither is given (n too small)."
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +51,13 @@ class Paired:
     p_value: float | None  # Wilcoxon signed-rank; None below 2 pairs
 
     def text(self, paper_diff: float | None = None) -> str:
+        if self.n < MIN_SEEDS:
+            return f"{self.median:+.2f}, n = {self.n}: n too small for a CI or a test"
         p = "p n/a" if self.p_value is None else f"p = {self.p_value:.2g}"
         out = f"{self.median:+.2f} [{self.ci_low:+.2f}, {self.ci_high:+.2f}], {p}, n = {self.n}"
+        excludes_zero = self.ci_low > 0 or self.ci_high < 0
+        if self.p_value is not None and excludes_zero != (self.p_value < ALPHA):
+            out += " (CI and test disagree: more seeds needed)"
         if paper_diff is not None:
             inside = self.ci_low <= paper_diff <= self.ci_high
             out += f"; paper {paper_diff:+.2f} ({'inside' if inside else 'outside'} the CI)"
@@ -77,6 +96,8 @@ def overlap(ours: dict, paper: PaperResult | None) -> str:
     paper's number."""
     if paper is None or not ours.get("n") or math.isnan(ours["median"]):
         return "-"
+    if ours["n"] < MIN_SEEDS:
+        return f"n too small (n = {ours['n']})"
     reasons = []
     if ours["q25"] <= paper.median <= ours["q75"]:
         reasons.append("paper's median in our IQR")
@@ -85,4 +106,12 @@ def overlap(ours: dict, paper: PaperResult | None) -> str:
     return f"agrees ({'; '.join(reasons)})" if reasons else "differs"
 
 
-__all__ = ["Paired", "bootstrap_median_ci", "overlap", "paired", "wilcoxon_p"]
+__all__ = [
+    "EXPLAINED",
+    "MIN_SEEDS",
+    "Paired",
+    "bootstrap_median_ci",
+    "overlap",
+    "paired",
+    "wilcoxon_p",
+]

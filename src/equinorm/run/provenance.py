@@ -47,6 +47,7 @@ def device_name(device: torch.device) -> str:
 
 
 def _git(*args: str) -> str | None:
+    """git's output as it printed it (``status --porcelain`` lines start with a blank)."""
     try:
         out = subprocess.run(
             ["git", "-C", str(SOURCE), *args],
@@ -57,18 +58,19 @@ def _git(*args: str) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip()
+    return out.stdout
 
 
 @lru_cache(maxsize=1)
 def code() -> dict:
-    """``commit`` (None outside a git checkout, e.g. an installed wheel), ``dirty`` (tracked files
-    changed since that commit) and the first changed files, with the package version."""
+    """``commit`` (None outside a git checkout, e.g. an installed wheel), ``dirty`` (files changed
+    since that commit, new files that git does not ignore included: a new experiment file is code)
+    and the first changed files, with the package version."""
     info: dict = {"version": __version__, "commit": None, "dirty": None}
     if not (SOURCE / ".git").exists():
         return info
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit = (_git("rev-parse", "HEAD") or "").strip()
+    status = _git("status", "--porcelain", "--untracked-files=all")
     if commit:
         info["commit"] = commit
     if status is not None:
@@ -97,9 +99,13 @@ def libraries() -> dict:
     }
 
 
-def attempt(device: torch.device, world_size: int, overrides: list[str] | None = None) -> dict:
+def attempt(
+    device: torch.device, world_size: int, overrides: list[str] | None = None, **execution
+) -> dict:
     """What one start (or resume) of a run ran on; ``end`` and ``outcome`` come later;
-    ``overrides``: the command line's, as typed (None outside the command line)."""
+    ``overrides``: the command line's, as typed (None outside the command line); ``execution``:
+    the settings that change the numbers' last digits but not what is computed (``compile``,
+    ``impl``), which the report compares across a run's attempts (:data:`EXECUTION`)."""
     return {
         "start": _now(),
         "end": None,
@@ -116,6 +122,7 @@ def attempt(device: torch.device, world_size: int, overrides: list[str] | None =
         "world_size": world_size,
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        **execution,
     }
 
 
@@ -137,9 +144,9 @@ def _write(run_dir: Path, attempts: list[dict]) -> None:
 
 
 def start_attempt(
-    run_dir: str | Path, device: torch.device, world_size: int, overrides=None
+    run_dir: str | Path, device: torch.device, world_size: int, overrides=None, **execution
 ) -> None:
-    _write(Path(run_dir), [*read(run_dir), attempt(device, world_size, overrides)])
+    _write(Path(run_dir), [*read(run_dir), attempt(device, world_size, overrides, **execution)])
 
 
 def end_attempt(run_dir: str | Path, outcome: str) -> None:
@@ -151,12 +158,38 @@ def end_attempt(run_dir: str | Path, outcome: str) -> None:
         _write(Path(run_dir), attempts)
 
 
-def commit_label(info: dict) -> str:
-    """``abc1234`` / ``abc1234+dirty`` / ``unknown`` for one attempt's code."""
+#: what a resume must keep to continue bit for bit (the run's identity aside): a run whose
+#: attempts differ in one of these is flagged by the report
+EXECUTION = ("device", "threads", "compile", "impl")
+
+
+def execution_changes(attempts: list[dict]) -> str:
+    """'' when every attempt ran alike; else what changed, e.g. ``threads 4 -> 2``."""
+    changed = []
+    for key in EXECUTION:
+        values = list(dict.fromkeys(str(a[key]) for a in attempts if a.get(key) is not None))
+        if len(values) > 1:
+            changed.append(f"{key} {' -> '.join(values)}")
+    return ", ".join(changed)
+
+
+def commit_label(info: dict, full: bool = False) -> str:
+    """``abc1234`` / ``abc1234+dirty`` / ``unknown`` for one attempt's code (``full``: the whole
+    hash)."""
     commit = info.get("commit")
     if not commit:
         return "unknown"
-    return commit[:7] + ("+dirty" if info.get("dirty") else "")
+    return (commit if full else commit[:7]) + ("+dirty" if info.get("dirty") else "")
 
 
-__all__ = ["FILE", "code", "commit_label", "device_name", "end_attempt", "read", "start_attempt"]
+__all__ = [
+    "EXECUTION",
+    "FILE",
+    "code",
+    "commit_label",
+    "device_name",
+    "end_attempt",
+    "execution_changes",
+    "read",
+    "start_attempt",
+]

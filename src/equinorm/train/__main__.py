@@ -1,6 +1,13 @@
-"""``python -m equinorm.train``: see :mod:`equinorm.train.app`."""
+"""``python -m equinorm.train``: see :mod:`equinorm.train.app` (``--help`` answers before torch
+loads)."""
 
-from equinorm.train.app import main
+import sys
 
 if __name__ == "__main__":
+    from equinorm.experiment.usage import maybe_help
+
+    if maybe_help(sys.argv[1:]):
+        sys.exit(0)
+    from equinorm.train.app import main
+
     main()

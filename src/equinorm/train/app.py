@@ -1,6 +1,6 @@
 """The Hydra app: ``python -m equinorm.train key=value ...`` (console script ``equinorm-train``).
 
-    python -m equinorm.train                                   # the embedded default (digits)
+    python -m equinorm.train                                   # the demo's run (digits_demo)
     python -m equinorm.train experiment=cifar10_wrn_short norm=equi seed=3
     python -m equinorm.train -m experiment=cifar10_wrn_short   # its sweep: norms x 10 seeds
     python -m equinorm.train experiment=digits_demo debug=smoke
@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from equinorm import experiment
 from equinorm.errors import EquinormError, one_line
 from equinorm.experiment.command import preflight
+from equinorm.experiment.usage import maybe_help
 from equinorm.run.record import RunDir, RunLockedError
 from equinorm.train import build
 from equinorm.train.run import identity, run
@@ -34,6 +35,7 @@ from equinorm.train.signals import Preempted
 from equinorm.train.wandb_logger import release
 
 log = logging.getLogger("equinorm")
+DEFAULT_EXPERIMENT = "digits_demo"  # what a command line without arguments runs
 
 
 def _multirun() -> bool:
@@ -107,7 +109,23 @@ hydra_main = hydra.main(
 
 def main() -> None:
     """Check every job of the command line, then run Hydra."""
-    problem = preflight(sys.argv[1:], lambda cfg: build.check(cfg, job=True))
+    if maybe_help(sys.argv[1:]):
+        sys.exit(0)
+    if len(sys.argv) == 1:  # a first try: the demo's run (seconds), not 300 full-width epochs
+        sys.argv.append(f"experiment={DEFAULT_EXPERIMENT}")
+        print(
+            f"equinorm: no arguments: experiment={DEFAULT_EXPERIMENT}'s run (norm=equi seed=0); "
+            "--help lists the experiments and options",
+            file=sys.stderr,
+        )
+    try:
+        problem = preflight(sys.argv[1:], lambda cfg: build.check(cfg, job=True))
+    except KeyboardInterrupt:
+        print(
+            "equinorm: interrupted while checking the jobs; nothing was launched or written",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.SIGINT)
     if problem:
         print(f"equinorm: error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)

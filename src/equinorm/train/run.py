@@ -121,7 +121,9 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         logging.getLogger().addHandler(file_log)
         for note in decision.get("notes", ()):
             log.warning("%s", note)
-        provenance.start_attempt(rundir.path, device, dist.world_size, overrides)
+        impl = getattr(cfg.norm.get("impl"), "value", None)  # EquiNorm's only
+        execution = {"compile": bool(cfg.train.compile), "impl": impl}
+        provenance.start_attempt(rundir.path, device, dist.world_size, overrides, **execution)
     outcome = "failed"
     try:
         trainer, logger = build.trainer(cfg, device, dist, rundir, named)

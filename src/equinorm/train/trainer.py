@@ -409,9 +409,11 @@ class Trainer:
                 self.rundir.write_table(self.rundir.equilibrium_path, self.state.equilibrium)
             self.write_summary("running")
         self.logger.log(metrics, step=epoch + 1)
+        times = [r["epoch_time_s"] for r in self.state.history]
+        left = (self.epochs - epoch - 1) * sum(times) / len(times)
         log.info(
             "epoch %d/%d  lr %.4g  train loss %.4f acc %.2f  test loss %.4f acc %.2f  "
-            "%.1fs (%.0f img/s)",
+            "%.1fs (%.0f img/s)%s",
             epoch + 1,
             self.epochs,
             lr,
@@ -421,6 +423,7 @@ class Trainer:
             row["test_acc"],
             epoch_time,
             row["images_per_s"],
+            f"  eta {int(left) // 60}m{int(left) % 60:02d}s" if left else "",
         )
 
     def equilibrium(self, epoch: int) -> list[dict]:

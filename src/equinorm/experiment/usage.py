@@ -1,0 +1,55 @@
+"""``python -m equinorm.train --help``: this suite's own help -- the experiments, the groups and
+their real options, examples and where the manual is -- printed before torch or a config is
+loaded (Hydra's generic page, ``--hydra-help``, lists its internals too).
+"""
+
+from __future__ import annotations
+
+from equinorm.experiment import CONF_DIR, GROUPS, options
+
+EXAMPLES = """\
+  python -m equinorm.train                                        # the demo's run (digits, CPU)
+  python -m equinorm.train experiment=cifar10_wrn_short norm=bn seed=3
+  python -m equinorm.train -m experiment=digits_demo schedule.lr=0.05,0.1   # any key sweeps
+  python -m equinorm.train -m experiment=cifar10_wrn_short hydra/launcher=submitit_slurm_gpu
+  torchrun --nproc_per_node=2 -m equinorm.train experiment=svhn_wrn_mixup norm=bn seed=0"""
+
+
+def usage() -> str:
+    groups = [("experiment", options("experiment")), *((g, options(g)) for g in GROUPS)]
+    groups += [
+        ("debug", options("debug")),
+        ("hydra/launcher", ["basic (here)", *options("hydra/launcher")]),
+    ]
+    width = max(len(g) for g, _ in groups)
+    listed = "\n".join(f"  {g:<{width}}  {', '.join(opts)}" for g, opts in groups)
+    return f"""\
+usage: python -m equinorm.train [-m] [GROUP=OPTION ...] [KEY=VALUE ...]
+
+Trains one run, or with -m every job of a sweep (the experiment's own sweep, and any key given
+as a,b,c); finished runs are skipped, interrupted ones resume. Without arguments: the embedded
+demo's run (EquiNorm on scikit-learn's digits, under a minute on a CPU).
+
+groups (GROUP=OPTION):
+{listed}
+
+keys (KEY=VALUE): every key of the composed config, e.g. seed=3 epochs=30 schedule.lr=0.05
+  train.device=cuda arch.width_mult=0.5; each is explained where it is defined
+  ({CONF_DIR.name}/train.yaml, {CONF_DIR.name}/<group>/<option>.yaml); --cfg job prints a run's.
+
+examples:
+{EXAMPLES}
+
+more: README.md; docs/runs.md (runs, resume, sweeps, identity), docs/cluster.md (SLURM);
+Hydra's own flags: --hydra-help"""
+
+
+def maybe_help(argv: list[str]) -> bool:
+    """Print :func:`usage` and return True when ``argv`` asks for help."""
+    if "-h" in argv or "--help" in argv:
+        print(usage())
+        return True
+    return False
+
+
+__all__ = ["maybe_help", "usage"]

@@ -1,0 +1,94 @@
+"""A user's first commands (issue 24): our own --help, a short first run without arguments, a long
+sweep that says it is being checked, Ctrl-C there in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from equinorm import experiment
+from equinorm.train import app
+
+
+def _main(argv, monkeypatch, hydra_main=None) -> int:
+    monkeypatch.setattr(sys, "argv", ["equinorm-train", *argv])
+    if hydra_main is not None:
+        monkeypatch.setattr(app, "hydra_main", hydra_main)
+    with pytest.raises(SystemExit) as stop:
+        app.main()
+        raise SystemExit(0)
+    return stop.value.code
+
+
+PROBE = """
+import runpy, sys
+sys.argv = ["equinorm.train", "--help"]
+try:
+    runpy.run_module("equinorm.train", run_name="__main__")
+except SystemExit as stop:
+    print("exit", stop.code, "torch loaded:", "torch" in sys.modules)
+"""
+
+
+def test_help_lists_our_experiments_and_real_options_before_torch_loads():
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120
+    )
+    out = proc.stdout
+    assert out.rstrip().endswith("exit 0 torch loaded: False"), proc.stderr[-2000:]
+    for group in ("experiment", *experiment.GROUPS, "debug", "hydra/launcher"):
+        line = next(x for x in out.splitlines() if x.strip().startswith(group + " "))
+        assert all(option in line for option in experiment.options(group)), (group, line)
+    assert "_common" not in out and "schema" not in out and "_shared" not in out
+    assert "docs/runs.md" in out and "--hydra-help" in out
+
+
+def test_no_arguments_runs_the_demo_s_single_run(monkeypatch, capsys):
+    seen = []
+    assert _main([], monkeypatch, lambda: seen.append(list(sys.argv[1:]))) == 0
+    assert seen == [["experiment=digits_demo"]]
+    assert "experiment=digits_demo's run" in capsys.readouterr().err
+
+
+def test_a_long_sweep_says_it_is_being_checked_and_ctrl_c_there_is_one_line(
+    monkeypatch, capsys, tmp_path
+):
+    argv = ["-m", "experiment=digits_demo", "seed=range(7)", f"results_dir={tmp_path}"]
+    checked = []
+
+    def compose(job, hydra=False):
+        checked.append(job)
+        if len(checked) == 3:
+            raise KeyboardInterrupt
+        return real(job, hydra=hydra)
+
+    real = experiment.compose
+    monkeypatch.setattr(experiment, "compose", compose)
+    assert _main(argv, monkeypatch, lambda: pytest.fail("launched")) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "equinorm: checking 21 jobs before launching any",
+        "equinorm: interrupted while checking the jobs; nothing was launched or written",
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+def test_jobs_that_differ_only_in_seed_are_checked_as_if_each_were_composed():
+    from omegaconf import OmegaConf
+
+    from equinorm.experiment.command import composed
+
+    def plain(cfg):
+        return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+
+    jobs = experiment.jobs(
+        ["experiment=digits_demo", "norm=bn,gn", "schedule.lr=0.05,0.1", "seed=0,3"]
+    )
+    assert len(jobs) == 8
+    seen = [(job, plain(cfg)) for job, cfg in composed(jobs)]
+    assert [job for job, _ in seen] == jobs
+    for job, cfg in seen:
+        assert cfg == plain(experiment.compose(job, hydra=True)), job
+    assert len({cfg["run_dir"] for _, cfg in seen}) == 8
