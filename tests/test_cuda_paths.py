@@ -150,6 +150,9 @@ def test_trainer_bf16_step_with_manifold_mixup_under_cuda_autocast(norm, data_ro
         "debug=smoke",
         "train.precision=bf16",
         "mixup.loss=bce",
+        "epochs=1",  # one step and one evaluation exercise the path: bf16 on a CPU is slow
+        "train.max_train_batches=1",
+        "train.max_eval_batches=1",
         *fabricated(data_root),
         results=tmp_path,
     )

@@ -5,6 +5,10 @@ loaded (Hydra's generic page, ``--hydra-help``, lists its internals too).
 
 from __future__ import annotations
 
+import os
+import sys
+import textwrap
+
 from equinorm.experiment import CONF_DIR, GROUPS, options
 
 EXAMPLES = """\
@@ -22,7 +26,16 @@ def usage() -> str:
         ("hydra/launcher", ["basic (here)", *options("hydra/launcher")]),
     ]
     width = max(len(g) for g, _ in groups)
-    listed = "\n".join(f"  {g:<{width}}  {', '.join(opts)}" for g, opts in groups)
+    listed = "\n".join(
+        textwrap.fill(
+            ", ".join(opts),
+            100,
+            initial_indent=f"  {g:<{width}}  ",
+            subsequent_indent=" " * (width + 4),
+            break_on_hyphens=False,
+        )
+        for g, opts in groups
+    )
     return f"""\
 usage: python -m equinorm.train [-m] [GROUP=OPTION ...] [KEY=VALUE ...]
 
@@ -47,7 +60,10 @@ Hydra's own flags: --hydra-help"""
 def maybe_help(argv: list[str]) -> bool:
     """Print :func:`usage` and return True when ``argv`` asks for help."""
     if "-h" in argv or "--help" in argv:
-        print(usage())
+        try:
+            print(usage(), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return True
     return False
 

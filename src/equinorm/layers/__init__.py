@@ -9,6 +9,7 @@ from equinorm.layers.equiconv import (
     equi_scale_factor,
     equi_weight,
     equi_weight_reference,
+    fuse_equinorm,
     input_channel_means,
 )
 from equinorm.layers.norms import NORMS, NormSpec, get_norm
@@ -29,6 +30,7 @@ __all__ = [
     "equi_scale_factor",
     "equi_weight",
     "equi_weight_reference",
+    "fuse_equinorm",
     "get_norm",
     "input_channel_means",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "equi_scale_factor",
     "equi_weight",
     "equi_weight_reference",
+    "fuse_equinorm",
     "input_channel_means",
 ]
 
@@ -356,6 +357,41 @@ class EquiConv2d(nn.Conv2d):
             self.weight, m_dc, scale_factor, self.single_pass, gamma, self.eps
         )[0]
 
+    @torch.no_grad()
+    def fuse(self, input_size: Sequence[int] | None = None) -> nn.Conv2d:
+        """This layer as it evaluates, a plain :class:`~torch.nn.Conv2d` (timm's ``fuse``
+        convention): in eval the kernel depends only on the weights and the running means, so it
+        folds exactly, a folded affine included. The kernel is linear in the input-size factor
+        ``H_out W_out t^2 / (H_in W_in)``: exact for inputs of ``input_size`` (H, W), or with None
+        where that factor is 1 (even sizes and same-style padding: every layer of the paper's
+        networks on their datasets)."""
+        if not self.track_running_stats:
+            raise ValueError("fuse needs running statistics (track_running_stats=True)")
+        factor = 1.0 if input_size is None else self._size_factor(input_size)
+        gamma, bias = self._gamma_bias()
+        if self._composed:
+            kernel = self._transform(self.running_mean, factor)
+            kernel = kernel if gamma is None else kernel * gamma.view(-1, 1, 1, 1)
+        else:
+            kernel = self._eval_transform(factor, gamma)
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            bias=bias is not None,
+            padding_mode=self.padding_mode,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        conv.weight.copy_(kernel)
+        if bias is not None:
+            conv.bias.copy_(bias)
+        return conv.train(self.training)
+
     def reset_running_stats(self) -> None:
         self.running_mean.fill_(1.0)
         self.num_batches_tracked.zero_()
@@ -390,22 +426,30 @@ class EquiConv2d(nn.Conv2d):
 
     def scale_factor(self, x: Tensor) -> float:
         """``H_out W_out t^2 / (H_in W_in)`` for input ``x`` (see :func:`equi_scale_factor`)."""
-        out_size = conv_output_size(
-            x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation
-        )
-        return equi_scale_factor(x.shape[-2:], out_size, self.stride)
+        return self._size_factor(x.shape[-2:])
+
+    def _size_factor(self, size: Sequence[int]) -> float:
+        out = conv_output_size(size, self.kernel_size, self.stride, self.padding, self.dilation)
+        return equi_scale_factor(tuple(size), out, self.stride)
 
     def normalized_weight(self, x: Tensor) -> Tensor:
         """``w''`` for input ``x`` (updates the running statistics in training mode)."""
+        return self._transform(self.channel_means(x), self.scale_factor(x))
+
+    def _transform(self, means: Tensor, factor: float) -> Tensor:
         transform = equi_weight_reference if self.impl == "reference" else equi_weight
-        return transform(
-            self.weight,
-            self.channel_means(x),
-            self.scale_factor(x),
-            self.single_pass,
-            self.groups,
-            self.eps,
-        )
+        return transform(self.weight, means, factor, self.single_pass, self.groups, self.eps)
+
+    def _gamma_bias(self) -> tuple[Tensor | None, Tensor | None]:
+        """The kernel's scale and the output's bias: a folded affine's, else (None, bias)."""
+        affine = self.folded_affine
+        return (None, self.bias) if affine is None else (affine.weight, affine.bias)
+
+    @property
+    def _composed(self) -> bool:
+        """Whether the transform is composed with Conv2d (else one fused autograd node)."""
+        zeros = self.padding_mode == "zeros" and not isinstance(self.padding, str)
+        return self.impl == "reference" or not zeros
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -413,13 +457,8 @@ class EquiConv2d(nn.Conv2d):
                 f"EquiConv2d expects input of shape (N, {self.in_channels}, H, W); "
                 f"got {tuple(x.shape)}"
             )
-        affine = self.folded_affine
-        gamma, bias = (None, self.bias) if affine is None else (affine.weight, affine.bias)
-        if (
-            self.impl == "reference"
-            or self.padding_mode != "zeros"
-            or isinstance(self.padding, str)
-        ):
+        gamma, bias = self._gamma_bias()
+        if self._composed:
             w2 = self.normalized_weight(x)
             if gamma is not None:
                 w2 = w2 * gamma.view(-1, 1, 1, 1)
@@ -465,6 +504,35 @@ class EquiConv2d(nn.Conv2d):
         if batch_stats:
             self._track(means)
         return y
+
+
+@torch.no_grad()
+def fuse_equinorm(model: nn.Module, example: Tensor | None = None) -> int:
+    """Replace every EquiConv2d of ``model`` by its :meth:`EquiConv2d.fuse` plain convolution, in
+    place, for inference or export (evaluation results unchanged); returns how many. With an
+    ``example`` input, each layer folds for the input size it sees on it (one forward in eval)."""
+    sizes: dict[nn.Module, tuple[int, int]] = {}
+
+    def seen(module: nn.Module, args: tuple) -> None:
+        sizes.setdefault(module, tuple(args[0].shape[-2:]))
+
+    if example is not None:
+        layers = [m for m in model.modules() if isinstance(m, EquiConv2d)]
+        hooks = [m.register_forward_pre_hook(seen) for m in layers]
+        training = model.training
+        try:
+            model.eval()(example)
+        finally:
+            model.train(training)
+            for h in hooks:
+                h.remove()
+    fused = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, EquiConv2d):
+                setattr(parent, name, child.fuse(sizes.get(child)))
+                fused += 1
+    return fused
 
 
 @contextlib.contextmanager
