@@ -42,7 +42,7 @@ def test_each_target_expands_to_the_experiments_sweeps():
 def test_gpu_hours_from_macs_follow_the_cost_model(tmp_path):
     (row,) = reproduce.plan("short", tflops=100.0, bench_dir=tmp_path)
     flops = 2 * forward_macs("wrn") * (3 * 50_000 + 10_000)  # train step = 3 forwards
-    assert row.jobs == 20 and row.epochs == "30" and row.basis == "MACs"
+    assert row.jobs == 20 and row.epochs == (30,) and row.basis == ("MACs",)
     assert row.gpu_hours == pytest.approx(20 * 30 * flops / 100e12 / 3600)
 
 
@@ -54,7 +54,7 @@ def test_gpu_hours_use_measured_throughput_when_benchmarked(tmp_path):
     (row,) = reproduce.plan("short", bench_dir=tmp_path)
     per_epoch = 50_000 + 10_000 / 3
     expected = 10 * 30 * per_epoch * (1 / 20_000 + 1 / 10_000) / 3600
-    assert row.basis == "measured" and row.gpu_hours == pytest.approx(expected)
+    assert row.basis == ("measured",) and row.gpu_hours == pytest.approx(expected)
 
 
 def test_the_plan_counts_the_jobs_the_command_launches_at_their_width(tmp_path, capsys):
@@ -66,7 +66,7 @@ def test_the_plan_counts_the_jobs_the_command_launches_at_their_width(tmp_path, 
     )
     assert 0.2 < half.gpu_hours / one.gpu_hours < 0.35  # ~ width squared, the stem aside
     (mixed,) = reproduce.plan("short", ["seed=0", "norm=bn", "epochs=10,30"], bench_dir=tmp_path)
-    assert mixed.jobs == 2 and mixed.epochs == "10, 30"
+    assert mixed.jobs == 2 and mixed.epochs == (10, 30)
     assert reproduce.main(["all", "--plan", "--", "norm=foo"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "norm=foo" in err and "equi" in err

@@ -104,12 +104,10 @@ class Source:
         """What a split's arrays must be, named with the file they came from: uint8 pixels of
         this dataset's channels and size, one label per image, labels 0..classes-1."""
         info, images, labels = self.info, np.asarray(images), np.asarray(labels)
-        n, c, h, w = images.shape if images.ndim == 4 and layout == "NCHW" else (None,) * 4
-        if images.ndim == 4 and layout == "NHWC":
-            n, h, w, c = images.shape
-        size = info.image_size
+        size, n = info.image_size, len(images)
+        expected = {"NCHW": (info.channels, size, size), "NHWC": (size, size, info.channels)}
         fix = "it is not the dataset's release: delete it and download again, or remake it"
-        if n is None or (c, h, w) != (info.channels, size, size):
+        if images.shape[1:] != expected[layout]:
             raise self.error(
                 f"{where}: images of shape {images.shape[1:]}, expected {info.channels} channels "
                 f"of {size}x{size} ({layout}); {fix}"

@@ -85,9 +85,9 @@ def _measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
 class PlanRow:
     experiment: str
     jobs: int
-    epochs: str  # each distinct value, ", "-joined
+    epochs: tuple[int, ...]  # each distinct value, sorted
     gpu_hours: float
-    basis: str  # "measured" and/or "MACs"
+    basis: tuple[str, ...]  # "MACs" and/or "measured"
 
 
 def job_seconds(cfg, measured: dict, tflops: float) -> tuple[float, str]:
@@ -121,13 +121,7 @@ def plan(
             seconds, basis = job_seconds(cfg, measured, tflops)
             hours, epochs, bases = hours + seconds / 3600, epochs | {cfg.epochs}, bases | {basis}
         rows.append(
-            PlanRow(
-                experiment,
-                len(jobs),
-                ", ".join(map(str, sorted(epochs))),
-                hours,
-                ", ".join(sorted(bases)),
-            )
+            PlanRow(experiment, len(jobs), tuple(sorted(epochs)), hours, tuple(sorted(bases)))
         )
     return rows
 
@@ -148,9 +142,9 @@ def plan_markdown(
         rows = plan(target, list(overrides), tflops=tflops, bench_dir=bench_dir)
         lines.append(
             f"| `make reproduce-{target}` | {', '.join(r.experiment for r in rows)} | "
-            f"{sum(r.jobs for r in rows)} | {', '.join(r.epochs for r in rows)} | "
+            f"{sum(r.jobs for r in rows)} | {', '.join(str(e) for r in rows for e in r.epochs)} | "
             f"{sum(r.gpu_hours for r in rows):,.1f} | "
-            f"{', '.join(sorted({b for r in rows for b in r.basis.split(', ')}))} |"
+            f"{', '.join(sorted({b for r in rows for b in r.basis}))} |"
         )
     return "\n".join(lines)
 

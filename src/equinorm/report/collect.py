@@ -96,10 +96,9 @@ def _commits(attempts: list[dict], full: bool = False) -> str | None:
 
 def collect(results_dir: str | Path) -> Results:
     root = Path(results_dir) / "runs"
-    runs, histories, equilibria, skipped = [], [], [], []
-
-    skip = skipped.append  # scripts/report.py names each
-
+    runs, histories, equilibria = [], [], []
+    skipped: list[str] = []  # scripts/report.py names each
+    skip = skipped.append
     for seed_dir in _run_dirs(root):
         rundir = RunDir(seed_dir)
         summary, error = rundir.summary(), rundir.error()
@@ -110,17 +109,16 @@ def collect(results_dir: str | Path) -> Results:
         except ValueError as exc:
             skip(str(exc))
             continue
-        unread = ""
+        history, unread = None, ""  # unread: why a run that has epochs has no curves
         try:
             history = _read_csv(rundir.history_path, numeric=True)
         except FileNotFoundError:
-            history = None
             if (summary or {}).get("status") in ("complete", "diverged"):
                 unread = "no history.csv"
+                skip(f"{rundir.history_path}: not found (no curves)")
         except (ValueError, OSError) as exc:
-            history, unread = None, f"history.csv {exc}"
-        if unread:
-            skip(f"{rundir.history_path}: {unread.removeprefix('history.csv ')} (no curves)")
+            unread = f"history.csv {exc}"
+            skip(f"{rundir.history_path}: {exc} (no curves)")
         summary = summary or {}
         attempts = provenance.read(seed_dir)
         status = summary.get("status")
