@@ -22,7 +22,7 @@ ARGS    ?=
 # gpu-check runs under the Python that holds the GPU machine's own torch (not .venv)
 GPU_PYTHON ?= python3
 
-.PHONY: help install lock test test-latest test-slow test-slurm lint format clean demo figures plan complexity bench gpu-check gpu-wheels \
+.PHONY: help install lock test test-latest test-slow test-slurm lint format clean demo demo-tuned figures plan complexity bench gpu-check gpu-wheels \
         reproduce-cifar10 reproduce-cifar100 reproduce-svhn reproduce-imagenet reproduce-short \
         reproduce-all
 
@@ -76,6 +76,18 @@ format: $(STAMP) ## Auto-fix lint and format the code
 demo: $(STAMP) ## Embedded demo: digits x {equi,bn,gn} x 5 seeds on the CPU, then its figure and table (results/demo/)
 	$(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(DEMO_RESULTS) $(ARGS)
 	$(PY) scripts/report.py --results $(DEMO_RESULTS) --experiment digits_demo
+
+# The tuned comparison of the demo (docs/tuning.md): the demo's sweep (skipped where `make demo` ran),
+# then each norm's lr picked from 4 values (x1/8 .. x1) on 300 held-out images with 2 seeds, run with 5 seeds
+demo-tuned: $(STAMP) ## The demo with every norm at its own lr, chosen on a validation split (results/demo/)
+	$(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(DEMO_RESULTS) $(ARGS)
+	$(PY) -m equinorm.launch.tune experiment=digits_demo results_dir=$(DEMO_RESULTS) \
+	  --grid 0.0125,0.025,0.05,0.1 --val-size 300 $(ARGS)
+
+# make tune-<experiment>: stage 1 (the lr grid on a validation split) and stage 2 (each norm's pick,
+# every seed), then the report; ARGS as for the trainer, e.g. ARGS="--grid 0.05,0.1,0.2 --plan"
+tune-%: $(STAMP) ## Tuned comparison of one experiment, e.g. make tune-cifar10_wrn_short (ARGS apply)
+	$(PY) -m equinorm.launch.tune experiment=$* results_dir=$(RESULTS) $(ARGS)
 
 figures: $(STAMP) ## Figures and tables for every experiment under $(RESULTS)/runs
 	$(PY) scripts/report.py --results $(RESULTS)

@@ -383,7 +383,7 @@ def test_reports_are_byte_identical_when_the_runs_are(tree):
     assert main(["--results", str(tree), "--out", str(first)]) == 0
     assert main(["--results", str(tree), "--out", str(second)]) == 0
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert len(files) == 6
+    assert len(files) == 8  # figure, equilibrium figure, table, time to target: png+pdf, md+tex
     for name in files:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 

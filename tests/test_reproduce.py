@@ -92,6 +92,8 @@ def test_make_plan_honours_overrides_and_the_readme_shows_what_it_prints(capsys)
     assert reproduce.main(["short", "--plan", "--", "seed=0,1,2", "epochs=30"]) == 0
     subset = capsys.readouterr().out
     assert "| `make reproduce-short` | cifar10_wrn_short | 6 | 30 |" in subset
+    row = next(line for line in subset.splitlines() if "reproduce-short" in line)
+    assert row.split("|")[-2].startswith(" 20, ")  # tuning: 2 norms x 5 lrs x 2 seeds (issue 26)
     assert reproduce.main(["all", "--plan"]) == 0
     printed = capsys.readouterr().out.strip()
     readme = (root / "README.md").read_text()

@@ -21,6 +21,8 @@ from equinorm.run.resume import PartialRunError
 from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, read_history, run_cli, run_dir_of
 
+VAL = [*SHORT, "dataset.val_size=200"]
+
 
 def snapshot(path: Path) -> dict:
     return {
@@ -59,10 +61,11 @@ def wait_for(predicate, proc):
 
 
 def test_sigkill_twice_then_resume_equals_uninterrupted_and_rerun_changes_nothing(tmp_path):
-    reference = compose_cfg(*SHORT, results=tmp_path / "ref")
+    # with a validation split: its images and its val_* columns resume exactly too (issue 26)
+    reference = compose_cfg(*VAL, results=tmp_path / "ref")
     run(reference)
-    args = [*SHORT, f"results_dir={tmp_path / 'killed'}"]
-    run_dir = run_dir_of(compose_cfg(*SHORT, results=tmp_path / "killed"))
+    args = [*VAL, f"results_dir={tmp_path / 'killed'}"]
+    run_dir = run_dir_of(compose_cfg(*VAL, results=tmp_path / "killed"))
     # first kill: mid-way through epoch 2 (after the first checkpoint); second: inside epoch 3
     for after_rows, delay in ((1, 0.3), (2, 0.5)):
         proc = start(args, tmp_path)
@@ -71,7 +74,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_and_rerun_changes_nothin
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert rows(run_dir) < 4, "the run finished before it could be killed"
-    cfg = compose_cfg(*SHORT, results=tmp_path / "killed")
+    cfg = compose_cfg(*VAL, results=tmp_path / "killed")
     assert run(cfg)["status"] == "complete"  # resumed (the CLI runs this same function)
     assert (run_dir / "train.log").read_text().count("resumed at epoch") == 2  # 2nd and 3rd start
     assert read_history(run_dir) == read_history(run_dir_of(reference))

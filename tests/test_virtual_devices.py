@@ -73,6 +73,8 @@ def test_two_virtual_devices_equal_two_gloo_ddp_ranks_step_for_step(tmp_path, no
     statistics, averaged gradients and (rank 0's) running statistics; history and weights."""
     args = [*TINY, f"norm={norm}", "train.devices=2", "train.max_train_batches=4"]
     args.append("train.max_eval_batches=null")  # per rank: the whole test set in both
+    if norm == "equi":  # a validation split: split and evaluated the same way (issue 26)
+        args.append("dataset.val_size=150")
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert run(compose_cfg(*args, results=single))["status"] == "complete"  # as the CLI runs it
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -81,6 +83,7 @@ def test_two_virtual_devices_equal_two_gloo_ddp_ranks_step_for_step(tmp_path, no
     dirs = [run_dir_of(compose_cfg(*args, results=r)) for r in (single, ddp)]
     histories = [read_history(d) for d in dirs]
     assert len(histories[0]) == 2
+    assert ("val_acc" in histories[0][0]) == (norm == "equi")
     for a, b in zip(*histories, strict=True):
         for key in a:
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-9), key

@@ -74,6 +74,10 @@ class Source:
         """A map-style dataset of (PIL image -> transform, label) for the DataLoader path."""
         raise NotImplementedError
 
+    def train_labels(self) -> np.ndarray:
+        """The training split's labels in ``dataset(True, ...)``'s order (the validation split)."""
+        return np.asarray(self.arrays(True)[1])
+
     # -- shared helpers ------------------------------------------------------------------------
     def error(self, what: str) -> DatasetError:
         return DatasetError(f"{self.info.name}: {what}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from equinorm.data.base import DatasetInfo, Source, torchvision_datasets
 from equinorm.errors import DatasetError
 
@@ -80,3 +82,6 @@ class ImageNet(Source):
 
     def dataset(self, train: bool, transform):
         return _folder()(str(self.folder / ("train" if train else "val")), transform=transform)
+
+    def train_labels(self):
+        return np.asarray(self.dataset(True, None).targets)

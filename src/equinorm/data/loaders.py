@@ -1,8 +1,10 @@
-"""From a ``dataset`` config node to a pair of loaders (train, test) on the device.
+"""From a ``dataset`` config node to the loaders (train, test, and validation when
+``dataset.val_size`` holds images out of the training set: :mod:`equinorm.data.validation`).
 
 ``loader: auto`` picks the device-resident loader for the datasets that fit in device memory
 (CIFAR, SVHN, digits) and the DataLoader path otherwise (ImageNet). Both loaders expose
-``len(loader)`` and ``loader.iterate(epoch, start_batch)``.
+``len(loader)`` and ``loader.iterate(epoch, start_batch)``; the validation images are served like
+the test set (no augmentation, every image once, split across ranks).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
+from equinorm.data import validation
 from equinorm.data.base import DatasetInfo, Source
 from equinorm.data.device_loader import DeviceLoader
 from equinorm.data.registry import get_source
@@ -30,6 +34,7 @@ COMMON_KEYS = {
     "workers",
     "drop_last",
     "augment",
+    "val_size",
 }
 LOADERS = ("auto", "device", "torch")
 
@@ -40,6 +45,7 @@ class Data:
     test: Any
     info: DatasetInfo
     standardized: bool
+    val: Any = None  # the validation loader; None without dataset.val_size
 
 
 def source_of(dataset: Mapping) -> Source:
@@ -104,14 +110,24 @@ def build_loaders(
         "rank": rank,
         "world_size": world_size,
     }
+    val_size = int(dataset.get("val_size") or 0)
+    held = None  # (train indices, validation indices) into the training split
+    if val_size:
+        held = validation.split(source.train_labels(), val_size, info.num_classes)
     loaders = []
-    for train in (True, False):
+    # (images of the training split?, its augmentation and batches?, the indices it takes)
+    parts = [(True, True, held and held[0]), (False, False, None)]
+    if held:
+        parts.append((True, False, held[1]))
+    for from_train, train, index in parts:
         bs = batch_size * virtual_devices if train else eval_batch_size
         common["virtual_devices"] = virtual_devices if train else 1
         limit = max_train_batches if train else max_eval_batches
         drop = bool(dataset.get("drop_last", False)) and train
         if kind == "device":
-            images, labels = source.arrays(train)
+            images, labels = source.arrays(from_train)
+            if index is not None:
+                images, labels = images[index], labels[index]
             loaders.append(
                 DeviceLoader(
                     images,
@@ -138,9 +154,10 @@ def build_loaders(
                 bool(aug.get("random_resized_crop", False)),
                 aug.get("eval_resize"),
             )
+            images = source.dataset(from_train, transform)
             loaders.append(
                 TorchLoader(
-                    source.dataset(train, transform),
+                    images if index is None else Subset(images, index.tolist()),
                     bs,
                     train=train,
                     workers=int(dataset.get("workers", 4)),
@@ -155,4 +172,4 @@ def build_loaders(
             f"{batch_size * virtual_devices} with dataset.drop_last=true: lower "
             "train.batch_size or set dataset.drop_last=false"
         )
-    return Data(loaders[0], loaders[1], info, standardize)
+    return Data(loaders[0], loaders[1], info, standardize, loaders[2] if held else None)

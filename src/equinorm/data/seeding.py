@@ -32,4 +32,4 @@ def generator(*parts: int) -> torch.Generator:
 
 
 # purposes, so that streams of the same (seed, epoch) never coincide
-PERMUTATION, AUGMENT, SAMPLE, MIXUP, INIT = range(5)
+PERMUTATION, AUGMENT, SAMPLE, MIXUP, INIT, VALIDATION = range(6)

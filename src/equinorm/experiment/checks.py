@@ -82,7 +82,7 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
         )
     _positive_int("epochs", cfg.epochs)
     try:
-        dataset_info(cfg.dataset.name)
+        info = dataset_info(cfg.dataset.name)
     except KeyError as exc:
         raise ConfigError(f"dataset.name: {exc.args[0]}") from None
     known = COMMON_KEYS | set(source_options(cfg.dataset.name))
@@ -94,6 +94,11 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
         )
     if cfg.dataset.workers < 0:
         raise ConfigError(f"dataset.workers={cfg.dataset.workers} must be >= 0")
+    if not 0 <= cfg.dataset.val_size < max(info.train_size, 2):  # per class: when the data loads
+        raise ConfigError(
+            f"dataset.val_size={cfg.dataset.val_size} must be 0 (no validation split) or "
+            f"1..{info.train_size - 1} ({info.name} trains on {info.train_size:,} images)"
+        )
     if cfg.dataset.augment.crop_padding < 0:
         raise ConfigError("dataset.augment.crop_padding must be >= 0")
     valid = arch_options(cfg.arch.name)

@@ -74,6 +74,7 @@ class Dataset:
     loader: Loader = Loader.auto
     workers: int = 8
     drop_last: bool = False
+    val_size: int = 0
     augment: Augment = field(default_factory=Augment)
 
 

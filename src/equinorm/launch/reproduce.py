@@ -35,6 +35,7 @@ from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config, options
 from equinorm.experiment.command import composed, describe, preflight
 from equinorm.report.cli import main as report
+from equinorm.report.tuning import POINTS, SEEDS, VAL_FRACTION
 from equinorm.train import build
 
 TARGETS: dict[str, list[str]] = {
@@ -88,6 +89,13 @@ class PlanRow:
     epochs: tuple[int, ...]  # each distinct value, sorted
     gpu_hours: float
     basis: tuple[str, ...]  # "MACs" and/or "measured"
+    tune_jobs: int = 0  # the tuned comparison (launch/tune.py, default grid and seeds): stage 1
+    tune_hours: float = 0.0
+
+
+def tuning_runs(groups: int) -> int:
+    """Stage-1 runs of the tuned comparison of ``groups`` (norm, variant) groups."""
+    return groups * POINTS * len(SEEDS)
 
 
 def job_seconds(cfg, measured: dict, tflops: float) -> tuple[float, str]:
@@ -115,14 +123,17 @@ def plan(
     rows = []
     for experiment in TARGETS[target]:
         jobs = sweep_jobs(experiment, overrides)
-        hours, bases, epochs = 0.0, set(), set()
-        for _, cfg in composed(jobs):  # a job's seed changes nothing here: composed once
+        hours, bases, epochs, groups = 0.0, set(), set(), {}
+        for job, cfg in composed(jobs):  # a job's seed changes nothing here: composed once
             check_config(cfg, devices_here=False)
             seconds, basis = job_seconds(cfg, measured, tflops)
             hours, epochs, bases = hours + seconds / 3600, epochs | {cfg.epochs}, bases | {basis}
-        rows.append(
-            PlanRow(experiment, len(jobs), tuple(sorted(epochs)), hours, tuple(sorted(bases)))
-        )
+            groups[tuple(o for o in job if not o.startswith("seed="))] = seconds / 3600
+        tuning = tuning_runs(len(groups))  # each group (norm, variant) over grid x tuning seeds
+        tune_hours = (1 - VAL_FRACTION) * sum(groups.values()) * tuning / max(len(groups), 1)
+        row = PlanRow(experiment, len(jobs), tuple(sorted(epochs)), hours, tuple(sorted(bases)))
+        row.tune_jobs, row.tune_hours = tuning, tune_hours
+        rows.append(row)
     return rows
 
 
@@ -135,8 +146,9 @@ def plan_markdown(
     """The plan table of ``targets`` under the Hydra ``overrides`` (e.g. ``seed=0,1,2``,
     ``epochs=30``) -- what ``make plan ARGS=...`` prints and the README shows."""
     lines = [
-        "| target | experiments | runs | epochs per run | est. GPU-hours | basis |",
-        "|---|---|---:|---|---:|---|",
+        "| target | experiments | runs | epochs per run | est. GPU-hours | basis | tuning, "
+        "stage 1: + runs, + GPU-hours |",
+        "|---|---|---:|---|---:|---|---:|",
     ]
     for target in targets:
         rows = plan(target, list(overrides), tflops=tflops, bench_dir=bench_dir)
@@ -144,7 +156,8 @@ def plan_markdown(
             f"| `make reproduce-{target}` | {', '.join(r.experiment for r in rows)} | "
             f"{sum(r.jobs for r in rows)} | {', '.join(str(e) for r in rows for e in r.epochs)} | "
             f"{sum(r.gpu_hours for r in rows):,.1f} | "
-            f"{', '.join(sorted({b for r in rows for b in r.basis}))} |"
+            f"{', '.join(sorted({b for r in rows for b in r.basis}))} | "
+            f"{sum(r.tune_jobs for r in rows)}, {sum(r.tune_hours for r in rows):,.1f} |"
         )
     return "\n".join(lines)
 

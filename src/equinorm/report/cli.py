@@ -2,7 +2,10 @@
 
 Writes ``DIR/figures/<experiment>.{png,pdf}`` (plus ``<experiment>_equilibrium.*`` where the
 Figure-1 diagnostic was logged, and ``<experiment>_hparam_<key>.*`` for every key swept,
-:mod:`equinorm.report.hparams`) and ``DIR/tables/<experiment>.{md,tex}``, and prints each table.
+:mod:`equinorm.report.hparams`), ``DIR/tables/<experiment>.{md,tex}`` and
+``<experiment>_time_to_target.{md,tex}`` (:mod:`equinorm.report.target`), and prints each table.
+An experiment with a tuning study gets its tuned table and sensitivity figure
+(:mod:`equinorm.report.tuning`); its tuning runs stay out of the other files.
 Incomplete sweeps are the normal case: missing, failed, unfinished and diverged runs are counted
 and shown. Runs of one experiment made by different commits are warned about (stderr and the
 table); ``--commit SHA`` keeps only the runs every attempt of which ran that commit clean
@@ -23,6 +26,9 @@ from equinorm.report.figures import WIDTH, plot_experiment
 from equinorm.report.hparams import write_comparisons
 from equinorm.report.output import publish, staging
 from equinorm.report.tables import commit_note, markdown, resumed_note, write_tables
+from equinorm.report.target import write_time_to_target
+from equinorm.report.tuning import markdown as tuned_markdown
+from equinorm.report.tuning import read_study, stage1, write_tuning
 
 
 class ReportError(Exception):
@@ -49,14 +55,20 @@ def only_commit(results: Results, commit: str) -> Results:
         what = "is a prefix of " + ", ".join(f[:12] for f in found) if found else "trained no run"
         raise ReportError(f"--commit {commit} {what}; the runs come from: {listed}")
     wanted = found[0] + ("+dirty" if dirty else "")
-    keep = results.runs[labels.map(lambda parts: parts == [wanted])].reset_index(drop=True)
+    keep = results.runs[labels.map(lambda parts: parts == [wanted])]
     if not len(keep):
         raise ReportError(f"no run ran {wanted} in every attempt; the runs come from: {listed}")
+    return subset(results, keep)
+
+
+def subset(results: Results, keep) -> Results:
+    """``results`` with only the runs of ``keep`` (rows of ``results.runs``) and their rows."""
+    keep = keep.reset_index(drop=True)
 
     def rows(frame):  # the history and equilibrium rows of the runs kept
         return frame.merge(keep[KEYS], on=KEYS) if len(frame) else frame
 
-    return Results(keep, rows(results.history), rows(results.equilibrium))
+    return Results(keep, rows(results.history), rows(results.equilibrium), results.skipped)
 
 
 def write_report(
@@ -68,6 +80,7 @@ def write_report(
     commit: str | None = None,
     overwrite_tracked: bool = False,
     width: float = WIDTH,
+    target: float | None = None,
 ) -> list[Path]:
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir
@@ -80,12 +93,20 @@ def write_report(
         raise NoRuns(
             f"no runs of {', '.join(missing) or 'any experiment'} under {results_dir}/runs"
         )
-    written, kept = [], []
+    written, kept, everything = [], [], results
     for experiment in chosen:
+        study = read_study(results_dir, experiment)
+        results = everything
+        if study is not None:  # its tuning runs (validation split) have a report of their own
+            tuning = stage1(everything.runs, study)["path"]
+            results = subset(everything, everything.runs[~everything.runs["path"].isin(tuning)])
         with staging(out) as stage:  # the experiment's files land together, each one whole
             staged = plot_experiment(results, experiment, stage / "figures", diverged, width)
             staged += write_tables(results, experiment, stage / "tables")
             staged += write_comparisons(results, experiment, stage, width)
+            staged += write_time_to_target(results, experiment, stage / "tables", target)
+            if study is not None:
+                staged += write_tuning(everything, study, stage, width)
             done, left = publish(stage, staged, out, overwrite_tracked)
         written, kept = written + done, kept + left
         runs = results.runs[results.runs["experiment"] == experiment]
@@ -93,6 +114,8 @@ def write_report(
             print(f"equinorm: {experiment}: {note}", file=sys.stderr)
         if not quiet:
             print(markdown(results, experiment))
+            if study is not None:
+                print(tuned_markdown(everything, study))
     for path in results.skipped:
         print(f"equinorm: skipped {path}", file=sys.stderr)
     if kept:
@@ -145,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         help="only runs trained by this git commit (7+ hex digits of its hash; SHA+dirty: with "
         "uncommitted changes; see each run's provenance.json)",
     )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="test accuracy (%%) of the time-to-target tables (default: per cell, BatchNorm's "
+        "median final accuracy minus 1)",
+    )
     args = parser.parse_args(argv)
     if not (Path(args.results) / "runs").is_dir():
         print(
@@ -162,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             commit=args.commit,
             overwrite_tracked=args.overwrite_tracked,
             width=args.width,
+            target=args.target,
         )
     except KeyboardInterrupt:
         print("equinorm: report interrupted; every file written so far is whole", file=sys.stderr)

@@ -147,6 +147,8 @@ def collect(results_dir: str | Path) -> Results:
                 "test_acc": pick("test_acc"),
                 "test_loss": pick("test_loss"),
                 "train_loss": pick("train_loss"),
+                "val_acc": pick("val_acc"),  # with dataset.val_size only
+                "wall_time_s": summary.get("wall_time_s"),
                 "diverged_epoch": summary.get("diverged_epoch"),
                 "global_batch": summary.get("global_batch"),
                 "batch_size": summary.get("batch_size"),
@@ -180,6 +182,8 @@ def collect(results_dir: str | Path) -> Results:
         "test_acc",
         "test_loss",
         "train_loss",
+        "val_acc",
+        "wall_time_s",
         "diverged_epoch",
         *SETUP,
         "error",
@@ -191,7 +195,7 @@ def collect(results_dir: str | Path) -> Results:
         "items",
     ]
     frame = pd.DataFrame(runs, columns=run_cols)
-    for col in ("test_acc", "test_loss", "train_loss"):
+    for col in ("test_acc", "test_loss", "train_loss", "val_acc", "wall_time_s"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return Results(frame, _concat(histories), _concat(equilibria), skipped)
 

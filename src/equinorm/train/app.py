@@ -14,6 +14,7 @@ SIGTERM/SIGUSR1 or Ctrl-C exits with 128 + the signal number after writing its c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -60,14 +61,12 @@ def task(cfg: DictConfig) -> float | None:
             return None
         _fail(exc)
     except Preempted as exc:
-        print(f"equinorm: {exc}; {_how_to_resume()}", file=sys.stderr, flush=True)
+        _say(f"equinorm: {exc}; {_how_to_resume()}")
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C outside training (building, evaluating) or pressed twice
-        print(
+        _say(
             f"equinorm: interrupted (Ctrl-C); {cfg.run_dir} keeps its last checkpoint, if any: "
-            "run the same command again to resume",
-            file=sys.stderr,
-            flush=True,
+            "run the same command again to resume"
         )
         sys.exit(128 + signal.SIGINT)
     except Exception as exc:
@@ -85,6 +84,13 @@ def task(cfg: DictConfig) -> float | None:
             log.exception("job failed with an unexpected error (a bug? please report it)")
         return None
     return summary.get("test_acc")
+
+
+def _say(text: str) -> None:
+    """A last line on stderr; a closed one (``... | head``) must not turn a stop into a failed
+    job that the sweep goes on from."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
 
 
 def _how_to_resume() -> str:

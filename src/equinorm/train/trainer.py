@@ -229,7 +229,9 @@ class Trainer:
                 train = self.reduce_sums()
                 if stopped == "diverged" or not math.isfinite(train["train_loss"]):
                     return self.diverge(epoch, train)
-                test = self.evaluate()
+                test = self.evaluate(self.data.test, "test")
+                if self.data.val is not None:  # dataset.val_size: the images to choose on
+                    test.update(self.evaluate(self.data.val, "val"))
                 epoch_time = time.perf_counter() - start
                 self.end_epoch(epoch, train, test, epoch_time)
         return self.finish()
@@ -361,14 +363,15 @@ class Trainer:
         }
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def evaluate(self, loader, split: str) -> dict:
+        """``{split}_loss`` and ``{split}_acc`` over every image of ``loader`` (all ranks)."""
         model = self.eval_model
         model.eval()
         # every rank evaluates the model rank 0 saves (DDP keeps rank 0's running statistics)
         distributed.broadcast_buffers(self.raw_model)
         s = torch.zeros(3, dtype=torch.float64, device=self.device)
         with cached_eval_kernels(self.raw_model):
-            for x, y in self.data.test.iterate(0):
+            for x, y in loader.iterate(0):
                 with self.autocast():
                     logits = model(x)
                 s[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
@@ -377,7 +380,7 @@ class Trainer:
         loss, correct, count = all_reduce_sum(s).tolist()
         self.model.train()
         count = max(count, 1.0)
-        return {"test_loss": loss / count, "test_acc": 100.0 * correct / count}
+        return {f"{split}_loss": loss / count, f"{split}_acc": 100.0 * correct / count}
 
     def end_epoch(self, epoch: int, train: dict, test: dict, epoch_time: float) -> None:
         lr, momentum = self.schedule(epoch + 1 - 1e-9)
@@ -389,6 +392,7 @@ class Trainer:
             "train_acc": train["train_acc"],
             "test_loss": test["test_loss"],
             "test_acc": test["test_acc"],
+            **{k: test[k] for k in ("val_loss", "val_acc") if k in test},
             "epoch_time_s": round(epoch_time, 3),
             "images_per_s": round(train["train_images"] / max(epoch_time, 1e-9), 1),
         }
@@ -412,7 +416,7 @@ class Trainer:
         times = [r["epoch_time_s"] for r in self.state.history]
         left = (self.epochs - epoch - 1) * sum(times) / len(times)
         log.info(
-            "epoch %d/%d  lr %.4g  train loss %.4f acc %.2f  test loss %.4f acc %.2f  "
+            "epoch %d/%d  lr %.4g  train loss %.4f acc %.2f  test loss %.4f acc %.2f%s  "
             "%.1fs (%.0f img/s)%s",
             epoch + 1,
             self.epochs,
@@ -421,6 +425,9 @@ class Trainer:
             row["train_acc"],
             row["test_loss"],
             row["test_acc"],
+            f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}"
+            if "val_acc" in row
+            else "",
             epoch_time,
             row["images_per_s"],
             f"  eta {int(left) // 60}m{int(left) % 60:02d}s" if left else "",
@@ -446,6 +453,9 @@ class Trainer:
                 "train_acc": train["train_acc"],
                 "test_loss": float("nan"),
                 "test_acc": float("nan"),
+                **(
+                    {"val_loss": math.nan, "val_acc": math.nan} if self.data.val is not None else {}
+                ),
                 "epoch_time_s": float("nan"),
                 "images_per_s": float("nan"),
             }

@@ -1,0 +1,206 @@
+"""The tuning protocol (docs/tuning.md): every norm of an experiment at its own learning rate
+(or any numeric key), chosen on a validation split, then run with every seed and read on test.
+
+    python -m equinorm.launch.tune experiment=digits_demo            # both stages, then the report
+    python -m equinorm.launch.tune experiment=cifar10_wrn_short --plan   # runs and GPU-hours only
+    python -m equinorm.launch.tune experiment=X --key optim.weight_decay --grid 1e-4,5e-4,1e-3
+    python -m equinorm.launch.tune experiment=X hydra/launcher=submitit_slurm_gpu ...
+
+Stage 1 is one sweep: the experiment's norms x the grid (default: 5 log-spaced points, x1/4 ..
+x4 of the experiment's value) x the tuning seeds (default 0,1), with ``dataset.val_size`` images
+held out of the training set. Each norm's pick (:mod:`equinorm.report.tuning`: best median final
+validation accuracy, ties to the smaller value, a grid-edge pick flagged) goes to
+``<results>/runs/<experiment>/tuned.json`` with its evidence. Stage 2 is one sweep per norm: its
+pick with every seed of the experiment's sweep on the full training set (a pick equal to the
+experiment's value is the experiment's own runs). Both are ordinary sweeps of ``equinorm.train``:
+finished runs are skipped, interrupted ones resume, any launcher works (on SLURM the norms' stage-2
+sweeps are submitted together). Then the report draws the tuned table and the sensitivity figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from equinorm import experiment as experiments
+from equinorm.data import dataset_info
+from equinorm.errors import ConfigError
+from equinorm.experiment.checks import check_config
+from equinorm.experiment.command import composed, describe
+from equinorm.experiment.identity import value_text
+from equinorm.launch.reproduce import DEFAULT_TFLOPS, _measured_images_per_s, job_seconds, on_slurm
+from equinorm.report.cli import main as report
+from equinorm.report.collect import collect
+from equinorm.report.tuning import (
+    POINTS,
+    SEEDS,
+    SPAN,
+    VAL_FRACTION,
+    VAL_KEY,
+    Study,
+    pick,
+    stage1,
+    study_path,
+)
+
+
+class TuneError(Exception):
+    """A request that cannot be tuned: one line, exit 2."""
+
+
+def canonical(text: str) -> str:
+    """A grid value as run variants spell it (``4e-4`` -> ``0.0004``)."""
+    try:
+        return value_text(float(text))
+    except ValueError:
+        raise TuneError(f"--grid: {text!r} is not a number") from None
+
+
+def default_grid(own, points: int, span: float) -> list[str]:
+    """``points`` log-spaced values from own/span to own*span (5 and 4: x1/4, 1/2, 1, 2, 4)."""
+    if not isinstance(own, int | float) or isinstance(own, bool) or own <= 0:
+        raise TuneError(f"the experiment's value {own!r} is not a positive number: give --grid")
+    if points < 2:
+        return [canonical(repr(float(own)))]
+    factors = [span ** (2 * i / (points - 1) - 1) for i in range(points)]
+    return [canonical(f"{own * f:.4g}") for f in factors]
+
+
+def _without(overrides: list[str], *keys: str) -> list[str]:
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys]
+
+
+def design(args) -> tuple[Study, list[str], list[str], str]:
+    """(the study, stage 1's sweep, stage 2's overrides but norm, the results directory)."""
+    rest = _without(args.overrides, args.key, VAL_KEY)  # the study sets these
+    first = experiments.jobs([f"experiment={args.experiment}", *rest])[0]
+    cfg = experiments.compose(first)
+    own = OmegaConf.select(cfg, args.key, default=None)
+    if own is None or OmegaConf.is_config(own):
+        raise TuneError(f"--key {args.key}: not a value of the composed config")
+    grid = [canonical(v) for v in args.grid.split(",")] if args.grid else None
+    grid = sorted(set(grid or default_grid(own, args.points, args.span)), key=float)
+    info = dataset_info(cfg.dataset.name)
+    val_size = args.val_size or cfg.dataset.val_size or round(VAL_FRACTION * info.train_size)
+    seeds = sorted({int(s) for s in args.seeds.split(",")})
+    study = Study(cfg.name, args.key, grid, int(val_size), seeds, value_text(own))
+    study.base = dict(cfg.variant)  # what the command's other overrides set: every run has it
+    stage1_argv = [
+        f"experiment={args.experiment}",
+        *_without(rest, "seed"),
+        f"{VAL_KEY}={study.val_size}",
+        f"{args.key}={','.join(grid)}",
+        f"seed={','.join(str(s) for s in seeds)}",
+    ]
+    options = {o for job in experiments.jobs(stage1_argv) for o in job if o.startswith("norm=")}
+    study.norms = sorted({experiments.compose([*first, o]).norm.name for o in options})
+    return study, stage1_argv, [f"experiment={args.experiment}", *rest], cfg.results_dir
+
+
+def _train(argv: list[str], wait: bool = True):
+    cmd = [sys.executable, "-m", "equinorm.train", "-m", *argv]
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    proc = subprocess.Popen(cmd)
+    return proc.wait() if wait else proc
+
+
+def plan(args) -> str:
+    """Runs and estimated GPU-hours of both stages (stage 2 at the experiment's value: each
+    norm's pick changes its cost little; a pick equal to it adds no run)."""
+    study, argv1, base, _ = design(args)
+    measured = _measured_images_per_s("results/bench")
+    lines = ["| stage | runs | est. GPU-hours |", "|---|---:|---:|"]
+    for stage, jobs in (("1 (tuning)", experiments.jobs(argv1)), ("2 (final)", None)):
+        jobs = jobs or experiments.jobs(base)
+        hours = 0.0
+        for _, cfg in composed(jobs):
+            check_config(cfg, devices_here=False)
+            hours += job_seconds(cfg, measured, args.tflops)[0] / 3600
+        lines.append(f"| {stage} | {len(jobs)} | {hours:,.1f} |")
+    grid = ", ".join(study.grid)
+    return "\n".join([f"{study.experiment}: {study.key} in {{{grid}}}", *lines])
+
+
+def run(args) -> int:
+    study, argv1, base, results_dir = design(args)
+    print(
+        f"tune {study.experiment}: {study.key} in {{{', '.join(study.grid)}}}, "
+        f"{study.val_size} validation images, tuning seeds {study.seeds}",
+        flush=True,
+    )
+    if args.stage in ("1", "all"):
+        _train(argv1)  # a failed job is named by its sweep; the pick below sees what is missing
+    study.picks, missing = pick(stage1(collect(results_dir).runs, study), study)
+    path = study_path(results_dir, study.experiment)
+    study.write(path)
+    for norm, p in study.picks.items():
+        edge = " (at the grid's edge: widen the grid)" if p["edge"] else ""
+        print(f"{norm}: {study.key}={p['value']}, median val acc {p['median_val_acc']:.2f}{edge}")
+    print(f"wrote {path}", flush=True)
+    if missing:
+        print(
+            f"equinorm: stage 1 has no finished run for {len(missing)} job(s) ({missing[0]}"
+            f"{', ...' if len(missing) > 1 else ''}): run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 1
+    if args.stage in ("2", "all"):
+        argvs = [
+            [*_without(base, "norm"), f"norm={n}", f"{study.key}={p['value']}"]
+            for n, p in study.picks.items()
+        ]
+        if on_slurm(base):  # every norm's array submitted at once
+            codes = [proc.wait() for proc in [_train(a, wait=False) for a in argvs]]
+        else:
+            codes = [_train(a) for a in argvs]
+        if any(codes):
+            print("equinorm: a stage-2 sweep had failures (see its tally)", file=sys.stderr)
+    return report(["--results", results_dir, "--experiment", study.experiment])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="equinorm-tune",
+        description=__doc__.splitlines()[0],
+        usage="%(prog)s experiment=NAME [hydra overrides...] [options]",
+    )
+    parser.add_argument("overrides", nargs="*", help="experiment=NAME and Hydra overrides")
+    parser.add_argument("--key", default="schedule.lr", help="the key tuned (schedule.lr)")
+    parser.add_argument("--grid", help="comma-separated values (default: --points around it)")
+    parser.add_argument("--points", type=int, default=POINTS, help="default grid: its values")
+    parser.add_argument("--span", type=float, default=SPAN, help="default grid: x1/span .. xspan")
+    seeds = ",".join(str(s) for s in SEEDS)
+    parser.add_argument("--seeds", default=seeds, help=f"tuning seeds of stage 1 ({seeds})")
+    parser.add_argument(
+        "--val-size", type=int, default=0, help="validation images (default: 10%% of training)"
+    )
+    parser.add_argument("--stage", choices=["1", "2", "all"], default="all", help="stages to run")
+    parser.add_argument("--plan", action="store_true", help="runs and GPU-hours only")
+    parser.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS, help="as make plan's")
+    args = parser.parse_intermixed_args(argv)
+    named = [o for o in args.overrides if o.startswith("experiment=")]
+    if len(named) != 1:
+        parser.error("give exactly one experiment=NAME")
+    args.experiment = named[0].split("=", 1)[1]
+    args.overrides = [o for o in args.overrides if o not in named]
+    try:
+        if args.plan:
+            print(plan(args))
+            return 0
+        return run(args)
+    except TuneError as exc:
+        print(f"equinorm: error: {exc}", file=sys.stderr)
+    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        print(f"equinorm: error: {describe(exc)}", file=sys.stderr)
+    except ValueError as exc:  # --seeds
+        print(f"equinorm: error: {exc}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Issue 26: the validation split, the tuning protocol's picks (which never read test accuracy),
+time to target with misses, and the two-stage tune command end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from equinorm.data import validation
+from equinorm.data.loaders import build_loaders
+from equinorm.errors import ConfigError
+from equinorm.report import collect
+from equinorm.report.cli import main as report
+from equinorm.report.target import rows_for
+from equinorm.report.tuning import Study, pick, stage1
+from tests.conftest import write_run
+
+DIGITS = {"name": "digits", "val_size": 300, "workers": 0, "standardize": False}
+
+
+def test_the_split_is_stratified_disjoint_and_exact():
+    labels = np.repeat(np.arange(10), [50, 60, 70, 80, 90, 100, 110, 120, 130, 140])
+    train, val = validation.split(labels, 151, 10)
+    assert len(val) == 151 and len(train) == len(labels) - 151
+    assert not set(train) & set(val) and set(train) | set(val) == set(range(len(labels)))
+    counts = np.bincount(labels[val], minlength=10)
+    share = 151 * np.bincount(labels) / len(labels)
+    assert np.all(np.abs(counts - share) < 1), (counts, share)  # each class its share
+    again = validation.split(labels, 151, 10)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val), again, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("labels", "size", "says"),
+    [
+        ([0] * 5 + [1] * 5, 10, "1..9"),
+        ([0] * 5 + [1] * 5, -1, "must be 0"),
+        ([0] * 2 + [1] * 100, 101, "every training image of class 0"),
+    ],
+)
+def test_an_impossible_split_is_one_line(labels, size, says):
+    with pytest.raises(ConfigError, match=says) as err:
+        validation.split(np.array(labels), size, 2)
+    assert "\n" not in str(err.value)
+
+
+def _val(loader: str, seed: int, standardize: bool):
+    data = build_loaders(
+        {**DIGITS, "loader": loader},
+        batch_size=64,
+        eval_batch_size=1000,
+        seed=seed,
+        standardize_default=standardize,
+    )
+    xs, ys = zip(*data.val.iterate(0), strict=True)
+    return data, torch.cat(xs), torch.cat(ys)
+
+
+def test_every_seed_norm_and_loader_holds_out_the_same_images():
+    """The device loader at seed 0 (BatchNorm's standardization default) and the DataLoader path
+    at seed 3 (EquiNorm's) evaluate on the same 300 images; train + validation = the training
+    split, without overlap."""
+    device, x0, y0 = _val("device", 0, True)
+    torch_path, x1, y1 = _val("torch", 3, False)
+    assert len(y0) == 300 and torch.equal(y0, y1)
+    torch.testing.assert_close(x0, x1)
+    from equinorm.data.loaders import source_of
+
+    images, labels = source_of(DIGITS).arrays(True)
+    train, val = validation.split(labels, 300, 10)
+    assert torch.equal(device.val.images, torch.as_tensor(images[val]))
+    assert torch.equal(device.train.images, torch.as_tensor(images[train]))
+    assert torch_path.train.num_examples == len(train) == len(images) - 300
+
+
+def test_a_validation_size_the_dataset_cannot_give_fails_before_any_file(tmp_path):
+    from tests.conftest import run_cli
+
+    proc = run_cli("dataset.val_size=1437", f"results_dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout.strip().splitlines() == [
+        "equinorm: error: dataset.val_size=1437 must be 0 (no validation split) or 1..1436 "
+        "(digits trains on 1,437 images)"
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+# -- the picks ---------------------------------------------------------------------------------
+D = None  # a diverged seed
+VALS = {  # norm -> grid value -> final validation accuracy of seeds 0, 1, 2
+    "equi": {"0.05": [80, 80, 80], "0.1": [85, 85, 85], "0.2": [85, 86, 84]},  # a tie: 0.1
+    "bn": {"0.05": [88, 88, 88], "0.1": [90, 90, 91], "0.2": [99, D, D]},  # D counts as 0
+    "gn": {"0.05": [75, 75, 75], "0.1": [60, 60, 60], "0.2": [50, 50, 50]},  # the edge
+    "wn": {"0.05": [70, 70, 70], "0.1": [71, 71, 71], "0.2": [72, 72]},  # seed 2 missing
+}
+STUDY = Study("cifar10_wrn_short", "schedule.lr", ["0.05", "0.1", "0.2"], 5000, [0, 1, 2], "0.1")
+
+
+def _tuning_runs(test_acc) -> pd.DataFrame:
+    rows = []
+    for norm, by_value in VALS.items():
+        for value, accs in by_value.items():
+            items = STUDY.tuning_variant(value)
+            for seed, acc in enumerate(accs):
+                rows.append(
+                    {
+                        "experiment": STUDY.experiment,
+                        "norm": norm,
+                        "seed": seed,
+                        "status": "diverged" if acc is None else "complete",
+                        "val_acc": np.nan if acc is None else float(acc),
+                        "test_acc": test_acc(norm, value, seed),
+                        "items": items,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_each_norm_gets_the_value_with_the_best_median_validation_accuracy():
+    runs = _tuning_runs(lambda *_: 50.0)
+    picks, missing = pick(stage1(runs, STUDY), STUDY)
+    assert {n: p["value"] for n, p in picks.items()} == {"equi": "0.1", "bn": "0.1", "gn": "0.05"}
+    assert picks["bn"]["median_val_acc"] == 90.0  # not 0.2's 99: [99, 0, 0] has median 0
+    assert picks["bn"]["evidence"]["0.2"]["diverged"] == 2
+    assert [n for n, p in picks.items() if p["edge"]] == ["gn"]
+    assert missing == ["wn schedule.lr=0.2 seed 2"]
+
+
+def test_choosing_never_reads_test_accuracy():
+    rng = np.random.default_rng(0)
+    upside_down = _tuning_runs(lambda *_: float(rng.uniform(0, 100)))
+    without = _tuning_runs(lambda *_: np.nan).drop(columns=["test_acc"])
+    picks = [pick(stage1(r, STUDY), STUDY)[0] for r in (upside_down, without)]
+    assert picks[0] == picks[1] == pick(stage1(_tuning_runs(lambda *_: 1.0), STUDY), STUDY)[0]
+
+
+# -- time to target ----------------------------------------------------------------------------
+def test_time_to_target_counts_the_seeds_that_never_reach_it(tmp_path):
+    exp = "cifar10_wrn_short"
+    for seed, acc in enumerate([90.0, 60.0, 30.0]):  # reach 59 at epochs 20, 30, never
+        write_run(tmp_path, exp, "cifar10-wrn-equi", seed, acc)
+    for seed in range(3):  # the target: 60 - 1 = 59, reached at epoch 30 (59.5 % > 59)
+        write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 60.0)
+    write_run(tmp_path, exp, "cifar10-wrn-bn", 3, 60.0, status="diverged", epochs=7, diverge_at=7)
+    write_run(tmp_path, exp, "cifar10-wrn-equi", 3, 300.0, status="running", epochs=10)  # ignored
+    results = collect(tmp_path)
+    rows = rows_for(results.runs, results.history, 59.0)
+    assert rows == [
+        ["EquiNorm", "2 / 3", "25.0 (22.5-27.5)", "25.0 (22.5-27.5)", "1"],  # 1 s per epoch
+        ["BatchNorm", "3 / 4", "30.0 (30.0-30.0)", "30.0 (30.0-30.0)", "1"],
+    ]
+    assert report(["--results", str(tmp_path)]) == 0
+    table = (tmp_path / "tables" / f"{exp}_time_to_target.md").read_text()
+    assert "target 59.00 % (BatchNorm's median - 1)" in table and "| EquiNorm | 2 / 3 |" in table
+    assert report(["--results", str(tmp_path), "--target", "80"]) == 0
+    table = (tmp_path / "tables" / f"{exp}_time_to_target.md").read_text()
+    assert "target 80.00 % (set by --target)" in table
+    assert "| EquiNorm | 1 / 3 | 27.0 (27.0-27.0) | 27.0 (27.0-27.0) | 2 |" in table
+
+
+# -- the command -------------------------------------------------------------------------------
+def test_tune_runs_both_stages_and_reports_them(tmp_path):
+    """Two norms x two lrs x one tuning seed on 300 held-out digits, then each norm's pick with
+    two seeds; the picks are the grid values with the best validation accuracy, stage 2 runs
+    at them on the full training set, and the report draws the tuned table and the figure."""
+    results = tmp_path / "r"
+    fixed = [
+        "experiment=digits_demo",
+        "norm=bn,gn",
+        "seed=0,1",
+        "epochs=2",
+        "schedule.milestones=[1]",
+        "schedule.length=2",
+        "train.equilibrium_stats=false",
+        "wandb.mode=disabled",
+        f"results_dir={results}",
+    ]
+    tune = [sys.executable, "-m", "equinorm.launch.tune", *fixed, "--grid", "0.2,0.05"]
+    proc = subprocess.run(
+        [*tune, "--seeds", "3", "--val-size", "300"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    study = Study.read(results / "runs" / "digits_demo" / "tuned.json")
+    assert (study.grid, study.seeds, study.val_size) == (["0.05", "0.2"], [3], 300)
+    runs = collect(results).runs
+    tuning = stage1(runs, study)
+    done = tuning["status"] == "complete"
+    assert len(tuning) == 4 and tuning[done]["val_acc"].notna().all()
+    for norm, p in study.picks.items():
+        mine = tuning[tuning["norm"] == norm]
+        acc = mine["val_acc"].where(mine["status"] == "complete", 0.0)  # diverged: 0 %
+        best = mine.loc[acc.idxmax(), "value"]  # one seed: its own accuracy
+        assert p["value"] == best and p["edge"]
+        final = runs[
+            (runs["norm"] == norm) & (runs["items"].map(lambda i: "dataset.val_size" not in i))
+        ]
+        assert sorted(final["seed"]) == [0, 1] and final["val_acc"].isna().all()
+        assert set(final["items"].map(lambda i: i.get("schedule.lr", "0.1"))) == {p["value"]}
+    tuned = (results / "tables" / "digits_demo_tuned.md").read_text()
+    assert "| BatchNorm |" in tuned and "| GroupNorm |" in tuned
+    assert (results / "figures" / "digits_demo_sensitivity.png").stat().st_size > 10_000
+    main_table = (results / "tables" / "digits_demo.md").read_text()
+    assert "val_size" not in main_table  # the tuning runs have a report of their own
+    json.loads((results / "runs" / "digits_demo" / "tuned.json").read_text())
+
+
+def test_tune_plan_counts_both_stages(capsys):
+    from equinorm.launch.tune import main
+
+    assert main(["experiment=digits_demo", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 (tuning) | 30 |" in out and "| 2 (final) | 15 |" in out  # 3 x 5 x 2; 3 x 5
+    assert "{0.025, 0.05, 0.1, 0.2, 0.4}" in out
+
+
+def test_a_bad_tune_request_is_one_line(capsys):
+    from equinorm.launch.tune import main
+
+    assert main(["experiment=digits_demo", "--grid", "0.1,fast", "--plan"]) == 2
+    assert capsys.readouterr().err == "equinorm: error: --grid: 'fast' is not a number\n"
+    assert main(["experiment=digits_demo", "--key", "arch", "--plan"]) == 2
+    assert "--key arch: not a value" in capsys.readouterr().err
+
+
+def test_the_study_file_round_trips(tmp_path):
+    path = Path(tmp_path) / "tuned.json"
+    STUDY.write(path)
+    assert Study.read(path) == STUDY
