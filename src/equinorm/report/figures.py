@@ -55,6 +55,38 @@ def wrap(text: str, width_in: float, size_pt: float = 8) -> str:
     return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
 
+def mark_all_diverged(ax, x: float, color) -> None:
+    """Mark, at the bottom of ``ax``, a value at which every seed diverged (no point to draw)."""
+    ax.annotate(
+        "all diverged",
+        (x, 0),
+        xycoords=("data", "axes fraction"),
+        xytext=(0, 4),
+        textcoords="offset points",
+        ha="center",
+        fontsize=7,
+        color=color,
+        rotation=90,
+    )
+
+
+def legend_below(fig, ax, caption: str) -> None:
+    """Lay the figure out, then put ``ax``'s legend under the panels, ``caption`` as its title."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.tight_layout()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(0, 0),
+        ncol=4,
+        frameon=False,
+        title=caption,
+        title_fontsize=7,
+        alignment="left",
+    )
+
+
 def save(fig, out_dir: Path, stem: str) -> list[Path]:
     """PNG and PDF, reproducible byte for byte (no creation date in the PDF)."""
     written = []

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from equinorm import experiment as experiments
 from equinorm.experiment.identity import value_text
 from equinorm.report.collect import Results
-from equinorm.report.figures import STYLE, WIDTH, save, wrap
+from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
 from equinorm.report.paper import (
     NORM_COLORS,
     NORM_MARKERS,
@@ -181,17 +181,7 @@ def _draw_figure(runs, frame, key, out_dir: Path, stem: str, width: float) -> li
             )
             lost = n[(n["complete"] == 0) & (n["diverged"] > 0)]
             for x in lost["x"]:  # every seed diverged at this value
-                ax.annotate(
-                    "all diverged",
-                    (x, 0),
-                    xycoords=("data", "axes fraction"),
-                    xytext=(0, 4),
-                    textcoords="offset points",
-                    ha="center",
-                    fontsize=7,
-                    color=color,
-                    rotation=90,
-                )
+                mark_all_diverged(ax, x, color)
         own = g[g["own"]]["value"].unique()
         for v in own:
             ax.axvline(x_of[v], color="0.5", ls=":", lw=1)
@@ -212,19 +202,7 @@ def _draw_figure(runs, frame, key, out_dir: Path, stem: str, width: float) -> li
         ax.set_xlabel(key)
         ax.set_ylabel("Final test accuracy (%)")
         ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.tight_layout()
-    fig.legend(  # under the panels, the caption as its title
-        handles,
-        labels,
-        loc="upper left",
-        bbox_to_anchor=(0, 0),
-        ncol=4,
-        frameon=False,
-        title="median over complete seeds; bars: 25%-75%",
-        title_fontsize=7,
-        alignment="left",
-    )
+    legend_below(fig, axes.flat[0], "median over complete seeds; bars: 25%-75%")
     return save(fig, out_dir, stem)
 
 

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from equinorm.report.collect import Results
-from equinorm.report.figures import STYLE, WIDTH, save, wrap
+from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
 from equinorm.report.paper import NORM_COLORS, NORM_MARKERS, NORM_STYLES, norm_label, norm_sort_key
 from equinorm.report.stats import iqr, paired_values
 from equinorm.report.tables import BASELINE, markdown_table, tex_table
@@ -269,17 +269,7 @@ def _sensitivity(ev: pd.DataFrame, study: Study, out_dir: Path, stem: str, width
         )
         ax.fill_between(ok["x"], ok["q25"], ok["q75"], color=color, alpha=0.15, lw=0)
         for x in g[lost]["x"]:
-            ax.annotate(
-                "all diverged",
-                (x, 0),
-                xycoords=("data", "axes fraction"),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                fontsize=7,
-                color=color,
-                rotation=90,
-            )
+            mark_all_diverged(ax, x, color)
         p = study.picks.get(norm)
         if p and p["value"] in set(ok["value"]):
             y = float(ok[ok["value"] == p["value"]]["median"].iloc[0])
@@ -301,19 +291,8 @@ def _sensitivity(ev: pd.DataFrame, study: Study, out_dir: Path, stem: str, width
     )
     ax.set_title(wrap(title, width), loc="left")
     ax.grid(alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    fig.tight_layout()
-    fig.legend(  # under the panel, the caption as its title
-        handles,
-        labels,
-        loc="upper left",
-        bbox_to_anchor=(0, 0),
-        ncol=4,
-        frameon=False,
-        title="median over the tuning seeds (a diverged seed: 0 %); band: 25%-75%; star: the pick",
-        title_fontsize=7,
-        alignment="left",
-    )
+    caption = "median over the tuning seeds (a diverged seed: 0 %); band: 25%-75%; star: the pick"
+    legend_below(fig, ax, caption)
     return save(fig, out_dir, stem)
 
 
