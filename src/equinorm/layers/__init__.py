@@ -12,6 +12,7 @@ from equinorm.layers.equiconv import (
     fuse_equinorm,
     input_channel_means,
 )
+from equinorm.layers.interop import TimmEquiConv2d, calibrate, convert_to_equinorm
 from equinorm.layers.norms import NORMS, NormSpec, get_norm
 from equinorm.layers.peers import StdConv2d, WNConv2d
 
@@ -23,10 +24,13 @@ __all__ = [
     "MeanOnlyBatchNorm2d",
     "NormSpec",
     "StdConv2d",
+    "TimmEquiConv2d",
     "WNConv2d",
     "balance_signs_",
     "cached_eval_kernels",
+    "calibrate",
     "conv_output_size",
+    "convert_to_equinorm",
     "equi_scale_factor",
     "equi_weight",
     "equi_weight_reference",

@@ -392,6 +392,16 @@ class EquiConv2d(nn.Conv2d):
             conv.bias.copy_(bias)
         return conv.train(self.training)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args) -> None:
+        """A plain ``Conv2d``'s entry (weight and bias, none of this layer's buffers) loads
+        strictly: the running means keep their value (BatchNorm's way with an old checkpoint's
+        missing ``num_batches_tracked``); calibrate them (:func:`equinorm.layers.calibrate`)."""
+        buffers = [prefix + "running_mean", prefix + "num_batches_tracked"]
+        if prefix + "weight" in state_dict and not any(k in state_dict for k in buffers):
+            state_dict.update({prefix + "running_mean": self.running_mean.clone()})
+            state_dict.update({prefix + "num_batches_tracked": self.num_batches_tracked.clone()})
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
+
     def reset_running_stats(self) -> None:
         self.running_mean.fill_(1.0)
         self.num_batches_tracked.zero_()
@@ -452,7 +462,11 @@ class EquiConv2d(nn.Conv2d):
         return self.impl == "reference" or not zeros
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
+        return _equi_conv2d(self, x)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        tracing = torch.jit.is_tracing()  # shapes are traced values: the check would be constant
+        if not tracing and (x.dim() != 4 or x.shape[1] != self.in_channels):
             raise ValueError(
                 f"EquiConv2d expects input of shape (N, {self.in_channels}, H, W); "
                 f"got {tuple(x.shape)}"
@@ -469,7 +483,8 @@ class EquiConv2d(nn.Conv2d):
         """The zero-padded layer as one autograd node (same result as the composed path)."""
         factor = self.scale_factor(x)
         batch_stats = self.training or not self.track_running_stats
-        if not batch_stats and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        direct = not torch.is_grad_enabled() or torch.jit.is_tracing()  # one graph for jit.trace
+        if not batch_stats and direct and not torch.compiler.is_compiling():
             # evaluation: the kernel depends only on the weights and the running means, which
             # do not change between batches -- transform once, reuse until one of them changes
             return F.conv2d(
@@ -504,6 +519,13 @@ class EquiConv2d(nn.Conv2d):
         if batch_stats:
             self._track(means)
         return y
+
+
+@torch.fx.wrap
+def _equi_conv2d(layer: EquiConv2d, x: Tensor) -> Tensor:
+    """EquiConv2d's forward. One node for ``torch.fx`` symbolic tracing (torchvision's and timm's
+    feature extractors), which cannot enter its shape checks and batch statistics."""
+    return layer._forward(x)
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["StagedNet"]
@@ -37,6 +38,8 @@ class StagedNet(nn.Module):
         hook_at: int | None = None,
         hook: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor:
+        if isinstance(hook_at, torch.fx.Proxy):  # torch.fx tracing (feature extractors): no mixup
+            hook_at = hook = None
         if hook_at == 0:
             x = hook(x)
         x = self.forward_stem(x)
