@@ -9,6 +9,7 @@ device (the paper's SVHN runs: 2 GPUs x 128); the backend is NCCL on GPUs and gl
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -56,7 +57,12 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def shutdown() -> None:
+    """Destroy the process group while the interpreter is fully alive, after collecting the
+    run's objects (DDP's reducer holds the group through reference cycles): a gloo group left to
+    interpreter finalization can abort the process after a finished run ("terminate called
+    without an active exception"; pytorch/pytorch#179291)."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
