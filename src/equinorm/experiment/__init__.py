@@ -97,6 +97,9 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
     """
     experiment = choices.get("experiment")
     base = [f"experiment={experiment}"] if experiment else []
+    users = user_sources(cfg)
+    if users:  # the job's experiment may live in a user's config dir: compose it from there too
+        base.append(f"hydra.searchpath=[{','.join(users)}]")
     own = _reference(tuple(base))
     picks, items = list(base), []
     for group in GROUPS:
@@ -110,6 +113,19 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
         picks.append(f"debug={choices['debug']}")
         items.append(f"debug={choices['debug']}")
     return _reference(tuple(picks)), items
+
+
+def user_sources(cfg: DictConfig) -> list[str]:
+    """The config dirs a job composed from beyond the suite's own (``hydra.searchpath=[...]``,
+    ``--config-dir``), as search-path entries: its Hydra node's, else the running job's."""
+    sources = OmegaConf.select(cfg, "hydra.runtime.config_sources", default=None)
+    if sources is None and HydraConfig.initialized():
+        sources = HydraConfig.get().runtime.config_sources
+    return [
+        f"{s.schema}://{s.path}"
+        for s in sources or []
+        if s.provider == "command-line" or str(s.provider).startswith("hydra.searchpath")
+    ]
 
 
 def world_size() -> int:
@@ -181,5 +197,6 @@ __all__ = [
     "reference",
     "register",
     "sweep_params",
+    "user_sources",
     "world_size",
 ]

@@ -14,6 +14,7 @@ import copy
 import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import yaml
 from hydra.errors import HydraException, MissingConfigException
@@ -94,10 +95,15 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
         args = parse(argv)
     except SystemExit:
         return None  # let Hydra report its own usage errors
-    if any(getattr(args, flag) for flag in INFORMATIONAL) or args.config_path or args.config_dir:
+    given = list(args.overrides)
+    if args.config_dir:  # --config-dir DIR is one more search-path entry, checked the same way
+        if any(o.split("=", 1)[0] == "hydra.searchpath" for o in given):
+            return None  # both: Hydra merges them itself
+        given.append(f"hydra.searchpath=[file://{Path(args.config_dir).absolute()}]")
+    if any(getattr(args, flag) for flag in INFORMATIONAL) or args.config_path:
         return None
     try:
-        overrides = experiment.jobs(args.overrides, args.multirun)
+        overrides = experiment.jobs(given, args.multirun)
         if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
             print(f"equinorm: checking {len(overrides)} jobs before launching any", file=sys.stderr)
         for number, (job, cfg) in enumerate(composed(overrides)):
