@@ -115,10 +115,11 @@ def build_loaders(
     if val_size:
         held = validation.split(source.train_labels(), val_size, info.num_classes)
     loaders = []
+    train_index, val_index = held if held else (None, None)
     # (images of the training split?, its augmentation and batches?, the indices it takes)
-    parts = [(True, True, held and held[0]), (False, False, None)]
+    parts = [(True, True, train_index), (False, False, None)]
     if held:
-        parts.append((True, False, held[1]))
+        parts.append((True, False, val_index))
     for from_train, train, index in parts:
         bs = batch_size * virtual_devices if train else eval_batch_size
         common["virtual_devices"] = virtual_devices if train else 1

@@ -64,7 +64,7 @@ def _macs(arch: str, classes: int, size: int, options: tuple) -> int:
     return forward_macs(arch, "bn", classes, size, **dict(options))
 
 
-def _measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
+def measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
     """Training images/s per (arch, norm) from GPU rows of results/bench/*.csv (paper size; the
     default implementation, eager: what a run does unless told otherwise)."""
     out: dict[tuple[str, str], float] = {}
@@ -119,7 +119,7 @@ def plan(
 ) -> list[PlanRow]:
     """Per experiment of ``target``: exactly the jobs ``make reproduce-<target> ARGS=...`` would
     launch, each composed and checked as the trainer checks it (a bad override raises)."""
-    measured = _measured_images_per_s(bench_dir)
+    measured = measured_images_per_s(bench_dir)
     rows = []
     for experiment in TARGETS[target]:
         jobs = sweep_jobs(experiment, overrides)

@@ -33,7 +33,7 @@ from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config
 from equinorm.experiment.command import composed, describe
 from equinorm.experiment.identity import value_text
-from equinorm.launch.reproduce import DEFAULT_TFLOPS, _measured_images_per_s, job_seconds, on_slurm
+from equinorm.launch.reproduce import DEFAULT_TFLOPS, job_seconds, measured_images_per_s, on_slurm
 from equinorm.report.cli import main as report
 from equinorm.report.collect import collect
 from equinorm.report.tuning import (
@@ -113,10 +113,10 @@ def plan(args) -> str:
     """Runs and estimated GPU-hours of both stages (stage 2 at the experiment's value: each
     norm's pick changes its cost little; a pick equal to it adds no run)."""
     study, argv1, base, _ = design(args)
-    measured = _measured_images_per_s("results/bench")
+    measured = measured_images_per_s("results/bench")
     lines = ["| stage | runs | est. GPU-hours |", "|---|---:|---:|"]
-    for stage, jobs in (("1 (tuning)", experiments.jobs(argv1)), ("2 (final)", None)):
-        jobs = jobs or experiments.jobs(base)
+    for stage, argv in (("1 (tuning)", argv1), ("2 (final)", base)):
+        jobs = experiments.jobs(argv)
         hours = 0.0
         for _, cfg in composed(jobs):
             check_config(cfg, devices_here=False)

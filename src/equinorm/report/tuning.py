@@ -65,7 +65,7 @@ class Study:
 
     def tuning_variant(self, value: str) -> dict:
         """The variant a stage-1 run at ``value`` records."""
-        return {**self.base, VAL_KEY: str(self.val_size), **self.final_variant(value)}
+        return {**self.final_variant(value), VAL_KEY: str(self.val_size)}
 
     def final_variant(self, value: str) -> dict:
         """The variant of a run at ``value`` on the full training set (stage 2, untuned)."""
@@ -78,10 +78,9 @@ def study_path(results_dir: str | Path, experiment: str) -> Path:
 
 def stage1(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
     """The study's tuning runs (``value`` column: the grid value), complete or not."""
-    own = study.own
     values = []
     for items in runs["items"]:
-        value = items.get(study.key, own)
+        value = items.get(study.key, study.own)
         values.append(value if items == study.tuning_variant(value) else None)
     keep = runs.assign(value=values).dropna(subset=["value"])
     keep = keep[keep["value"].isin(study.grid) & keep["seed"].isin(study.seeds)]
@@ -164,8 +163,7 @@ def _versus(frame: pd.DataFrame, norm: str) -> str:
 
 
 def _hours(frame: pd.DataFrame) -> float:
-    seconds = frame["wall_time_s"].fillna(0).sum() if "wall_time_s" in frame else 0.0
-    return seconds / 3600
+    return frame["wall_time_s"].fillna(0).sum() / 3600
 
 
 HEADER = [
@@ -183,7 +181,6 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
     """The tuned table's rows and its notes (edge picks, norms without a pick)."""
     runs = results.runs[results.runs["experiment"] == study.experiment]
     tuning = stage1(runs, study)
-    own = study.own
     untuned = runs[[items == study.base for items in runs["items"]]]
     finals = pd.concat([stage2(runs, study, n) for n in study.picks]) if study.picks else runs[:0]
     rows, notes = [], []
@@ -211,7 +208,7 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
             )
         if not p:
             notes.append(f"{norm_label(norm)}: stage 1 is not finished, no value picked.")
-    return rows, [f"Untuned: {study.key}={own}." if own else "", *notes]
+    return rows, [f"Untuned: {study.key}={study.own}." if study.own else "", *notes]
 
 
 def _intro(study: Study) -> str:

@@ -31,7 +31,8 @@ from equinorm.experiment.identity import config_diff, semantic
 
 FINISHED = ("complete", "diverged")
 ERROR_FILE = "error.json"
-METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "val_acc", "val_loss")
+METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
+VAL_METRICS = ("val_acc", "val_loss")  # runs with a validation split (dataset.val_size) only
 
 
 class RunLockedError(EquinormError):
@@ -50,7 +51,8 @@ def summarize(status: str, rows: list[dict], epochs: int, wall_time_s: float, **
         "status": status,
         "epoch": int(last["epoch"]) if rows else 0,
         "epochs": epochs,
-        **{k: last.get(k) for k in METRICS if k in last or not k.startswith("val_")},
+        **{k: last.get(k) for k in METRICS},
+        **{k: last[k] for k in VAL_METRICS if k in last},
         "best_test_acc": max(finite, default=None),
         "wall_time_s": round(wall_time_s, 2),
         **fields,

@@ -229,11 +229,9 @@ class Trainer:
                 train = self.reduce_sums()
                 if stopped == "diverged" or not math.isfinite(train["train_loss"]):
                     return self.diverge(epoch, train)
-                test = self.evaluate(self.data.test, "test")
-                if self.data.val is not None:  # dataset.val_size: the images to choose on
-                    test.update(self.evaluate(self.data.val, "val"))
+                scores = self.evaluate()
                 epoch_time = time.perf_counter() - start
-                self.end_epoch(epoch, train, test, epoch_time)
+                self.end_epoch(epoch, train, scores, epoch_time)
         return self.finish()
 
     def train_epoch(self, epoch: int, guard: PreemptionGuard) -> str | None:
@@ -362,27 +360,37 @@ class Trainer:
             "train_images": int(count),
         }
 
+    def splits(self) -> dict:
+        """The evaluated splits: the test set, and the validation images (dataset.val_size)."""
+        held = self.data.val
+        return {"test": self.data.test} | ({"val": held} if held is not None else {})
+
     @torch.no_grad()
-    def evaluate(self, loader, split: str) -> dict:
-        """``{split}_loss`` and ``{split}_acc`` over every image of ``loader`` (all ranks)."""
+    def evaluate(self) -> dict:
+        """``<split>_loss`` and ``<split>_acc`` of every split, over all its images (all ranks)."""
         model = self.eval_model
         model.eval()
         # every rank evaluates the model rank 0 saves (DDP keeps rank 0's running statistics)
         distributed.broadcast_buffers(self.raw_model)
-        s = torch.zeros(3, dtype=torch.float64, device=self.device)
+        splits = self.splits()
+        s = torch.zeros(len(splits), 3, dtype=torch.float64, device=self.device)
         with cached_eval_kernels(self.raw_model):
-            for x, y in loader.iterate(0):
-                with self.autocast():
-                    logits = model(x)
-                s[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
-                s[1] += (logits.argmax(1) == y).sum()
-                s[2] += len(y)
-        loss, correct, count = all_reduce_sum(s).tolist()
+            for i, loader in enumerate(splits.values()):
+                for x, y in loader.iterate(0):
+                    with self.autocast():
+                        logits = model(x)
+                    s[i, 0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                    s[i, 1] += (logits.argmax(1) == y).sum()
+                    s[i, 2] += len(y)
+        sums = all_reduce_sum(s).tolist()
         self.model.train()
-        count = max(count, 1.0)
-        return {f"{split}_loss": loss / count, f"{split}_acc": 100.0 * correct / count}
+        scores = {}
+        for name, (loss, correct, count) in zip(splits, sums, strict=True):
+            count = max(count, 1.0)
+            scores |= {f"{name}_loss": loss / count, f"{name}_acc": 100.0 * correct / count}
+        return scores
 
-    def end_epoch(self, epoch: int, train: dict, test: dict, epoch_time: float) -> None:
+    def end_epoch(self, epoch: int, train: dict, scores: dict, epoch_time: float) -> None:
         lr, momentum = self.schedule(epoch + 1 - 1e-9)
         row = {
             "epoch": epoch + 1,
@@ -390,9 +398,7 @@ class Trainer:
             "momentum": momentum,
             "train_loss": train["train_loss"],
             "train_acc": train["train_acc"],
-            "test_loss": test["test_loss"],
-            "test_acc": test["test_acc"],
-            **{k: test[k] for k in ("val_loss", "val_acc") if k in test},
+            **scores,
             "epoch_time_s": round(epoch_time, 3),
             "images_per_s": round(train["train_images"] / max(epoch_time, 1e-9), 1),
         }
@@ -451,11 +457,7 @@ class Trainer:
                 "momentum": momentum,
                 "train_loss": float("nan"),
                 "train_acc": train["train_acc"],
-                "test_loss": float("nan"),
-                "test_acc": float("nan"),
-                **(
-                    {"val_loss": math.nan, "val_acc": math.nan} if self.data.val is not None else {}
-                ),
+                **{f"{name}_{m}": math.nan for name in self.splits() for m in ("loss", "acc")},
                 "epoch_time_s": float("nan"),
                 "images_per_s": float("nan"),
             }
