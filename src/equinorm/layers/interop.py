@@ -115,12 +115,13 @@ def calibrate(model: nn.Module, data: Iterable, batches: int = 10) -> int:
 
     hooks = [m.register_forward_hook(add) for m in layers]
     modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in layers}
     model.eval()
     seen = 0
     try:
         for layer in layers:  # each batch's own means: momentum 1 replaces the estimate
             layer.train()
-            layer.__dict__["_momentum_kept"], layer.momentum = layer.momentum, 1.0
+            layer.momentum = 1.0
         device = next(model.parameters()).device
         for seen, batch in enumerate(data, start=1):
             x = batch[0] if isinstance(batch, list | tuple) else batch
@@ -130,11 +131,10 @@ def calibrate(model: nn.Module, data: Iterable, batches: int = 10) -> int:
     finally:
         for h in hooks:
             h.remove()
-        for layer in layers:
-            layer.momentum = layer.__dict__.pop("_momentum_kept")
+        for layer, momentum in momenta.items():
+            layer.momentum = momentum
         for m, training in modes.items():
             m.train(training)
-    for layer in layers:
-        if seen:
-            layer.running_mean.copy_(sums[layer] / seen)
+    for layer in layers if seen else []:
+        layer.running_mean.copy_(sums[layer] / seen)
     return seen
