@@ -76,6 +76,12 @@ BAD = [  # (command line, what the one line must name)
     ("-m seed=0,abc", "seed"),
     ("-m schedule.lr=0.1,abc", "schedule.lr=abc"),
     ("-m norm=bn,foo", "norm=foo"),
+    # a searching sweeper (issue 25): every value it may draw that can be listed is checked
+    ("-m hydra/sweeper=optuna schedule.lr=interval(-1,0.3)", "schedule.lr=-1.0"),
+    ("-m hydra/sweeper=optuna schedule.lr=tag(log,interval(0.01,0))", "schedule.lr=0"),
+    ("-m hydra/sweeper=optuna norm=choice(equi,foo)", "norm=foo"),
+    ("-m hparams_search=optuna_lr seed=-1", "seed"),
+    ("hparams_search=nope", "hparams_search=nope"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
     ("name=../..", "name='../..'"),  # issue 24: outside results_dir
     ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted

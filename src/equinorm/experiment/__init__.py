@@ -7,8 +7,11 @@ lives -- the only code that calls Hydra's compose API and override parser.
 
 A job's sweep is its experiment's ``hydra.sweeper.params`` (paper section 6.5: norms x seeds)
 with the command line's sweeps over them, expanded as Hydra's basic sweeper expands them: every
-combination, in the same order. The run directory follows from the composed config alone
-(:mod:`equinorm.experiment.identity`): two commands that compute the same thing share one run.
+combination, in the same order. A searching sweeper (Optuna, Nevergrad, ...) draws its own jobs:
+it is given its params without the experiment's grid, and a command line for it is checked at
+each value it may draw that can be listed (the fixed job, every choice, an interval's ends).
+The run directory follows from the composed config alone (:mod:`equinorm.experiment.identity`):
+two commands that compute the same thing share one run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from equinorm.experiment import identity, schema
 
 GROUPS = ("dataset", "arch", "norm", "schedule", "optim", "mixup")
+# the sweepers (class names) that run every combination of their params: equinorm's
+# (hydra/sweeper=equinorm) and Hydra's basic one (hydra/sweeper=basic)
+GRID_SWEEPERS = ("SkipFinishedSweeper", "BasicSweeper")
 
 
 def _conf_dir() -> Path:
@@ -95,12 +101,8 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
     A choice of another name in an unnamed group (schedule, optim, mixup) is an item
     (``mixup=manifold``); dataset, arch and norm are named by the layout; ``debug`` by itself.
     """
-    experiment = choices.get("experiment")
-    base = [f"experiment={experiment}"] if experiment else []
-    users = user_sources(cfg)
-    if users:  # the job's experiment may live in a user's config dir: compose it from there too
-        base.append(f"hydra.searchpath=[{','.join(users)}]")
-    own = _reference(tuple(base))
+    base = _experiment(cfg, choices.get("experiment"))
+    own = _reference(base)
     picks, items = list(base), []
     for group in GROUPS:
         mine, theirs = cfg[group].name, own[group].name
@@ -113,6 +115,16 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
         picks.append(f"debug={choices['debug']}")
         items.append(f"debug={choices['debug']}")
     return _reference(tuple(picks)), items
+
+
+def _experiment(cfg: DictConfig, name: str | None) -> tuple[str, ...]:
+    """The overrides that compose a job's experiment as it stands (none: the defaults), from
+    the job's config dirs too (its experiment may live in a user's)."""
+    base = [f"experiment={name}"] if name else []
+    users = user_sources(cfg)
+    if users:
+        base.append(f"hydra.searchpath=[{','.join(users)}]")
+    return tuple(base)
 
 
 def user_sources(cfg: DictConfig) -> list[str]:
@@ -173,27 +185,78 @@ def expand(overrides: Sequence[str], params=None) -> list[list[str]]:
     return [list(job) for job in itertools.product(*axes.values())]
 
 
-def sweep_params(overrides: Sequence[str]):
-    """The experiment's ``hydra.sweeper.params`` under the command line's fixed overrides."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    return OmegaConf.select(_compose(fixed), "hydra.sweeper.params", default=None)
+def enumerates(sweeper: DictConfig) -> bool:
+    """Whether a sweeper (``hydra.sweeper``) runs every combination of its params (a grid
+    sweeper); a searching one (Optuna, ...) draws the jobs it runs."""
+    return str(sweeper.get("_target_")).rpartition(".")[2] in GRID_SWEEPERS
+
+
+def sweep_params(cfg: DictConfig) -> dict:
+    """The params a config's sweeper is given (``hydra.sweeper.params``, key: value or sweep).
+
+    A grid sweeper gets them all. A searching one gets them without the experiment's own grid
+    (its norms x seeds, composed under the grid sweeper; an entry the command line or a preset
+    changed stays): a search over seeds would draw seeds the experiment does not have, and
+    tuning compares trials of one norm. Its trials run the experiment's single run (the
+    configured ``norm`` and ``seed``, or those the command line fixes) at the values it draws."""
+    params = _params(cfg)
+    name = cfg.hydra.runtime.choices.get("experiment")
+    if enumerates(cfg.hydra.sweeper) or not name:
+        return params
+    grid = _params(_reference(_experiment(cfg, name)))
+    return {k: v for k, v in params.items() if k not in grid or str(grid[k]) != str(v)}
+
+
+def _params(cfg: DictConfig) -> dict:
+    params = cfg.hydra.sweeper.get("params")
+    return OmegaConf.to_container(params, resolve=True) if params is not None else {}
+
+
+def probes(overrides: Sequence[str], params=None) -> list[list[str]]:
+    """The jobs a searching sweeper may draw that can be listed: the first value of every axis,
+    then each other value of one axis at a time (every choice, a range's values, an
+    interval's other end)."""
+    lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
+    axes: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(lines):
+        key = o.get_key_element()
+        if o.is_interval_sweep():
+            values = [o.value().start, o.value().end]
+        elif o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+        else:
+            values = [o.get_value_element_as_str()]
+        axes[key] = [f"{key}={v}" for v in values]
+    first = [values[0] for values in axes.values()]
+    jobs = [first]
+    for i, values in enumerate(axes.values()):
+        jobs += [[*first[:i], v, *first[i + 1 :]] for v in values[1:]]
+    return jobs
 
 
 def jobs(overrides: Sequence[str], multirun: bool = True) -> list[list[str]]:
-    """Each job's overrides: the command line itself, or with ``multirun`` its sweep's jobs."""
-    return expand(overrides, sweep_params(overrides)) if multirun else [list(overrides)]
+    """Each job's overrides: the command line itself, or with ``multirun`` its sweep's jobs (a
+    searching sweeper's: its :func:`probes`)."""
+    if not multirun:
+        return [list(overrides)]
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    cfg = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
+    params = sweep_params(cfg)
+    grid = enumerates(cfg.hydra.sweeper)
+    return expand(overrides, params) if grid else probes(overrides, params)
 
 
 __all__ = [
     "CONF_DIR",
     "GROUPS",
     "compose",
+    "enumerates",
     "expand",
     "job_choices",
     "jobs",
     "locate",
     "options",
+    "probes",
     "reference",
     "register",
     "sweep_params",

@@ -25,7 +25,7 @@ from equinorm import experiment
 from equinorm.errors import ConfigError, one_line
 
 INFORMATIONAL = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
-CHOICE_GROUPS = (*experiment.GROUPS, "experiment", "debug")
+CHOICE_GROUPS = (*experiment.GROUPS, "experiment", "hparams_search", "debug")
 ANNOUNCE = 20  # sweeps of this many jobs or more say that they are being checked
 
 

@@ -16,12 +16,14 @@ EXAMPLES = """\
   python -m equinorm.train experiment=cifar10_wrn_short norm=bn seed=3
   python -m equinorm.train -m experiment=digits_demo schedule.lr=0.05,0.1   # any key sweeps
   python -m equinorm.train -m experiment=cifar10_wrn_short hydra/launcher=submitit_slurm_gpu
+  python -m equinorm.train -m experiment=digits_demo hparams_search=optuna_lr dataset.val_size=300
   torchrun --nproc_per_node=2 -m equinorm.train experiment=svhn_wrn_mixup norm=bn seed=0"""
 
 
 def usage() -> str:
     groups = [("experiment", options("experiment")), *((g, options(g)) for g in GROUPS)]
     groups += [
+        ("hparams_search", options("hparams_search")),
         ("debug", options("debug")),
         ("hydra/launcher", ["basic (here)", *options("hydra/launcher")]),
     ]

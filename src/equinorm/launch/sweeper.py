@@ -28,7 +28,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 
 from equinorm import experiment
-from equinorm.run.record import RunDir
+from equinorm.run.record import RunDir, objective
 
 log = logging.getLogger("equinorm")
 ORDER = ("complete", "diverged", "skipped", "failed", "in use", "stopped")
@@ -76,6 +76,20 @@ def tally(jobs: list[tuple[list[str], RunDir | None, bool]]) -> tuple[str, int]:
     return "\n".join(lines), counts["failed"]
 
 
+def report_tally(jobs: list[tuple[list[str], RunDir | None, bool]], sweep_dir: str) -> None:
+    """Print the :func:`tally` of a sweep's jobs, keep it in ``<sweep_dir>/tally.txt``; exit 1
+    when a job failed."""
+    text, failed = tally(jobs)
+    print(text, file=sys.stderr, flush=True)
+    out = Path(sweep_dir) / "tally.txt"
+    try:
+        out.write_text(text + "\n")
+    except OSError as exc:
+        print(f"equinorm: could not write {out} ({exc})", file=sys.stderr)
+    if failed:
+        sys.exit(1)
+
+
 class Sweeper(BasicSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -98,15 +112,7 @@ class Sweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]):
         returns = super().sweep(arguments)
-        text, failed = tally(self.jobs)
-        print(text, file=sys.stderr, flush=True)
-        out = Path(self.config.hydra.sweep.dir)
-        try:
-            (out / "tally.txt").write_text(text + "\n")
-        except OSError as exc:
-            print(f"equinorm: could not write {out / 'tally.txt'} ({exc})", file=sys.stderr)
-        if failed:
-            sys.exit(1)
+        report_tally(self.jobs, self.config.hydra.sweep.dir)
         return returns
 
 
@@ -125,7 +131,7 @@ class _SkipFinished:
                 finished[i] = JobReturn(
                     overrides=list(overrides),
                     status=JobStatus.COMPLETED,
-                    _return_value=summary.get("test_acc"),
+                    _return_value=objective(summary),
                 )
         todo = [o for i, o in enumerate(job_overrides) if i not in finished]
         if finished:

@@ -5,9 +5,11 @@ architecture; this shows what another would have given).
 
 The runs of one comparison are those of a (dataset, arch) whose variant
 (:mod:`equinorm.experiment.identity`, as each run recorded it) is empty -- the experiment's own
-config, at the experiment's value of the key -- or sets that key alone. A key gets a comparison
-when those runs hold at least two values of it. Writes
-``<experiment>_hparam_<key>.{png,pdf,md,tex}``.
+config, at the experiment's value of the key -- or sets that key alone, under one protocol: the
+keys that set how a run is measured rather than what it trains (a validation split, ``debug``)
+are the same in all of them, so a search scored on a validation split (``hparams_search=``) is
+compared with itself. A key gets a comparison when those runs hold at least two values of it.
+Writes ``<experiment>_hparam_<key>[_<protocol>].{png,pdf,md,tex}``.
 """
 
 from __future__ import annotations
@@ -47,15 +49,28 @@ def own_value(experiment: str, key: str) -> str | None:
     return None if node is None else value_text(node)
 
 
-def swept(runs: pd.DataFrame) -> list[str]:
-    """Keys with a comparison in ``runs`` (one experiment), sorted."""
-    keys = {k for items in runs["items"] for k in items}
-    return sorted(k for k in keys if len(comparison_runs(runs, k)["value"].unique()) > 1)
+PROTOCOL = ("dataset.val_size", "debug")  # how a run is measured, not what it trains
 
 
-def comparison_runs(runs: pd.DataFrame, key: str) -> pd.DataFrame:
-    """The runs comparable along ``key`` with a ``value`` column (text as in the variants)."""
-    keep = runs[[set(items) <= {key} for items in runs["items"]]]
+def _protocol(items: dict, key: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in items.items() if k in PROTOCOL and k != key))
+
+
+def swept(runs: pd.DataFrame) -> list[tuple[str, tuple]]:
+    """(key, protocol) of each comparison in ``runs`` (one experiment), sorted."""
+    found = {(k, _protocol(items, k)) for items in runs["items"] for k in items}
+    return sorted(c for c in found if len(comparison_runs(runs, *c)["value"].unique()) > 1)
+
+
+def comparison_runs(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.DataFrame:
+    """The runs comparable along ``key`` under ``protocol`` ((key, value) pairs), with a
+    ``value`` column (text as in the variants)."""
+    keep = runs[
+        [
+            set(items) - set(PROTOCOL) <= {key} and _protocol(items, key) == protocol
+            for items in runs["items"]
+        ]
+    ]
     values = [
         items.get(key, own_value(name, key))
         for items, name in zip(keep["items"], keep["experiment"], strict=True)
@@ -72,11 +87,11 @@ def _order(values) -> tuple[list[str], bool]:
     return sorted(values, key=nums.get), True
 
 
-def summary(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+def summary(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.DataFrame:
     """Per (dataset, arch, norm, value): final test accuracy median/q25/q75 over complete seeds,
     and the complete and diverged counts."""
     rows = []
-    data = comparison_runs(runs, key)
+    data = comparison_runs(runs, key, protocol)
     for (dataset, arch, norm, value), g in data.groupby(["dataset", "arch", "norm", "value"]):
         done = g[g["status"] == "complete"]
         rows.append(
@@ -85,7 +100,7 @@ def summary(runs: pd.DataFrame, key: str) -> pd.DataFrame:
                 "arch": arch,
                 "norm": norm,
                 "value": value,
-                "own": bool((g["variant"] == "").any()),
+                "own": any(key not in items for items in g["items"]),
                 **iqr(done["test_acc"]),
                 "complete": len(done),
                 "diverged": int((g["status"] == "diverged").sum()),
@@ -119,16 +134,22 @@ def _table(frame: pd.DataFrame, key: str) -> tuple[list[str], list[list[str]]]:
 
 
 def write_comparison(
-    results: Results, experiment: str, key: str, out_dir: Path, width: float = WIDTH
+    results: Results,
+    experiment: str,
+    key: str,
+    out_dir: Path,
+    width: float = WIDTH,
+    protocol: tuple = (),
 ) -> list[Path]:
     runs = results.runs[results.runs["experiment"] == experiment]
-    frame = summary(runs, key)
+    frame = summary(runs, key, protocol)
     if frame.empty:
         return []
-    stem = f"{experiment}_hparam_{key}"
+    stem = f"{experiment}_hparam_{key}" + "".join(f"_{k}={v}" for k, v in protocol)
+    against = key + (f" ({', '.join(f'{k}={v}' for k, v in protocol)})" if protocol else "")
     header, rows = _table(frame, key)
     md = [
-        f"# {experiment}: final test accuracy (%) against {key}",
+        f"# {experiment}: final test accuracy (%) against {against}",
         "",
         "Median (25%-75%) over complete seeds, n = complete seeds.",
         "",
@@ -139,21 +160,22 @@ def write_comparison(
     tables.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     (tables / f"{stem}.md").write_text("\n".join(md) + "\n")
-    comment = f"{experiment}: final test accuracy (%) against {key}, median (25%-75%)"
+    comment = f"{experiment}: final test accuracy (%) against {against}, median (25%-75%)"
     (tables / f"{stem}.tex").write_text(tex_table(comment, header, [(None, rows)], 2))
     return [
         tables / f"{stem}.md",
         tables / f"{stem}.tex",
-        *_figure(runs, frame, key, figures, stem, width),
+        *_figure(runs, frame, (key, against), figures, stem, width),
     ]
 
 
-def _figure(runs, frame, key, out_dir: Path, stem: str, width: float = WIDTH) -> list[Path]:
+def _figure(runs, frame, keys, out_dir: Path, stem: str, width: float = WIDTH) -> list[Path]:
     with plt.rc_context(STYLE):
-        return _draw_figure(runs, frame, key, out_dir, stem, width)
+        return _draw_figure(runs, frame, keys, out_dir, stem, width)
 
 
-def _draw_figure(runs, frame, key, out_dir: Path, stem: str, width: float) -> list[Path]:
+def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> list[Path]:
+    key, against = keys  # the key, and the key with its protocol for the titles
     groups = list(frame.groupby(["dataset", "arch"]))
     per_row = max(1, min(len(groups), int(width // 3.2)))  # panels of >= 3.2 in
     rows = -(-len(groups) // per_row)
@@ -195,7 +217,7 @@ def _draw_figure(runs, frame, key, out_dir: Path, stem: str, width: float) -> li
             ax.set_xticks(range(len(order)), labels, rotation=30 if len(order) > 3 else 0)
         cell = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
         setup = describe(cell)
-        title = f"{dataset} / {arch}: final test accuracy vs {key}" + (
+        title = f"{dataset} / {arch}: final test accuracy vs {against}" + (
             f"; {setup}" if setup else ""
         )
         ax.set_title(wrap(title, panel), loc="left")
@@ -211,8 +233,8 @@ def write_comparisons(
 ) -> list[Path]:
     runs = results.runs[results.runs["experiment"] == experiment]
     written = []
-    for key in swept(runs):
-        written += write_comparison(results, experiment, key, out_dir, width)
+    for key, protocol in swept(runs):
+        written += write_comparison(results, experiment, key, out_dir, width, protocol)
     return written
 
 

@@ -59,6 +59,17 @@ def summarize(status: str, rows: list[dict], epochs: int, wall_time_s: float, **
     }
 
 
+def objective(summary: dict | None) -> float | None:
+    """What a sweep's job returns for sweepers that optimise (Optuna, ...): the final validation
+    accuracy of a run with a validation split, else its final test accuracy; None for a run that
+    did not complete or has no finite value (a searching sweeper records a failed trial, where a
+    NaN would end its study)."""
+    if not summary or summary.get("status") != "complete":
+        return None
+    value = summary.get("val_acc", summary.get("test_acc"))
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -210,7 +221,7 @@ class RunDir:
 
     # -- writing (only by the owner) -------------------------------------------------------------
     def write_config(self, cfg) -> None:
-        _atomic_text(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_text(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
 
     def write_history(self, rows: list[dict]) -> None:
         self.write_table(self.history_path, rows)
@@ -230,7 +241,7 @@ class RunDir:
         previous = self.summary() or {}
         summary = {**previous, **fields, "updated": _now()}
         summary.setdefault("started", summary["updated"])
-        _atomic_text(self.summary_path, json.dumps(_plain(summary), indent=2) + "\n")
+        atomic_text(self.summary_path, json.dumps(_plain(summary), indent=2) + "\n")
 
     def write_error(self, exc: BaseException, **identity) -> None:
         """``error.json``: time, host, the error's type and one line, and the run's identity; a
@@ -244,7 +255,7 @@ class RunDir:
         }
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_text(self.error_path, json.dumps(_plain(record), indent=2) + "\n")
+            atomic_text(self.error_path, json.dumps(_plain(record), indent=2) + "\n")
         except OSError:
             pass
 
@@ -260,10 +271,19 @@ def _plain(obj):
     return obj
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def atomic_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a reader never sees half a file)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-__all__ = ["ERROR_FILE", "FINISHED", "RunDir", "RunLockedError", "summarize"]
+__all__ = [
+    "ERROR_FILE",
+    "FINISHED",
+    "RunDir",
+    "RunLockedError",
+    "atomic_text",
+    "objective",
+    "summarize",
+]

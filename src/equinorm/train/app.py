@@ -29,7 +29,8 @@ from equinorm import experiment
 from equinorm.errors import EquinormError, one_line
 from equinorm.experiment.command import preflight
 from equinorm.experiment.usage import maybe_help
-from equinorm.run.record import RunDir, RunLockedError
+from equinorm.run.jobs import record as record_job
+from equinorm.run.record import RunDir, RunLockedError, objective
 from equinorm.train import build
 from equinorm.train.run import identity, run
 from equinorm.train.signals import Preempted
@@ -44,8 +45,20 @@ def _multirun() -> bool:
 
 
 def task(cfg: DictConfig) -> float | None:
-    """One Hydra job; returns the final test accuracy (for sweepers that optimise it)."""
+    """One Hydra job; returns its :func:`~equinorm.run.record.objective` for sweepers that
+    optimise (final validation accuracy, else test accuracy; None: no result)."""
     runtime = HydraConfig.get()
+    try:
+        return objective(_job(cfg, runtime))
+    finally:  # a searching sweeper's job says which run it was, for the sweep's tally
+        if _multirun() and not experiment.enumerates(runtime.sweeper):
+            record_job(
+                runtime.sweep.dir, runtime.job.num, list(runtime.overrides.task), cfg.get("run_dir")
+            )
+
+
+def _job(cfg: DictConfig, runtime) -> dict | None:
+    """Run the job; its summary, or None when it failed (a sweep's) or another process has it."""
     try:
         experiment.locate(cfg, runtime.runtime.choices)  # sets cfg.run_dir and cfg.variant
         summary = run(cfg, overrides=list(runtime.overrides.task))
@@ -83,7 +96,7 @@ def task(cfg: DictConfig) -> float | None:
         else:
             log.exception("job failed with an unexpected error (a bug? please report it)")
         return None
-    return summary.get("test_acc")
+    return summary
 
 
 def _say(text: str) -> None:

@@ -1,0 +1,43 @@
+"""Sweepers that search (Optuna, Nevergrad, Ax: ``hydra/sweeper=optuna``, ``hparams_search=``)
+rather than run a grid: a Hydra callback (``hydra.callbacks.search`` in conf/train.yaml) that
+does for them what equinorm's sweeper does for its grid.
+
+- At the start the sweeper's params lose the experiment's grid (its norms x seeds, see
+  :func:`equinorm.experiment.sweep_params`), so trials search only what the command line or the
+  preset gives; a search scored on the test set (no ``dataset.val_size``) is said in one line.
+- At the end the jobs it launched (each records itself, :mod:`equinorm.run.jobs`) are tallied
+  like a grid sweep's -- complete, diverged, failed with its one line -- into ``tally.txt`` beside
+  the sweep's ``multirun.yaml``; the command exits 1 when a job failed. A diverged trial returns
+  None (:func:`equinorm.run.record.objective`): a failed trial in Optuna's study, not its end.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+from equinorm import experiment
+from equinorm.launch.sweeper import report_tally
+from equinorm.run.jobs import recorded
+
+
+class Search(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if experiment.enumerates(config.hydra.sweeper):
+            return
+        params = experiment.sweep_params(config)
+        with read_write(config.hydra), open_dict(config.hydra.sweeper):
+            config.hydra.sweeper.params = params
+        if not config.dataset.get("val_size"):
+            print(
+                "equinorm: the search is scored on the test set (no validation split): add "
+                "dataset.val_size=N to score it on N held-out training images",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if not experiment.enumerates(config.hydra.sweeper):
+            report_tally(recorded(config.hydra.sweep.dir), config.hydra.sweep.dir)

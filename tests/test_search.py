@@ -1,0 +1,160 @@
+"""Searching sweepers (issue 25): the real hydra-optuna-sweeper through equinorm's checks, run
+identity and tally -- the issue's command, a diverged trial, the ``optuna_lr`` preset scored on a
+validation split, Optuna's storage without alembic's lines; and what the sweep hands a searching
+sweeper (the experiment's grid left out) and checks (each value it may draw that can be listed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from equinorm import experiment
+from equinorm.report.cli import main as report_main
+from equinorm.run.record import objective
+from tests.conftest import run_cli
+
+pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+
+ISSUE = [  # the issue's command, on the smoke setting (2 epochs of 3 batches)
+    "-m",
+    "experiment=digits_demo",
+    "hydra/sweeper=optuna",
+    "hydra.sweeper.n_trials=3",
+    "hydra.sweeper.direction=maximize",
+    "schedule.lr=interval(0.01,0.3)",
+    "hydra.sweeper.sampler.seed=0",
+    "debug=smoke",
+]
+
+
+def _sweep(results: Path) -> tuple[Path, list[dict]]:
+    """The sweep's folder and its trials' summaries, in launch order."""
+    (sweep,) = (results / "sweeps").iterdir()
+    jobs = sorted((sweep / "jobs").glob("*.json"), key=lambda p: int(p.stem))
+    runs = [Path(json.loads(p.read_text())["run_dir"]) for p in jobs]
+    return sweep, [json.loads((run / "summary.json").read_text()) for run in runs]
+
+
+def test_the_issues_optuna_command_runs_its_trials_on_the_experiments_run(tmp_path):
+    results = tmp_path / "r"
+    proc = run_cli(*ISSUE, f"results_dir={results}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    sweep, trials = _sweep(results)
+    assert len(trials) == 3
+    for summary in trials:  # the experiment's norms x seeds are not searched: its single run
+        assert (summary["norm"], summary["seed"], summary["status"]) == ("equi", 0, "complete")
+        assert set(summary["variant"]) == {"debug", "schedule.lr"}
+        assert 0.01 <= float(summary["variant"]["schedule.lr"]) <= 0.3
+    tally = (sweep / "tally.txt").read_text()
+    assert tally.startswith("sweep of 3 job(s): 3 complete"), tally
+    assert "sweep of 3 job(s)" in proc.stdout
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(s["test_acc"] for s in trials)  # no split: test accuracy
+    assert "scored on the test set" in proc.stdout  # and it said so, in one line
+
+
+def test_a_diverged_trial_is_a_failed_trial_and_the_study_goes_on(tmp_path):
+    results = tmp_path / "r"
+    proc = run_cli(
+        "-m",
+        "experiment=digits_demo",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.direction=maximize",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler.seed=1",  # draws both values
+        "norm=none",  # no normalization: lr 1e6 overflows in the first steps
+        "schedule.lr=choice(1e6,0.1)",
+        "debug=smoke",
+        "train.fail_on_divergence=false",
+        f"results_dir={results}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    sweep, trials = _sweep(results)
+    statuses = [s["status"] for s in trials]
+    assert len(statuses) == 4 and set(statuses) == {"complete", "diverged"}
+    counts = f"{statuses.count('complete')} complete, {statuses.count('diverged')} diverged"
+    assert f"sweep of 4 job(s): {counts}" in proc.stdout  # each trial tallied, none failed
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"schedule.lr": 0.1}
+    assert "Traceback" not in proc.stdout
+
+
+def test_the_optuna_lr_preset_searches_one_norm_on_the_validation_split(tmp_path):
+    results = tmp_path / "r"
+    proc = run_cli(
+        "-m",
+        "experiment=digits_demo",
+        "hparams_search=optuna_lr",
+        "norm=bn",
+        "dataset.val_size=300",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",  # alembic sets it up
+        "debug=smoke",
+        f"results_dir={results}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    sweep, trials = _sweep(results)
+    assert [(s["norm"], s["seed"]) for s in trials] == [("bn", 0), ("bn", 0)]
+    assert all(s["variant"]["dataset.val_size"] == "300" for s in trials)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(s["val_acc"] for s in trials)  # held out, not test
+    assert (tmp_path / "study.db").is_file()
+    assert "alembic" not in proc.stdout and "scored on the test set" not in proc.stdout
+    assert report_main(["--results", str(results)]) == 0
+    stem = "digits_demo_hparam_schedule.lr_dataset.val_size=300_debug=smoke"
+    rows = (results / "tables" / f"{stem}.md").read_text().count("| digits / preact_resnet18 |")
+    assert rows == len({s["variant"]["schedule.lr"] for s in trials})
+
+
+def test_a_searching_sweeper_gets_its_params_without_the_experiments_grid():
+    grid = ["experiment=digits_demo"]
+    assert len(experiment.jobs(grid)) == 15  # equinorm's sweeper: 3 norms x 5 seeds
+    cfg = experiment.compose([*grid, "hydra/sweeper=optuna"], hydra=True)
+    assert not experiment.enumerates(cfg.hydra.sweeper)
+    assert experiment.sweep_params(cfg) == {}
+    preset = [*grid, "hparams_search=optuna_lr", "hydra.sweeper.params.seed='range(2)'"]
+    changed = experiment.compose(preset, hydra=True)
+    assert experiment.sweep_params(changed) == {
+        "schedule.lr": "tag(log, interval(0.01, 1.0))",
+        "seed": "range(2)",  # an entry the command line set stays
+    }
+
+
+def test_a_search_is_checked_at_each_value_it_may_draw_that_can_be_listed():
+    jobs = experiment.jobs(
+        [
+            "experiment=digits_demo",
+            "hydra/sweeper=optuna",
+            "schedule.lr=interval(0.01,0.3)",
+            "norm=choice(equi,bn,gn)",
+        ]
+    )
+    fixed = ["experiment=digits_demo", "hydra/sweeper=optuna"]
+    assert jobs == [
+        [*fixed, "schedule.lr=0.01", "norm=equi"],
+        [*fixed, "schedule.lr=0.3", "norm=equi"],
+        [*fixed, "schedule.lr=0.01", "norm=bn"],
+        [*fixed, "schedule.lr=0.01", "norm=gn"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("summary", "value"),
+    [
+        ({"status": "complete", "test_acc": 91.5}, 91.5),
+        ({"status": "complete", "test_acc": 91.5, "val_acc": 88.0}, 88.0),  # held out first
+        ({"status": "diverged", "test_acc": 10.0}, None),
+        ({"status": "complete", "test_acc": math.nan}, None),
+        ({"status": "running", "test_acc": 50.0}, None),
+        (None, None),
+    ],
+)
+def test_a_job_returns_its_validation_accuracy_else_test_else_none(summary, value):
+    assert objective(summary) == value
