@@ -88,6 +88,40 @@ def test_diverged_runs_can_count_at_chance_to_the_end(tree):
     assert divergences(res.history)[["norm", "seed", "epoch"]].values.tolist() == [["bn", 3, 7]]
 
 
+def test_a_cell_whose_runs_all_diverged_in_their_first_epoch_is_drawn_on_a_log_loss_figure(
+    tmp_path,
+):
+    exp = "digits_demo"  # an Optuna search's trials: one seed per lr, the high ones diverge
+    run = write_run(tmp_path, exp, "digits-preact_resnet18-gn", 0, 97.0, epochs=3, total=3)
+    rows = ["epoch,lr,momentum,train_loss,train_acc,test_loss,test_acc,epoch_time_s"]
+    rows += [
+        f"{e},0.1,0.9,{loss},50.0,{loss},{acc},1.0"
+        for e, loss, acc in ((1, 80.0, 30.0), (2, 1.0, 80.0), (3, 0.1, 97.0))
+    ]  # early losses 800x the last: a log scale
+    (run / "history.csv").write_text("\n".join(rows) + "\n")
+    for lr in ("0.3", "0.6"):
+        variant = {"schedule.lr": lr}
+        write_run(
+            tmp_path,
+            exp,
+            "digits-preact_resnet18-gn",
+            0,
+            0.0,
+            status="diverged",
+            epochs=1,
+            total=3,
+            diverge_at=1,
+            variant=variant,
+        )
+    assert main(["--results", str(tmp_path)]) == 0
+    assert (tmp_path / "figures" / f"{exp}.png").read_bytes()[:4] == b"\x89PNG"
+    # the lr comparison marks 0.3 and 0.6 "all diverged" inside its axis, not beyond the figure
+    from PIL import Image
+
+    with Image.open(tmp_path / "figures" / f"{exp}_hparam_schedule.lr.png") as png:
+        assert png.width / png.height < 3, png.size
+
+
 def test_paired_difference_equi_minus_bn_over_common_complete_seeds(tree):
     pairs = paired_difference(collect(tree).runs)
     row = pairs.iloc[0]

@@ -56,7 +56,11 @@ def wrap(text: str, width_in: float, size_pt: float = 8) -> str:
 
 
 def mark_all_diverged(ax, x: float, color) -> None:
-    """Mark, at the bottom of ``ax``, a value at which every seed diverged (no point to draw)."""
+    """Mark, at the bottom of ``ax``, a value at which every seed diverged (no point to draw);
+    the axis is widened to it (beyond the drawn points it would stretch the figure instead)."""
+    y = ax.dataLim.y0 if np.isfinite(ax.dataLim.y0) else 0.0
+    ax.update_datalim([(x, y)])
+    ax.autoscale_view()
     ax.annotate(
         "all diverged",
         (x, 0),
@@ -140,7 +144,9 @@ def _fit(ax, curves_: list[pd.DataFrame], start: float, top: float | None = None
 
 def _draw(ax, c: pd.DataFrame, norm: str, label: str | None, at) -> None:
     color, style = NORM_COLORS.get(norm), NORM_STYLES.get(norm, "-")
-    ax.plot(c["epoch"], c["median"], color=color, ls=style, lw=1.6, label=label)
+    finite = np.isfinite(c["median"].astype(float)).sum()
+    one = "o" if finite == 1 else None  # a single epoch: a point, not an invisible line
+    ax.plot(c["epoch"], c["median"], color=color, ls=style, lw=1.6, marker=one, label=label)
     ax.fill_between(c["epoch"], c["q25"], c["q75"], color=color, alpha=0.22, lw=0)
     if len(at):  # on the curve at the epoch it diverged (or its last point)
         y = np.interp(at, c["epoch"].astype(float), c["median"].astype(float))
@@ -175,11 +181,16 @@ def _row(axes, key, results, experiment, cell, fin, expected, diverged, log_loss
         drawn["loss"].append(lo)
     _fit(ax_acc, drawn["acc"], 0, top=100.0)
     _fit(ax_zoom, drawn["acc"], zoom_from)
-    if log_loss:  # one scale for the whole figure (:func:`_log_loss`)
-        ax_loss.set_yscale("log")
+    lows = [c["q25"].astype(float) for c in drawn["loss"]]
+    if log_loss and any(((low > 0) & np.isfinite(low)).any() for low in lows):
+        ax_loss.set_yscale("log")  # one scale for the figure; a cell with no finite loss: none
     else:
         _fit(ax_loss, drawn["loss"], 0)
     ax_zoom.set_xlim(zoom_from - 0.3, last + 0.3)
+    finite = [c["epoch"][np.isfinite(c["median"].astype(float))] for c in drawn["acc"]]
+    if len(set().union(*finite)) <= 1:  # one epoch at most: whole epochs, not a 0.1-wide axis
+        for ax in (ax_acc, ax_loss):
+            ax.set_xlim(0.5, last + 0.5)
     paper = PAPER.get(experiment)
     where = f" -- paper {paper.where}" if paper and not variant else ""
     setup = describe(in_cell(runs, cell))
@@ -236,9 +247,12 @@ def plot_experiment(
     fin = finals(runs)
     paper = PAPER.get(experiment)
     expected = max(r.seeds for r in paper.results.values()) if paper and paper.results else None
-    with_curves = set(cells(hist))
+    with_curves = set(cells(hist[np.isfinite(hist["test_acc"].astype(float))]))
     shown = [c for c in cells(runs) if c in with_curves]
     empty = [c for c in cells(runs) if c not in with_curves]
+    begun = set(cells(hist))  # every run of such a cell diverged before an epoch ended
+    lost = [c for c in empty if c in begun]
+    empty = [c for c in empty if c not in begun]
     written = []
     with plt.rc_context(STYLE):
         if shown:
@@ -254,6 +268,10 @@ def plot_experiment(
                 caption += "; " + CAPTIONS[diverged]
             if empty:
                 caption += "; no epoch finished yet: " + ", ".join(cell_title(*c) for c in empty)
+            if lost:
+                caption += "; every run diverged in its first epoch: " + ", ".join(
+                    cell_title(*c) for c in lost
+                )
             fig.tight_layout()
             fig.text(0.0, -0.01, wrap(caption, width, 7), ha="left", va="top", fontsize=7)
             written += save(fig, out_dir, experiment)
