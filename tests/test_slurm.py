@@ -3,7 +3,8 @@
 A single-node cluster comes up for the session (:mod:`tools.slurm_cluster`: Debian's packages,
 installed if missing, as root) and every test goes through ``hydra/launcher=submitit_slurm_cpu``
 as a user on a CPU-only cluster would: a sweep, a rerun that submits nothing, preemption by
-``scontrol requeue`` with wandb offline, a SIGUSR2 time-limit requeue, and 2-task DDP.
+``scontrol requeue`` with wandb offline, a SIGUSR2 time-limit requeue, 2-task DDP, and an
+Optuna search (a searching sweeper) whose trials are tallied.
 """
 
 from __future__ import annotations
@@ -121,6 +122,21 @@ def test_a_sweep_runs_and_a_rerun_submits_nothing(cluster, tmp_path):
     assert "4 of 4 job(s) already finished: not launched" in again.stdout
     assert again.stdout.splitlines()[-1] == "sweep of 4 job(s): 4 skipped"
     assert _sacct_jobs(cluster) == submitted  # nothing was submitted
+
+
+def test_an_optuna_search_on_slurm_tallies_the_trials_it_launched(cluster, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    args = ["experiment=digits_demo", "debug=smoke", "hparams_search=optuna_lr", "norm=bn"]
+    args += ["dataset.val_size=300", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    proc = run_cli("-m", *LAUNCHER, *args, f"results_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.stdout.splitlines()[-1] == "sweep of 2 job(s): 2 complete"
+    (sweep,) = (tmp_path / "sweeps").iterdir()
+    jobs = [json.loads(p.read_text()) for p in (sweep / "jobs").glob("*.json")]
+    assert len(jobs) == 2  # each recorded itself on its node
+    for job in jobs:
+        summary = json.loads((Path(job["run_dir"]) / "summary.json").read_text())
+        assert (summary["norm"], summary["seed"], summary["status"]) == ("bn", 0, "complete")
 
 
 @pytest.fixture(scope="module")
