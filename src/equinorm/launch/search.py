@@ -7,7 +7,8 @@ does for them what equinorm's sweeper does for its grid.
   preset gives; a search scored on the test set (no ``dataset.val_size``) is said in one line.
 - At the end the jobs it launched (each records itself, :mod:`equinorm.run.jobs`) are tallied
   like a grid sweep's -- complete, diverged, failed with its one line -- into ``tally.txt`` beside
-  the sweep's ``multirun.yaml``; the command exits 1 when a job failed. A diverged trial returns
+  the sweeper's own results (Optuna's ``optimization_results.yaml``); the command exits 1 when a
+  job failed. A diverged trial returns
   None (:func:`equinorm.run.record.objective`): a failed trial in Optuna's study, not its end.
 """
 
@@ -24,6 +25,8 @@ from equinorm.run.jobs import recorded
 
 
 class Search(Callback):
+    """Does nothing under a grid sweeper (equinorm's tallies its own jobs)."""
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if experiment.enumerates(config.hydra.sweeper):
             return
