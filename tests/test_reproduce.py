@@ -67,6 +67,11 @@ def test_the_plan_counts_the_jobs_the_command_launches_at_their_width(tmp_path, 
     assert 0.2 < half.gpu_hours / one.gpu_hours < 0.35  # ~ width squared, the stem aside
     (mixed,) = reproduce.plan("short", ["seed=0", "norm=bn", "epochs=10,30"], bench_dir=tmp_path)
     assert mixed.jobs == 2 and mixed.epochs == (10, 30)
+    search = ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=6"]  # Optuna: its trials
+    (tuned,) = reproduce.plan(
+        "short", [*search, "optim.weight_decay=interval(1e-5,1e-3)"], bench_dir=tmp_path
+    )
+    assert tuned.jobs == 6 and tuned.gpu_hours == pytest.approx(6 * one.gpu_hours)
     assert reproduce.main(["all", "--plan", "--", "norm=foo"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "norm=foo" in err and "equi" in err

@@ -131,10 +131,24 @@ def plan(
             groups[tuple(o for o in job if not o.startswith("seed="))] = seconds / 3600
         tuning = tuning_runs(len(groups))  # each group (norm, variant) over grid x tuning seeds
         tune_hours = (1 - VAL_FRACTION) * sum(groups.values()) * tuning / max(len(groups), 1)
-        row = PlanRow(experiment, len(jobs), tuple(sorted(epochs)), hours, tuple(sorted(bases)))
+        runs = len(jobs)
+        if not experiments.enumerates(cfg.hydra.sweeper):  # a search: its trials, each costing
+            runs = _trials(cfg.hydra.sweeper)  # what its listed values cost on average
+            hours, tuning, tune_hours = hours * runs / len(jobs), 0, 0.0
+        row = PlanRow(experiment, runs, tuple(sorted(epochs)), hours, tuple(sorted(bases)))
         row.tune_jobs, row.tune_hours = tuning, tune_hours
         rows.append(row)
     return rows
+
+
+def _trials(sweeper) -> int:
+    """The jobs a searching sweeper launches: Optuna's ``n_trials``."""
+    if sweeper.get("n_trials") is None:
+        raise ConfigError(
+            f"the plan counts grid sweeps and Optuna's hydra.sweeper.n_trials; "
+            f"{sweeper.get('_target_')} sets no count it can read"
+        )
+    return int(sweeper.n_trials)
 
 
 def plan_markdown(
