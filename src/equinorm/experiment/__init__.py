@@ -170,19 +170,28 @@ def job_choices(cfg: DictConfig):
     return node
 
 
-def expand(overrides: Sequence[str], params=None) -> list[list[str]]:
-    """Every job of a sweep, as Hydra's basic sweeper makes them: ``params`` (key: value or
-    sweep), then the command line, a later key replacing an earlier one in its place, every
-    combination in order."""
+def _axes(overrides: Sequence[str], params=None, ends: bool = False) -> list[list[str]]:
+    """A sweep's axes, each key's ``key=value`` lines: ``params`` (key: value or sweep), then the
+    command line, a later key replacing an earlier one in its place; with ``ends`` an interval
+    is its two ends (a grid sweeper cannot list one: Hydra's parser says so)."""
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
     axes: dict[str, list[str]] = {}
     for o in OverridesParser.create().parse_overrides(lines):
         key = o.get_key_element()
-        if o.is_sweep_override():
-            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        if ends and o.is_interval_sweep():
+            values = [o.value().start, o.value().end]
+        elif o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
         else:
-            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
-    return [list(job) for job in itertools.product(*axes.values())]
+            values = [o.get_value_element_as_str()]
+        axes[key] = [f"{key}={v}" for v in values]
+    return list(axes.values())
+
+
+def expand(overrides: Sequence[str], params=None) -> list[list[str]]:
+    """Every job of a sweep, as Hydra's basic sweeper makes them: every combination of its
+    :func:`_axes`, in order."""
+    return [list(job) for job in itertools.product(*_axes(overrides, params))]
 
 
 def enumerates(sweeper: DictConfig) -> bool:
@@ -216,20 +225,10 @@ def probes(overrides: Sequence[str], params=None) -> list[list[str]]:
     """The jobs a searching sweeper may draw that can be listed: the first value of every axis,
     then each other value of one axis at a time (every choice, a range's values, an
     interval's other end)."""
-    lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
-    axes: dict[str, list[str]] = {}
-    for o in OverridesParser.create().parse_overrides(lines):
-        key = o.get_key_element()
-        if o.is_interval_sweep():
-            values = [o.value().start, o.value().end]
-        elif o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
-        else:
-            values = [o.get_value_element_as_str()]
-        axes[key] = [f"{key}={v}" for v in values]
-    first = [values[0] for values in axes.values()]
+    axes = _axes(overrides, params, ends=True)
+    first = [values[0] for values in axes]
     jobs = [first]
-    for i, values in enumerate(axes.values()):
+    for i, values in enumerate(axes):
         jobs += [[*first[:i], v, *first[i + 1 :]] for v in values[1:]]
     return jobs
 

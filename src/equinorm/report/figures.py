@@ -181,9 +181,8 @@ def _row(axes, key, results, experiment, cell, fin, expected, diverged, log_loss
         drawn["loss"].append(lo)
     _fit(ax_acc, drawn["acc"], 0, top=100.0)
     _fit(ax_zoom, drawn["acc"], zoom_from)
-    lows = [c["q25"].astype(float) for c in drawn["loss"]]
-    if log_loss and any(((low > 0) & np.isfinite(low)).any() for low in lows):
-        ax_loss.set_yscale("log")  # one scale for the figure; a cell with no finite loss: none
+    if log_loss:  # one scale for the whole figure (:func:`_log_loss`)
+        ax_loss.set_yscale("log")
     else:
         _fit(ax_loss, drawn["loss"], 0)
     ax_zoom.set_xlim(zoom_from - 0.3, last + 0.3)
