@@ -80,6 +80,7 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/sweeper=optuna schedule.lr=interval(-1,0.3)", "schedule.lr=-1.0"),
     ("-m hydra/sweeper=optuna schedule.lr=tag(log,interval(0.01,0))", "schedule.lr=0"),
     ("-m hydra/sweeper=optuna norm=choice(equi,foo)", "norm=foo"),
+    ("-m schedule.lr=interval(0.01,0.3)", "hydra/sweeper=optuna"),  # the grid cannot list it
     ("-m hparams_search=optuna_lr seed=-1", "seed"),
     ("hparams_search=nope", "hparams_search=nope"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find

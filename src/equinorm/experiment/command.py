@@ -58,6 +58,11 @@ def describe(exc: BaseException) -> str:
             f"{key}={value}: Hydra reads unquoted values as ASCII letters, digits and "
             f"_-+./:@*; quote it: '{key}=\"{value}\"'"
         )
+    if "Can only enumerate CHOICE and RANGE sweeps" in str(exc):  # interval() under a grid
+        return (
+            "an interval() is searched, not listed: the grid sweeper runs a,b,c / choice() / "
+            "range(); search it with hydra/sweeper=optuna or a preset (hparams_search=optuna_lr)"
+        )
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
         text = one_line(exc)
