@@ -324,9 +324,29 @@ def test_tables_and_figure_titles_show_the_global_batch_and_width(tmp_path, monk
     closed = []
     monkeypatch.setattr(figures.plt, "close", closed.append)
     figures.plot_experiment(results, exp, tmp_path / "figures")
-    title = closed[0].axes[0].get_title(loc="left")
+    title = closed[0].axes[1].get_title()  # centred over the row
     assert " ".join(title.split()).endswith("; global batch 256 (2 devices x 128), width x1")
     assert all(len(line) <= 120 for line in title.splitlines())  # wrapped to the figure
+
+
+def test_a_long_variant_title_does_not_squeeze_the_panels(tmp_path, monkeypatch):
+    exp = "svhn_wrn_mixup"
+    lr = {"dataset.val_size": "300", "schedule.lr": "0.07035737028722146"}  # an Optuna trial's
+    for seed in range(2):
+        write_run(tmp_path, exp, "svhn-wrn-bn", seed, 97.0)
+        write_run(tmp_path, exp, "svhn-wrn-bn", seed, 96.0, variant=lr)
+    import equinorm.report.figures as figures
+
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.plot_experiment(collect(tmp_path), exp, tmp_path / "figures")
+    panels = [ax for ax in closed[0].axes if ax.axison]
+    assert len(panels) == 6  # two rows of three (the legend rows have no axis)
+    # the panels share the width (a left-aligned title as wide as the row once squeezed them
+    # to a tenth of it: the layout keeps a title's middle inside the figure)
+    assert all(ax.get_position().width > 0.18 for ax in panels)
+    titles = ["".join(ax.get_title().split()) for ax in panels]
+    assert any("schedule.lr=0.07035737028722146" in t for t in titles)
 
 
 def test_a_cell_whose_runs_differ_in_batch_or_width_says_so(tmp_path):

@@ -5,10 +5,11 @@ per norm (median over seeds) with its inter-quartile band, the legend reading li
 One row of panels per cell of runs (dataset, architecture, variant): the accuracy over every
 epoch, the same zoomed on the last third of training (its own y range, so nothing is cropped
 silently), and the loss over every epoch. Colours are Okabe & Ito's colour-blind safe palette with
-a line style per norm; the legend sits beside the panels, off the data; each row's title names the
-global batch and width (:mod:`equinorm.report.setup`). Diverged runs are counted in the legend and
-marked (x) at the epoch they diverged; the caption says whether the curves leave them out from
-there or count them at chance (``diverged``, see :func:`equinorm.report.stats.curves`). A cell
+a line style per norm; the legend sits under the panels, off the data; each row's title, centred
+over it, names the global batch and width (:mod:`equinorm.report.setup`). Diverged runs are
+counted in the legend and marked (x) at the epoch they diverged; the caption says whether the
+curves leave them out from there or count them at chance (``diverged``, see
+:func:`equinorm.report.stats.curves`). A cell
 without any epoch to draw gets no panel (the caption names it). Experiments with the Figure-1
 diagnostic also get the positive/negative contribution plot.
 """
@@ -194,7 +195,10 @@ def _row(axes, key, results, experiment, cell, fin, expected, diverged, log_loss
     where = f" -- paper {paper.where}" if paper and not variant else ""
     setup = describe(in_cell(runs, cell))
     title = f"{experiment}: {cell_title(*cell)}{where}" + (f"; {setup}" if setup else "")
-    ax_acc.set_title(wrap(title, width), loc="left")  # the row's width: the zoom has no title
+    # centred over a row (on its middle panel): the layout keeps a title's middle in the figure,
+    # and a long left-aligned one's middle lies past its panel, squeezing every panel
+    stacked = ax_zoom.get_subplotspec().rowspan != ax_acc.get_subplotspec().rowspan
+    (ax_acc if stacked else ax_zoom).set_title(wrap(title, width), loc="left" if stacked else None)
     ax_acc.set_ylabel("Test accuracy (%)")
     ax_loss.set_ylabel("Test loss" + (" (log scale)" if log_loss else ""))
     for ax in axes:
