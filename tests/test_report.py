@@ -364,7 +364,7 @@ def _lr_run(root: Path, exp: str, norm: str, variant: dict, seed: int, acc: floa
     return d
 
 
-def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path):
+def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys):
     exp = "cifar10_wrn_overfit"  # its own lr: 0.1
     long = {f"dataset.augment.k{i}": "x" * 12 for i in range(8)}  # a hashed directory name
     for seed in range(3):
@@ -417,6 +417,10 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path):
     md = (tmp_path / "tables" / f"{exp}.md").read_text()
     titles = [line for line in md.splitlines() if line.startswith("## ")]
     assert titles[0] == "## cifar10 / wrn" and "## cifar10 / wrn / schedule.lr=0.05" in md
+    # the search's trials (measured on a validation split) are not rows of the main figure and
+    # table: a 20-trial search would add 20 of them
+    assert not any("val_size" in t for t in titles) and len(titles) == 7
+    assert "2 run(s) measured another way" in capsys.readouterr().err
 
 
 def test_the_equilibrium_figure_has_a_panel_per_cell_and_variant(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from equinorm.report.collect import KEYS, Results, collect
 from equinorm.report.figures import WIDTH, plot_experiment
-from equinorm.report.hparams import write_comparisons
+from equinorm.report.hparams import PROTOCOL, write_comparisons
 from equinorm.report.output import publish, staging
 from equinorm.report.tables import commit_note, markdown, resumed_note, write_tables
 from equinorm.report.target import write_time_to_target
@@ -71,6 +71,16 @@ def subset(results: Results, keep) -> Results:
     return Results(keep, rows(results.history), rows(results.equilibrium), results.skipped)
 
 
+def measured_alike(results: Results, experiment: str) -> Results:
+    """``results`` without the experiment's runs measured another way (a validation split held
+    out, a debug run: an Optuna search's trials) when it has others: those are reported in their
+    own comparisons (:mod:`equinorm.report.hparams`), not as rows of the main figure and tables."""
+    runs = results.runs
+    mine = runs["experiment"] == experiment
+    apart = mine & runs["items"].map(lambda items: bool(set(items) & PROTOCOL))
+    return subset(results, runs[~apart]) if (mine & ~apart).any() else results
+
+
 def write_report(
     results_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -100,20 +110,28 @@ def write_report(
         if study is not None:  # its tuning runs (validation split) have a report of their own
             tuning = stage1(everything.runs, study)["path"]
             results = subset(everything, everything.runs[~everything.runs["path"].isin(tuning)])
+        main = measured_alike(results, experiment)
         with staging(out) as stage:  # the experiment's files land together, each one whole
-            staged = plot_experiment(results, experiment, stage / "figures", diverged, width)
-            staged += write_tables(results, experiment, stage / "tables")
+            staged = plot_experiment(main, experiment, stage / "figures", diverged, width)
+            staged += write_tables(main, experiment, stage / "tables")
             staged += write_comparisons(results, experiment, stage, width)
-            staged += write_time_to_target(results, experiment, stage / "tables", target)
+            staged += write_time_to_target(main, experiment, stage / "tables", target)
             if study is not None:
                 staged += write_tuning(everything, study, stage, width)
             done, left = publish(stage, staged, out, overwrite_tracked)
         written, kept = written + done, kept + left
         runs = results.runs[results.runs["experiment"] == experiment]
+        apart = len(runs) - (main.runs["experiment"] == experiment).sum()
+        if apart:
+            print(
+                f"equinorm: {experiment}: {apart} run(s) measured another way "
+                f"({' or '.join(sorted(PROTOCOL))} set) are in the hparam comparisons only",
+                file=sys.stderr,
+            )
         for note in filter(None, [commit_note(runs), *resumed_note(runs)]):
             print(f"equinorm: {experiment}: {note}", file=sys.stderr)
         if not quiet:
-            print(markdown(results, experiment))
+            print(markdown(main, experiment))
             if study is not None:
                 print(tuned_markdown(everything, study))
     for path in results.skipped:

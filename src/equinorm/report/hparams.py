@@ -49,7 +49,7 @@ def own_value(experiment: str, key: str) -> str | None:
     return None if node is None else value_text(node)
 
 
-PROTOCOL = ("dataset.val_size", "debug")  # how a run is measured, not what it trains
+PROTOCOL = {"dataset.val_size", "debug"}  # how a run is measured, not what it trains
 
 
 def _protocol(items: dict, key: str) -> tuple[tuple[str, str], ...]:
@@ -67,7 +67,7 @@ def comparison_runs(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.Da
     ``value`` column (text as in the variants)."""
     keep = runs[
         [
-            set(items) - set(PROTOCOL) <= {key} and _protocol(items, key) == protocol
+            set(items) - PROTOCOL <= {key} and _protocol(items, key) == protocol
             for items in runs["items"]
         ]
     ]
