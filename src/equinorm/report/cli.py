@@ -5,7 +5,8 @@ Figure-1 diagnostic was logged, and ``<experiment>_hparam_<key>.*`` for every ke
 :mod:`equinorm.report.hparams`), ``DIR/tables/<experiment>.{md,tex}`` and
 ``<experiment>_time_to_target.{md,tex}`` (:mod:`equinorm.report.target`), and prints each table.
 An experiment with a tuning study gets its tuned table and sensitivity figure
-(:mod:`equinorm.report.tuning`); its tuning runs stay out of the other files.
+(:mod:`equinorm.report.tuning`); its tuning runs stay out of the other files. Runs measured
+another way (a validation split, a debug run) are in their hparam comparisons only.
 Incomplete sweeps are the normal case: missing, failed, unfinished and diverged runs are counted
 and shown. Runs of one experiment made by different commits are warned about (stderr and the
 table); ``--commit SHA`` keeps only the runs every attempt of which ran that commit clean
