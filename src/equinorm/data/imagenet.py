@@ -1,8 +1,8 @@
 """ILSVRC 2012 ImageNet from the standard folder layout (paper section 6.4).
 
 Expected: ``<root>/imagenet/train/<wnid>/*.JPEG`` and ``<root>/imagenet/val/<wnid>/*.JPEG``
-(the README says how to prepare it). With ``verify`` the two splits must hold the same 1000 class
-folders. Served by the DataLoader path (torchvision's ``ImageFolder``).
+(docs/runs.md, "Datasets", says how to prepare it). With ``verify`` the two splits must hold the
+same 1000 class folders. Served by the DataLoader path (torchvision's ``ImageFolder``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class ImageNet(Source):
     how_to_get = (
         "ImageNet cannot be downloaded automatically: get ILSVRC2012_img_train.tar and "
         "ILSVRC2012_img_val.tar from image-net.org and arrange them as imagenet/train/<wnid>/ "
-        "and imagenet/val/<wnid>/ (README: 'Preparing ImageNet')."
+        "and imagenet/val/<wnid>/ (docs/runs.md, 'Datasets', says how)."
     )
 
     @property
