@@ -12,21 +12,24 @@ from pathlib import Path
 from equinorm.run.record import RunDir, atomic_text
 
 
-def record(sweep_dir: str | Path, number: int, overrides: list[str], run_dir: str | None) -> None:
-    """Record job ``number`` of a sweep: its overrides and run directory (None: it has none)."""
+def record(
+    sweep_dir: str | Path, number: int, overrides: list[str], run_dir: str | None, skipped: bool
+) -> None:
+    """Record job ``number`` of a sweep: its overrides, run directory (None: it has none) and
+    whether the run had finished before (a value drawn twice: skipped, not trained again)."""
     path = Path(sweep_dir) / "jobs" / f"{number}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_text(path, json.dumps({"overrides": overrides, "run_dir": run_dir}))
+    atomic_text(path, json.dumps({"overrides": overrides, "run_dir": run_dir, "skipped": skipped}))
 
 
 def recorded(sweep_dir: str | Path) -> list[tuple[list[str], RunDir | None, bool]]:
-    """The recorded jobs of a sweep, in launch order: (overrides, run directory, skipped=False)."""
+    """The recorded jobs of a sweep, in launch order: (overrides, run directory, skipped)."""
     jobs = []
     paths = sorted((Path(sweep_dir) / "jobs").glob("*.json"), key=lambda p: int(p.stem))
     for path in paths:
         job = json.loads(path.read_text())
         rundir = RunDir(job["run_dir"]) if job.get("run_dir") else None
-        jobs.append((list(job["overrides"]), rundir, False))
+        jobs.append((list(job["overrides"]), rundir, bool(job.get("skipped"))))
     return jobs
 
 

@@ -48,13 +48,15 @@ def task(cfg: DictConfig) -> float | None:
     """One Hydra job; returns its :func:`~equinorm.run.record.objective` for sweepers that
     optimise (final validation accuracy, else test accuracy; None: no result)."""
     runtime = HydraConfig.get()
+    summary = None
     try:
-        return objective(_job(cfg, runtime))
+        summary = _job(cfg, runtime)
+        return objective(summary)
     finally:  # a searching sweeper's job says which run it was, for the sweep's tally
         if _multirun() and not experiment.enumerates(runtime.sweeper):
-            record_job(
-                runtime.sweep.dir, runtime.job.num, list(runtime.overrides.task), cfg.get("run_dir")
-            )
+            skipped = bool(summary and "skipped" in summary)  # finished before: not trained
+            job = (runtime.job.num, list(runtime.overrides.task), cfg.get("run_dir"), skipped)
+            record_job(runtime.sweep.dir, *job)
 
 
 def _job(cfg: DictConfig, runtime) -> dict | None:

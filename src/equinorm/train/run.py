@@ -88,7 +88,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                 s.get("epochs"),
                 s.get("test_acc"),
             )
-            return s
+            return {**s, "skipped": True}  # finished before: not trained by this job
         state = decision.get("state")
         if decision["resume"] and state is None:  # ranks > 0 read rank 0's checkpoint file
             state = ckpt.load(Path(decision["checkpoint"]))
