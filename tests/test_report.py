@@ -383,7 +383,9 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys)
     # a search scored on a validation split (issue 25): compared with itself, not with the rest
     held_out = {"dataset.val_size": "300"}
     for lr, acc in (("0.02", 60.0), ("0.3", 61.0)):
-        _lr_run(tmp_path, exp, "bn", {**held_out, "schedule.lr": lr}, 0, acc)
+        d = _lr_run(tmp_path, exp, "bn", {**held_out, "schedule.lr": lr}, 0, acc)
+        summary_json = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({**summary_json, "val_acc": acc - 5}))
     from equinorm.report.hparams import summary, swept
 
     res = collect(tmp_path)
@@ -396,7 +398,7 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys)
     ]
     searched = summary(res.runs, "schedule.lr", protocol).set_index("value")
     assert list(searched.index) == ["0.02", "0.3"] and not searched["own"].any()
-    assert searched.loc["0.3", "median"] == pytest.approx(61.0)
+    assert searched.loc["0.3", "median"] == pytest.approx(56.0)  # read as it was chosen: val
     frame = summary(res.runs, "schedule.lr").set_index(["norm", "value"])
     assert frame.loc[("equi", "0.1"), "median"] == pytest.approx(94.1)  # the experiment's value
     assert frame.loc[("equi", "0.1"), "own"] and not frame.loc[("equi", "0.4"), "own"]
@@ -412,7 +414,8 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys)
     assert (tmp_path / "figures" / f"{exp}_hparam_schedule.momentum.png").is_file()
     stem = f"{exp}_hparam_schedule.lr_dataset.val_size=300"
     table = (tmp_path / "tables" / f"{stem}.md").read_text()
-    assert "against schedule.lr (dataset.val_size=300)" in table
+    assert "final validation accuracy (%) against schedule.lr (dataset.val_size=300)" in table
+    assert "56.00 (56.00-56.00), n=1" in table
     # and the main table has one section per variant, the experiment's own first
     md = (tmp_path / "tables" / f"{exp}.md").read_text()
     titles = [line for line in md.splitlines() if line.startswith("## ")]

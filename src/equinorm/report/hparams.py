@@ -1,7 +1,8 @@
 """Hyper-parameter comparisons: a sweep over one key (``schedule.lr=0.2,0.1,0.05``) drawn and
-tabled as final test accuracy against the swept value, one line per norm, median and IQR over
-seeds -- a fair comparison of normalizations tunes each one (paper section 6 fixes the lr per
-architecture; this shows what another would have given).
+tabled as final test accuracy (validation accuracy where the runs hold images out) against the
+swept value, one line per norm, median and IQR over seeds -- a fair comparison of
+normalizations tunes each one (paper section 6 fixes the lr per architecture; this shows what
+another would have given).
 
 The runs of one comparison are those of a (dataset, arch) whose variant
 (:mod:`equinorm.experiment.identity`, as each run recorded it) is empty -- the experiment's own
@@ -87,11 +88,22 @@ def _order(values) -> tuple[list[str], bool]:
     return sorted(values, key=nums.get), True
 
 
+def metric(runs: pd.DataFrame) -> tuple[str, str]:
+    """(column, words) that a comparison reads: the final validation accuracy when every complete
+    run of it held images out (a search on a validation split, read as it chose), else the
+    final test accuracy."""
+    done = runs[runs["status"] == "complete"]
+    if len(done) and "val_acc" in done and done["val_acc"].notna().all():
+        return "val_acc", "final validation accuracy"
+    return "test_acc", "final test accuracy"
+
+
 def summary(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.DataFrame:
-    """Per (dataset, arch, norm, value): final test accuracy median/q25/q75 over complete seeds,
-    and the complete and diverged counts."""
+    """Per (dataset, arch, norm, value): the final accuracy (:func:`metric`) median/q25/q75 over
+    complete seeds, and the complete and diverged counts."""
     rows = []
     data = comparison_runs(runs, key, protocol)
+    column = metric(data)[0]
     for (dataset, arch, norm, value), g in data.groupby(["dataset", "arch", "norm", "value"]):
         done = g[g["status"] == "complete"]
         rows.append(
@@ -101,7 +113,7 @@ def summary(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.DataFrame:
                 "norm": norm,
                 "value": value,
                 "own": any(key not in items for items in g["items"]),
-                **iqr(done["test_acc"]),
+                **iqr(done[column]),
                 "complete": len(done),
                 "diverged": int((g["status"] == "diverged").sum()),
             }
@@ -147,9 +159,10 @@ def write_comparison(
         return []
     stem = f"{experiment}_hparam_{key}" + "".join(f"_{k}={v}" for k, v in protocol)
     against = key + (f" ({', '.join(f'{k}={v}' for k, v in protocol)})" if protocol else "")
+    read = metric(comparison_runs(runs, key, protocol))[1]
     header, rows = _table(frame, key)
     md = [
-        f"# {experiment}: final test accuracy (%) against {against}",
+        f"# {experiment}: {read} (%) against {against}",
         "",
         "Median (25%-75%) over complete seeds, n = complete seeds.",
         "",
@@ -160,12 +173,12 @@ def write_comparison(
     tables.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     (tables / f"{stem}.md").write_text("\n".join(md) + "\n")
-    comment = f"{experiment}: final test accuracy (%) against {against}, median (25%-75%)"
+    comment = f"{experiment}: {read} (%) against {against}, median (25%-75%)"
     (tables / f"{stem}.tex").write_text(tex_table(comment, header, [(None, rows)], 2))
     return [
         tables / f"{stem}.md",
         tables / f"{stem}.tex",
-        *_figure(runs, frame, (key, against), figures, stem, width),
+        *_figure(runs, frame, (key, against, read), figures, stem, width),
     ]
 
 
@@ -175,7 +188,7 @@ def _figure(runs, frame, keys, out_dir: Path, stem: str, width: float = WIDTH) -
 
 
 def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> list[Path]:
-    key, against = keys  # the key, and the key with its protocol for the titles
+    key, against, read = keys  # the key; with its protocol, and what is read, for the titles
     groups = list(frame.groupby(["dataset", "arch"]))
     per_row = max(1, min(len(groups), int(width // 3.2)))  # panels of >= 3.2 in
     rows = -(-len(groups) // per_row)
@@ -217,12 +230,10 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
             ax.set_xticks(range(len(order)), labels, rotation=30 if len(order) > 3 else 0)
         cell = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
         setup = describe(cell)
-        title = f"{dataset} / {arch}: final test accuracy vs {against}" + (
-            f"; {setup}" if setup else ""
-        )
+        title = f"{dataset} / {arch}: {read} vs {against}" + (f"; {setup}" if setup else "")
         ax.set_title(wrap(title, panel), loc="left")
         ax.set_xlabel(key)
-        ax.set_ylabel("Final test accuracy (%)")
+        ax.set_ylabel(f"{read.capitalize()} (%)")
         ax.grid(alpha=0.3)
     legend_below(fig, axes.flat[0], "median over complete seeds; bars: 25%-75%")
     return save(fig, out_dir, stem)
@@ -238,4 +249,4 @@ def write_comparisons(
     return written
 
 
-__all__ = ["comparison_runs", "own_value", "summary", "swept", "write_comparisons"]
+__all__ = ["comparison_runs", "metric", "own_value", "summary", "swept", "write_comparisons"]
