@@ -23,10 +23,11 @@ BAD = [  # (command line, what the one line must name)
     ("schedule.milestones=[a]", "schedule.milestones"),
     ("schedule.warmup_epochs=-1", "schedule.warmup_epochs"),
     ("schedule=cosine schedule.min_lr=-1", "schedule.min_lr"),
-    ("schedule.min_lr=0", "schedule.min_lr"),  # not a key of the step schedule
+    ("schedule.min_lr=0", "config's schedule (Step); it is a key of schedule=cosine"),
     ("schedule=superconvergence schedule.lr_points=[[0,-1],[30,0.1]]", "schedule.lr_points"),
     ("schedule=superconvergence schedule.lr_points=[[0,a],[30,1]]", "schedule.lr_points"),
     ("schedule=superconvergence schedule.final_momentum=1.5", "schedule.final_momentum"),
+    ("schedule=superconvergence schedule.lr=0.2", "schedule=cosine and schedule=step"),
     ("optim.weight_decay=abc", "optim.weight_decay"),
     ("optim.weight_decay=-1", "optim.weight_decay"),
     ("optim.no_decay_max_rank=-2", "optim.no_decay_max_rank"),
@@ -36,13 +37,14 @@ BAD = [  # (command line, what the one line must name)
     ("arch=_common", "arch=_common"),
     ("arch=_shared", "arch=_shared"),
     ("arch=vgg", "arch=vgg"),
+    ("arch.depth=28", "arch.depth is not a key of this config's arch (Arch); it is a key of no"),
     ("mixup.alpha=abc", "mixup.alpha"),
     ("mixup=manifold mixup.alpha=0", "mixup.alpha"),
     ("mixup.loss=mse", "mixup.loss"),
     ("mixup=_common", "mixup=_common"),
     ("mixup=manifold mixup.alpha=-1", "mixup.alpha"),
     ("mixup=manifold mixup.points=[3]", "mixup.points"),
-    ("mixup=none mixup.alpha=2", "alpha"),  # mixup=none reads no alpha (issue 27)
+    ("mixup=none mixup.alpha=2", "it is a key of mixup=input and mixup=manifold"),  # issue 27
     ("-m mixup.alpha=1,2", "alpha"),  # the issue's sweep under digits_demo's mixup=none
     ("norm=foo", "norm=foo"),
     ("norm.stat_fraction=abc", "norm.stat_fraction"),

@@ -71,7 +71,8 @@ def _hydra():
         yield
 
 
-def _compose(overrides: Sequence[str]) -> DictConfig:
+def compose_raw(overrides: Sequence[str]) -> DictConfig:
+    """The composed config with its Hydra node, as Hydra composes it (no run directory)."""
     with _hydra():
         return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
 
@@ -79,7 +80,7 @@ def _compose(overrides: Sequence[str]) -> DictConfig:
 def compose(overrides: Sequence[str] = (), *, hydra: bool = False) -> DictConfig:
     """The config ``python -m equinorm.train <overrides>`` runs, with its ``run_dir``; with
     ``hydra`` its Hydra node too (the launcher, the sweep's params, the group choices)."""
-    cfg = _compose(overrides)
+    cfg = compose_raw(overrides)
     locate(cfg, cfg.hydra.runtime.choices)
     if not hydra:
         with open_dict(cfg):
@@ -89,7 +90,7 @@ def compose(overrides: Sequence[str] = (), *, hydra: bool = False) -> DictConfig
 
 @functools.lru_cache(maxsize=256)
 def _reference(overrides: tuple[str, ...]) -> DictConfig:
-    return _compose(overrides)
+    return compose_raw(overrides)
 
 
 def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
@@ -239,7 +240,7 @@ def jobs(overrides: Sequence[str], multirun: bool = True) -> list[list[str]]:
     if not multirun:
         return [list(overrides)]
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    cfg = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
+    cfg = compose_raw([o.input_line for o in parsed if not o.is_sweep_override()])
     params = sweep_params(cfg)
     grid = enumerates(cfg.hydra.sweeper)
     return expand(overrides, params) if grid else probes(overrides, params)
@@ -249,6 +250,7 @@ __all__ = [
     "CONF_DIR",
     "GROUPS",
     "compose",
+    "compose_raw",
     "enumerates",
     "expand",
     "job_choices",

@@ -10,6 +10,7 @@ config directories are left to Hydra.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import re
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment
@@ -63,6 +64,10 @@ def describe(exc: BaseException) -> str:
             "an interval() is searched, not listed: the grid sweeper runs a,b,c / choice() / "
             "range(); search it with hydra/sweeper=optuna or a preset (hparams_search=optuna_lr)"
         )
+    text = f"{exc} {exc.__cause__}"
+    absent = re.search(r"override '(\w+)\.([\w.]+)'.*Key '\w+' not in '(\w+)'", text, re.S)
+    if absent and absent.group(1) in experiment.GROUPS:  # e.g. mixup.alpha under mixup=none
+        return _not_a_key(*absent.groups())
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
         text = one_line(exc)
@@ -72,6 +77,21 @@ def describe(exc: BaseException) -> str:
     if cause is not None and one_line(cause) not in text:
         text = f"{text}: {one_line(cause)}"
     return text
+
+
+def _not_a_key(group: str, key: str, kind: str) -> str:
+    """One line for ``<group>.<key>=...`` that this config's option of ``group`` (its schema:
+    ``kind``) does not have: which options have it."""
+    unset = object()
+    having = []
+    for option in experiment.options(group):
+        with contextlib.suppress(HydraException, OmegaConfBaseException):
+            node = experiment.compose_raw([f"{group}={option}"])[group]
+            if OmegaConf.select(node, key, default=unset) is not unset:
+                having.append(option)
+    named = [f"{group}={option}" for option in having]
+    where = ", ".join([*named[:-2], " and ".join(named[-2:])]) or f"no {group} option (a typo?)"
+    return f"{group}.{key} is not a key of this config's {group} ({kind}); it is a key of {where}"
 
 
 def composed(jobs: list[list[str]]) -> Iterator[tuple[list[str], DictConfig]]:
