@@ -83,6 +83,8 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/sweeper=optuna schedule.lr=tag(log,interval(0.01,0))", "schedule.lr=0"),
     ("-m hydra/sweeper=optuna norm=choice(equi,foo)", "norm=foo"),
     ("-m schedule.lr=interval(0.01,0.3)", "hydra/sweeper=optuna"),  # the grid cannot list it
+    ("hparams_search=optuna_lr", "hparams_search=optuna_lr applies to sweeps: add -m"),  # no -m
+    ("hydra/launcher=submitit_slurm_gpu", "applies to sweeps: add -m"),  # not on the login node
     ("-m hparams_search=optuna_lr seed=-1", "seed"),
     ("hparams_search=nope", "hparams_search=nope"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find

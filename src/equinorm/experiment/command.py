@@ -28,6 +28,9 @@ from equinorm.errors import ConfigError, one_line
 INFORMATIONAL = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
 CHOICE_GROUPS = (*experiment.GROUPS, "experiment", "hparams_search", "debug")
 ANNOUNCE = 20  # sweeps of this many jobs or more say that they are being checked
+# what only a sweep (-m) reads: how its jobs are drawn (sweeper) and where they run (launcher)
+MULTIRUN_ONLY = ("hparams_search=", "hydra/sweeper", "hydra.sweeper.")
+MULTIRUN_ONLY += ("hydra/launcher", "hydra.launcher.")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -127,6 +130,10 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
         given.append(f"hydra.searchpath=[file://{Path(args.config_dir).absolute()}]")
     if any(getattr(args, flag) for flag in INFORMATIONAL) or args.config_path:
         return None
+    sweep_only = [o for o in given if o.lstrip("+").startswith(MULTIRUN_ONLY)]
+    sweep_only = [o for o in sweep_only if o != "hparams_search=grid"]
+    if sweep_only and not args.multirun:  # Hydra would quietly train the one run, here
+        return f"{sweep_only[0]} applies to sweeps: add -m (python -m equinorm.train -m ...)"
     try:
         overrides = experiment.jobs(given, args.multirun)
         if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
