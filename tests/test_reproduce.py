@@ -135,6 +135,14 @@ def test_on_slurm_every_experiment_is_submitted_at_once_and_nproc_is_tasks(monke
     assert started[0][0][-1] == "hydra.launcher.tasks_per_node=2"  # no GPUs on the CPU preset
 
 
+def test_a_local_search_under_torchrun_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("launched"))
+    search = ["hparams_search=optuna_lr", "norm=bn"]
+    assert reproduce.launch("short", search, nproc=2, results_dir=str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("equinorm: error: hparams_search=optuna_lr with --nproc 2: a search")
+
+
 def test_on_slurm_a_request_that_does_not_fit_submits_nothing(monkeypatch, tmp_path, capsys):
     fits = "hydra.launcher.mem_gb=64 exceeds"
     monkeypatch.setattr(reproduce, "preflight", lambda argv, check: fits)
