@@ -9,9 +9,9 @@ a line style per norm; the legend sits under the panels, off the data; each row'
 over it, names the global batch and width (:mod:`equinorm.report.setup`). Diverged runs are
 counted in the legend and marked (x) at the epoch they diverged; the caption says whether the
 curves leave them out from there or count them at chance (``diverged``, see
-:func:`equinorm.report.stats.curves`). A cell
-without any epoch to draw gets no panel (the caption names it). Experiments with the Figure-1
-diagnostic also get the positive/negative contribution plot.
+:func:`equinorm.report.stats.curves`). A cell without any epoch to draw gets no panel (the
+caption names it). Experiments with the Figure-1 diagnostic also get the positive/negative
+contribution plot.
 """
 
 from __future__ import annotations
