@@ -85,6 +85,7 @@ BAD = [  # (command line, what the one line must name)
     ("-m schedule.lr=interval(0.01,0.3)", "hydra/sweeper=optuna"),  # the grid cannot list it
     ("hparams_search=optuna_lr", "hparams_search=optuna_lr applies to sweeps: add -m"),  # no -m
     ("hydra/launcher=submitit_slurm_gpu", "applies to sweeps: add -m"),  # not on the login node
+    ("hydra.mode=MULTIRUN norm=bn,foo", "norm=foo is not one of"),  # Hydra's other -m
     ("-m hparams_search=optuna_lr seed=-1", "seed"),
     ("hparams_search=nope", "hparams_search=nope"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
@@ -110,6 +111,14 @@ def test_a_bad_value_is_one_line_exit_2_and_no_file(line, names, tmp_path, monke
     assert err.count("\n") == 1 and err.startswith("equinorm: error: "), err
     assert names in err, err
     assert not any(tmp_path.iterdir()), list(tmp_path.rglob("*"))  # nothing written anywhere
+
+
+def test_hydra_mode_multirun_is_checked_as_a_sweep():
+    from equinorm.experiment.command import preflight
+
+    checked = []
+    assert preflight(["hydra.mode=MULTIRUN", "norm=bn,gn", "seed=0"], checked.append) is None
+    assert [cfg.norm.name for cfg in checked] == ["bn", "gn"]  # it was "Ambiguous value"
 
 
 def test_the_command_line_says_it_in_one_line_and_writes_nothing(tmp_path):

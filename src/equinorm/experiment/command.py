@@ -130,19 +130,20 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
         given.append(f"hydra.searchpath=[file://{Path(args.config_dir).absolute()}]")
     if any(getattr(args, flag) for flag in INFORMATIONAL) or args.config_path:
         return None
+    multirun = args.multirun or "hydra.mode=MULTIRUN" in given  # Hydra's two spellings of -m
     sweep_only = [o for o in given if o.lstrip("+").startswith(MULTIRUN_ONLY)]
     sweep_only = [o for o in sweep_only if o != "hparams_search=grid"]
-    if sweep_only and not args.multirun:  # Hydra would quietly train the one run, here
+    if sweep_only and not multirun:  # Hydra would quietly train the one run, here
         return f"{sweep_only[0]} applies to sweeps: add -m (python -m equinorm.train -m ...)"
     try:
-        overrides = experiment.jobs(given, args.multirun)
+        overrides = experiment.jobs(given, multirun)
         if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
             print(f"equinorm: checking {len(overrides)} jobs before launching any", file=sys.stderr)
         for number, (job, cfg) in enumerate(composed(overrides)):
             try:
                 check(cfg)
             except ConfigError as exc:
-                if not args.multirun:
+                if not multirun:
                     raise
                 raise ConfigError(f"job #{number} ({' '.join(job)}): {exc}") from None
     except (HydraException, OmegaConfBaseException, ConfigError) as exc:
