@@ -104,17 +104,18 @@ def test_more_epochs_on_a_finished_run_is_another_run_and_leaves_it_untouched(tm
 def test_a_sweep_over_an_arch_key_runs_each_value_and_leaves_the_experiments_slot(tmp_path):
     """The issue's command: two widths, two runs -- not two failures and a corrupted slot."""
     args = ["experiment=digits_demo", "debug=smoke", "norm=bn", "seed=0", f"results_dir={tmp_path}"]
-    sweep = ["-m", *args, "arch.width_mult=0.25,0.5"]
+    sweep = ["-m", *args, "arch.width_mult=0.25,.25,0.5"]  # .25: 0.25's run, not launched
     first = run_cli(*sweep, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:]
-    assert "sweep of 2 job(s): 2 complete" in first.stdout
+    assert "sweep of 3 job(s): 2 complete, 1 skipped" in first.stdout
+    assert "1 job(s) the run of an earlier job (the same config): not launched" in first.stdout
     cell = tmp_path / "runs/digits_demo/digits-preact_resnet18-bn"
     widths = {json.loads(p.read_text())["width_mult"] for p in cell.rglob("summary.json")}
     assert widths == {0.25, 0.5}
     assert not (cell / "seed=0").exists()  # the experiment's own run was never touched
     again = run_cli(*sweep, cwd=tmp_path)
-    assert again.returncode == 0 and "2 skipped" in again.stdout, again.stdout
-    assert "2 of 2 job(s) already finished: not launched" in again.stdout  # nothing started
+    assert again.returncode == 0 and "3 skipped" in again.stdout, again.stdout
+    assert "3 of 3 job(s) already finished: not launched" in again.stdout  # nothing started
     # the same run asked for singly (spelt otherwise) is that run: skipped
     single = run_cli(*args, "arch.width_mult=.25", cwd=tmp_path)
     assert single.returncode == 0 and "skipping" in single.stdout, single.stdout

@@ -5,7 +5,8 @@ Re-running a sweep is how a sweep is completed (paper section 6.5: 10 seeds per 
 jobs finish); on a cluster every launched job costs a submission, a queue wait and the full
 resource request just to decide to skip. So each job of a batch is composed as the launcher
 composes it and left out when its run directory holds a finished run of the same config
-(:meth:`equinorm.run.record.RunDir.finished_as`); it counts as done, with its accuracy.
+(:meth:`equinorm.run.record.RunDir.finished_as`); it counts as done, with its accuracy. So is a
+job whose run is an earlier job's (``schedule.lr=0.1,1e-1``: one config, one run).
 
 A job that fails records why in its run directory (``error.json``) and returns, so that the
 others go on (:mod:`equinorm.train.app`). At the end the tally -- complete, diverged, skipped
@@ -125,19 +126,26 @@ class _SkipFinished:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         finished: dict[int, JobReturn] = {}
         jobs = [self.sweeper.job(overrides) for overrides in job_overrides]
+        seen = {rundir.path for _, rundir, _ in self.sweeper.jobs if rundir is not None}
+        repeats = 0  # jobs whose run is an earlier job's (schedule.lr=0.1,1e-1: one config)
         for i, (overrides, (rundir, cfg)) in enumerate(zip(job_overrides, jobs, strict=True)):
-            summary = rundir.finished_as(cfg) if rundir is not None else None
-            if summary is not None:
+            if rundir is None:
+                continue
+            summary, repeat = rundir.finished_as(cfg), rundir.path in seen
+            seen.add(rundir.path)
+            if summary is not None or repeat:
+                repeats += summary is None
                 finished[i] = JobReturn(
                     overrides=list(overrides),
                     status=JobStatus.COMPLETED,
-                    _return_value=objective(summary),
+                    _return_value=objective(summary) if summary else None,
                 )
         todo = [o for i, o in enumerate(job_overrides) if i not in finished]
-        if finished:
-            log.info(
-                "%d of %d job(s) already finished: not launched", len(finished), len(job_overrides)
-            )
+        if len(finished) > repeats:
+            done = len(finished) - repeats
+            log.info("%d of %d job(s) already finished: not launched", done, len(job_overrides))
+        if repeats:
+            log.info("%d job(s) the run of an earlier job (the same config): not launched", repeats)
         launched = iter(self.launcher.launch(todo, initial_job_idx=initial_job_idx) if todo else [])
         self.sweeper.jobs += [
             (list(o), rundir, i in finished)
