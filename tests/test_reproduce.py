@@ -140,7 +140,11 @@ def test_a_local_search_under_torchrun_is_one_line(monkeypatch, tmp_path, capsys
     search = ["hparams_search=optuna_lr", "norm=bn"]
     assert reproduce.launch("short", search, nproc=2, results_dir=str(tmp_path)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("equinorm: error: hparams_search=optuna_lr with --nproc 2: a search")
+    assert err.startswith("equinorm: error: cifar10_wrn_short is a search (a searching sweeper)")
+    grid = ["hparams_search=grid", "norm=bn", "seed=0", "debug=smoke"]  # torchrun per job: fine
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: 1)
+    monkeypatch.setattr(reproduce, "_report", lambda target, results_dir: 0)
+    assert reproduce.launch("short", grid, nproc=2, results_dir=str(tmp_path)) == 1
 
 
 def test_on_slurm_a_request_that_does_not_fit_submits_nothing(monkeypatch, tmp_path, capsys):

@@ -234,13 +234,23 @@ def probes(overrides: Sequence[str], params=None) -> list[list[str]]:
     return jobs
 
 
+def _sweep_config(overrides: Sequence[str]) -> DictConfig:
+    """A sweep's config under its command line's fixed overrides (its sweeper, its params)."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return compose_raw([o.input_line for o in parsed if not o.is_sweep_override()])
+
+
+def searches(overrides: Sequence[str]) -> bool:
+    """Whether ``-m <overrides>`` runs a searching sweeper (Optuna, ...) rather than a grid."""
+    return not enumerates(_sweep_config(overrides).hydra.sweeper)
+
+
 def jobs(overrides: Sequence[str], multirun: bool = True) -> list[list[str]]:
     """Each job's overrides: the command line itself, or with ``multirun`` its sweep's jobs (a
     searching sweeper's: its :func:`probes`)."""
     if not multirun:
         return [list(overrides)]
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    cfg = compose_raw([o.input_line for o in parsed if not o.is_sweep_override()])
+    cfg = _sweep_config(overrides)
     params = sweep_params(cfg)
     grid = enumerates(cfg.hydra.sweeper)
     return expand(overrides, params) if grid else probes(overrides, params)
@@ -260,6 +270,7 @@ __all__ = [
     "probes",
     "reference",
     "register",
+    "searches",
     "sweep_params",
     "user_sources",
     "world_size",

@@ -258,14 +258,17 @@ def launch(
     job, and with ``detach`` no waiting (:func:`_launch_cluster`)."""
     if on_slurm(overrides):
         return _launch_cluster(target, overrides, nproc, results_dir, detach)
-    search = [o for o in overrides if o.startswith(("hparams_search=", "hydra/sweeper="))]
-    if nproc > 1 and search and search[-1] != "hparams_search=grid":
+    searched = nproc > 1 and [  # one torchrun per job spells out a grid; a search draws its own
+        e for e in TARGETS[target] if experiments.searches([f"experiment={e}", *overrides])
+    ]
+    if searched:
         print(
-            f"equinorm: error: {search[-1]} with --nproc {nproc}: a search runs on SLURM "
+            f"equinorm: error: {searched[0]} is a search (a searching sweeper) and --nproc "
+            f"{nproc} runs each job under its own torchrun: run it on SLURM "
             "(hydra/launcher=submitit_slurm_gpu: --nproc tasks per trial) or without --nproc",
             file=sys.stderr,
         )
-        return 2  # one torchrun per job spells out a grid; a sweeper draws its own jobs
+        return 2
     base = [sys.executable, "-m", "equinorm.train"]
     failed = []
     for experiment in TARGETS[target]:
