@@ -99,11 +99,11 @@ def metric(runs: pd.DataFrame) -> tuple[str, str]:
 
 
 def summary(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.DataFrame:
-    """Per (dataset, arch, norm, value): the final accuracy (:func:`metric`) median/q25/q75 over
-    complete seeds, and the complete and diverged counts."""
+    """Per (dataset, arch, norm, value): the final accuracy (:func:`metric`, its words in
+    ``attrs["read"]``) median/q25/q75 over complete seeds, and the complete and diverged counts."""
     rows = []
     data = comparison_runs(runs, key, protocol)
-    column = metric(data)[0]
+    column, read = metric(data)
     for (dataset, arch, norm, value), g in data.groupby(["dataset", "arch", "norm", "value"]):
         done = g[g["status"] == "complete"]
         rows.append(
@@ -118,7 +118,9 @@ def summary(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.DataFrame:
                 "diverged": int((g["status"] == "diverged").sum()),
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["read"] = read
+    return frame
 
 
 def _cell(r) -> str:
@@ -159,7 +161,7 @@ def write_comparison(
         return []
     stem = f"{experiment}_hparam_{key}" + "".join(f"_{k}={v}" for k, v in protocol)
     against = key + (f" ({', '.join(f'{k}={v}' for k, v in protocol)})" if protocol else "")
-    read = metric(comparison_runs(runs, key, protocol))[1]
+    read = frame.attrs["read"]
     header, rows = _table(frame, key)
     md = [
         f"# {experiment}: {read} (%) against {against}",
