@@ -8,8 +8,8 @@ does for them what equinorm's sweeper does for its grid.
 - At the end the jobs it launched (each records itself, :mod:`equinorm.run.jobs`) are tallied
   like a grid sweep's -- complete, diverged, failed with its one line -- into ``tally.txt`` beside
   the sweeper's own results (Optuna's ``optimization_results.yaml``); the command exits 1 when a
-  job failed. A diverged trial returns
-  None (:func:`equinorm.run.record.objective`): a failed trial in Optuna's study, not its end.
+  job failed. A diverged trial returns None (:func:`equinorm.run.record.objective`): a failed
+  trial in Optuna's study, not its end.
 """
 
 from __future__ import annotations
