@@ -91,3 +91,25 @@ def test_mean_only_batchnorm_centres_in_training_and_uses_running_mean_in_eval()
     torch.testing.assert_close(y.std(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)))  # no variance division
     norm.eval()
     torch.testing.assert_close(norm(x[:1]), x[:1] - x.mean(dim=(0, 2, 3)).view(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: EquiConv2d(3, 4, 3, padding=1),
+        lambda: EquiConv2d(3, 4, 3, padding=1, impl="reference"),
+        lambda: MeanOnlyBatchNorm2d(3),
+    ],
+    ids=["equi-fused", "equi-reference", "mean-only-bn"],
+)
+def test_an_empty_training_batch_leaves_the_running_means_as_they_were(make):
+    # BatchNorm's way: an empty batch (a detector's batch of no proposals) has no means to track
+    layer = make()
+    layer(torch.rand(2, 3, 6, 6, requires_grad=True)).sum().backward()
+    before = layer.running_mean.clone()
+    y = layer(torch.rand(0, 3, 6, 6, requires_grad=True))
+    y.sum().backward()
+    assert y.shape[0] == 0
+    torch.testing.assert_close(layer.running_mean, before)
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+    assert torch.isfinite(layer.eval()(torch.rand(2, 3, 6, 6))).all()

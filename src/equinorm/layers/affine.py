@@ -62,7 +62,7 @@ class MeanOnlyBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_channels, device=device, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training:
+        if self.training and x.shape[0] > 0:  # an empty batch has no mean to track
             mean = x.mean(dim=(0, 2, 3))
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)

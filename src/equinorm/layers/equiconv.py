@@ -421,11 +421,16 @@ class EquiConv2d(nn.Conv2d):
 
         Training mode also updates the running estimate.
         """
-        if self.training or not self.track_running_stats:
+        if self._batch_stats(x):
             m = input_channel_means(x, self.stat_fraction)
             self._track(m)
             return m.detach() if self.detach_stats else m
         return self.running_mean
+
+    def _batch_stats(self, x: Tensor) -> bool:
+        """Whether ``x`` is normalized with its own means: in training mode (or without running
+        statistics), unless the batch is empty -- it has no means, and its output is empty."""
+        return (self.training or not self.track_running_stats) and x.shape[0] > 0
 
     @torch.no_grad()
     def _track(self, means: Tensor) -> None:
@@ -482,7 +487,7 @@ class EquiConv2d(nn.Conv2d):
     def fused_forward(self, x: Tensor, gamma: Tensor | None = None, bias: Tensor | None = None):
         """The zero-padded layer as one autograd node (same result as the composed path)."""
         factor = self.scale_factor(x)
-        batch_stats = self.training or not self.track_running_stats
+        batch_stats = self._batch_stats(x)
         direct = not torch.is_grad_enabled() or torch.jit.is_tracing()  # one graph for jit.trace
         if not batch_stats and direct and not torch.compiler.is_compiling():
             # evaluation: the kernel depends only on the weights and the running means, which
