@@ -97,3 +97,12 @@ def test_jobs_that_differ_only_in_seed_are_checked_as_if_each_were_composed():
     for job, cfg in seen:
         assert cfg == plain(experiment.compose(job, hydra=True)), job
     assert len({cfg["run_dir"] for _, cfg in seen}) == 8
+
+
+@pytest.mark.parametrize("module", ["equinorm.report", "equinorm.launch.tune"])
+def test_the_other_commands_run_as_modules_like_the_trainer(module):
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("usage: ") and "__main__" not in proc.stdout
