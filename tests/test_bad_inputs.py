@@ -149,6 +149,17 @@ def test_a_results_dir_that_cannot_be_written_is_one_line(tmp_path, monkeypatch,
     )
 
 
+def test_a_results_dir_under_an_unexpanded_tilde_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # it made a folder named '~' here ('rm -rf ~' removes home)
+    monkeypatch.setenv("HOME", "/home/u")
+    lines = ["results_dir=~/runs", 'results_dir="~/runs"', '-m results_dir="~/runs" seed=0,1']
+    for argv in (line.split() for line in lines):  # as zsh passes it; quoted, as Hydra asked
+        code, err = _main(argv, monkeypatch, capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "write the path: results_dir=/home/u/runs" in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_full_disk_while_training_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     import errno
 

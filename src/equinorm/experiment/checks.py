@@ -148,6 +148,11 @@ def virtual_devices(cfg: DictConfig, world_size: int) -> int:
 
 def check_writable(results_dir: str) -> None:
     """``results_dir`` (or its first existing parent) is a directory this process may write."""
+    if str(results_dir).startswith("~"):  # a folder named '~' in the working directory
+        raise ConfigError(
+            f"results_dir={results_dir}: '~' is not expanded here (the shell leaves it when "
+            f"quoted, zsh after '='); write the path: results_dir={os.path.expanduser(results_dir)}"
+        )
     path = Path(results_dir).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():

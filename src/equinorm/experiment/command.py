@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -58,9 +59,12 @@ def describe(exc: BaseException) -> str:
     lexer = re.match(r"LexerNoViableAltException: ([^=\s]+)=(\S*)", str(exc))
     if lexer:  # e.g. a non-ASCII letter, unquoted
         key, value = lexer.groups()
+        fix = f"quote it: '{key}=\"{value}\"'"
+        if value.startswith("~"):  # zsh leaves it after '=', and Hydra does not expand it
+            fix = f"write the path: {key}={os.path.expanduser(value)}"
         return (
             f"{key}={value}: Hydra reads unquoted values as ASCII letters, digits and "
-            f"_-+./:@*; quote it: '{key}=\"{value}\"'"
+            f"_-+./:@*; {fix}"
         )
     if "Can only enumerate CHOICE and RANGE sweeps" in str(exc):  # interval() under a grid
         return (
