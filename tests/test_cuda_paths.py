@@ -119,11 +119,16 @@ def test_inductor_compiled_training_step_equals_eager(norm):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("norm", ["equi", "bn"])
-def test_inductor_compiles_a_whole_network_with_the_mixup_hook(norm):
+def test_inductor_compiles_a_whole_network_with_the_mixup_hook(norm, monkeypatch):
     """A paper-shaped net (PreActResNet-18 at 1/16 width), the manifold mixup hook inside the
-    compiled graph, one training step: equal to eager."""
+    compiled graph, one training step: equal to eager.
+
+    Without oneDNN: the C++ that inductor generates through it for 4-channel convolutions writes
+    past a buffer here (torch 2.15 on a Zen 3 CPU: glibc aborts the process at random, with norm=bn
+    too; pytorch/pytorch#181618), which is torch's to fix, not what this test checks."""
     from equinorm.train.mixup import Mixer
 
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     torch._dynamo.reset()
     torch.manual_seed(0)
     eager = small("preact_resnet18", norm, width_mult=0.0625)
