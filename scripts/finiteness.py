@@ -69,7 +69,7 @@ def one_run(experiment, width, seed, steps, batches, data, results, threads) -> 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
     p.add_argument("--widths", nargs="+", type=float, default=[0.125, 0.25, 0.5, 1.0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -356,7 +356,7 @@ def cuda_missing(device: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     names = [s.name for s in steps()]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:<n> or cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu-check")
     parser.add_argument("--work", type=Path, help="scratch files (default: a temporary folder)")

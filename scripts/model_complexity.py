@@ -16,7 +16,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / "model_compl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the golden JSON file")
     args = parser.parse_args()
     counts = parameter_counts()

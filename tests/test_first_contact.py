@@ -99,10 +99,23 @@ def test_jobs_that_differ_only_in_seed_are_checked_as_if_each_were_composed():
     assert len({cfg["run_dir"] for _, cfg in seen}) == 8
 
 
-@pytest.mark.parametrize("module", ["equinorm.report", "equinorm.launch.tune"])
-def test_the_other_commands_run_as_modules_like_the_trainer(module):
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "equinorm.report"],
+        ["-m", "equinorm.launch.tune"],
+        ["scripts/reproduce.py"],
+        ["scripts/gpu_check.py"],
+        ["scripts/bench.py"],
+    ],
+    ids=lambda c: c[-1],
+)
+def test_the_other_commands_help_like_the_trainer(command):
+    # python -m equinorm.report said "cannot be directly executed"; descriptions stopped mid-line
     proc = subprocess.run(
-        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, *command, "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("usage: ") and "__main__" not in proc.stdout
+    description = proc.stdout.split("\n\n")[1]
+    assert description.rstrip().endswith("."), description

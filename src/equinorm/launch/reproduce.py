@@ -298,7 +298,7 @@ def launch(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        description=__doc__.split("\n\n")[0],
         usage="%(prog)s TARGET [options] [-- hydra overrides...]",
     )
     parser.add_argument("target", choices=list(TARGETS))

@@ -166,7 +166,7 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="equinorm-tune",
-        description=__doc__.splitlines()[0],
+        description=__doc__.split("\n\n")[0],
         usage="%(prog)s experiment=NAME [hydra overrides...] [options]",
     )
     parser.add_argument("overrides", nargs="*", help="experiment=NAME and Hydra overrides")
