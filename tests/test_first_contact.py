@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+import equinorm
 from equinorm import experiment
+from equinorm.run import provenance
 from equinorm.train import app
 
 
@@ -119,3 +121,16 @@ def test_the_other_commands_help_like_the_trainer(command):
     assert proc.stdout.startswith("usage: ") and "__main__" not in proc.stdout
     description = proc.stdout.split("\n\n")[1]
     assert description.rstrip().endswith("."), description
+
+
+def test_version_names_this_code_and_its_commit():
+    proc = subprocess.run(
+        [sys.executable, "-m", "equinorm.train", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip()  # Hydra's --version printed "Hydra 1.3.8" alone
+    assert line.startswith(f"equinorm {equinorm.__version__} (commit "), line
+    assert provenance.commit_label(provenance.code()) in line and "torch " in line

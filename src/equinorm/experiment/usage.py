@@ -56,7 +56,7 @@ examples:
 {EXAMPLES}
 
 more: README.md; docs/runs.md (runs, resume, sweeps, identity), docs/cluster.md (SLURM);
-Hydra's own flags: --hydra-help"""
+Hydra's own flags: --hydra-help; --version: this code's commit and its libraries"""
 
 
 def maybe_help(argv: list[str]) -> bool:

@@ -173,6 +173,16 @@ def execution_changes(attempts: list[dict]) -> str:
     return ", ".join(changed)
 
 
+def version_line() -> str:
+    """``--version``: this code (the commit a run would record) and its main libraries."""
+    lib = libraries()
+    return (
+        f"equinorm {__version__} (commit {commit_label(code())}); torch {lib['torch']}, "
+        f"torchvision {lib['torchvision']}, hydra-core {_version('hydra-core')}, "
+        f"Python {lib['python']}"
+    )
+
+
 def commit_label(info: dict, full: bool = False) -> str:
     """``abc1234`` / ``abc1234+dirty`` / ``unknown`` for one attempt's code (``full``: the whole
     hash)."""
@@ -192,4 +202,5 @@ __all__ = [
     "execution_changes",
     "read",
     "start_attempt",
+    "version_line",
 ]

@@ -29,6 +29,7 @@ from equinorm import experiment
 from equinorm.errors import EquinormError, one_line
 from equinorm.experiment.command import preflight
 from equinorm.experiment.usage import maybe_help
+from equinorm.run import provenance
 from equinorm.run.jobs import record as record_job
 from equinorm.run.record import RunDir, RunLockedError, objective
 from equinorm.train import build
@@ -131,6 +132,9 @@ hydra_main = hydra.main(
 def main() -> None:
     """Check every job of the command line, then run Hydra."""
     if maybe_help(sys.argv[1:]):
+        sys.exit(0)
+    if "--version" in sys.argv[1:]:  # Hydra's would name Hydra's
+        print(provenance.version_line())
         sys.exit(0)
     if len(sys.argv) == 1:  # a first try: the demo's run (seconds), not 300 full-width epochs
         sys.argv.append(f"experiment={DEFAULT_EXPERIMENT}")
