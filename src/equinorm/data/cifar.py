@@ -68,7 +68,9 @@ class CifarSource(Source):
     def _load(self, train: bool, transform=None):
         cls = self.tv_class if self.verify else _unchecked(self.tv_class)
         try:
-            return cls(str(self.root), train=train, transform=transform, download=False)
+            ds = cls(str(self.root), train=train, transform=transform, download=False)
+            ds.__class__ = self.tv_class  # past the checks (in __init__) it is torchvision's
+            return ds  # own class, which DataLoader workers of spawn or forkserver unpickle
         except Exception as exc:  # find the file that does not unpickle
             for path, _ in self.files():
                 try:

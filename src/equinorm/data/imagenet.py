@@ -7,29 +7,32 @@ same 1000 class folders. Served by the DataLoader path (torchvision's ``ImageFol
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+from torch.utils.data import Dataset
 
 from equinorm.data.base import DatasetInfo, Source, torchvision_datasets
 from equinorm.errors import DatasetError
 
 
-@functools.cache
-def _folder() -> type:
-    """torchvision's ImageFolder whose load errors name the image file."""
+class Folder(Dataset):
+    """torchvision's ImageFolder whose load errors name the image file (a module-level wrapper:
+    DataLoader workers started by spawn or forkserver, Python 3.14's default, unpickle it)."""
 
-    class Folder(torchvision_datasets().ImageFolder):
-        def __getitem__(self, index):
-            try:
-                return super().__getitem__(index)
-            except Exception as exc:
-                raise DatasetError(
-                    f"imagenet: cannot read {self.samples[index][0]} ({type(exc).__name__}: "
-                    f"{exc}); the file is corrupt or truncated"
-                ) from exc
+    def __init__(self, root: str, transform=None) -> None:
+        self.folder = torchvision_datasets().ImageFolder(root, transform=transform)
+        self.samples, self.targets = self.folder.samples, self.folder.targets
 
-    return Folder
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index):
+        try:
+            return self.folder[index]
+        except Exception as exc:
+            raise DatasetError(
+                f"imagenet: cannot read {self.samples[index][0]} ({type(exc).__name__}: "
+                f"{exc}); the file is corrupt or truncated"
+            ) from exc
 
 
 class ImageNet(Source):
@@ -81,7 +84,7 @@ class ImageNet(Source):
             )
 
     def dataset(self, train: bool, transform):
-        return _folder()(str(self.folder / ("train" if train else "val")), transform=transform)
+        return Folder(str(self.folder / ("train" if train else "val")), transform=transform)
 
     def train_labels(self):
         return np.asarray(self.dataset(True, None).targets)

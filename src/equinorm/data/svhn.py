@@ -70,7 +70,9 @@ class Svhn(Source):
     def _load(self, split: str, transform=None):
         cls = _svhn() if self.verify else _unchecked()
         try:
-            return cls(str(self.folder), split=split, transform=transform, download=False)
+            ds = cls(str(self.folder), split=split, transform=transform, download=False)
+            ds.__class__ = _svhn()  # as CIFAR's: torchvision's class past the checks
+            return ds
         except Exception as exc:
             path = self.folder / _svhn().split_list[split][1]
             raise self.error(
