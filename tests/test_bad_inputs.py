@@ -187,6 +187,16 @@ def test_a_report_that_cannot_be_written_names_out(tmp_path, capsys):
     assert err.count("\n") == 1 and "--out DIR" in err and str(tmp_path / "file") in err
 
 
+@pytest.mark.parametrize("option", ["--width=-1", "--width=0", "--target=150", "--target=0"])
+def test_a_report_option_out_of_range_is_argparse_s_error_not_a_traceback(option, capsys):
+    from equinorm.report.cli import main as report
+
+    with pytest.raises(SystemExit) as stop:  # --width -1 was matplotlib's ValueError
+        report(["--results", "nowhere", option])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("is not in (0, 100]")
+
+
 API = [  # rows of the table whose config composes: the Python API refuses them too
     (line, names)
     for line, names in BAD
