@@ -69,6 +69,28 @@ def test_an_unfinished_run_with_no_readable_checkpoint_is_quarantined_and_restar
     assert {p.name for p in kept.iterdir()} >= {"checkpoint.pt.bad", "checkpoint.prev.pt.bad"}
 
 
+def test_a_run_stopped_before_its_first_epoch_ended_starts_again_without_quarantine(
+    tmp_path, monkeypatch, reference
+):
+    # Ctrl-C twice (or a crash) during epoch 1: no checkpoint, nothing trained to keep
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+
+    def poll(self, b, guard):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod.Trainer, "_poll", poll)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg)
+    assert run(cfg)["status"] == "complete"
+    run_dir = run_dir_of(cfg)
+    assert read_history(run_dir) == reference
+    assert not list(run_dir.glob("quarantine-*"))  # it was moved there, with a warning
+    attempts = json.loads((run_dir / "provenance.json").read_text())["attempts"]
+    assert [a["outcome"] for a in attempts] == ["stopped", "complete"]
+    assert "stopped before its first epoch ended" in (run_dir / "train.log").read_text()
+
+
 def _md5(path):
     return hashlib.md5(path.read_bytes()).hexdigest()
 

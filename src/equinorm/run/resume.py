@@ -4,8 +4,10 @@ one from its checkpoint, or start afresh -- without ever overwriting a finished 
 A finished run (complete or diverged) of the same config is skipped without touching a file; a
 complete run whose ``summary.json`` is missing or damaged gets it rebuilt from ``history.csv`` and
 ``model.pt``; an unreadable checkpoint falls back to the previous epoch's; an unfinished run with no
-readable checkpoint is moved into ``quarantine-<time>/`` (said in the log) and started afresh; a
-directory holding another config is refused in one line naming what differs.
+readable checkpoint is moved into ``quarantine-<time>/`` (said in the log) and started afresh --
+unless it stopped before its first epoch ended (nothing trained to keep: it starts again, its
+attempts kept in provenance.json); a directory holding another config is refused in one line
+naming what differs.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def decide(rundir: RunDir, cfg: DictConfig, identity: dict) -> dict:
                     "state": state,
                     "notes": notes,
                 }
-        if any(p.exists() for p in (rundir.history_path, rundir.summary_path)):
+        if summary and summary.get("epoch") == 0 and not rundir.history():
+            notes.append(f"{rundir.path} stopped before its first epoch ended: starting it again")
+        elif any(p.exists() for p in (rundir.history_path, rundir.summary_path)):
             moved = rundir.quarantine()
             notes.append(
                 f"{rundir.path} held an unfinished run with no readable checkpoint "
