@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import io
 import os
 import re
 import sys
@@ -34,8 +35,10 @@ MULTIRUN_ONLY = ("hparams_search=", "hydra/sweeper", "hydra.sweeper.")
 MULTIRUN_ONLY += ("hydra/launcher", "hydra.launcher.")
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    """Hydra's command line (``python app.py --help`` lists it): flags and overrides."""
+def parse(argv: list[str], intermixed: bool = False) -> argparse.Namespace:
+    """Hydra's command line (``python app.py --help`` lists it): flags and overrides; SystemExit,
+    silently (Hydra prints its own usage error), where Hydra's parser would fail.
+    ``intermixed``: overrides before and after flags too, which Hydra's parser refuses."""
     p = argparse.ArgumentParser(add_help=False)
     for flag in ("--help -h", "--hydra-help", "--version", "--resolve", "--run -r"):
         p.add_argument(*flag.split(), action="store_true")
@@ -47,7 +50,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.add_argument(*flag.split())
     p.add_argument("--experimental-rerun")
     p.add_argument("overrides", nargs="*")
-    return p.parse_args(argv)
+    with contextlib.redirect_stderr(io.StringIO()):
+        return p.parse_intermixed_args(argv) if intermixed else p.parse_args(argv)
 
 
 def describe(exc: BaseException) -> str:
@@ -126,12 +130,25 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
     try:
         args = parse(argv)
     except SystemExit:
-        return None  # let Hydra report its own usage errors
+        try:
+            parse(argv, intermixed=True)
+        except SystemExit:
+            return None  # let Hydra report its own usage errors
+        return (  # e.g. experiment=x -m seed=0,1: argparse reads one block of overrides
+            "Hydra reads the KEY=VALUE arguments as one block: put -m and the other flags "
+            "before them (python -m equinorm.train -m KEY=VALUE ...)"
+        )
     given = list(args.overrides)
     if args.config_dir:  # --config-dir DIR is one more search-path entry, checked the same way
         if any(o.split("=", 1)[0] == "hydra.searchpath" for o in given):
             return None  # both: Hydra merges them itself
         given.append(f"hydra.searchpath=[file://{Path(args.config_dir).absolute()}]")
+    shown = [flag for flag in ("cfg", "info", "shell_completion") if getattr(args, flag)]
+    if args.multirun and shown:  # Hydra raises a ValueError, traceback and all
+        return (
+            f"-m and --{shown[0].replace('_', '-')} do not go together: it shows one job; "
+            "drop -m and give one value per key"
+        )
     if any(getattr(args, flag) for flag in INFORMATIONAL) or args.config_path:
         return None
     multirun = args.multirun or "hydra.mode=MULTIRUN" in given  # Hydra's two spellings of -m
