@@ -190,14 +190,31 @@ def test_a_report_that_cannot_be_written_names_out(tmp_path, capsys):
     assert err.count("\n") == 1 and "--out DIR" in err and str(tmp_path / "file") in err
 
 
-@pytest.mark.parametrize("option", ["--width=-1", "--width=0", "--target=150", "--target=0"])
-def test_a_report_option_out_of_range_is_argparse_s_error_not_a_traceback(option, capsys):
-    from equinorm.report.cli import main as report
+NUMBERS = [  # (command, option, bound): each was a traceback (or a negative GPU-hours plan)
+    ("report", "--width=-1", "in (0, 100]"),  # matplotlib's ValueError
+    ("report", "--target=150", "in (0, 100]"),
+    ("reproduce", "--tflops=0", "> 0"),  # ZeroDivisionError
+    ("reproduce", "--nproc=0", "> 0"),
+    ("tune", "--span=1", "> 1"),
+    ("tune", "--points=0", "> 0"),
+]
 
-    with pytest.raises(SystemExit) as stop:  # --width -1 was matplotlib's ValueError
-        report(["--results", "nowhere", option])
+
+@pytest.mark.parametrize(("command", "option", "bound"), NUMBERS, ids=[n[1] for n in NUMBERS])
+def test_a_number_out_of_range_is_argparse_s_line_not_a_traceback(command, option, bound, capsys):
+    from equinorm.launch import reproduce, tune
+    from equinorm.report import cli
+
+    argv = {
+        "report": ["--results", "nowhere", option],
+        "reproduce": ["short", "--plan", option],
+        "tune": ["experiment=digits_demo", "--plan", option],
+    }[command]
+    with pytest.raises(SystemExit) as stop:
+        {"report": cli, "reproduce": reproduce, "tune": tune}[command].main(argv)
     assert stop.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].endswith("is not in (0, 100]")
+    name, value = option.split("=")
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"{name}: {value} must be {bound}")
 
 
 API = [  # rows of the table whose config composes: the Python API refuses them too

@@ -30,6 +30,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
+from equinorm.argtypes import number
 from equinorm.data import dataset_info
 from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config, options
@@ -303,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("target", choices=list(TARGETS))
     parser.add_argument(
-        "--nproc", type=int, default=1, help="GPUs per job (torchrun; on SLURM: tasks per job)"
+        "--nproc",
+        type=number(int),
+        default=1,
+        help="GPUs per job (torchrun; on SLURM: tasks per job)",
     )
     parser.add_argument(
         "--detach",
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", action="store_true", help="print runs and GPU-hours only")
     parser.add_argument(
         "--tflops",
-        type=float,
+        type=number(float),
         default=DEFAULT_TFLOPS,
         help="assumed sustained TFLOP/s where nothing was measured",
     )

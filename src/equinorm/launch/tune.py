@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
+from equinorm.argtypes import number
 from equinorm.data import dataset_info
 from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config
@@ -172,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="experiment=NAME and Hydra overrides")
     parser.add_argument("--key", default="schedule.lr", help="the key tuned (schedule.lr)")
     parser.add_argument("--grid", help="comma-separated values (default: --points around it)")
-    parser.add_argument("--points", type=int, default=POINTS, help="default grid: its values")
-    parser.add_argument("--span", type=float, default=SPAN, help="default grid: x1/span .. xspan")
+    parser.add_argument(
+        "--points", type=number(int), default=POINTS, help="default grid: its values"
+    )
+    parser.add_argument(
+        "--span", type=number(float, 1), default=SPAN, help="default grid: x1/span .. xspan"
+    )
     seeds = ",".join(str(s) for s in SEEDS)
     parser.add_argument("--seeds", default=seeds, help=f"tuning seeds of stage 1 ({seeds})")
     parser.add_argument(
@@ -181,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stage", choices=["1", "2", "all"], default="all", help="stages to run")
     parser.add_argument("--plan", action="store_true", help="runs and GPU-hours only")
-    parser.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS, help="as make plan's")
+    parser.add_argument(
+        "--tflops", type=number(float), default=DEFAULT_TFLOPS, help="as make plan's"
+    )
     args = parser.parse_intermixed_args(argv)
     named = [o for o in args.overrides if o.startswith("experiment=")]
     if len(named) != 1:

@@ -22,6 +22,7 @@ import re
 import sys
 from pathlib import Path
 
+from equinorm.argtypes import number
 from equinorm.report.collect import KEYS, Results, collect
 from equinorm.report.figures import WIDTH, plot_experiment
 from equinorm.report.hparams import PROTOCOL, write_comparisons
@@ -147,18 +148,6 @@ def write_report(
     return written
 
 
-def _in(low: float, high: float):
-    """An argparse type: a number in ``(low, high]``."""
-
-    def number(text: str) -> float:
-        value = float(text)  # a ValueError is argparse's "invalid number value"
-        if not low < value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not in ({low:g}, {high:g}]")
-        return value
-
-    return number
-
-
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split(":")[0] + ".")
     parser.add_argument(
@@ -182,7 +171,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
     parser.add_argument(
         "--width",
-        type=_in(0, 100),
+        type=number(float, 0, 100),
         default=WIDTH,
         help=f"figure width in inches (default {WIDTH}: a two-column paper's text width; 3.3: "
         "one column, panels stacked)",
@@ -201,7 +190,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
     parser.add_argument(
         "--target",
-        type=_in(0, 100),
+        type=number(float, 0, 100),
         default=None,
         help="test accuracy (%%) of the time-to-target tables (default: per cell, BatchNorm's "
         "median final accuracy minus 1)",
