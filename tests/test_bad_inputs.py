@@ -86,6 +86,7 @@ BAD = [  # (command line, what the one line must name)
     ("hparams_search=optuna_lr", "hparams_search=optuna_lr applies to sweeps: add -m"),  # no -m
     ("hydra/launcher=submitit_slurm_gpu", "applies to sweeps: add -m"),  # not on the login node
     ("hydra.mode=MULTIRUN norm=bn,foo", "norm=foo is not one of"),  # Hydra's other -m
+    ("experiment=digits_demo schedule=cosine", "digits_demo sets schedule.milestones, a key"),
     ("-m --cfg job norm=bn,gn", "-m and --cfg do not go together"),  # Hydra's ValueError
     ("-m --info", "-m and --info do not go together"),
     ("experiment=digits_demo -m seed=0,1", "put -m and the other flags before"),  # 2 usages

@@ -76,6 +76,16 @@ def describe(exc: BaseException) -> str:
             "range(); search it with hydra/sweeper=optuna or a preset (hparams_search=optuna_lr)"
         )
     text = f"{exc} {exc.__cause__}"
+    own = re.search(
+        r"In 'experiment/([\w.-]+)'.*Key '(\w+)' not in '(\w+)'\s+full_key: (\w+)\.", text, re.S
+    )
+    if own and own.group(4) in experiment.GROUPS:  # e.g. experiment=digits_demo schedule=cosine
+        name, key, kind, group = own.groups()
+        return (
+            f"experiment={name} sets {group}.{key}, a key this config's {group} ({kind}) does "
+            f"not have: another {group} than the experiment's needs an experiment file of your "
+            "own (docs/runs.md, 'Your own experiments')"
+        )
     absent = re.search(r"override '(\w+)\.([\w.]+)'.*Key '\w+' not in '(\w+)'", text, re.S)
     if absent and absent.group(1) in experiment.GROUPS:  # e.g. mixup.alpha under mixup=none
         return _not_a_key(*absent.groups())
