@@ -87,6 +87,7 @@ BAD = [  # (command line, what the one line must name)
     ("hydra/launcher=submitit_slurm_gpu", "applies to sweeps: add -m"),  # not on the login node
     ("hydra.mode=MULTIRUN norm=bn,foo", "norm=foo is not one of"),  # Hydra's other -m
     ("experiment=digits_demo schedule=cosine", "digits_demo sets schedule.milestones, a key"),
+    ("hydra.run.dir=out", "hydra.run.dir=out: runs are not written there"),  # it made out/ empty
     ("-m --cfg job norm=bn,gn", "-m and --cfg do not go together"),  # Hydra's ValueError
     ("-m --info", "-m and --info do not go together"),
     ("experiment=digits_demo -m seed=0,1", "put -m and the other flags before"),  # 2 usages

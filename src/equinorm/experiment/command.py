@@ -162,6 +162,12 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
     if any(getattr(args, flag) for flag in INFORMATIONAL) or args.config_path:
         return None
     multirun = args.multirun or "hydra.mode=MULTIRUN" in given  # Hydra's two spellings of -m
+    placed = [o for o in given if o.lstrip("+~").startswith("hydra.run.dir")]
+    if placed:  # Hydra's habit (lightning-hydra-template's output dir): an empty folder here
+        return (
+            f"{placed[0]}: runs are not written there; they go to <results_dir>/runs/<name>/..., "
+            "so choose the place with results_dir=DIR"
+        )
     sweep_only = [o for o in given if o.lstrip("+").startswith(MULTIRUN_ONLY)]
     sweep_only = [o for o in sweep_only if o != "hparams_search=grid"]
     if sweep_only and not multirun:  # Hydra would quietly train the one run, here
