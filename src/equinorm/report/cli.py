@@ -1,4 +1,4 @@
-"""Figures and tables for every experiment of a results tree: ``python -m equinorm.report``.
+"""Figures and tables for every experiment of a results tree (``python -m equinorm.report``).
 
 Writes ``DIR/figures/<experiment>.{png,pdf}`` (plus ``<experiment>_equilibrium.*`` where the
 Figure-1 diagnostic was logged, and ``<experiment>_hparam_<key>.*`` for every key swept,
@@ -149,7 +149,7 @@ def write_report(
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split(":")[0] + ".")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split(" (")[0] + ".")
     parser.add_argument(
         "--results", default="results", help="results directory holding runs/ (default: results)"
     )
