@@ -20,7 +20,10 @@ class Folder(Dataset):
 
     def __init__(self, root: str, transform=None) -> None:
         self.folder = torchvision_datasets().ImageFolder(root, transform=transform)
-        self.samples, self.targets = self.folder.samples, self.folder.targets
+
+    @property
+    def targets(self) -> list[int]:
+        return self.folder.targets
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -30,7 +33,7 @@ class Folder(Dataset):
             return self.folder[index]
         except Exception as exc:
             raise DatasetError(
-                f"imagenet: cannot read {self.samples[index][0]} ({type(exc).__name__}: "
+                f"imagenet: cannot read {self.folder.samples[index][0]} ({type(exc).__name__}: "
                 f"{exc}); the file is corrupt or truncated"
             ) from exc
 

@@ -1,8 +1,9 @@
-"""Figures and tables for every experiment of a results tree (``python -m equinorm.report``).
+"""Figures and tables for every experiment of a results tree.
 
-Writes ``DIR/figures/<experiment>.{png,pdf}`` (plus ``<experiment>_equilibrium.*`` where the
-Figure-1 diagnostic was logged, and ``<experiment>_hparam_<key>.*`` for every key swept,
-:mod:`equinorm.report.hparams`), ``DIR/tables/<experiment>.{md,tex}`` and
+``python -m equinorm.report --results DIR`` writes ``DIR/figures/<experiment>.{png,pdf}``
+(plus ``<experiment>_equilibrium.*`` where the Figure-1 diagnostic was logged, and
+``<experiment>_hparam_<key>.*`` for every key swept, :mod:`equinorm.report.hparams`),
+``DIR/tables/<experiment>.{md,tex}`` and
 ``<experiment>_time_to_target.{md,tex}`` (:mod:`equinorm.report.target`), and prints each table.
 An experiment with a tuning study gets its tuned table and sensitivity figure
 (:mod:`equinorm.report.tuning`); its tuning runs stay out of the other files. Runs measured
@@ -149,7 +150,7 @@ def write_report(
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split(" (")[0] + ".")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--results", default="results", help="results directory holding runs/ (default: results)"
     )
