@@ -106,6 +106,7 @@ def test_jobs_that_differ_only_in_seed_are_checked_as_if_each_were_composed():
     [
         ["-m", "equinorm.report"],
         ["-m", "equinorm.launch.tune"],
+        ["-m", "equinorm.train.evaluate"],
         ["scripts/reproduce.py"],
         ["scripts/gpu_check.py"],
         ["scripts/bench.py"],

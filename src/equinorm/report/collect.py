@@ -25,10 +25,9 @@ from omegaconf import OmegaConf
 from equinorm.experiment.identity import dirname
 from equinorm.report.setup import SETUP
 from equinorm.run import provenance
-from equinorm.run.record import ERROR_FILE, RunDir
+from equinorm.run.record import RunDir, run_dirs
 
 KEYS = ["experiment", "dataset", "arch", "variant", "norm", "seed"]
-RECORDS = ("summary.json", ERROR_FILE, "config.yaml")  # a run directory holds one of them
 
 
 @dataclass
@@ -58,15 +57,6 @@ def _read_csv(path: Path, numeric: bool = False) -> pd.DataFrame:
                 raise ValueError(f"line {row + 2}: {col} = {frame[col][row]!r} is not a number")
             frame[col] = values
     return frame
-
-
-def _run_dirs(root: Path) -> list[Path]:
-    """Every directory under ``root`` that holds a run record."""
-    found = {p.parent for name in RECORDS for p in root.rglob(name)}
-    moved = ("quarantine-",)  # an unfinished run's files, set aside when it restarted
-    return sorted(
-        p for p in found if not any(x.startswith(moved) for x in p.relative_to(root).parts)
-    )
 
 
 def identity(rundir: RunDir, summary: dict | None, error: dict | None) -> dict | None:
@@ -99,7 +89,7 @@ def collect(results_dir: str | Path) -> Results:
     runs, histories, equilibria = [], [], []
     skipped: list[str] = []  # scripts/report.py names each
     skip = skipped.append
-    for seed_dir in _run_dirs(root):
+    for seed_dir in run_dirs(root):
         rundir = RunDir(seed_dir)
         summary, error = rundir.summary(), rundir.error()
         if summary and summary.get("status") == "unreadable":

@@ -33,6 +33,7 @@ FINISHED = ("complete", "diverged")
 ERROR_FILE = "error.json"
 METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 VAL_METRICS = ("val_acc", "val_loss")  # runs with a validation split (dataset.val_size) only
+RECORDS = ("summary.json", ERROR_FILE, "config.yaml")  # a run directory holds one of them
 
 
 class RunLockedError(EquinormError):
@@ -260,6 +261,16 @@ class RunDir:
             pass
 
 
+def run_dirs(root: Path) -> list[Path]:
+    """Every run directory under ``root`` (one that holds a run record), sorted; the files of an
+    unfinished run set aside when it restarted (``quarantine-*``) are not one."""
+    found = {p.parent for name in RECORDS for p in Path(root).rglob(name)}
+    moved = ("quarantine-",)
+    return sorted(
+        p for p in found if not any(x.startswith(moved) for x in p.relative_to(root).parts)
+    )
+
+
 def _plain(obj):
     """JSON-ready: non-finite floats as null, str Enums as their value."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -285,5 +296,6 @@ __all__ = [
     "RunLockedError",
     "atomic_text",
     "objective",
+    "run_dirs",
     "summarize",
 ]

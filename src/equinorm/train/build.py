@@ -19,10 +19,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from equinorm.data import build_loaders, seeding
-from equinorm.experiment.checks import check_config, check_job, options, virtual_devices
+from equinorm.experiment.checks import check_config, check_job, virtual_devices
 from equinorm.layers import get_norm
-from equinorm.models import build_model
 from equinorm.run.record import RunDir
+from equinorm.run.trained import network
 from equinorm.train.distributed import DistInfo
 from equinorm.train.mixup import Mixup
 from equinorm.train.optim import build_optimizer
@@ -55,14 +55,38 @@ def _auto(value, default: bool) -> bool:
     return default if value == "auto" else bool(value)
 
 
+def resolve_precision(cfg: DictConfig, device: torch.device) -> str:
+    """``train.precision`` on ``device``: fp32 or bf16 (``auto``: bf16 autocast on CUDA)."""
+    value = getattr(cfg.train.precision, "value", cfg.train.precision)  # a str Enum, or a str
+    return ("bf16" if device.type == "cuda" else "fp32") if value == "auto" else value
+
+
+def loaders(cfg: DictConfig, device, *, prepare=False, channels_last=False, **ranks):
+    """The run's loaders (train, test and its validation split) on ``device``; ``ranks``: rank,
+    world_size and virtual_devices of a data-parallel run."""
+    t = cfg.train
+    return build_loaders(
+        OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True),
+        prepare=prepare,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        seed=cfg.seed,
+        device=device,
+        standardize_default=get_norm(cfg.norm.name).standardize_input,
+        channels_last=channels_last,
+        max_train_batches=t.max_train_batches,
+        max_eval_batches=t.max_eval_batches,
+        **ranks,
+    )
+
+
 def trainer(
     cfg: DictConfig, device, dist: DistInfo, rundir: RunDir, identity: dict
 ) -> tuple[Trainer, WandbLogger]:
     """The run's trainer (and its wandb logger), seeded, on ``device``."""
     t = cfg.train
     cuda = device.type == "cuda"
-    precision = getattr(t.precision, "value", t.precision)  # a str Enum, or a plain str
-    precision = ("bf16" if cuda else "fp32") if precision == "auto" else precision
+    precision = resolve_precision(cfg, device)
     k = virtual_devices(cfg, dist.world_size)
     global_batch = t.batch_size * k * dist.world_size
     channels_last = _auto(t.channels_last, cuda)
@@ -83,26 +107,15 @@ def trainer(
         t.batch_size,
     )
     seed_everything(cfg.seed)
-    norm = get_norm(cfg.norm.name, **options(cfg, "norm"))
-    data = build_loaders(
-        OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True),
-        prepare=False,
-        batch_size=t.batch_size,
-        eval_batch_size=t.eval_batch_size,
-        seed=cfg.seed,
-        device=device,
-        standardize_default=norm.standardize_input,
+    data = loaders(
+        cfg,
+        device,
         channels_last=channels_last,
         rank=dist.rank,
         world_size=dist.world_size,
         virtual_devices=k,
-        max_train_batches=t.max_train_batches,
-        max_eval_batches=t.max_eval_batches,
     )
-    arch = options(cfg, "arch")
-    model = build_model(
-        cfg.arch.name, norm, data.info.num_classes, in_channels=data.info.channels, **arch
-    )
+    model = network(cfg)
     model = model.to(
         device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
     )
@@ -161,4 +174,4 @@ def trainer(
     return trainer, logger
 
 
-__all__ = ["check", "seed_everything", "trainer"]
+__all__ = ["check", "loaders", "resolve_precision", "seed_everything", "trainer"]

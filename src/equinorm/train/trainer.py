@@ -50,6 +50,26 @@ log = logging.getLogger("equinorm")
 CHECK_EVERY = 20
 
 
+@torch.no_grad()
+def score(model: nn.Module, splits: dict, autocast, device) -> dict:
+    """``<split>_loss`` (cross-entropy) and ``<split>_acc`` (%) of ``model`` over every image of
+    each loader of ``splits`` (``{name: loader}``; under DDP each rank's share), inside the
+    context ``autocast()``."""
+    s = torch.zeros(len(splits), 3, dtype=torch.float64, device=device)
+    for i, loader in enumerate(splits.values()):
+        for x, y in loader.iterate(0):
+            with autocast():
+                logits = model(x)
+            s[i, 0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            s[i, 1] += (logits.argmax(1) == y).sum()
+            s[i, 2] += len(y)
+    scores = {}
+    for name, (loss, correct, count) in zip(splits, all_reduce_sum(s).tolist(), strict=True):
+        count = max(count, 1.0)
+        scores |= {f"{name}_loss": loss / count, f"{name}_acc": 100.0 * correct / count}
+    return scores
+
+
 @dataclass
 class Sums:
     """Running sums of one training epoch, kept on the device (no host sync per step)."""
@@ -365,29 +385,14 @@ class Trainer:
         held = self.data.val
         return {"test": self.data.test} | ({"val": held} if held is not None else {})
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         """``<split>_loss`` and ``<split>_acc`` of every split, over all its images (all ranks)."""
-        model = self.eval_model
-        model.eval()
+        self.eval_model.eval()
         # every rank evaluates the model rank 0 saves (DDP keeps rank 0's running statistics)
         distributed.broadcast_buffers(self.raw_model)
-        splits = self.splits()
-        s = torch.zeros(len(splits), 3, dtype=torch.float64, device=self.device)
         with cached_eval_kernels(self.raw_model):
-            for i, loader in enumerate(splits.values()):
-                for x, y in loader.iterate(0):
-                    with self.autocast():
-                        logits = model(x)
-                    s[i, 0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
-                    s[i, 1] += (logits.argmax(1) == y).sum()
-                    s[i, 2] += len(y)
-        sums = all_reduce_sum(s).tolist()
+            scores = score(self.eval_model, self.splits(), self.autocast, self.device)
         self.model.train()
-        scores = {}
-        for name, (loss, correct, count) in zip(splits, sums, strict=True):
-            count = max(count, 1.0)
-            scores |= {f"{name}_loss": loss / count, f"{name}_acc": 100.0 * correct / count}
         return scores
 
     def end_epoch(self, epoch: int, train: dict, scores: dict, epoch_time: float) -> None:
@@ -559,4 +564,4 @@ class Trainer:
         bar.refresh()
 
 
-__all__ = ["Progress", "Sums", "Trainer"]
+__all__ = ["Progress", "Sums", "Trainer", "score"]

@@ -1,0 +1,102 @@
+"""Score trained runs again, from their records alone: each run's network on its test images (and
+its validation split), as the trainer scores it at an epoch's end (paper section 6).
+
+    equinorm-evaluate results/runs/digits_demo        # every run below it that has weights
+    equinorm-evaluate RUN_DIR --fuse                  # EquiNorm folded into plain convolutions
+    equinorm-evaluate RUN_DIR --data-root /datasets --device cuda
+
+A run's network and weights come from its ``config.yaml`` and ``model.pt``, or the newest
+checkpoint of an unfinished run (:mod:`equinorm.run.trained`); its data from the same config (the
+dataset, the validation split, the input standardization it trained with). One line per run: the
+weights, each split's accuracy and loss, and what the run recorded at that epoch (the same
+numbers on the CPU). Nothing is written. A run that cannot be scored is one line and the next one
+is scored; the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+from equinorm.errors import EquinormError, one_line
+from equinorm.experiment.checks import device as parse_device
+from equinorm.layers import cached_eval_kernels, fuse_equinorm
+from equinorm.run.record import RunDir, run_dirs
+from equinorm.run.trained import load
+from equinorm.train.build import loaders, resolve_precision
+from equinorm.train.trainer import score
+
+
+def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse=False):
+    """(trained, scores, recorded): the run's network (:class:`~equinorm.run.trained.Trained`),
+    ``<split>_acc`` and ``<split>_loss`` of each split now, and the history row of the epoch its
+    weights ended ({} for a mid-epoch checkpoint's)."""
+    trained = load(run, device)
+    cfg = trained.config
+    if data_root is not None:
+        cfg.dataset.root = data_root
+    data = loaders(cfg, device, prepare=True)
+    splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
+    if fuse:
+        fuse_equinorm(trained.model, example=next(iter(data.test.iterate(0)))[0])
+    dtype = torch.bfloat16 if resolve_precision(cfg, device) == "bf16" else None
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    with cached_eval_kernels(trained.model):
+        scores = score(trained.model, splits, autocast, device)
+    rows = [] if trained.batch else RunDir(run).history()
+    return trained, scores, next((r for r in rows if r.get("epoch") == trained.epoch), {})
+
+
+def line(run: Path, trained, scores: dict, recorded: dict, fuse: bool) -> str:
+    at = f"epoch {trained.epoch}" + (f" + {trained.batch} batches" if trained.batch else "")
+    parts = [f"{run}: {trained.weights.name} ({at}{', fused' if fuse else ''})"]
+    for split in ("test", "val"):
+        if f"{split}_acc" not in scores:
+            continue
+        now = scores[f"{split}_acc"], scores[f"{split}_loss"]
+        was = recorded.get(f"{split}_acc"), recorded.get(f"{split}_loss")
+        then = f" (recorded {was[0]:.2f}, {was[1]:.4f})" if None not in was else ""
+        parts.append(f"{split} acc {now[0]:.2f} loss {now[1]:.4f}{then}")
+    return "; ".join(parts)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders above them")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:<n> or auto")
+    parser.add_argument("--data-root", help="where the datasets are now (default: the run's root)")
+    parser.add_argument(
+        "--fuse", action="store_true", help="fold EquiNorm into plain convolutions first"
+    )
+    args = parser.parse_args(argv)
+    try:
+        device = parse_device(args.device)
+    except EquinormError as exc:
+        parser.error(str(exc))
+    failed = 0
+    for root in args.runs:
+        found = run_dirs(root) if root.is_dir() else []
+        if not found:
+            print(f"equinorm-evaluate: {root}: no run directory there", file=sys.stderr)
+            failed += 1
+        for run in found:
+            try:
+                print(
+                    line(run, *evaluate(run, device, args.data_root, args.fuse), args.fuse),
+                    flush=True,
+                )
+            except Exception as exc:  # one run's problem: said, and the next run is scored
+                print(f"equinorm-evaluate: {run}: {one_line(exc)}", file=sys.stderr, flush=True)
+                failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m equinorm.train.evaluate"))

@@ -1,0 +1,95 @@
+"""A run's network rebuilt from its record (equinorm.run.trained) and scored again
+(equinorm-evaluate): the numbers the run recorded, from model.pt or a checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from equinorm.run.trained import load
+from equinorm.train import evaluate as cli
+from equinorm.train.build import loaders
+from equinorm.train.run import run
+from equinorm.train.trainer import Trainer
+from tests.conftest import compose_cfg, run_dir_of
+
+CPU = torch.device("cpu")
+TWO_EPOCHS = [
+    "experiment=digits_demo",
+    "seed=1",
+    "epochs=2",
+    "schedule.milestones=[1]",
+    "arch.width_mult=0.125",
+    "train.equilibrium_stats=false",
+    "dataset.val_size=100",
+]
+
+
+def trained_run(tmp_path, norm: str):
+    cfg = compose_cfg(*TWO_EPOCHS, f"norm={norm}", results=tmp_path)
+    run(cfg)
+    return run_dir_of(cfg)
+
+
+@pytest.mark.parametrize("norm", ["equi", "bn"])
+def test_model_pt_scores_exactly_what_the_run_recorded_on_test_and_validation(tmp_path, norm):
+    path = trained_run(tmp_path, norm)
+    trained, scores, recorded = cli.evaluate(path, CPU)
+    assert trained.weights.name == "model.pt" and trained.epoch == 2 and not trained.model.training
+    assert set(scores) == {"test_acc", "test_loss", "val_acc", "val_loss"}
+    assert {k: recorded[k] for k in scores} == scores  # bit for bit on the CPU
+    # the inputs as the run saw them: standardized for BatchNorm, [0, 1] pixels for EquiNorm
+    raw = trained.config.copy()
+    raw.dataset.standardize = False
+    x01 = next(iter(loaders(raw, CPU).test.iterate(0)))[0]
+    seen = next(iter(loaders(trained.config, CPU).test.iterate(0)))[0]
+    assert (trained.mean is None) == (norm == "equi") and x01.min() >= 0 and x01.max() <= 1
+    torch.testing.assert_close(trained.standardize(x01), seen)
+
+
+def test_a_fused_equinorm_net_scores_as_the_trained_one_and_the_cli_says_both(tmp_path, capsys):
+    path = trained_run(tmp_path, "equi")
+    _, plain, _ = cli.evaluate(path, CPU)
+    trained, fused, _ = cli.evaluate(path, CPU, fuse=True)
+    assert not any(type(m).__name__ == "EquiConv2d" for m in trained.model.modules())
+    assert fused["test_acc"] == plain["test_acc"] and fused["val_acc"] == plain["val_acc"]
+    assert fused["test_loss"] == pytest.approx(plain["test_loss"], rel=1e-5)
+    assert cli.main([str(tmp_path), "--fuse"]) == 0
+    out = capsys.readouterr().out.strip()
+    acc = f"{plain['test_acc']:.2f}"
+    assert out.startswith(f"{path}: model.pt (epoch 2, fused); test acc {acc} loss ")
+    assert f"(recorded {acc}, " in out and "; val acc " in out
+
+
+def test_an_unfinished_run_is_scored_from_its_checkpoint(tmp_path, monkeypatch):
+    def crash(self):
+        raise RuntimeError("the node died")
+
+    monkeypatch.setattr(Trainer, "finish", crash)
+    cfg = compose_cfg(*TWO_EPOCHS, "norm=equi", results=tmp_path)
+    with pytest.raises(RuntimeError):
+        run(cfg)
+    path = run_dir_of(cfg)
+    assert not (path / "model.pt").exists()
+    trained, scores, recorded = cli.evaluate(path, CPU)
+    assert trained.weights.name == "checkpoint.pt" and (trained.epoch, trained.batch) == (2, 0)
+    assert {k: recorded[k] for k in scores} == scores
+
+
+def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(tmp_path, capsys):
+    good = trained_run(tmp_path, "bn")
+    empty = good.parent / "seed=7"  # a run that never got weights: its config alone
+    empty.mkdir()
+    shutil.copy(good / "config.yaml", empty / "config.yaml")
+    assert cli.main([str(tmp_path / "runs"), str(tmp_path / "nowhere")]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and out.startswith(f"{good}: model.pt (epoch 2)")
+    assert err.splitlines() == [
+        f"equinorm-evaluate: {empty}: {empty} has no weights yet (no model.pt, no readable "
+        "checkpoint)",
+        f"equinorm-evaluate: {tmp_path / 'nowhere'}: no run directory there",
+    ]
+    with pytest.raises(Exception, match="not a run directory"):
+        load(tmp_path)
