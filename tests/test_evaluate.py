@@ -53,6 +53,7 @@ def test_a_fused_equinorm_net_scores_as_the_trained_one_and_the_cli_says_both(tm
     path = trained_run(tmp_path, "equi")
     _, plain, _ = cli.evaluate(path, CPU)
     trained, fused, _ = cli.evaluate(path, CPU, fuse=True)
+    capsys.readouterr()  # what training printed
     assert not any(type(m).__name__ == "EquiConv2d" for m in trained.model.modules())
     assert fused["test_acc"] == plain["test_acc"] and fused["val_acc"] == plain["val_acc"]
     assert fused["test_loss"] == pytest.approx(plain["test_loss"], rel=1e-5)
@@ -83,6 +84,7 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(tmp_p
     empty = good.parent / "seed=7"  # a run that never got weights: its config alone
     empty.mkdir()
     shutil.copy(good / "config.yaml", empty / "config.yaml")
+    capsys.readouterr()  # what training printed
     assert cli.main([str(tmp_path / "runs"), str(tmp_path / "nowhere")]) == 1
     out, err = capsys.readouterr()
     assert out.count("\n") == 1 and out.startswith(f"{good}: model.pt (epoch 2)")
