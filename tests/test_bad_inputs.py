@@ -85,6 +85,8 @@ BAD = [  # (command line, what the one line must name)
     ("-m schedule.lr=interval(0.01,0.3)", "hydra/sweeper=optuna"),  # the grid cannot list it
     ("hparams_search=optuna_lr", "hparams_search=optuna_lr applies to sweeps: add -m"),  # no -m
     ("hydra/launcher=submitit_slurm_gpu", "applies to sweeps: add -m"),  # not on the login node
+    ("-m hydra/launcher=joblib", "not one of basic, submitit_local, "),  # was: Could not find
+    ("-m hydra/sweeper=ax", "not one of basic, equinorm, optuna (a plugin of Hydra's? pip install"),
     ("hydra.mode=MULTIRUN norm=bn,foo", "norm=foo is not one of"),  # Hydra's other -m
     ("experiment=digits_demo schedule=cosine", "digits_demo sets schedule.milestones, a key"),
     ("hydra.run.dir=out", "hydra.run.dir=out: runs are not written there"),  # it made out/ empty

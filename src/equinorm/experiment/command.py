@@ -58,8 +58,12 @@ def describe(exc: BaseException) -> str:
     """One line for a composition or validation error."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, choice = str(exc.missing_cfg_file).rpartition("/")
-        if group in CHOICE_GROUPS:
-            return f"{group}={choice} is not one of {', '.join(experiment.options(group))}"
+        if group in CHOICE_GROUPS or group.startswith("hydra/"):
+            line = f"{group}={choice} is not one of {', '.join(experiment.options(group))}"
+            kind = group.removeprefix("hydra/")
+            if kind in ("launcher", "sweeper"):  # Hydra's other plugins are packages
+                line += f" (a plugin of Hydra's? pip install hydra-{choice}-{kind})"
+            return line
     lexer = re.match(r"LexerNoViableAltException: ([^=\s]+)=(\S*)", str(exc))
     if lexer:  # e.g. a non-ASCII letter, unquoted
         key, value = lexer.groups()
