@@ -56,11 +56,7 @@ def register() -> None:
 
 
 def options(group: str) -> list[str]:
-    """The choices of a config group (``norm`` -> bn, equi, ...; ``hydra/launcher`` -> basic and
-    those of the installed plugins and ``conf/hydra/launcher``)."""
-    if group.startswith("hydra/"):
-        with _hydra():
-            return GlobalHydra.instance().config_loader().get_group_options(group)
+    """The choices of a config group (``norm`` -> bn, equi, ...)."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 

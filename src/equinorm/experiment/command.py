@@ -58,8 +58,9 @@ def describe(exc: BaseException) -> str:
     """One line for a composition or validation error."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, choice = str(exc.missing_cfg_file).rpartition("/")
-        if group in CHOICE_GROUPS or group.startswith("hydra/"):
-            line = f"{group}={choice} is not one of {', '.join(experiment.options(group))}"
+        if group in CHOICE_GROUPS or group.startswith("hydra/"):  # Hydra's list: a user's
+            valid = exc.options or experiment.options(group)  # config dirs' options too
+            line = f"{group}={choice} is not one of {', '.join(valid)}"
             kind = group.removeprefix("hydra/")
             if kind in ("launcher", "sweeper"):  # Hydra's other plugins are packages
                 line += f" (a plugin of Hydra's? pip install hydra-{choice}-{kind})"
