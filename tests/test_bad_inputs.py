@@ -91,6 +91,9 @@ BAD = [  # (command line, what the one line must name)
     ("experiment=digits_demo schedule=cosine", "digits_demo sets schedule.milestones, a key"),
     ("hydra.run.dir=out", "hydra.run.dir=out: runs are not written there"),  # it made out/ empty
     ("-m --cfg job norm=bn,gn", "-m and --cfg do not go together"),  # Hydra's ValueError
+    ("norm=bn,gn", "norm=bn,gn is a sweep: add -m (python -m equinorm.train -m ...)"),
+    ("schedule.milestones=5,10", "add -m (python -m equinorm.train -m ...); a list is written "),
+    ("seed=range(3)", "seed=range(3) is a sweep: add -m"),  # was: ... requires --multirun
     ("-m --info", "-m and --info do not go together"),
     ("experiment=digits_demo -m seed=0,1", "put -m and the other flags before"),  # 2 usages
     ("-m hparams_search=optuna_lr seed=-1", "seed"),

@@ -75,6 +75,14 @@ def describe(exc: BaseException) -> str:
             f"{key}={value}: Hydra reads unquoted values as ASCII letters, digits and "
             f"_-+./:@*; {fix}"
         )
+    swept = re.match(
+        r"(Ambiguous value for argument|Sweep parameters) '(([^=']+)=([^']*))'", str(exc)
+    )
+    if swept:  # Hydra's first line named neither -m nor the list syntax
+        kind, arg, key, value = swept.groups()
+        line = f"{arg} is a sweep: add -m (python -m equinorm.train -m ...)"
+        listed = kind.startswith("Ambiguous") and key.lstrip("+~") not in CHOICE_GROUPS
+        return line + (f"; a list is written {key}=[{value}]" if listed else "")
     if "Can only enumerate CHOICE and RANGE sweeps" in str(exc):  # interval() under a grid
         return (
             "an interval() is searched, not listed: the grid sweeper runs a,b,c / choice() / "
