@@ -57,6 +57,8 @@ def test_a_fused_equinorm_net_scores_as_the_trained_one_and_the_cli_says_both(tm
     assert not any(type(m).__name__ == "EquiConv2d" for m in trained.model.modules())
     assert fused["test_acc"] == plain["test_acc"] and fused["val_acc"] == plain["val_acc"]
     assert fused["test_loss"] == pytest.approx(plain["test_loss"], rel=1e-5)
+    (tmp_path / "wandb" / "run-1" / "files").mkdir(parents=True)  # wandb online keeps a
+    (tmp_path / "wandb" / "run-1" / "files" / "config.yaml").write_text("{}")  # config.yaml
     assert cli.main([str(tmp_path), "--fuse"]) == 0
     out = capsys.readouterr().out.strip()
     acc = f"{plain['test_acc']:.2f}"

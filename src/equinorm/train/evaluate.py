@@ -69,7 +69,9 @@ def line(run: Path, trained, scores: dict, recorded: dict, fuse: bool) -> str:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders above them")
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="run directories, folders above them, or a results_dir"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:<n> or auto")
     parser.add_argument("--data-root", help="where the datasets are now (default: the run's root)")
     parser.add_argument(
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         parser.error(str(exc))
     failed = 0
     for root in args.runs:
-        found = run_dirs(root) if root.is_dir() else []
+        below = root / "runs" if (root / "runs").is_dir() else root  # a results_dir: its runs
+        found = run_dirs(below) if root.is_dir() else []
         if not found:
             print(f"equinorm-evaluate: {root}: no run directory there", file=sys.stderr)
             failed += 1
