@@ -13,7 +13,7 @@ from equinorm.train import evaluate as cli
 from equinorm.train.build import loaders
 from equinorm.train.run import run
 from equinorm.train.trainer import Trainer
-from tests.conftest import compose_cfg, run_dir_of
+from tests.conftest import compose_cfg, fabricated, run_dir_of
 
 CPU = torch.device("cpu")
 TWO_EPOCHS = [
@@ -97,3 +97,25 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(tmp_p
     ]
     with pytest.raises(Exception, match="not a run directory"):
         load(tmp_path)
+
+
+def test_datasets_that_moved_are_one_line_and_found_with_data_root(data_root, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(data_root / "cifar-10-batches-py", data / "cifar-10-batches-py")
+    cfg = compose_cfg(
+        "experiment=cifar10_wrn_short",
+        "norm=bn",
+        "debug=smoke",
+        *fabricated(data),
+        results=tmp_path,
+    )
+    run(cfg)
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    capsys.readouterr()  # what training printed
+    assert cli.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cifar-10-batches-py" in err
+    assert err.rstrip().endswith("(--data-root DIR: where they are now)")
+    trained, scores, recorded = cli.evaluate(run_dir_of(cfg), CPU, data_root=str(moved))
+    assert {k: recorded[k] for k in scores} == scores and trained.config.dataset.root == str(moved)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from equinorm.errors import EquinormError, one_line
+from equinorm.errors import DatasetError, EquinormError, one_line
 from equinorm.experiment.checks import device as parse_device
 from equinorm.layers import cached_eval_kernels, fuse_equinorm
 from equinorm.run.record import RunDir, run_dirs
@@ -96,7 +96,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                     flush=True,
                 )
             except Exception as exc:  # one run's problem: said, and the next run is scored
-                print(f"equinorm-evaluate: {run}: {one_line(exc)}", file=sys.stderr, flush=True)
+                hint = (
+                    " (--data-root DIR: where they are now)"
+                    if isinstance(exc, DatasetError)
+                    else ""
+                )
+                print(f"equinorm-evaluate: {run}: {one_line(exc)}{hint}", file=sys.stderr)
                 failed += 1
     return 1 if failed else 0
 
