@@ -37,6 +37,8 @@ BAD = [  # (command line, what the one line must name)
     ("arch=_common", "arch=_common"),
     ("arch=_shared", "arch=_shared"),
     ("arch=vgg", "arch=vgg"),
+    ("arch.name=vgg", "arch.name=vgg: unknown arch 'vgg'; valid archs: "),  # were tracebacks
+    ("norm.name=cwn", "norm.name=cwn: unknown norm 'cwn'; valid norms: equi, bn, gn, ws_gn"),
     ("arch.depth=28", "arch.depth is not a key of this config's arch (Arch); it is a key of no"),
     ("mixup.alpha=abc", "mixup.alpha"),
     ("mixup=manifold mixup.alpha=0", "mixup.alpha"),

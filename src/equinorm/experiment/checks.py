@@ -101,7 +101,10 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
         )
     if cfg.dataset.augment.crop_padding < 0:
         raise ConfigError("dataset.augment.crop_padding must be >= 0")
-    valid = arch_options(cfg.arch.name)
+    try:
+        valid = arch_options(cfg.arch.name)
+    except KeyError as exc:  # arch.name=x
+        raise ConfigError(f"arch.name={cfg.arch.name}: {exc.args[0]}") from None
     bad = sorted(set(options(cfg, "arch")) - set(valid) - {"zero_init_residual"})
     if bad:
         raise ConfigError(
@@ -114,6 +117,8 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
         spec = get_norm(cfg.norm.name, **options(cfg, "norm"))
         spec.conv_layer(4, 4, 3)
         spec.norm_layer(4)
+    except KeyError as exc:  # norm.name=x, or a config file of a norm no package provides
+        raise ConfigError(f"norm.name={cfg.norm.name}: {exc.args[0]}") from None
     except TypeError as exc:
         raise ConfigError(f"norm: {exc}") from None
     except ValueError as exc:  # out-of-range layer options, e.g. stat_fraction

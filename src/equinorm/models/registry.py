@@ -38,6 +38,8 @@ _FIXED = {"conv", "norm", "depth", "depths", "widths"}
 
 def arch_options(arch: str) -> list[str]:
     """Keyword options that ``arch`` takes beyond (conv, norm)."""
+    if arch not in ARCHS:
+        raise KeyError(f"unknown arch {arch!r}; valid archs: {', '.join(ARCHS)}")
     fn = ARCHS[arch]
     target = fn.func if isinstance(fn, functools.partial) else fn
     return [p for p in inspect.signature(target).parameters if p not in _FIXED | {"self"}]
@@ -67,8 +69,6 @@ def build_model(
         **options: architecture options: ``in_channels``, ``width_mult`` and, for resnet50,
             ``small_input``.
     """
-    if arch not in ARCHS:
-        raise KeyError(f"unknown arch {arch!r}; valid archs: {', '.join(ARCHS)}")
     valid = arch_options(arch)
     bad = sorted(set(options) - set(valid))
     if bad:
