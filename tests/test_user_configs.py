@@ -78,3 +78,55 @@ def test_a_bad_value_in_a_user_experiment_is_one_line_and_writes_nothing(conf, t
     assert "experiment=mien is not one of cifar100_preresnet152_mixup," in proc.stdout
     assert " imagenet_resnet50, mine, svhn_wrn_mixup" in proc.stdout
     assert not out.exists()
+
+
+CWN = '''"""Centered weight normalization (Huang et al. 2017) with BatchNorm: a user's own norm."""
+import functools
+
+from torch import nn
+from torch.nn import functional as F
+
+from equinorm.layers import NormSpec
+
+
+class CWNConv2d(nn.Conv2d):
+    def forward(self, x):
+        w = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+        w = w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+
+def cwn(momentum=0.1):
+    bn = functools.partial(nn.BatchNorm2d, momentum=momentum)
+    return NormSpec("cwn", functools.partial(CWNConv2d, bias=False), bn, True)
+'''
+
+
+def test_a_norm_of_another_package_trains_sweeps_and_scores_through_its_entry_point(tmp_path):
+    site = tmp_path / "site"  # an installed package: its module and its dist-info
+    (site / "cwn_norm-1.0.dist-info").mkdir(parents=True)
+    (site / "cwn_norm.py").write_text(CWN)
+    (site / "cwn_norm-1.0.dist-info" / "METADATA").write_text("Name: cwn-norm\nVersion: 1.0\n")
+    (site / "cwn_norm-1.0.dist-info" / "entry_points.txt").write_text(
+        "[equinorm.norms]\ncwn = cwn_norm:cwn\n"
+    )
+    (tmp_path / "conf" / "norm").mkdir(parents=True)
+    (tmp_path / "conf" / "norm" / "cwn.yaml").write_text("name: cwn\nmomentum: 0.1\n")
+    (tmp_path / "conf" / "norm" / "cwn_typo.yaml").write_text("name: cwn\nmoment: 0.1\n")
+    env = {"PYTHONPATH": str(site)}
+    results = tmp_path / "r"
+    common = ["--config-dir", str(tmp_path / "conf"), "experiment=digits_demo", "debug=smoke"]
+    bad = run_cli(*common, "norm=cwn_typo", cwd=tmp_path, env=env)  # its factory owns its keys
+    assert bad.stdout.strip().splitlines() == [
+        "equinorm: error: norm: norm 'cwn' takes no option(s) moment; valid options: momentum"
+    ]
+    proc = run_cli(
+        "-m", *common, "norm=cwn,bn", "seed=0", f"results_dir={results}", cwd=tmp_path, env=env
+    )
+    assert proc.returncode == 0 and "sweep of 2 job(s): 2 complete" in proc.stdout, proc.stdout
+    cell = results / "runs" / "digits_demo" / "digits-preact_resnet18-cwn" / "debug=smoke"
+    assert json.loads((cell / "seed=0" / "summary.json").read_text())["norm"] == "cwn"
+    scored = run_cli(str(results), module="equinorm.train.evaluate", cwd=tmp_path, env=env)
+    assert scored.returncode == 0 and scored.stdout.count("model.pt (epoch 2)") == 2
+    unknown = run_cli(*common, "norm.name=cwm", cwd=tmp_path, env=env)  # a typo: all are named
+    assert "unknown norm 'cwm'; valid norms: equi, bn, gn, ws_gn, wn, none, cwn" in unknown.stdout

@@ -15,6 +15,10 @@ ws_gn      StdConv2d (weight standardized)   GroupNorm(32 groups)  -- BiT
 wn         WNConv2d (weight normalized)      MeanOnlyBatchNorm2d   -- Salimans & Kingma 5.1
 none       Conv2d                            Identity
 =========  ================================  =========================================
+
+Other packages add norms through the entry-point group ``equinorm.norms`` (``name =
+"module:factory"``, the factory returning a :class:`NormSpec`): every process that asks for the
+name -- a SLURM job, a torchrun rank, ``equinorm-evaluate`` -- loads it (docs/runs.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 
 from torch import nn
 
@@ -30,7 +35,7 @@ from equinorm.layers.affine import ChannelAffine, GroupNorm, MeanOnlyBatchNorm2d
 from equinorm.layers.equiconv import EquiConv2d
 from equinorm.layers.peers import StdConv2d, WNConv2d
 
-__all__ = ["NORMS", "NormSpec", "get_norm"]
+__all__ = ["ENTRY_POINTS", "NORMS", "NormSpec", "get_norm"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,10 @@ NORMS: dict[str, Callable[..., NormSpec]] = {
 }
 
 
+#: the entry-point group of the norms other packages provide
+ENTRY_POINTS = "equinorm.norms"
+
+
 def get_norm(name: str, **options) -> NormSpec:
     """The (conv_layer, norm_layer) pair for ``name``; ``options`` go to that norm's layers.
 
@@ -101,7 +110,15 @@ def get_norm(name: str, **options) -> NormSpec:
         TypeError: an option that this norm does not take (the message lists the valid ones).
     """
     if name not in NORMS:
-        raise KeyError(f"unknown norm {name!r}; valid norms: {', '.join(NORMS)}")
+        plugins = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINTS)}
+        if name not in plugins:
+            valid = [*NORMS, *sorted(set(plugins) - set(NORMS))]
+            raise KeyError(f"unknown norm {name!r}; valid norms: {', '.join(valid)}")
+        try:
+            NORMS[name] = plugins[name].load()
+        except Exception as exc:  # the package's problem, in one line
+            where = plugins[name].value
+            raise KeyError(f"norm {name!r} ({where}) cannot be loaded: {exc!r}") from exc
     factory = NORMS[name]
     valid = list(inspect.signature(factory).parameters)
     bad = sorted(set(options) - set(valid))
