@@ -545,3 +545,26 @@ def test_ctrl_c_during_a_report_is_one_line_and_leaves_no_partial_file(tree, cap
         "equinorm: report interrupted; every file written so far is whole\n"
     )
     assert not (tree / "figures").exists() and not list(tree.rglob("partial.png"))
+
+
+def test_a_norm_of_another_package_gets_a_colour_and_marker_of_its_own(tmp_path, monkeypatch):
+    # its lines were drawn in matplotlib's first colour, a blue beside BatchNorm's blue
+    import matplotlib.colors as mcolors
+
+    import equinorm.report.figures as figures
+    from equinorm.report.paper import NORM_COLORS, NORM_MARKERS, norm_color, norm_marker
+
+    exp = "digits_demo"
+    for norm in ("bn", "equi", "cwn", "cwn2"):
+        for seed in range(3):
+            write_run(tmp_path, exp, f"digits-preact_resnet18-{norm}", seed, 90.0 + seed)
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.plot_experiment(collect(tmp_path), exp, tmp_path / "figures")
+    drawn = {}
+    for line in closed[0].axes[0].get_lines():
+        name = line.get_label().split(" (")[0]
+        drawn.setdefault(name, mcolors.to_hex(line.get_color()).upper())
+    assert drawn["cwn"] == norm_color("cwn").upper() and drawn["cwn2"] == norm_color("cwn2").upper()
+    assert len(set(drawn.values())) == 4 and drawn["BatchNorm"] == NORM_COLORS["bn"].upper()
+    assert norm_marker("cwn") not in NORM_MARKERS.values()

@@ -82,7 +82,7 @@ def plot(rows: list[dict], title: str, path: Path) -> Path:
 
 
 def _panel(ax, rows: list[dict], archs: list[str], labels: list[str]) -> None:
-    from equinorm.report.paper import NORM_COLORS, norm_label
+    from equinorm.report.paper import norm_color, norm_label
 
     width = 0.8 / len(labels)
     top = 1.0
@@ -101,7 +101,7 @@ def _panel(ax, rows: list[dict], archs: list[str], labels: list[str]) -> None:
             xs,
             ys,
             width,
-            color=NORM_COLORS.get(norm),
+            color=norm_color(norm),
             hatch="//" if impl else None,
             edgecolor="white" if impl else None,
             label=norm_label(norm) + (f" {impl}" if impl else ""),

@@ -29,7 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from equinorm.data import dataset_info
 from equinorm.report.collect import Results
-from equinorm.report.paper import NORM_COLORS, NORM_STYLES, PAPER, norm_label, norm_sort_key
+from equinorm.report.paper import PAPER, norm_color, norm_label, norm_line, norm_sort_key
 from equinorm.report.setup import describe
 from equinorm.report.stats import cells, curves, divergences, finals, in_cell, iqr
 from equinorm.report.tables import cell_title
@@ -144,7 +144,7 @@ def _fit(ax, curves_: list[pd.DataFrame], start: float, top: float | None = None
 
 
 def _draw(ax, c: pd.DataFrame, norm: str, label: str | None, at) -> None:
-    color, style = NORM_COLORS.get(norm), NORM_STYLES.get(norm, "-")
+    color, style = norm_color(norm), norm_line(norm)
     finite = np.isfinite(c["median"].astype(float)).sum()
     one = "o" if finite == 1 else None  # a single epoch: a point, not an invisible line
     ax.plot(c["epoch"], c["median"], color=color, ls=style, lw=1.6, marker=one, label=label)
@@ -173,7 +173,7 @@ def _row(axes, key, results, experiment, cell, fin, expected, diverged, log_loss
         at = bad[bad["norm"] == norm]["epoch"]
         a, lo = acc_c[acc_c["norm"] == norm], loss_c[loss_c["norm"] == norm]
         if a.empty:
-            ax_acc.plot([], [], color=NORM_COLORS.get(norm), ls=NORM_STYLES.get(norm), label=label)
+            ax_acc.plot([], [], color=norm_color(norm), ls=norm_line(norm), label=label)
             continue
         _draw(ax_acc, a, norm, label, at)
         _draw(ax_zoom, a[a["epoch"] >= zoom_from], norm, None, at[at >= zoom_from])
@@ -312,7 +312,7 @@ def plot_equilibrium(
 def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
     per_run = eq.groupby(["norm", "seed", "epoch"])[["positive", "negative"]].mean().reset_index()
     for norm, g in sorted(per_run.groupby("norm"), key=lambda kv: norm_sort_key(kv[0])):
-        color = NORM_COLORS.get(norm)
+        color = norm_color(norm)
         for part, style in (("positive", "-"), ("negative", "--")):
             stats = pd.DataFrame([{"epoch": e, **iqr(v[part])} for e, v in g.groupby("epoch")])
             ax.plot(

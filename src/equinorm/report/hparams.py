@@ -26,13 +26,7 @@ from equinorm import experiment as experiments
 from equinorm.experiment.identity import value_text
 from equinorm.report.collect import Results
 from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
-from equinorm.report.paper import (
-    NORM_COLORS,
-    NORM_MARKERS,
-    NORM_STYLES,
-    norm_label,
-    norm_sort_key,
-)
+from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
 from equinorm.report.setup import describe
 from equinorm.report.stats import iqr
 from equinorm.report.tables import markdown_table, tex_table
@@ -205,14 +199,14 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
             n = g[g["norm"] == norm]
             n = n.assign(x=n["value"].map(x_of)).sort_values("x")
             ok = n[n["complete"] > 0]
-            color = NORM_COLORS.get(norm)
+            color = norm_color(norm)
             ax.errorbar(
                 ok["x"],
                 ok["median"],
                 yerr=[ok["median"] - ok["q25"], ok["q75"] - ok["median"]],
                 color=color,
-                ls=NORM_STYLES.get(norm, "-"),
-                marker=NORM_MARKERS.get(norm, "o"),
+                ls=norm_line(norm),
+                marker=norm_marker(norm),
                 capsize=3,
                 label=norm_label(norm),
             )

@@ -27,6 +27,29 @@ NORM_COLORS = {
 NORM_STYLES = {"equi": "-", "bn": "--", "gn": "-.", "ws_gn": ":", "wn": (0, (5, 1)), "none": ":"}
 NORM_MARKERS = {"equi": "o", "bn": "s", "gn": "^", "ws_gn": "D", "wn": "v", "none": "x"}
 NORM_ORDER = list(NORM_NAMES)
+# a norm of another package (docs/runs.md): the next of these colours and markers, in the order
+# the report first draws such norms (sorted by name), the same in every figure of the report
+OTHER_COLORS = ["#882255", "#44AA99", "#332288", "#999933", "#56B4E9", "#999999"]
+OTHER_MARKERS = ["P", "*", "h", "X", "p", "d"]
+_others: list[str] = []
+
+
+def _other(norm: str, choices: list):
+    if norm not in _others:
+        _others.append(norm)
+    return choices[_others.index(norm) % len(choices)]
+
+
+def norm_color(norm: str) -> str:
+    return NORM_COLORS.get(norm) or _other(norm, OTHER_COLORS)
+
+
+def norm_line(norm: str):
+    return NORM_STYLES.get(norm, "-")
+
+
+def norm_marker(norm: str) -> str:
+    return NORM_MARKERS.get(norm) or _other(norm, OTHER_MARKERS)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from equinorm.report.collect import Results
 from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
-from equinorm.report.paper import NORM_COLORS, NORM_MARKERS, NORM_STYLES, norm_label, norm_sort_key
+from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
 from equinorm.report.stats import iqr, paired_values
 from equinorm.report.tables import BASELINE, markdown_table, tex_table
 from equinorm.report.verdict import paired
@@ -255,12 +255,12 @@ def _sensitivity(ev: pd.DataFrame, study: Study, out_dir: Path, stem: str, width
     for norm in sorted(ev["norm"].unique(), key=norm_sort_key):
         g = ev[ev["norm"] == norm].assign(x=lambda f: f["value"].astype(float)).sort_values("x")
         lost = g["diverged"] == g["n"]
-        color, ok = NORM_COLORS.get(norm), g[~lost]
-        style = {"color": color, "ls": NORM_STYLES.get(norm, "-")}
+        color, ok = norm_color(norm), g[~lost]
+        style = {"color": color, "ls": norm_line(norm)}
         ax.plot(
             ok["x"],
             ok["median"],
-            marker=NORM_MARKERS.get(norm, "o"),
+            marker=norm_marker(norm),
             label=norm_label(norm),
             **style,
         )
