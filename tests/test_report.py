@@ -568,3 +568,21 @@ def test_a_norm_of_another_package_gets_a_colour_and_marker_of_its_own(tmp_path,
     assert drawn["cwn"] == norm_color("cwn").upper() and drawn["cwn2"] == norm_color("cwn2").upper()
     assert len(set(drawn.values())) == 4 and drawn["BatchNorm"] == NORM_COLORS["bn"].upper()
     assert norm_marker("cwn") not in NORM_MARKERS.values()
+
+
+def test_a_cell_without_a_finite_test_loss_says_so_in_its_loss_panel(tmp_path, monkeypatch):
+    # the panel was blank, its epoch axis ticked -0.045 ... 0.045
+    import equinorm.report.figures as figures
+
+    for seed in range(2):
+        write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", seed, 3.125, epochs=3)
+        history = next((tmp_path / "runs").rglob(f"seed={seed}/history.csv"))
+        rows = [line.split(",") for line in history.read_text().splitlines()]
+        rows[1:] = [[*r[:5], "nan", *r[6:]] for r in rows[1:]]  # test_loss: eval logits NaN
+        history.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.plot_experiment(collect(tmp_path), "digits_demo", tmp_path / "figures")
+    acc, _, loss = closed[0].axes[:3]
+    assert [t.get_text() for t in loss.texts] == ["no finite test loss"]
+    assert loss.get_xlim() == acc.get_xlim() and acc.get_xlim()[0] >= 0

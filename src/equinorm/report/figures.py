@@ -187,6 +187,10 @@ def _row(axes, key, results, experiment, cell, fin, expected, diverged, log_loss
     else:
         _fit(ax_loss, drawn["loss"], 0)
     ax_zoom.set_xlim(zoom_from - 0.3, last + 0.3)
+    if not any(np.isfinite(c["median"].astype(float)).any() for c in drawn["loss"]):
+        ax_loss.set_xlim(ax_acc.get_xlim())  # e.g. an eval-mode net whose logits are NaN
+        ax_loss.set_yticks([])
+        ax_loss.text(0.5, 0.5, "no finite test loss", transform=ax_loss.transAxes, ha="center")
     finite = [c["epoch"][np.isfinite(c["median"].astype(float))] for c in drawn["acc"]]
     if len(set().union(*finite)) <= 1:  # one epoch at most: whole epochs, not a 0.1-wide axis
         for ax in (ax_acc, ax_loss):
