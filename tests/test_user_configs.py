@@ -113,20 +113,37 @@ def test_a_norm_of_another_package_trains_sweeps_and_scores_through_its_entry_po
     (tmp_path / "conf" / "norm").mkdir(parents=True)
     (tmp_path / "conf" / "norm" / "cwn.yaml").write_text("name: cwn\nmomentum: 0.1\n")
     (tmp_path / "conf" / "norm" / "cwn_typo.yaml").write_text("name: cwn\nmoment: 0.1\n")
+    (tmp_path / "conf" / "norm" / "cwn_slow.yaml").write_text("name: cwn\nmomentum: 0.01\n")
     env = {"PYTHONPATH": str(site)}
     results = tmp_path / "r"
     common = ["--config-dir", str(tmp_path / "conf"), "experiment=digits_demo", "debug=smoke"]
-    bad = run_cli(*common, "norm=cwn_typo", cwd=tmp_path, env=env)  # its factory owns its keys
+    bad = run_cli(*common, "norm=cwn_typo", cwd=tmp_path, env=env)  # named against cwn.yaml
+    assert bad.stdout.strip().splitlines() == [
+        "equinorm: error: norm.moment is not a key of this config (nothing would read it); "
+        "remove it or check its spelling"
+    ]
+    (tmp_path / "conf" / "norm" / "cwn.yaml").write_text("name: cwn\nmoment: 0.1\n")
+    bad = run_cli(*common, "norm=cwn", cwd=tmp_path, env=env)  # its factory owns its keys
     assert bad.stdout.strip().splitlines() == [
         "equinorm: error: norm: norm 'cwn' takes no option(s) moment; valid options: momentum"
     ]
+    (tmp_path / "conf" / "norm" / "cwn.yaml").write_text("name: cwn\nmomentum: 0.1\n")
     proc = run_cli(
-        "-m", *common, "norm=cwn,bn", "seed=0", f"results_dir={results}", cwd=tmp_path, env=env
+        "-m",
+        *common,
+        "norm=cwn,bn,cwn_slow",
+        "seed=0",
+        f"results_dir={results}",
+        cwd=tmp_path,
+        env=env,
     )
-    assert proc.returncode == 0 and "sweep of 2 job(s): 2 complete" in proc.stdout, proc.stdout
-    cell = results / "runs" / "digits_demo" / "digits-preact_resnet18-cwn" / "debug=smoke"
-    assert json.loads((cell / "seed=0" / "summary.json").read_text())["norm"] == "cwn"
+    assert proc.returncode == 0 and "sweep of 3 job(s): 3 complete" in proc.stdout, proc.stdout
+    cell = results / "runs" / "digits_demo" / "digits-preact_resnet18-cwn"
+    assert json.loads((cell / "debug=smoke/seed=0/summary.json").read_text())["norm"] == "cwn"
+    # an option file of another name is named against the option of its norm's name (as the
+    # suite's equi_quarter against equi): it collided with cwn's run
+    assert (cell / "debug=smoke,norm.momentum=0.01/seed=0/summary.json").is_file()
     scored = run_cli(str(results), module="equinorm.train.evaluate", cwd=tmp_path, env=env)
-    assert scored.returncode == 0 and scored.stdout.count("model.pt (epoch 2)") == 2
+    assert scored.returncode == 0 and scored.stdout.count("model.pt (epoch 2)") == 3
     unknown = run_cli(*common, "norm.name=cwm", cwd=tmp_path, env=env)  # a typo: all are named
     assert "unknown norm 'cwm'; valid norms: equi, bn, gn, ws_gn, wn, none, cwn" in unknown.stdout

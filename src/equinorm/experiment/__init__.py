@@ -55,9 +55,11 @@ def register() -> None:
     schema.register()
 
 
-def options(group: str) -> list[str]:
-    """The choices of a config group (``norm`` -> bn, equi, ...)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def options(group: str, sources: Sequence[str] = ()) -> list[str]:
+    """The choices of a config group (``norm`` -> bn, equi, ...), with those of the config dirs
+    ``sources`` (search-path entries: ``file://`` ones are read)."""
+    dirs = [CONF_DIR, *(Path(s[len("file://") :]) for s in sources if s.startswith("file://"))]
+    return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
 
 
 @contextlib.contextmanager
@@ -109,7 +111,8 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
         mine, theirs = cfg[group].name, own[group].name
         if choices[group] == own.hydra.runtime.choices[group] or mine == theirs:
             continue
-        picks.append(f"{group}={mine if mine in options(group) else choices[group]}")
+        named = mine in options(group, user_sources(cfg))
+        picks.append(f"{group}={mine if named else choices[group]}")
         if group not in identity.LAYOUT_GROUPS:
             items.append(f"{group}={mine}")
     if choices.get("debug"):
