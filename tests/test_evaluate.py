@@ -119,3 +119,12 @@ def test_datasets_that_moved_are_one_line_and_found_with_data_root(data_root, tm
     assert err.rstrip().endswith("(--data-root DIR: where they are now)")
     trained, scores, recorded = cli.evaluate(run_dir_of(cfg), CPU, data_root=str(moved))
     assert {k: recorded[k] for k in scores} == scores and trained.config.dataset.root == str(moved)
+
+
+def test_a_device_that_is_not_there_names_the_option(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["somewhere", "--device", "gpu"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "equinorm-evaluate: error: --device='gpu' is not a device (auto, cpu, cuda, cuda:<n>)"
+    )

@@ -68,7 +68,9 @@ def line(run: Path, trained, scores: dict, recorded: dict, fuse: bool) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=prog or "equinorm-evaluate", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "runs", nargs="+", type=Path, help="run directories, folders above them, or a results_dir"
     )
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         device = parse_device(args.device)
     except EquinormError as exc:
-        parser.error(str(exc))
+        parser.error(str(exc).replace("train.device", "--device"))
     failed = 0
     for root in args.runs:
         below = root / "runs" if (root / "runs").is_dir() else root  # a results_dir: its runs
