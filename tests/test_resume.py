@@ -18,6 +18,7 @@ from equinorm.errors import ConfigError
 from equinorm.run import checkpoint as ckpt
 from equinorm.run.record import RunDir, RunLockedError
 from equinorm.run.resume import PartialRunError
+from equinorm.train.evaluate import evaluate
 from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, read_history, run_cli, run_dir_of
 
@@ -216,6 +217,10 @@ def test_torchrun_two_cpu_processes_write_exactly_one_run_directory(tmp_path):
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["world_size"] == 2
     assert sum("epoch 2/2" in line for line in proc.stdout.splitlines()) == 1  # rank 0 logs
+    # scored again in one process: the images of both ranks' (cut) evaluations, as recorded
+    _, scores, recorded = evaluate(runs[0], torch.device("cpu"))
+    assert scores["test_acc"] == recorded["test_acc"]  # it was the first shard's images alone
+    assert scores["test_loss"] == pytest.approx(recorded["test_loss"], rel=1e-9)
 
 
 def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path, monkeypatch):

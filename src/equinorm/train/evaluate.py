@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,6 +32,17 @@ from equinorm.train.build import loaders, resolve_precision
 from equinorm.train.trainer import score
 
 
+@dataclass
+class Shares:
+    """A split as a run of several processes evaluated it: each rank's share in turn."""
+
+    loaders: list
+
+    def iterate(self, epoch: int):
+        for loader in self.loaders:
+            yield from loader.iterate(epoch)
+
+
 def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse=False):
     """(trained, scores, recorded): the run's network (:class:`~equinorm.run.trained.Trained`),
     ``<split>_acc`` and ``<split>_loss`` of each split now, and the history row of the epoch its
@@ -39,10 +51,14 @@ def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse
     cfg = trained.config
     if data_root is not None:
         cfg.dataset.root = data_root
-    data = loaders(cfg, device, prepare=True)
-    splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
+    # as the run's processes shared its images (train.max_eval_batches cuts each share)
+    world = int((RunDir(run).summary() or {}).get("world_size") or 1)
+    shares = [loaders(cfg, device, prepare=r == 0, rank=r, world_size=world) for r in range(world)]
+    splits = {"test": Shares([d.test for d in shares])}
+    if shares[0].val is not None:
+        splits["val"] = Shares([d.val for d in shares])
     if fuse:
-        fuse_equinorm(trained.model, example=next(iter(data.test.iterate(0)))[0])
+        fuse_equinorm(trained.model, example=next(iter(shares[0].test.iterate(0)))[0])
     dtype = torch.bfloat16 if resolve_precision(cfg, device) == "bf16" else None
 
     def autocast():
