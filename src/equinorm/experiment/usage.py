@@ -55,6 +55,9 @@ keys (KEY=VALUE): every key of the composed config, e.g. seed=3 epochs=30 schedu
 examples:
 {EXAMPLES}
 
+then: equinorm-report --results results (figures, tables); equinorm-evaluate results (each
+trained run scored again from its model.pt); equinorm-tune experiment=X (each norm at its own lr)
+
 more: README.md; docs/runs.md (runs, resume, sweeps, identity), docs/cluster.md (SLURM);
 Hydra's own flags: --hydra-help; --version: this code's commit and its libraries"""
 
