@@ -16,7 +16,7 @@ lease) leaves every finished row and log behind. A step that no longer fits is s
      EquiNorm (fused and reference implementations) vs BatchNorm (and GroupNorm, eager);
      torch.compile's time is the first step's (first_step_s), reported, not hidden
   c. smoke               one CUDA run of every experiment with EquiNorm (debug=smoke, data
-                         fabricated in the real formats)
+                         fabricated in the real formats), each scored again (equinorm-evaluate)
   d. bench-others-eager, bench-resnet50 (224 px), demo (the digits sweep and its report),
      bench-others-compiled -- while budget remains
 
@@ -235,7 +235,8 @@ def smoke_commands(args) -> list[list[str]]:
             "dataset.download=false",
             "dataset.verify=false",
             f"results_dir={args.work / 'smoke'}",
-        ),
+        ),  # each run's model.pt scored again on the device (the numbers beside its record)
+        python("-m", "equinorm.train.evaluate", str(args.work / "smoke"), "--device", args.device),
     ]
 
 

@@ -107,6 +107,8 @@ def test_the_smoke_step_runs_each_experiment_with_equinorm_and_tabulates_them(tm
     smoke = rows(out / "smoke.csv")
     assert sorted(r["run"].split("/")[0] for r in smoke) == ["cifar10_wrn_short", "digits_demo"]
     assert all(r["status"] == "complete" and "-equi/" in r["run"] for r in smoke)
+    scored = [x for x in (out / "log.txt").read_text().splitlines() if "model.pt (epoch 2)" in x]
+    assert len(scored) == 2 and all("(recorded " in x for x in scored)  # equinorm-evaluate's
     (step,) = rows(out / "steps.csv")
     assert step["status"] == "ok" and step["detail"] == "2 of 2 runs complete"
 
