@@ -36,10 +36,11 @@ def trained_run(tmp_path, norm: str):
 @pytest.mark.parametrize("norm", ["equi", "bn"])
 def test_model_pt_scores_exactly_what_the_run_recorded_on_test_and_validation(tmp_path, norm):
     path = trained_run(tmp_path, norm)
-    trained, scores, recorded = cli.evaluate(path, CPU)
+    scored = cli.evaluate(path, CPU)
+    trained, scores = scored.trained, scored.scores
     assert trained.weights.name == "model.pt" and trained.epoch == 2 and not trained.model.training
     assert set(scores) == {"test_acc", "test_loss", "val_acc", "val_loss"}
-    assert {k: recorded[k] for k in scores} == scores  # bit for bit on the CPU
+    assert {k: scored.recorded[k] for k in scores} == scores  # bit for bit on the CPU
     # the inputs as the run saw them: standardized for BatchNorm, [0, 1] pixels for EquiNorm
     raw = trained.config.copy()
     raw.dataset.standardize = False
@@ -51,10 +52,12 @@ def test_model_pt_scores_exactly_what_the_run_recorded_on_test_and_validation(tm
 
 def test_a_fused_equinorm_net_scores_as_the_trained_one_and_the_cli_says_both(tmp_path, capsys):
     path = trained_run(tmp_path, "equi")
-    _, plain, _ = cli.evaluate(path, CPU)
-    trained, fused, _ = cli.evaluate(path, CPU, fuse=True)
+    plain = cli.evaluate(path, CPU).scores
+    scored = cli.evaluate(path, CPU, fuse=True)
+    fused = scored.scores
     capsys.readouterr()  # what training printed
-    assert not any(type(m).__name__ == "EquiConv2d" for m in trained.model.modules())
+    assert not any(type(m).__name__ == "EquiConv2d" for m in scored.trained.model.modules())
+    assert scored.folded > 10  # every conv of the network
     assert fused["test_acc"] == plain["test_acc"] and fused["val_acc"] == plain["val_acc"]
     assert fused["test_loss"] == pytest.approx(plain["test_loss"], rel=1e-5)
     (tmp_path / "wandb" / "run-1" / "files").mkdir(parents=True)  # wandb online keeps a
@@ -62,7 +65,8 @@ def test_a_fused_equinorm_net_scores_as_the_trained_one_and_the_cli_says_both(tm
     assert cli.main([str(tmp_path), "--fuse"]) == 0
     out = capsys.readouterr().out.strip()
     acc = f"{plain['test_acc']:.2f}"
-    assert out.startswith(f"{path}: model.pt (epoch 2, fused); test acc {acc} loss ")
+    assert out.startswith(f"{path}: model.pt (epoch 2, {scored.folded} EquiNorm layers folded); ")
+    assert f"; test acc {acc} loss " in out
     assert f"(recorded {acc}, " in out and "; val acc " in out
 
 
@@ -76,9 +80,10 @@ def test_an_unfinished_run_is_scored_from_its_checkpoint(tmp_path, monkeypatch):
         run(cfg)
     path = run_dir_of(cfg)
     assert not (path / "model.pt").exists()
-    trained, scores, recorded = cli.evaluate(path, CPU)
+    scored = cli.evaluate(path, CPU)
+    trained = scored.trained
     assert trained.weights.name == "checkpoint.pt" and (trained.epoch, trained.batch) == (2, 0)
-    assert {k: recorded[k] for k in scores} == scores
+    assert {k: scored.recorded[k] for k in scored.scores} == scored.scores
 
 
 def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(tmp_path, capsys):
@@ -117,8 +122,9 @@ def test_datasets_that_moved_are_one_line_and_found_with_data_root(data_root, tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cifar-10-batches-py" in err
     assert err.rstrip().endswith("(--data-root DIR: where they are now)")
-    trained, scores, recorded = cli.evaluate(run_dir_of(cfg), CPU, data_root=str(moved))
-    assert {k: recorded[k] for k in scores} == scores and trained.config.dataset.root == str(moved)
+    scored = cli.evaluate(run_dir_of(cfg), CPU, data_root=str(moved))
+    assert {k: scored.recorded[k] for k in scored.scores} == scored.scores
+    assert scored.trained.config.dataset.root == str(moved)
 
 
 def test_a_device_that_is_not_there_names_the_option(capsys):

@@ -218,7 +218,8 @@ def test_torchrun_two_cpu_processes_write_exactly_one_run_directory(tmp_path):
     assert summary["status"] == "complete" and summary["world_size"] == 2
     assert sum("epoch 2/2" in line for line in proc.stdout.splitlines()) == 1  # rank 0 logs
     # scored again in one process: the images of both ranks' (cut) evaluations, as recorded
-    _, scores, recorded = evaluate(runs[0], torch.device("cpu"))
+    scored = evaluate(runs[0], torch.device("cpu"))
+    scores, recorded = scored.scores, scored.recorded
     assert scores["test_acc"] == recorded["test_acc"]  # it was the first shard's images alone
     assert scores["test_loss"] == pytest.approx(recorded["test_loss"], rel=1e-9)
 

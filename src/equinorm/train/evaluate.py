@@ -27,7 +27,7 @@ from equinorm.errors import DatasetError, EquinormError, one_line
 from equinorm.experiment.checks import device as parse_device
 from equinorm.layers import cached_eval_kernels, fuse_equinorm
 from equinorm.run.record import RunDir, run_dirs
-from equinorm.run.trained import load
+from equinorm.run.trained import Trained, load
 from equinorm.train.build import loaders, resolve_precision
 from equinorm.train.trainer import score
 
@@ -43,10 +43,31 @@ class Shares:
             yield from loader.iterate(epoch)
 
 
-def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse=False):
-    """(trained, scores, recorded): the run's network (:class:`~equinorm.run.trained.Trained`),
-    ``<split>_acc`` and ``<split>_loss`` of each split now, and the history row of the epoch its
-    weights ended ({} for a mid-epoch checkpoint's)."""
+@dataclass
+class Scored:
+    trained: Trained  # the run's network (model, config, weights file, epoch)
+    scores: dict  # <split>_acc and <split>_loss of each split now
+    recorded: dict  # the history row of the epoch its weights ended ({}: mid-epoch weights)
+    folded: int | None = None  # EquiNorm layers folded into plain convolutions (fuse)
+
+    def line(self, run: Path) -> str:
+        t = self.trained
+        at = f"epoch {t.epoch}" + (f" + {t.batch} batches" if t.batch else "")
+        if self.folded is not None:
+            at += f", {self.folded} EquiNorm layers folded"
+        parts = [f"{run}: {t.weights.name} ({at})"]
+        for split in ("test", "val"):
+            if f"{split}_acc" not in self.scores:
+                continue
+            now = self.scores[f"{split}_acc"], self.scores[f"{split}_loss"]
+            was = self.recorded.get(f"{split}_acc"), self.recorded.get(f"{split}_loss")
+            then = f" (recorded {was[0]:.2f}, {was[1]:.4f})" if None not in was else ""
+            parts.append(f"{split} acc {now[0]:.2f} loss {now[1]:.4f}{then}")
+        return "; ".join(parts)
+
+
+def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse=False) -> Scored:
+    """The run's network scored on each split, beside what the run recorded."""
     trained = load(run, device)
     cfg = trained.config
     if data_root is not None:
@@ -57,8 +78,10 @@ def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse
     splits = {"test": Shares([d.test for d in shares])}
     if shares[0].val is not None:
         splits["val"] = Shares([d.val for d in shares])
+    folded = None
     if fuse:
-        fuse_equinorm(trained.model, example=next(iter(shares[0].test.iterate(0)))[0])
+        example = next(iter(shares[0].test.iterate(0)))[0]
+        folded = fuse_equinorm(trained.model, example=example)
     dtype = torch.bfloat16 if resolve_precision(cfg, device) == "bf16" else None
 
     def autocast():
@@ -67,20 +90,8 @@ def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse
     with cached_eval_kernels(trained.model):
         scores = score(trained.model, splits, autocast, device)
     rows = [] if trained.batch else RunDir(run).history()
-    return trained, scores, next((r for r in rows if r.get("epoch") == trained.epoch), {})
-
-
-def line(run: Path, trained, scores: dict, recorded: dict, fuse: bool) -> str:
-    at = f"epoch {trained.epoch}" + (f" + {trained.batch} batches" if trained.batch else "")
-    parts = [f"{run}: {trained.weights.name} ({at}{', fused' if fuse else ''})"]
-    for split in ("test", "val"):
-        if f"{split}_acc" not in scores:
-            continue
-        now = scores[f"{split}_acc"], scores[f"{split}_loss"]
-        was = recorded.get(f"{split}_acc"), recorded.get(f"{split}_loss")
-        then = f" (recorded {was[0]:.2f}, {was[1]:.4f})" if None not in was else ""
-        parts.append(f"{split} acc {now[0]:.2f} loss {now[1]:.4f}{then}")
-    return "; ".join(parts)
+    row = next((r for r in rows if r.get("epoch") == trained.epoch), {})
+    return Scored(trained, scores, row, folded)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -109,10 +120,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             failed += 1
         for run in found:
             try:
-                print(
-                    line(run, *evaluate(run, device, args.data_root, args.fuse), args.fuse),
-                    flush=True,
-                )
+                print(evaluate(run, device, args.data_root, args.fuse).line(run), flush=True)
             except Exception as exc:  # one run's problem: said, and the next run is scored
                 hint = (
                     " (--data-root DIR: where they are now)"
