@@ -102,32 +102,55 @@ def cwn(momentum=0.1):
 '''
 
 
-def test_a_norm_of_another_package_trains_sweeps_and_scores_through_its_entry_point(tmp_path):
-    site = tmp_path / "site"  # an installed package: its module and its dist-info
+@pytest.fixture
+def cwn(tmp_path) -> tuple[Path, list[str]]:
+    """An installed package (its module and dist-info) providing the norm ``cwn`` through its
+    entry point, and a config folder with its option files: (site dir, command-line start)."""
+    site = tmp_path / "site"
     (site / "cwn_norm-1.0.dist-info").mkdir(parents=True)
     (site / "cwn_norm.py").write_text(CWN)
     (site / "cwn_norm-1.0.dist-info" / "METADATA").write_text("Name: cwn-norm\nVersion: 1.0\n")
     (site / "cwn_norm-1.0.dist-info" / "entry_points.txt").write_text(
         "[equinorm.norms]\ncwn = cwn_norm:cwn\n"
     )
-    (tmp_path / "conf" / "norm").mkdir(parents=True)
-    (tmp_path / "conf" / "norm" / "cwn.yaml").write_text("name: cwn\nmomentum: 0.1\n")
-    (tmp_path / "conf" / "norm" / "cwn_typo.yaml").write_text("name: cwn\nmoment: 0.1\n")
-    (tmp_path / "conf" / "norm" / "cwn_slow.yaml").write_text("name: cwn\nmomentum: 0.01\n")
+    conf = tmp_path / "conf" / "norm"
+    conf.mkdir(parents=True)
+    (conf / "cwn.yaml").write_text("name: cwn\nmomentum: 0.1\n")
+    (conf / "cwn_typo.yaml").write_text("name: cwn\nmoment: 0.1\n")
+    (conf / "cwn_slow.yaml").write_text("name: cwn\nmomentum: 0.01\n")
+    return site, ["--config-dir", str(conf.parent), "experiment=digits_demo", "debug=smoke"]
+
+
+def test_a_norm_of_another_package_gets_the_one_line_checks(cwn, tmp_path, monkeypatch):
+    from equinorm import experiment
+    from equinorm.experiment.command import preflight
+    from equinorm.layers import norms
+    from equinorm.train import build
+
+    site, common = cwn
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(norms, "NORMS", dict(norms.NORMS))  # the suite's own, afterwards
+
+    def line(*argv: str) -> str | None:
+        return preflight([*common, *argv], lambda cfg: build.check(cfg, job=True))
+
+    assert line("norm=cwn") is None
+    assert line("norm=cwn_typo") == (  # named against cwn.yaml, which has no such key
+        "norm.moment is not a key of this config (nothing would read it); remove it or check "
+        "its spelling"
+    )
+    (tmp_path / "conf" / "norm" / "cwn.yaml").write_text("name: cwn\nmoment: 0.1\n")
+    experiment._reference.cache_clear()  # composed once per process; a new process reads it anew
+    assert line("norm=cwn") == "norm: norm 'cwn' takes no option(s) moment; valid options: momentum"
+    assert line("norm.name=cwm") == (  # a typo: the valid names include the package's
+        "norm.name=cwm: unknown norm 'cwm'; valid norms: equi, bn, gn, ws_gn, wn, none, cwn"
+    )
+
+
+def test_a_norm_of_another_package_trains_sweeps_and_scores_through_its_entry_point(cwn, tmp_path):
+    site, common = cwn
     env = {"PYTHONPATH": str(site)}
     results = tmp_path / "r"
-    common = ["--config-dir", str(tmp_path / "conf"), "experiment=digits_demo", "debug=smoke"]
-    bad = run_cli(*common, "norm=cwn_typo", cwd=tmp_path, env=env)  # named against cwn.yaml
-    assert bad.stdout.strip().splitlines() == [
-        "equinorm: error: norm.moment is not a key of this config (nothing would read it); "
-        "remove it or check its spelling"
-    ]
-    (tmp_path / "conf" / "norm" / "cwn.yaml").write_text("name: cwn\nmoment: 0.1\n")
-    bad = run_cli(*common, "norm=cwn", cwd=tmp_path, env=env)  # its factory owns its keys
-    assert bad.stdout.strip().splitlines() == [
-        "equinorm: error: norm: norm 'cwn' takes no option(s) moment; valid options: momentum"
-    ]
-    (tmp_path / "conf" / "norm" / "cwn.yaml").write_text("name: cwn\nmomentum: 0.1\n")
     proc = run_cli(
         "-m",
         *common,
@@ -145,5 +168,3 @@ def test_a_norm_of_another_package_trains_sweeps_and_scores_through_its_entry_po
     assert (cell / "debug=smoke,norm.momentum=0.01/seed=0/summary.json").is_file()
     scored = run_cli(str(results), module="equinorm.train.evaluate", cwd=tmp_path, env=env)
     assert scored.returncode == 0 and scored.stdout.count("model.pt (epoch 2)") == 3
-    unknown = run_cli(*common, "norm.name=cwm", cwd=tmp_path, env=env)  # a typo: all are named
-    assert "unknown norm 'cwm'; valid norms: equi, bn, gn, ws_gn, wn, none, cwn" in unknown.stdout
