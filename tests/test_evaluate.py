@@ -86,7 +86,9 @@ def test_an_unfinished_run_is_scored_from_its_checkpoint(tmp_path, monkeypatch):
     assert {k: scored.recorded[k] for k in scored.scores} == scored.scores
 
 
-def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(tmp_path, capsys):
+def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(
+    tmp_path, capsys, monkeypatch
+):
     good = trained_run(tmp_path, "bn")
     empty = good.parent / "seed=7"  # a run that never got weights: its config alone
     empty.mkdir()
@@ -102,6 +104,8 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(tmp_p
     ]
     with pytest.raises(Exception, match="not a run directory"):
         load(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # a path as a user writes it in Python
+    assert load(f"~/{good.relative_to(tmp_path)}").epoch == 2
 
 
 def test_datasets_that_moved_are_one_line_and_found_with_data_root(data_root, tmp_path, capsys):

@@ -86,7 +86,7 @@ def _weights(rundir: RunDir) -> tuple[dict, Path, int, int]:
 
 def load(run: str | Path, device: str | torch.device = "cpu") -> Trained:
     """The trained network of the run directory ``run``, in eval mode on ``device``."""
-    rundir = RunDir(run)
+    rundir = RunDir(Path(run).expanduser())
     if not rundir.config_path.is_file():
         raise EquinormError(f"{rundir.path} is not a run directory (it has no config.yaml)")
     cfg = OmegaConf.load(rundir.config_path)
