@@ -60,6 +60,14 @@ def source_of(dataset: Mapping) -> Source:
     )
 
 
+def standardization(dataset: Mapping, info: DatasetInfo, default: bool) -> tuple | None:
+    """(mean, std) the images are standardized with per channel -- ``dataset.standardize``, else
+    ``default`` (the norm's: EquiNorm takes raw pixels, paper 5.2); None: pixels in [0, 1]."""
+    standardize = dataset.get("standardize")
+    standardize = default if standardize is None else bool(standardize)
+    return (tuple(info.mean), tuple(info.std)) if standardize else None
+
+
 def build_loaders(
     dataset: Mapping,
     *,
@@ -86,9 +94,8 @@ def build_loaders(
     if prepare:
         source.prepare()
     info = source.info
-    standardize = dataset.get("standardize")
-    standardize = standardize_default if standardize is None else bool(standardize)
-    mean, std = (info.mean, info.std) if standardize else (None, None)
+    mean, std = standardization(dataset, info, standardize_default) or (None, None)
+    standardize = mean is not None
     aug = dict(dataset.get("augment") or {})
     kind = dataset.get("loader", "auto")
     if kind not in LOADERS:

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from equinorm.data import loaders
 from equinorm.data.registry import dataset_info
 from equinorm.errors import EquinormError
 from equinorm.experiment.checks import options
@@ -41,11 +42,8 @@ def network(cfg: DictConfig) -> nn.Module:
 
 def standardization(cfg: DictConfig) -> tuple[tuple, tuple] | None:
     """(mean, std) of the run's per-channel input standardization; None: pixels in [0, 1]."""
-    standardize = cfg.dataset.get("standardize")
-    if standardize is None:
-        standardize = get_norm(cfg.norm.name).standardize_input
-    info = dataset_info(cfg.dataset.name)
-    return (tuple(info.mean), tuple(info.std)) if standardize else None
+    default = get_norm(cfg.norm.name).standardize_input
+    return loaders.standardization(cfg.dataset, dataset_info(cfg.dataset.name), default)
 
 
 @dataclass(frozen=True)

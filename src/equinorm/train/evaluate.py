@@ -16,7 +16,6 @@ is scored; the exit code is then 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from equinorm.layers import cached_eval_kernels, fuse_equinorm
 from equinorm.run.record import RunDir, run_dirs
 from equinorm.run.trained import Trained, load
 from equinorm.train.build import loaders, resolve_precision
-from equinorm.train.trainer import score
+from equinorm.train.trainer import autocast, autocast_dtype, score
 
 
 @dataclass
@@ -68,12 +67,12 @@ class Scored:
 
 def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse=False) -> Scored:
     """The run's network scored on each split, beside what the run recorded."""
-    trained = load(run, device)
+    trained, rundir = load(run, device), RunDir(run)
     cfg = trained.config
     if data_root is not None:
         cfg.dataset.root = data_root
     # as the run's processes shared its images (train.max_eval_batches cuts each share)
-    world = int((RunDir(run).summary() or {}).get("world_size") or 1)
+    world = int((rundir.summary() or {}).get("world_size") or 1)
     shares = [loaders(cfg, device, prepare=r == 0, rank=r, world_size=world) for r in range(world)]
     splits = {"test": Shares([d.test for d in shares])}
     if shares[0].val is not None:
@@ -82,14 +81,10 @@ def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse
     if fuse:
         example = next(iter(shares[0].test.iterate(0)))[0]
         folded = fuse_equinorm(trained.model, example=example)
-    dtype = torch.bfloat16 if resolve_precision(cfg, device) == "bf16" else None
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-
+    dtype = autocast_dtype(resolve_precision(cfg, device))
     with cached_eval_kernels(trained.model):
-        scores = score(trained.model, splits, autocast, device)
-    rows = [] if trained.batch else RunDir(run).history()
+        scores = score(trained.model, splits, lambda: autocast(device.type, dtype), device)
+    rows = [] if trained.batch else rundir.history()
     row = next((r for r in rows if r.get("epoch") == trained.epoch), {})
     return Scored(trained, scores, row, folded)
 

@@ -50,6 +50,16 @@ log = logging.getLogger("equinorm")
 CHECK_EVERY = 20
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` (resolved: bf16 or fp32); None: none."""
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def autocast(device_type: str, dtype: torch.dtype | None):
+    """The context a forward pass runs in: autocast to ``dtype``, or nothing."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
+
+
 @torch.no_grad()
 def score(model: nn.Module, splits: dict, autocast, device) -> dict:
     """``<split>_loss`` (cross-entropy) and ``<split>_acc`` (%) of ``model`` over every image of
@@ -130,7 +140,7 @@ class Trainer:
         self.mixups = list(mixup) if isinstance(mixup, list | tuple) else [mixup]
         self.virtual_devices = len(self.mixups)
         self.data, self.epochs, self.device = data, epochs, device
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.autocast_dtype = autocast_dtype(precision)
         self.rundir, self.dist, self.logger = rundir, dist, logger
         self.checkpoint_enabled = checkpoint
         self.progress_enabled = progress and dist.is_main
@@ -227,9 +237,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device.type, self.autocast_dtype)
 
     def fit(self) -> dict:
         """Train from the current state to the end; returns the summary written to disk."""
@@ -564,4 +572,4 @@ class Trainer:
         bar.refresh()
 
 
-__all__ = ["Progress", "Sums", "Trainer", "score"]
+__all__ = ["Progress", "Sums", "Trainer", "autocast", "autocast_dtype", "score"]
