@@ -442,7 +442,7 @@ def test_folded_affine_gradcheck_and_equality():
 
 def _folded(conv, x, w, gamma, beta):
     """The fused layer with explicit (weight, gamma, beta) inputs, for gradcheck."""
-    from equinorm.layers.equiconv import _first_means, _group_means
+    from equinorm.layers.equiconv import _conv_reference, _first_means, _group_means
     from equinorm.layers.equiconv_fused import EquiConvFn
 
     with torch.no_grad():
@@ -462,7 +462,85 @@ def _folded(conv, x, w, gamma, beta):
         conv.padding,
         conv.dilation,
         conv.groups,
+        _conv_reference,
     )
+
+
+def _twin_layers(**kwargs):
+    """The same EquiConv2d (float64, same weights and bias) as the fused and the reference impl."""
+    layers = {}
+    for impl in ("fused", "reference"):
+        torch.manual_seed(13)
+        layers[impl] = EquiConv2d(3, 4, 3, padding=1, impl=impl, **kwargs).double()
+        with torch.no_grad():
+            layers[impl].bias.normal_()
+    return layers
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
+def test_second_derivatives_through_the_fused_layer_are_the_reference_ones(padding_mode):
+    """A double backward (``create_graph=True``: Hessian-vector products, gradient penalties)
+    through the fused nodes equals one through the plain ops, in the input, the weights and the
+    bias (the written-out backward's intermediates carry no graph: it gave wrong curvature)."""
+    layers = _twin_layers(padding_mode=padding_mode, bias=True, stat_fraction=0.5)
+    x = torch.rand(4, 3, 6, 6, dtype=torch.float64)
+    torch.manual_seed(14)
+    v = [torch.randn(4, 3, 6, 6), torch.randn(4, 3, 3, 3), torch.randn(4)]
+    hvps = {}
+    for impl, conv in layers.items():
+        inputs = (x.clone().requires_grad_(), conv.weight, conv.bias)
+        grads = torch.autograd.grad(conv(inputs[0]).pow(2).sum(), inputs, create_graph=True)
+        dot = sum((g * d.double()).sum() for g, d in zip(grads, v, strict=True))
+        hvps[impl] = torch.autograd.grad(dot, inputs)
+    for fused, reference in zip(hvps["fused"], hvps["reference"], strict=True):
+        torch.testing.assert_close(fused, reference)
+    conv = _twin_layers(bias=True)["fused"]
+    x = torch.rand(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = conv.weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(
+        lambda x, w: torch.func.functional_call(conv, {"weight": w}, (x,)), (x, w)
+    )
+
+
+def test_a_double_backward_under_autocast_names_the_reference_impl():
+    conv = EquiConv2d(3, 4, 3, padding=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(torch.rand(2, 3, 6, 6))
+    with pytest.raises(RuntimeError, match=r"impl='reference'\) \(norm.impl=reference\)"):
+        torch.autograd.grad(y.float().sum(), conv.weight, create_graph=True)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
+def test_torch_func_transforms_and_forward_mode_ad_give_the_reference_values(padding_mode):
+    """Per-example gradients (``vmap(grad)``), ``jacrev`` and forward-mode AD (``jvp``) through
+    the fused layer: it steps aside for the plain ops, which these transforms support (they
+    refused the hand-written nodes). Running statistics are off or frozen, as torch.func asks
+    of BatchNorm."""
+    from torch.func import functional_call, grad, jacrev, jvp, vmap
+
+    x = torch.rand(4, 3, 6, 6, dtype=torch.float64)
+    results = {}
+    for impl, conv in _twin_layers(padding_mode=padding_mode, bias=True).items():
+        conv.eval()
+        params = {k: p.detach() for k, p in conv.named_parameters()}
+        buffers = dict(conv.named_buffers())
+
+        def loss(p, xi, conv=conv, buffers=buffers):
+            return functional_call(conv, {**p, **buffers}, (xi.unsqueeze(0),)).pow(2).sum()
+
+        per_example = vmap(grad(loss), in_dims=(None, 0))(params, x)["weight"]
+        conv.train().track_running_stats = False  # batch statistics, nothing to update
+        w = params["weight"]
+
+        def forward(w, conv=conv):
+            return functional_call(conv, {"weight": w}, (x,))
+
+        jac = jacrev(forward)(w)
+        out, dout = jvp(forward, (w,), (torch.ones_like(w),))
+        results[impl] = (per_example, jac, out, dout)
+    assert results["fused"][0].shape == (4, 4, 3, 3, 3)
+    for fused, reference in zip(results["fused"], results["reference"], strict=True):
+        torch.testing.assert_close(fused, reference)
 
 
 def test_compiles_as_one_graph_with_mixup_hook_and_bf16():

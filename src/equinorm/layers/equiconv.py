@@ -37,7 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from equinorm.layers.equiconv_fused import EquiConvFn, EquiWeight, transform_forward
+from equinorm.layers.equiconv_fused import (
+    EquiConvFn,
+    EquiWeight,
+    fused_supported,
+    transform_forward,
+)
 
 __all__ = [
     "IMPLS",
@@ -130,8 +135,11 @@ def equi_weight(
         The normalized kernel, same shape and dtype as ``weight``. Differentiable in ``weight``
         and ``channel_means``.
     """
+    if not fused_supported():
+        return equi_weight_reference(weight, channel_means, scale_factor, single_pass, groups, eps)
     m_dc = _group_means(channel_means, weight, groups)
-    return EquiWeight.apply(weight, m_dc, float(scale_factor), bool(single_pass), float(eps))
+    args = (float(scale_factor), bool(single_pass), float(eps))
+    return EquiWeight.apply(weight, m_dc, *args, _normalized_kernel)
 
 
 @torch.no_grad()
@@ -162,9 +170,30 @@ def equi_weight_reference(
     Kept as the readable statement of docs/spec.md section 1 and as the oracle of the tests.
     """
     m_dc = _group_means(channel_means, weight, groups)
+    return _normalized_kernel(weight, m_dc, scale_factor, single_pass, eps)
+
+
+def _normalized_kernel(
+    weight: Tensor, m_dc: Tensor, scale_factor: float, single_pass: bool, eps: float
+) -> Tensor:
+    """``w'' = s (w + b)`` from the means each output channel sees (``m_dc``, see
+    :func:`_group_means`)."""
     b, p_dc = _shift_and_positive_sums(weight, m_dc, single_pass)
     s = scale_factor / ((m_dc * p_dc).sum(dim=1) + eps)  # positive contributions total r
     return (weight + b.view(-1, 1, 1, 1)) * s.view(-1, 1, 1, 1)
+
+
+def _conv_reference(x, weight, bias, gamma, m_dc, n_stat, stats_grad, *args) -> Tensor:
+    """The fused zero-padded layer's function (:class:`EquiConvFn`, same arguments) in plain
+    ops: statistics from the first ``n_stat`` examples (differentiably with ``stats_grad``, else
+    ``m_dc``), the transform, a folded affine's scale, the convolution."""
+    scale_factor, single_pass, eps, stride, padding, dilation, groups = args
+    if stats_grad:
+        m_dc = _group_means(_first_means(x, n_stat), weight, groups)
+    w2 = _normalized_kernel(weight, m_dc, scale_factor, single_pass, eps)
+    if gamma is not None:
+        w2 = w2 * gamma.view(-1, 1, 1, 1)
+    return F.conv2d(x, w2, bias, stride, padding, dilation, groups)
 
 
 def _shift_and_positive_sums(weight: Tensor, m_dc: Tensor, single_pass: bool):
@@ -464,7 +493,7 @@ class EquiConv2d(nn.Conv2d):
     def _composed(self) -> bool:
         """Whether the transform is composed with Conv2d (else one fused autograd node)."""
         zeros = self.padding_mode == "zeros" and not isinstance(self.padding, str)
-        return self.impl == "reference" or not zeros
+        return self.impl == "reference" or not zeros or not fused_supported()
 
     def forward(self, x: Tensor) -> Tensor:
         return _equi_conv2d(self, x)
@@ -520,6 +549,7 @@ class EquiConv2d(nn.Conv2d):
             self.padding,
             self.dilation,
             self.groups,
+            _conv_reference,
         )
         if batch_stats:
             self._track(means)

@@ -8,6 +8,11 @@ statistics' gradient added in place, about twenty autograd nodes per layer repla
 transform stays in float32 under any device's autocast (:func:`float32_region`). Whether it also
 pays on a GPU, against ``torch.compile`` of the plain ops, is what ``scripts/bench.py
 --equi-impls fused reference`` measures (docs/performance.md).
+
+The written-out backward serves first-order gradients. A double backward (``create_graph=True``:
+Hessian-vector products, gradient penalties) differentiates the plain-ops function each node is
+given (its ``reference``) instead; under ``torch.func`` transforms and forward-mode AD the layer
+composes the plain ops from the start (:func:`fused_supported`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,42 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd import forward_ad
 
-__all__ = ["EquiConvFn", "EquiWeight", "float32_region", "transform_backward", "transform_forward"]
+__all__ = [
+    "EquiConvFn",
+    "EquiWeight",
+    "float32_region",
+    "fused_supported",
+    "transform_backward",
+    "transform_forward",
+]
+
+
+def fused_supported() -> bool:
+    """Whether the hand-written nodes can run: not under ``torch.func`` transforms (``vmap``,
+    ``grad``, ``jacrev``, ...) or forward-mode AD, which need nodes written for them
+    (``setup_context``, ``jvp``). Callers compose the plain ops instead, which support both.
+    The two flags read are the ones ``torch.autograd.Function.apply`` itself consults."""
+    if torch.compiler.is_compiling():  # traced graphs are plain first-order autograd
+        return True
+    return not torch._C._are_functorch_transforms_active() and forward_ad._current_level < 0
+
+
+def _differentiable_grads(ctx, inputs: tuple, grad_out: Tensor) -> tuple:
+    """The node's input gradients as differentiable functions of its inputs, for a backward
+    with ``create_graph=True``: autograd through ``ctx.reference`` (the node's function in
+    plain ops) recomputed from the saved inputs. The written-out backward's intermediates carry
+    no graph, so differentiating it would silently miss every second-order term."""
+    needs = ctx.needs_input_grad[: len(inputs)]
+    want = [t is not None and need for t, need in zip(inputs, needs, strict=True)]
+    with torch.enable_grad():
+        out = ctx.reference(*inputs, *ctx.args)
+        wanted = [t for t, w in zip(inputs, want, strict=True) if w]
+        grads = iter(
+            torch.autograd.grad(out, wanted, grad_out, create_graph=True, allow_unused=True)
+        )
+    return tuple(next(grads) if w else None for w in want)
 
 
 def float32_region(device_type: str):
@@ -139,15 +178,18 @@ class EquiWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, m_dc, scale_factor: float, single_pass: bool, eps: float):
+    def forward(ctx, weight, m_dc, scale_factor: float, single_pass: bool, eps: float, reference):
         w2, saved = transform_forward(weight, m_dc, scale_factor, single_pass, None, eps)
         ctx.save_for_backward(*saved)
+        ctx.reference, ctx.args = reference, (scale_factor, single_pass, eps)
         return w2
 
     @staticmethod
     def backward(ctx, grad):
+        if torch.is_grad_enabled():  # create_graph=True
+            return _differentiable_grads(ctx, ctx.saved_tensors[:2], grad) + (None,) * 4
         g_w, g_m, _ = transform_backward(grad, ctx.saved_tensors, ctx.needs_input_grad[1])
-        return g_w, g_m, None, None, None
+        return g_w, g_m, None, None, None, None
 
 
 _convolution_backward = torch.ops.aten.convolution_backward.default
@@ -161,7 +203,8 @@ class EquiConvFn(torch.autograd.Function):
     place to the convolution's input gradient instead of being materialised by autograd and
     summed. Under autocast the convolution runs in the autocast dtype; the weight transform stays
     in float32. A folded per-channel affine enters as ``gamma`` (scaling the kernel) and ``bias``
-    (its shift).
+    (its shift). ``reference`` is this function in plain ops, with the same arguments (its double
+    backward).
     """
 
     @staticmethod
@@ -181,6 +224,7 @@ class EquiConvFn(torch.autograd.Function):
         padding,
         dilation,
         groups: int,
+        reference,
     ):
         w2, saved = transform_forward(weight, m_dc, scale_factor, single_pass, gamma, eps)
         device = x.device.type
@@ -190,8 +234,12 @@ class EquiConvFn(torch.autograd.Function):
             xc, wc = x.to(cast), w2.to(cast)
             bc = None if bias is None else bias.to(cast)
         y = F.conv2d(xc, wc, bc, stride, padding, dilation, groups)
-        ctx.save_for_backward(xc, wc)
+        # the inputs too, for a double backward (x only when not cast: no copy kept alive)
+        ctx.save_for_backward(xc, wc, x if xc is x else None, weight, bias, gamma, m_dc)
         ctx.saved = saved  # intermediates of the transform (not inputs or outputs)
+        ctx.reference = reference
+        ctx.args = (n_stat, stats_grad, scale_factor, single_pass, eps)
+        ctx.args += (stride, padding, dilation, groups)
         ctx.conf = (
             stride,
             padding,
@@ -206,7 +254,15 @@ class EquiConvFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        xc, wc = ctx.saved_tensors
+        xc, wc, *inputs = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            if inputs[0] is None:
+                raise RuntimeError(
+                    "a double backward through EquiConv2d under autocast needs its float32 "
+                    "input, which the fused layer does not keep: use EquiConv2d(impl='reference')"
+                    " (norm.impl=reference)"
+                )
+            return _differentiable_grads(ctx, tuple(inputs), grad_y) + (None,) * 10
         saved = ctx.saved
         stride, padding, dilation, groups, has_bias, n_stat, stats_grad, x_dtype = ctx.conf
         need_x, need_gamma = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
