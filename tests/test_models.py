@@ -111,6 +111,35 @@ def test_weight_norm_gain_matches_reinitialised_kernel():
             torch.testing.assert_close(m.normalized_weight(), m.weight)
 
 
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_a_net_built_on_the_meta_device_loads_or_resets_to_a_working_one(norm):
+    """PyTorch's fast-loading pattern: build on ``meta``, ``to_empty``, load a checkpoint (or
+    ``load_state_dict(assign=True)``) computes what the saved net does; ``reset_parameters`` on
+    every module gives finite outputs and fresh running statistics. (EquiNorm nets computed with
+    uninitialised memory: the affine's constants were buffers no checkpoint holds.)"""
+    x = torch.rand(4, 3, 16, 16)
+    net = small("preact_resnet18", norm).train()
+    net(x)  # running statistics away from their initial values
+    with torch.device("meta"):
+        empty, assigned, reset = (small("preact_resnet18", norm) for _ in range(3))
+    checkpoint = {k: v.clone() for k, v in net.state_dict().items()}
+    empty.to_empty(device="cpu").load_state_dict(checkpoint)
+    assigned.load_state_dict({k: v.clone() for k, v in checkpoint.items()}, assign=True)
+    expected = [net.train()(x), net.eval()(x)]  # train mode updates the running statistics
+    for loaded in (empty, assigned):
+        torch.testing.assert_close([loaded.train()(x), loaded.eval()(x)], expected)
+    reset.to_empty(device="cpu")
+    for m in reset.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    for m in reset.modules():
+        if isinstance(m, EquiConv2d):
+            assert (m.running_mean == 1).all() and m.num_batches_tracked == 0
+        if hasattr(m, "gain"):  # weight normalization's g = ||v||
+            torch.testing.assert_close(m.normalized_weight(), m.weight)
+    assert reset.eval()(x).isfinite().all() and reset.train()(x).isfinite().all()
+
+
 def test_zero_init_residual():
     model = small("resnet50", "bn", zero_init_residual=True)
     scales = model.residual_scales()

@@ -24,7 +24,9 @@ class ChannelAffine(nn.Module):
     """``y[:, c] = weight[c] * x[:, c] + bias[c]``; scale 1 and shift 0 at init.
 
     Computed as an evaluation-mode ``batch_norm`` with mean 0, variance 1 and eps 0 -- exactly the
-    affine map, in one native kernel with a fused backward (fewer ops than ``x * w + b``).
+    affine map, in one native kernel with a fused backward (fewer ops than ``x * w + b``). The
+    zeros and ones are made at each call, not kept as buffers: a module built on the meta device
+    and loaded from a checkpoint (which holds no such buffers) would compute with garbage.
 
     ``foldable``: a convolution that directly precedes it may apply it inside its own weight
     transform (``EquiConv2d.fold_affine``); it then keeps its parameters and passes ``x`` through.
@@ -38,14 +40,17 @@ class ChannelAffine(nn.Module):
         self.folded = False
         self.weight = nn.Parameter(torch.ones(num_channels, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
-        factory = {"device": device, "dtype": dtype}
-        self.register_buffer("_zero", torch.zeros(num_channels, **factory), persistent=False)
-        self.register_buffer("_one", torch.ones(num_channels, **factory), persistent=False)
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.folded:  # applied by the preceding convolution
             return x
-        return F.batch_norm(x, self._zero, self._one, self.weight, self.bias, False, 0.0, 0.0)
+        zero = self.weight.new_zeros(self.num_channels)
+        one = self.weight.new_ones(self.num_channels)
+        return F.batch_norm(x, zero, one, self.weight, self.bias, False, 0.0, 0.0)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}" + (", folded into the preceding conv" if self.folded else "")
@@ -60,6 +65,10 @@ class MeanOnlyBatchNorm2d(nn.Module):
         self.momentum = momentum
         self.bias = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
         self.register_buffer("running_mean", torch.zeros(num_channels, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.bias)
+        nn.init.zeros_(self.running_mean)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training and x.shape[0] > 0:  # an empty batch has no mean to track

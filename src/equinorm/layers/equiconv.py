@@ -328,11 +328,14 @@ class EquiConv2d(nn.Conv2d):
         )
 
     def reset_parameters(self) -> None:
-        """He fan_out normal init (paper section 6.1) with balanced signs; bias zero."""
+        """He fan_out normal init (paper section 6.1) with balanced signs; bias zero; running
+        means reset (as BatchNorm's ``reset_parameters``)."""
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         self.post_init_()
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+        if hasattr(self, "running_mean"):  # Conv2d's constructor calls this before they exist
+            self.reset_running_stats()
 
     def post_init_(self) -> None:
         """Re-establish the balanced-sign invariant after any external re-initialisation."""

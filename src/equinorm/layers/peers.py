@@ -37,6 +37,10 @@ class WNConv2d(nn.Conv2d):
         self.gain = nn.Parameter(torch.empty(self.out_channels, **_factory(self.weight)))
         self.post_init_()
 
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        self.post_init_()
+
     @torch.no_grad()
     def post_init_(self) -> None:
         """Set ``g = ||v||`` so the effective kernel equals the freshly initialised ``v``."""
