@@ -8,7 +8,9 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 
+from equinorm.errors import EquinormError
 from equinorm.train import app
 from tests.conftest import run_cli
 
@@ -76,6 +78,7 @@ BAD = [  # (command line, what the one line must name)
     ("train.precision=fp8", "train.precision"),
     ("train.progress=maybe", "train.progress"),
     ("train.device=tpu", "train.device"),
+    ("train.device=mps", "train.device"),  # a torch device, but not one the suite runs on
     ("wandb.mode=loud", "wandb.mode"),
     ("-m seed=0,abc", "seed"),
     ("-m schedule.lr=0.1,abc", "schedule.lr=abc"),
@@ -252,3 +255,15 @@ def test_the_python_api_refuses_what_the_command_line_refuses(line, names, tmp_p
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         run(cfg)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_cuda_index_past_the_machine_s_devices_is_one_line(monkeypatch):
+    """``train.device=cuda:2`` on a 2-GPU machine: one line naming the devices there (torch's
+    "invalid device ordinal" came from inside the first CUDA call)."""
+    from equinorm.experiment.checks import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(EquinormError, match=r"^train.device=cuda:2 but this machine has 2 CUDA "):
+        device("cuda:2")

@@ -136,5 +136,6 @@ def test_a_device_that_is_not_there_names_the_option(capsys):
         cli.main(["somewhere", "--device", "gpu"])
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "equinorm-evaluate: error: --device='gpu' is not a device (auto, cpu, cuda, cuda:<n>)"
+        "equinorm-evaluate: error: --device='gpu' is not a device the suite runs on "
+        "(auto, cpu, cuda, cuda:<n>)"
     )

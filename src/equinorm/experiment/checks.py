@@ -58,16 +58,24 @@ def device(value: str) -> torch.device:
         raise ConfigError(
             f"train.device={value} but no CUDA device is available; use train.device=auto or cpu"
         )
+    if dev.type == "cuda" and (dev.index or 0) >= (count := torch.cuda.device_count()):
+        raise ConfigError(
+            f"train.device={value} but this machine has {count} CUDA device(s): "
+            f"cuda:0 to cuda:{count - 1}"
+        )
     return dev
 
 
 def _spelled(value: str) -> torch.device:
     try:
-        return torch.device(value)
+        dev = torch.device(value)
     except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
         raise ConfigError(
-            f"train.device={value!r} is not a device (auto, cpu, cuda, cuda:<n>)"
-        ) from None
+            f"train.device={value!r} is not a device the suite runs on (auto, cpu, cuda, cuda:<n>)"
+        )
+    return dev
 
 
 def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
