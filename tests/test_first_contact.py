@@ -52,6 +52,16 @@ def test_help_lists_our_experiments_and_real_options_before_torch_loads():
     assert "docs/runs.md" in out and "--hydra-help" in out
 
 
+def test_hydra_help_after_overrides_is_hydra_s_help(tmp_path, monkeypatch, capsys):
+    """``experiment=X --hydra-help``: Hydra composes its help without our config, so our keys
+    failed it with a traceback ("Could not override 'experiment'"); only Hydra's keys reach it."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["experiment=digits_demo", "norm=bn", "hydra.searchpath=[]", "--hydra-help"]
+    assert _main(argv, monkeypatch, app.hydra_main) == 0
+    out = capsys.readouterr().out
+    assert "hydra/launcher:" in out and "Use '--cfg hydra' to Show the Hydra config." in out
+
+
 def test_no_arguments_runs_the_demo_s_single_run(monkeypatch, capsys):
     seen = []
     assert _main([], monkeypatch, lambda: seen.append(list(sys.argv[1:]))) == 0

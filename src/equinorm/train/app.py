@@ -136,6 +136,8 @@ def main() -> None:
     if "--version" in sys.argv[1:]:  # Hydra's would name Hydra's
         print(provenance.version_line())
         sys.exit(0)
+    if "--hydra-help" in sys.argv[1:]:  # Hydra composes its help without our config: keep only
+        sys.argv[1:] = [a for a in sys.argv[1:] if a.startswith(("-", "hydra.", "hydra/"))]
     if len(sys.argv) == 1:  # a first try: the demo's run (seconds), not 300 full-width epochs
         sys.argv.append(f"experiment={DEFAULT_EXPERIMENT}")
         print(
