@@ -660,7 +660,8 @@ def test_eps_keeps_a_zero_denominator_finite_and_zero_eps_is_the_papers_transfor
 @pytest.mark.parametrize("fold", [False, True])
 def test_the_reference_impl_is_the_same_layer_as_the_fused_one(fold):
     """``impl=reference`` (plain ops, autograd's backward) against the fused node: outputs, every
-    gradient and the running means, in training and evaluation, with an affine folded in."""
+    gradient, the curvature along the gradient (a double backward) and the running means, in
+    training and evaluation, with an affine folded in."""
     from equinorm.models import build_model
 
     models = {}
@@ -678,10 +679,12 @@ def test_the_reference_impl_is_the_same_layer_as_the_fused_one(fold):
     out = {}
     for impl, model in models.items():
         loss = model(x).square().mean()
-        loss.backward()
+        params = list(model.parameters())
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        hvp = torch.autograd.grad(sum(g.square().sum() for g in grads), params)
         model.eval()
         with torch.no_grad():
-            out[impl] = (loss, model(x), [p.grad for p in model.parameters()], model.state_dict())
+            out[impl] = (loss, model(x), grads + hvp, model.state_dict())
     fused, ref = out["fused"], out["reference"]
     torch.testing.assert_close(fused[0], ref[0])
     torch.testing.assert_close(fused[1], ref[1])
