@@ -115,6 +115,31 @@ def test_convert_swaps_plain_convolutions_and_calibrates_only_their_means():
     torch.testing.assert_close(net.conv1.running_mean, expected)
 
 
+def test_convert_where_picks_the_convolutions_by_qualified_name():
+    """``where(name, conv)`` converts only what it accepts, given the names ``named_modules``
+    gives (RegNet's squeeze-excitation convs see all-zero channels after ReLU and 1x1 pooling:
+    EquiNorm's denominator is zero there)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.regnet_y_400mf(num_classes=10)
+    plain = {n for n, m in net.named_modules() if type(m) is nn.Conv2d}
+    seen = []
+
+    def where(name, conv):
+        seen.append(name)
+        assert type(conv) is nn.Conv2d
+        return ".se." not in name
+
+    kept = {n for n in plain if ".se." in n}
+    assert kept and convert_to_equinorm(net, where=where) == len(plain) - len(kept)
+    assert sorted(seen) == sorted(plain)
+    layers = dict(net.named_modules())
+    assert all(isinstance(layers[n], EquiConv2d) != (n in kept) for n in plain)
+    x = torch.rand(2, 3, 64, 64)
+    assert net.train()(x).isfinite().all() and net.eval()(x).isfinite().all()
+
+
 def test_the_fold_exports_to_onnx_with_standard_operators_only():
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")

@@ -11,7 +11,7 @@ plain ``Conv2d`` checkpoints work on the layer itself (:mod:`equinorm.layers.equ
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -63,6 +63,7 @@ def convert_to_equinorm(
     model: nn.Module,
     calibrate_on: Iterable | None = None,
     batches: int = 10,
+    where: Callable[[str, nn.Conv2d], bool] | None = None,
     **options,
 ) -> int:
     """Replace every plain ``nn.Conv2d`` of ``model`` by an :class:`EquiConv2d` of the same
@@ -70,11 +71,15 @@ def convert_to_equinorm(
     denominator needs both), in place; returns how many. EquiNorm renormalizes each kernel, so
     the network computes something else until fine-tuned; with ``calibrate_on`` (batches of
     inputs, or (input, target) pairs) the running means are measured first (:func:`calibrate`).
-    ``options`` go to EquiConv2d (``single_pass``, ``stat_fraction``, ``momentum``, ...)."""
+    ``where(name, conv)``: convert only the convolutions it accepts, by qualified name (e.g. not
+    squeeze-excitation's, whose input channels can be all zero: EquiNorm's denominator too).
+    ``options`` go to EquiConv2d (``single_pass``, ``stat_fraction``, ``momentum``, ``eps``...)."""
     converted = 0
-    for parent in list(model.modules()):
+    for prefix, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Conv2d:  # subclasses (peers, EquiConv2d) keep what they are
+                continue
+            if where is not None and not where(f"{prefix}.{name}" if prefix else name, child):
                 continue
             layer = EquiConv2d(
                 child.in_channels,
