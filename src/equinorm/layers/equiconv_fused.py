@@ -234,10 +234,9 @@ class EquiConvFn(torch.autograd.Function):
             xc, wc = x.to(cast), w2.to(cast)
             bc = None if bias is None else bias.to(cast)
         y = F.conv2d(xc, wc, bc, stride, padding, dilation, groups)
-        # the inputs too, for a double backward (x only when not cast: no copy kept alive)
-        ctx.save_for_backward(xc, wc, x if xc is x else None, weight, bias, gamma, m_dc)
+        ctx.save_for_backward(xc, wc)
         ctx.saved = saved  # intermediates of the transform (not inputs or outputs)
-        ctx.reference = reference
+        ctx.affine, ctx.reference = (bias, gamma), reference  # with saved: a double backward's
         ctx.args = (n_stat, stats_grad, scale_factor, single_pass, eps)
         ctx.args += (stride, padding, dilation, groups)
         ctx.conf = (
@@ -254,17 +253,18 @@ class EquiConvFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        xc, wc, *inputs = ctx.saved_tensors
+        xc, wc = ctx.saved_tensors
+        saved = ctx.saved
+        stride, padding, dilation, groups, has_bias, n_stat, stats_grad, x_dtype = ctx.conf
         if torch.is_grad_enabled():  # create_graph=True
-            if inputs[0] is None:
+            if xc.dtype != x_dtype:  # xc is a cast copy, not the input
                 raise RuntimeError(
                     "a double backward through EquiConv2d under autocast needs its float32 "
                     "input, which the fused layer does not keep: use EquiConv2d(impl='reference')"
                     " (norm.impl=reference)"
                 )
-            return _differentiable_grads(ctx, tuple(inputs), grad_y) + (None,) * 10
-        saved = ctx.saved
-        stride, padding, dilation, groups, has_bias, n_stat, stats_grad, x_dtype = ctx.conf
+            inputs = (xc, saved[0], *ctx.affine, saved[1])  # x, weight, bias, gamma, m_dc
+            return _differentiable_grads(ctx, inputs, grad_y) + (None,) * 10
         need_x, need_gamma = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         if grad_y.dtype != wc.dtype:
             grad_y = grad_y.to(wc.dtype)
