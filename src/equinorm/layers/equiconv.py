@@ -133,7 +133,8 @@ def equi_weight(
 
     Returns:
         The normalized kernel, same shape and dtype as ``weight``. Differentiable in ``weight``
-        and ``channel_means``.
+        and ``channel_means``, to any order, under ``torch.func`` transforms and forward-mode
+        AD too (those through :func:`equi_weight_reference`).
     """
     if not fused_supported():
         return equi_weight_reference(weight, channel_means, scale_factor, single_pass, groups, eps)
