@@ -657,6 +657,22 @@ def test_eps_keeps_a_zero_denominator_finite_and_zero_eps_is_the_papers_transfor
         EquiConv2d(3, 4, 3, eps=-1.0)
 
 
+def test_momentum_none_averages_every_batch_as_batchnorm_does():
+    """``momentum=None`` (BatchNorm's cumulative average, e.g. to recompute statistics after
+    weight averaging) was a TypeError; the running means are BatchNorm's running means then."""
+    conv, bn = EquiConv2d(3, 4, 3, momentum=None), torch.nn.BatchNorm2d(3, momentum=None)
+    for i in range(3):
+        x = torch.rand(5, 3, 6, 6) * (i + 1)
+        conv(x), bn(x)
+    torch.testing.assert_close(conv.running_mean, bn.running_mean)
+    assert conv.num_batches_tracked == 3 and "momentum=None" in repr(conv)
+    conv.reset_running_stats()
+    conv(x)
+    torch.testing.assert_close(conv.running_mean, x.mean(dim=(0, 2, 3)))
+    with pytest.raises(ValueError, match=r"momentum must be in \(0, 1\] or None, got 0.0"):
+        EquiConv2d(3, 4, 3, momentum=0.0)
+
+
 @pytest.mark.parametrize("fold", [False, True])
 def test_the_reference_impl_is_the_same_layer_as_the_fused_one(fold):
     """``impl=reference`` (plain ops, autograd's backward) against the fused node: outputs, every

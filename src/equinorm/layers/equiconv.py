@@ -248,7 +248,8 @@ class EquiConv2d(nn.Conv2d):
         stat_fraction: compute the input statistics from the first ``ceil(f*N)`` examples of each
             batch and use them for the whole batch (paper section 6.1 uses f = 0.25); in (0, 1].
         momentum: momentum of the running estimate of the input channel means that evaluation
-            mode uses (BatchNorm's convention: ``running = (1-momentum) running + momentum m``).
+            mode uses (BatchNorm's convention: ``running = (1-momentum) running + momentum m``;
+            None, as BatchNorm: the average of every batch's means since the last reset).
         detach_stats: treat the batch statistics as constants in the backward pass.
         track_running_stats: keep the running estimate; if False, evaluation uses batch statistics.
         eps: added to the denominator ``D = sum_c m_c P_dc``. The paper has none (section 5.2) and
@@ -282,7 +283,7 @@ class EquiConv2d(nn.Conv2d):
         *,
         single_pass: bool = True,
         stat_fraction: float = 1.0,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         detach_stats: bool = False,
         track_running_stats: bool = True,
         eps: float = 0.0,
@@ -292,8 +293,8 @@ class EquiConv2d(nn.Conv2d):
             raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
         if not 0.0 < stat_fraction <= 1.0:
             raise ValueError(f"stat_fraction must be in (0, 1], got {stat_fraction}")
-        if not 0.0 < momentum <= 1.0:
-            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        if momentum is not None and not 0.0 < momentum <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1] or None, got {momentum}")
         if not (eps >= 0.0 and math.isfinite(eps)):
             raise ValueError(f"eps must be a finite number >= 0, got {eps}")
         kh, kw = _pair(kernel_size)
@@ -304,7 +305,7 @@ class EquiConv2d(nn.Conv2d):
             )
         self.single_pass = bool(single_pass)
         self.stat_fraction = float(stat_fraction)
-        self.momentum = float(momentum)
+        self.momentum = None if momentum is None else float(momentum)
         self.detach_stats = bool(detach_stats)
         self.eps = float(eps)
         self.impl = impl
@@ -469,8 +470,9 @@ class EquiConv2d(nn.Conv2d):
     def _track(self, means: Tensor) -> None:
         """Update the running estimate with a training batch's means."""
         if self.training and self.track_running_stats:
-            self.running_mean.lerp_(means.detach().to(self.running_mean.dtype), self.momentum)
             self.num_batches_tracked.add_(1)
+            weight = self.momentum or 1.0 / float(self.num_batches_tracked)  # None: the average
+            self.running_mean.lerp_(means.detach().to(self.running_mean.dtype), weight)
 
     def scale_factor(self, x: Tensor) -> float:
         """``H_out W_out t^2 / (H_in W_in)`` for input ``x`` (see :func:`equi_scale_factor`)."""
