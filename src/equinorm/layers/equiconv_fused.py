@@ -39,7 +39,8 @@ def fused_supported() -> bool:
     """Whether the hand-written nodes can run: not under ``torch.func`` transforms (``vmap``,
     ``grad``, ``jacrev``, ...) or forward-mode AD, which need nodes written for them
     (``setup_context``, ``jvp``). Callers compose the plain ops instead, which support both.
-    The two flags read are the ones ``torch.autograd.Function.apply`` itself consults."""
+    It reads two private flags of torch's (the first is the one ``Function.apply`` consults);
+    the tests of both cases fail if either changes."""
     if torch.compiler.is_compiling():  # traced graphs are plain first-order autograd
         return True
     return not torch._C._are_functorch_transforms_active() and forward_ad._current_level < 0
