@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from equinorm.data.digits import Digits
 from equinorm.run.trained import load
 from equinorm.train import evaluate as cli
 from equinorm.train.build import loaders
@@ -34,9 +35,21 @@ def trained_run(tmp_path, norm: str):
 
 
 @pytest.mark.parametrize("norm", ["equi", "bn"])
-def test_model_pt_scores_exactly_what_the_run_recorded_on_test_and_validation(tmp_path, norm):
+def test_model_pt_scores_exactly_what_the_run_recorded_on_test_and_validation(
+    tmp_path, norm, monkeypatch
+):
     path = trained_run(tmp_path, norm)
+    read = []  # the splits whose arrays are read (True: the training split)
+    arrays = Digits.arrays
+
+    def spy(self, train):
+        read.append(train)
+        return arrays(self, train)
+
+    monkeypatch.setattr(Digits, "arrays", spy)
     scored = cli.evaluate(path, CPU)
+    # test; the validation split (labels to hold it out, then its images); no training loader
+    assert sorted(read) == [False, True, True]
     trained, scores = scored.trained, scored.scores
     assert trained.weights.name == "model.pt" and trained.epoch == 2 and not trained.model.training
     assert set(scores) == {"test_acc", "test_loss", "val_acc", "val_loss"}

@@ -83,12 +83,14 @@ def build_loaders(
     max_train_batches: int | None = None,
     max_eval_batches: int | None = None,
     prepare: bool = True,
+    training: bool = True,
 ) -> Data:
     """Build the loaders for ``dataset`` (a mapping shaped like conf/dataset/*.yaml).
 
     ``prepare=False`` skips the file checks (and download) when the caller has done them.
     ``batch_size`` is per device: with ``virtual_devices=k`` each training batch holds the ``k``
     devices' micro-batches of ``batch_size`` in turn (:mod:`equinorm.data.sharding`).
+    ``training=False``: the evaluation loaders only (``Data.train`` None; no training images read).
     """
     source = source_of(dataset)
     if prepare:
@@ -124,7 +126,8 @@ def build_loaders(
     loaders = []
     train_index, val_index = held if held else (None, None)
     # (images of the training split?, its augmentation and batches?, the indices it takes)
-    parts = [(True, True, train_index), (False, False, None)]
+    parts = [(True, True, train_index)] if training else []
+    parts.append((False, False, None))
     if held:
         parts.append((True, False, val_index))
     for from_train, train, index in parts:
@@ -174,7 +177,9 @@ def build_loaders(
                     **common,
                 )
             )
-    if not len(loaders[0]):  # e.g. a batch larger than the data with drop_last: no step at all
+    if not training:
+        loaders.insert(0, None)
+    elif not len(loaders[0]):  # e.g. a batch larger than the data with drop_last: no step at all
         raise DatasetError(
             f"{info.name}: this process's share of the training images makes no batch of "
             f"{batch_size * virtual_devices} with dataset.drop_last=true: lower "

@@ -61,9 +61,9 @@ def resolve_precision(cfg: DictConfig, device: torch.device) -> str:
     return ("bf16" if device.type == "cuda" else "fp32") if value == "auto" else value
 
 
-def loaders(cfg: DictConfig, device, *, prepare=False, channels_last=False, **ranks):
-    """The run's loaders (train, test and its validation split) on ``device``; ``ranks``: rank,
-    world_size and virtual_devices of a data-parallel run."""
+def loaders(cfg: DictConfig, device, *, prepare=False, channels_last=False, training=True, **ranks):
+    """The run's loaders (train unless not ``training``, test and its validation split) on
+    ``device``; ``ranks``: rank, world_size and virtual_devices of a data-parallel run."""
     t = cfg.train
     return build_loaders(
         OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True),
@@ -76,6 +76,7 @@ def loaders(cfg: DictConfig, device, *, prepare=False, channels_last=False, **ra
         channels_last=channels_last,
         max_train_batches=t.max_train_batches,
         max_eval_batches=t.max_eval_batches,
+        training=training,
         **ranks,
     )
 

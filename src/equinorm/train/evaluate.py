@@ -73,7 +73,10 @@ def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse
         cfg.dataset.root = data_root
     # as the run's processes shared its images (train.max_eval_batches cuts each share)
     world = int((rundir.summary() or {}).get("world_size") or 1)
-    shares = [loaders(cfg, device, prepare=r == 0, rank=r, world_size=world) for r in range(world)]
+    shares = [
+        loaders(cfg, device, prepare=r == 0, training=False, rank=r, world_size=world)
+        for r in range(world)
+    ]
     splits = {"test": Shares([d.test for d in shares])}
     if shares[0].val is not None:
         splits["val"] = Shares([d.val for d in shares])
