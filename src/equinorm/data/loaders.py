@@ -177,12 +177,11 @@ def build_loaders(
                     **common,
                 )
             )
-    if not training:
-        loaders.insert(0, None)
-    elif not len(loaders[0]):  # e.g. a batch larger than the data with drop_last: no step at all
+    train = loaders.pop(0) if training else None
+    if train is not None and not len(train):  # e.g. a batch larger than the data with drop_last
         raise DatasetError(
             f"{info.name}: this process's share of the training images makes no batch of "
             f"{batch_size * virtual_devices} with dataset.drop_last=true: lower "
             "train.batch_size or set dataset.drop_last=false"
         )
-    return Data(loaders[0], loaders[1], info, standardize, loaders[2] if held else None)
+    return Data(train, loaders[0], info, standardize, loaders[1] if held else None)

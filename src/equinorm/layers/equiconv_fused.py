@@ -240,23 +240,15 @@ class EquiConvFn(torch.autograd.Function):
         ctx.affine, ctx.reference = (bias, gamma), reference  # with saved: a double backward's
         ctx.args = (n_stat, stats_grad, scale_factor, single_pass, eps)
         ctx.args += (stride, padding, dilation, groups)
-        ctx.conf = (
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias is not None,
-            n_stat,
-            stats_grad,
-            x.dtype,
-        )
+        ctx.x_dtype = x.dtype
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         xc, wc = ctx.saved_tensors
         saved = ctx.saved
-        stride, padding, dilation, groups, has_bias, n_stat, stats_grad, x_dtype = ctx.conf
+        n_stat, stats_grad, _, _, _, stride, padding, dilation, groups = ctx.args
+        has_bias, x_dtype = ctx.affine[0] is not None, ctx.x_dtype
         if torch.is_grad_enabled():  # create_graph=True
             if xc.dtype != x_dtype:  # xc is a cast copy, not the input
                 raise RuntimeError(
