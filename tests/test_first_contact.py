@@ -3,8 +3,11 @@ sweep that says it is being checked, Ctrl-C there in one line."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,6 +112,32 @@ def test_jobs_that_differ_only_in_seed_are_checked_as_if_each_were_composed():
     for job, cfg in seen:
         assert cfg == plain(experiment.compose(job, hydra=True)), job
     assert len({cfg["run_dir"] for _, cfg in seen}) == 8
+
+
+def _documented_commands() -> list[str]:
+    """Every ``python -m equinorm.train`` line of the README's and docs/' bash blocks, but those
+    with a placeholder (``/path/to``, ``$n``) or a SLURM launcher (tests/test_slurm.py runs those
+    on a cluster)."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                skip = ("/path/to", "$", "submitit_slurm")
+                if line.startswith("python -m equinorm.train") and not any(s in line for s in skip):
+                    found.append(line)
+    return list(dict.fromkeys(found))  # the README's and docs/runs.md's first lines are one
+
+
+@pytest.mark.parametrize("line", _documented_commands(), ids=lambda c: c[24:] or "(none)")
+def test_every_documented_command_line_passes_its_checks(line, monkeypatch, tmp_path):
+    """The README's `experiment=cifar10_wrn_short schedule.lr=0.2,0.1,0.05` sweep was refused
+    ("schedule.lr is not a key of this config's schedule"): each line a user copies is checked as
+    the trainer checks it, up to launching."""
+    monkeypatch.chdir(tmp_path)
+    assert _main(shlex.split(line)[3:], monkeypatch, lambda: None) == 0
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,17 @@ def test_superconvergence_follows_the_papers_pieces():
         assert got[1] == pytest.approx(mom, rel=1e-6), t
 
 
+def test_superconvergence_scales_its_whole_cycle_with_schedule_lr():
+    """The README's `experiment=cifar10_wrn_short schedule.lr=0.2,0.1,0.05` sweep and the tuned
+    comparison's default key: the paper's 5-fold ramps from the starting lr, whatever it is."""
+    paper = schedule("superconvergence", 30)
+    doubled = schedule("superconvergence", 30, "schedule.lr=0.2")
+    for t in (0, 6.5, 13, 19.5, 28, 30):
+        assert doubled(t)[0] == pytest.approx(2 * paper(t)[0], rel=1e-12), t
+        assert doubled(t)[1] == paper(t)[1]
+    assert doubled(13)[0] == pytest.approx(1.0)
+
+
 def test_superconvergence_final_momentum_is_a_config_value():
     s = schedule("superconvergence", 30, "schedule.final_momentum=0.95")
     assert s(27)[1] == 0.95

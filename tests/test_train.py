@@ -84,6 +84,7 @@ PAPER = {
         "arch.name": "wrn",
         "epochs": 30,
         "schedule.name": "superconvergence",
+        "schedule.lr": 0.1,  # "starting at 0.1" (paper 6.2), the cycle's points multiples of it
         "mixup.name": "manifold",
         "mixup.alpha": 6.0,
     },

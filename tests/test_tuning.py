@@ -218,6 +218,11 @@ def test_tune_plan_counts_both_stages(capsys):
     out = capsys.readouterr().out
     assert "| 1 (tuning) | 30 |" in out and "| 2 (final) | 15 |" in out  # 3 x 5 x 2; 3 x 5
     assert "{0.025, 0.05, 0.1, 0.2, 0.4}" in out
+    # the super-convergence experiment too: its cycle's starting lr (was "not a value")
+    assert main(["experiment=cifar10_wrn_short", "--plan"]) == 0
+    assert (
+        "cifar10_wrn_short: schedule.lr in {0.025, 0.05, 0.1, 0.2, 0.4}" in capsys.readouterr().out
+    )
 
 
 def test_a_bad_tune_request_is_one_line(capsys):

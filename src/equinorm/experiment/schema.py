@@ -165,6 +165,7 @@ class Cosine(Schedule):
 class SuperConvergence(Schedule):
     # (epoch, value) pairs; OmegaConf cannot convert ints inside nested float lists, so the
     # pairs' numbers are checked in train/schedules.py
+    lr: float = 0.1
     lr_points: list[Any] = field(default_factory=list)
     momentum_points: list[Any] = field(default_factory=list)
     final_momentum: float = 0.85

@@ -2,7 +2,8 @@
 
 - ``step`` (paper 6.1): lr x gamma at each milestone; constant momentum; optional linear warm-up.
 - ``superconvergence`` (paper 6.2): piecewise-linear lr and momentum through (epoch, value)
-  points; momentum ``final_momentum`` after the last momentum point.
+  points, the lr's values multiples of ``lr`` (the paper's "5 fold ramp ... starting at 0.1");
+  momentum ``final_momentum`` after the last momentum point.
 - ``cosine``: cosine annealing to ``min_lr`` after an optional linear warm-up.
 
 With ``rescale`` a schedule written for ``length`` epochs is stretched to the run's ``epochs``
@@ -83,7 +84,7 @@ class Schedule:
                 if cfg[key][0][0] < 0:
                     raise ConfigError(f"schedule.{key} start at epoch {cfg[key][0][0]} < 0")
                 if key == "lr_points" and min(values) < 0:
-                    raise ConfigError(f"schedule.lr_points={_list(cfg[key])}: a lr < 0")
+                    raise ConfigError(f"schedule.lr_points={_list(cfg[key])}: a multiple < 0")
                 if key == "momentum_points" and not all(0 <= v < 1 for v in values):
                     raise ConfigError(f"schedule.momentum_points={_list(cfg[key])}: not in [0, 1)")
             if not 0 <= cfg["final_momentum"] < 1:
@@ -93,9 +94,9 @@ class Schedule:
                     f"schedule.lr_points end at epoch {cfg['lr_points'][-1][0]} > "
                     f"epochs={epochs}: raise epochs or set schedule.rescale=true"
                 )
+        if cfg["lr"] <= 0:
+            raise ConfigError(f"schedule.lr={cfg['lr']} must be > 0")
         if self.name in ("step", "cosine"):
-            if cfg["lr"] <= 0:
-                raise ConfigError(f"schedule.lr={cfg['lr']} must be > 0")
             if cfg.get("warmup_epochs", 0) < 0:
                 raise ConfigError(f"schedule.warmup_epochs={cfg['warmup_epochs']} must be >= 0")
             if not 0 <= cfg["momentum"] < 1:
@@ -109,7 +110,7 @@ class Schedule:
         t = t * self.scale
         cfg = self.cfg
         if self.name == "superconvergence":
-            lr = _interp(cfg["lr_points"], t)
+            lr = cfg["lr"] * _interp(cfg["lr_points"], t)
             last = cfg["momentum_points"][-1][0]
             mom = cfg["final_momentum"] if t >= last else _interp(cfg["momentum_points"], t)
             return lr, float(mom)
