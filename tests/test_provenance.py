@@ -77,6 +77,37 @@ def test_changed_files_are_named_exactly_and_new_files_count_as_changes(tmp_path
         provenance.code.cache_clear()
 
 
+def test_an_install_from_a_git_url_records_its_commit(tmp_path, monkeypatch):
+    """`pip install git+https://...@rev` (a cluster's usual install) ran as "commit unknown":
+    pip's PEP 610 record of the commit is read outside a checkout."""
+
+    class Installed:
+        def __init__(self, record):
+            self.record = record
+
+        def read_text(self, name):
+            return json.dumps(self.record) if name == "direct_url.json" else None
+
+    sha = "3ba6a51211626e8d3c875432b86f48cef2b9ed7b"
+    url = {"url": "https://github.com/x/equinorm", "vcs_info": {"vcs": "git", "commit_id": sha}}
+    real = provenance.metadata.distribution
+    monkeypatch.setattr(provenance, "SOURCE", tmp_path)  # site-packages: no .git
+    for record, commit in ((url, sha), ({"url": "file:///w", "dir_info": {}}, None)):
+        monkeypatch.setattr(
+            provenance.metadata,
+            "distribution",
+            lambda name, r=record: Installed(r) if name == "equinorm" else real(name),
+        )
+        provenance.code.cache_clear()
+        try:
+            info = provenance.code()
+            assert info["commit"] == commit and info["dirty"] is (False if commit else None)
+            label = sha[:7] if commit else "unknown"
+            assert f"(commit {label});" in provenance.version_line()
+        finally:
+            provenance.code.cache_clear()
+
+
 def test_execution_changes_between_attempts_are_named():
     same = [{"threads": 2, "compile": False}, {"threads": 2, "compile": False}]
     assert provenance.execution_changes(same) == ""

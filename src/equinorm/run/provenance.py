@@ -61,14 +61,28 @@ def _git(*args: str) -> str | None:
     return out.stdout
 
 
+def _installed_commit() -> dict:
+    """The commit of an install from a git URL (``pip install git+https://...@rev``: pip records
+    it in the distribution's PEP 610 ``direct_url.json``); the installed files are that commit."""
+    try:
+        direct = json.loads(metadata.distribution("equinorm").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        return {}
+    vcs = direct.get("vcs_info") or {}
+    if vcs.get("vcs") != "git" or not vcs.get("commit_id"):
+        return {}  # a wheel or a local folder: no commit recorded
+    return {"commit": vcs["commit_id"], "dirty": False, "source": direct.get("url")}
+
+
 @lru_cache(maxsize=1)
 def code() -> dict:
-    """``commit`` (None outside a git checkout, e.g. an installed wheel), ``dirty`` (files changed
-    since that commit, new files that git does not ignore included: a new experiment file is code)
-    and the first changed files, with the package version."""
+    """``commit`` (None outside a git checkout, e.g. an installed wheel, but for an install from a
+    git URL), ``dirty`` (files changed since that commit, new files that git does not ignore
+    included: a new experiment file is code) and the first changed files, with the package version.
+    """
     info: dict = {"version": __version__, "commit": None, "dirty": None}
     if not (SOURCE / ".git").exists():
-        return info
+        return info | _installed_commit()
     commit = (_git("rev-parse", "HEAD") or "").strip()
     status = _git("status", "--porcelain", "--untracked-files=all")
     if commit:
