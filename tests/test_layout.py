@@ -1,12 +1,13 @@
 """The house's plan holds (issue 27): no import cycle between equinorm's modules, function-local
 imports counted; the four nouns depend one way (experiment <- run <- train <- launch, and report
 on experiment and run only); nothing imports the launcher; Hydra's internals appear only as the
-sweeper's base class."""
+sweeper's base class; every file the docs and the code name is in the repository."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -116,3 +117,39 @@ def test_hydra_internals_only_as_the_sweepers_base_class():
     users = {name for name, path in modules().items() if "hydra._internal" in path.read_text()}
     assert users == {"equinorm.launch.sweeper"}
     assert importlib.util.find_spec("hydra_plugins.equinorm_sweeper") is not None
+
+
+ROOT = SRC.parent
+TOP = ("conf", "docs", "notebooks", "results", "scripts", "src", "tests", "tools")
+PACKAGES = tuple(p.name for p in (SRC / "equinorm").iterdir() if (p / "__init__.py").exists())
+NAMED = re.compile(  # a path from the root or from src/equinorm, or a top-level page (SPEC.md)
+    rf"(?<![\w/.<$-])((?:{'|'.join(TOP + PACKAGES)})/[\w./-]+?"
+    r"\.(?:md|py|yaml|yml|ipynb|csv|json|png|sh|lock)|[A-Z]+\.md)\b"
+)
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)\s]*)?\)")  # a Markdown link's target
+
+
+def missing_files(text: str, where: Path) -> set[str]:
+    """The files that ``text`` (the file ``where``) names and the repository does not hold."""
+    refs = {m.group(1) for m in NAMED.finditer(text)}
+    if where.suffix == ".md":
+        refs |= {m.group(1) for m in LINK.finditer(text) if not m.group(1).startswith("http")}
+    bases = (ROOT, SRC / "equinorm", where.parent)
+    return {ref for ref in refs if not any((base / ref).exists() for base in bases)}
+
+
+def test_every_file_the_docs_and_the_code_name_is_in_the_repository():
+    """The README once cited "SPEC section N" and DESIGN.md, files outside the repository."""
+    example = (
+        "as DESIGN.md says ([the spec](docs/nothing.md), docs/spec.md, experiment/identity.py)"
+    )
+    assert missing_files(example, ROOT / "x.md") == {"DESIGN.md", "docs/nothing.md"}
+    pages = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "results").rglob("*.md")]
+    code = [*(SRC / "equinorm").rglob("*.py"), *(ROOT / "scripts").iterdir(), ROOT / "Makefile"]
+    code += [*(ROOT / "conf").rglob("*.yaml"), *(ROOT / "tests").glob("*.py")]
+    found = {
+        str(p.relative_to(ROOT)): missing_files(p.read_text(), p)
+        for p in pages + code
+        if p.is_file() and p != Path(__file__).resolve()
+    }
+    assert {name: refs for name, refs in found.items() if refs} == {}
