@@ -99,16 +99,26 @@ def tuning_runs(groups: int) -> int:
     return groups * POINTS * len(SEEDS)
 
 
-def job_seconds(cfg, measured: dict, tflops: float) -> tuple[float, str]:
+def tuning_val_size(cfg) -> int:
+    """The validation split of the tuned comparison's stage 1: the config's, else VAL_FRACTION
+    of the training set."""
+    return cfg.dataset.val_size or round(VAL_FRACTION * dataset_info(cfg.dataset.name).train_size)
+
+
+def job_seconds(cfg, measured: dict, tflops: float, val_size=None) -> tuple[float, str]:
     """Training seconds of one composed job and what the estimate rests on: measured images/s
-    (GPU rows at full width), else forward MACs at the job's width, classes and resolution."""
+    (GPU rows at full width), else forward MACs at the job's width, classes and resolution. Each
+    epoch trains on the training set less the validation split (``val_size``, default the
+    config's) and evaluates the split and the test set."""
     info = dataset_info(cfg.dataset.name)
+    held_out = cfg.dataset.val_size if val_size is None else val_size
+    trained, evaluated = info.train_size - held_out, info.test_size + held_out
     arch = {"in_channels": info.channels, **options(cfg, "arch")}
     ips = measured.get((cfg.arch.name, cfg.norm.name)) if arch.get("width_mult", 1.0) == 1 else None
     if ips:
-        return cfg.epochs * (info.train_size + info.test_size / 3) / ips, "measured"
+        return cfg.epochs * (trained + evaluated / 3) / ips, "measured"
     macs = _macs(cfg.arch.name, info.num_classes, info.image_size, tuple(sorted(arch.items())))
-    flops = 2 * macs * (3 * info.train_size + info.test_size)  # backward: twice the forward
+    flops = 2 * macs * (3 * trained + evaluated)  # backward: twice the forward
     return cfg.epochs * flops / (tflops * 1e12), "MACs"
 
 
@@ -129,9 +139,11 @@ def plan(
             check_config(cfg, devices_here=False)
             seconds, basis = job_seconds(cfg, measured, tflops)
             hours, epochs, bases = hours + seconds / 3600, epochs | {cfg.epochs}, bases | {basis}
-            groups[tuple(o for o in job if not o.startswith("seed="))] = seconds / 3600
+            split = tuning_val_size(cfg)  # stage 1 trains on the rest, at the experiment's value
+            tuned = job_seconds(cfg, measured, tflops, split)[0]
+            groups[tuple(o for o in job if not o.startswith("seed="))] = tuned / 3600
         tuning = tuning_runs(len(groups))  # each group (norm, variant) over grid x tuning seeds
-        tune_hours = (1 - VAL_FRACTION) * sum(groups.values()) * tuning / max(len(groups), 1)
+        tune_hours = sum(groups.values()) * tuning / max(len(groups), 1)
         runs = len(jobs)
         if not experiments.enumerates(cfg.hydra.sweeper):  # a search: its trials, each costing
             runs = _trials(cfg.hydra.sweeper)  # what its listed values cost on average

@@ -29,19 +29,23 @@ from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
 from equinorm.argtypes import number
-from equinorm.data import dataset_info
 from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config
 from equinorm.experiment.command import composed, describe
 from equinorm.experiment.identity import value_text
-from equinorm.launch.reproduce import DEFAULT_TFLOPS, job_seconds, measured_images_per_s, on_slurm
+from equinorm.launch.reproduce import (
+    DEFAULT_TFLOPS,
+    job_seconds,
+    measured_images_per_s,
+    on_slurm,
+    tuning_val_size,
+)
 from equinorm.report.cli import main as report
 from equinorm.report.collect import collect
 from equinorm.report.tuning import (
     POINTS,
     SEEDS,
     SPAN,
-    VAL_FRACTION,
     VAL_KEY,
     Study,
     pick,
@@ -86,8 +90,7 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
         raise TuneError(f"--key {args.key}: not a value of the composed config")
     grid = [canonical(v) for v in args.grid.split(",")] if args.grid else None
     grid = sorted(set(grid or default_grid(own, args.points, args.span)), key=float)
-    info = dataset_info(cfg.dataset.name)
-    val_size = args.val_size or cfg.dataset.val_size or round(VAL_FRACTION * info.train_size)
+    val_size = args.val_size or tuning_val_size(cfg)
     seeds = sorted({int(s) for s in args.seeds.split(",")})
     study = Study(cfg.name, args.key, grid, int(val_size), seeds, value_text(own))
     study.base = dict(cfg.variant)  # what the command's other overrides set: every run has it
