@@ -55,6 +55,17 @@ def test_help_lists_our_experiments_and_real_options_before_torch_loads():
     assert "docs/runs.md" in out and "--hydra-help" in out
 
 
+def test_help_names_the_configs_folder_wherever_it_is_run(tmp_path, monkeypatch):
+    """It said conf/train.yaml from any folder (and from a wheel's install, where the configs
+    are inside the package)."""
+    from equinorm.experiment.usage import usage
+
+    monkeypatch.chdir(experiment.CONF_DIR.parent)
+    assert "<group>/<option>.yaml under conf;" in usage()
+    monkeypatch.chdir(tmp_path)
+    assert f"<group>/<option>.yaml under {experiment.CONF_DIR};" in " ".join(usage().split())
+
+
 def test_hydra_help_after_overrides_is_hydra_s_help(tmp_path, monkeypatch, capsys):
     """``experiment=X --hydra-help``: Hydra composes its help without our config, so our keys
     failed it with a traceback ("Could not override 'experiment'"); only Hydra's keys reach it."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from equinorm.experiment import CONF_DIR, GROUPS, options
 
@@ -28,6 +29,9 @@ def usage() -> str:
         ("hydra/launcher", ["basic (here)", *options("hydra/launcher")]),
     ]
     width = max(len(g) for g, _ in groups)
+    # the configs' folder as the user can open it: conf/ in a checkout, inside site-packages in a
+    # wheel's install
+    conf = os.path.relpath(CONF_DIR) if CONF_DIR.is_relative_to(Path.cwd()) else str(CONF_DIR)
     listed = "\n".join(
         textwrap.fill(
             ", ".join(opts),
@@ -49,8 +53,8 @@ groups (GROUP=OPTION):
 {listed}
 
 keys (KEY=VALUE): every key of the composed config, e.g. seed=3 epochs=30 schedule.lr=0.05
-  train.device=cuda arch.width_mult=0.5; each is explained where it is defined
-  ({CONF_DIR.name}/train.yaml, {CONF_DIR.name}/<group>/<option>.yaml); --cfg job prints a run's.
+  train.device=cuda arch.width_mult=0.5; each is explained where it is defined, in train.yaml
+  and <group>/<option>.yaml under {conf}; --cfg job prints a run's.
 
 examples:
 {EXAMPLES}
