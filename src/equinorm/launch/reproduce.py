@@ -105,7 +105,9 @@ def tuning_val_size(cfg) -> int:
     return cfg.dataset.val_size or round(VAL_FRACTION * dataset_info(cfg.dataset.name).train_size)
 
 
-def job_seconds(cfg, measured: dict, tflops: float, val_size=None) -> tuple[float, str]:
+def job_seconds(
+    cfg, measured: dict, tflops: float, val_size: int | None = None
+) -> tuple[float, str]:
     """Training seconds of one composed job and what the estimate rests on: measured images/s
     (GPU rows at full width), else forward MACs at the job's width, classes and resolution. Each
     epoch trains on the training set less the validation split (``val_size``, default the
