@@ -586,3 +586,13 @@ def test_a_cell_without_a_finite_test_loss_says_so_in_its_loss_panel(tmp_path, m
     acc, _, loss = closed[0].axes[:3]
     assert [t.get_text() for t in loss.texts] == ["no finite test loss"]
     assert loss.get_xlim() == acc.get_xlim() and acc.get_xlim()[0] >= 0
+
+
+def test_titles_and_captions_wrap_at_spaces_only():
+    """A sensitivity title broke "held-" / "out" across lines; words stay whole at any width."""
+    from equinorm.report.figures import wrap
+
+    text = "digits_demo: final validation accuracy vs optim.weight_decay (300 held-out images)"
+    for tenths in range(20, 80):
+        lines = wrap(text, tenths / 10).splitlines()
+        assert " ".join(lines).split() == text.split(), tenths / 10

@@ -51,9 +51,11 @@ STYLE = {
 
 
 def wrap(text: str, width_in: float, size_pt: float = 8) -> str:
-    """``text`` broken into lines that fit ``width_in`` inches at ``size_pt`` (each line kept)."""
+    """``text`` broken into lines that fit ``width_in`` inches at ``size_pt`` (each line kept),
+    at spaces only ("held-out", "25%-75%" and key=value pairs stay whole)."""
     chars = max(int(width_in * 72 / (0.55 * size_pt)), 20)  # an average glyph: ~0.55 em
-    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+    lines = text.split("\n")
+    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in lines)
 
 
 def mark_all_diverged(ax, x: float, color) -> None:
