@@ -204,7 +204,8 @@ def test_tune_runs_both_stages_and_reports_them(tmp_path):
         assert sorted(final["seed"]) == [0, 1] and final["val_acc"].isna().all()
         assert set(final["items"].map(lambda i: i.get("schedule.lr", "0.1"))) == {p["value"]}
     tuned = (results / "tables" / "digits_demo_tuned.md").read_text()
-    assert "| BatchNorm |" in tuned and "| GroupNorm |" in tuned
+    assert "| BatchNorm | not run |" in tuned and "| GroupNorm | not run |" in tuned  # lr 0.1
+    assert "Untuned, not run: BatchNorm, GroupNorm at the experiment's value" in tuned
     assert (results / "figures" / "digits_demo_sensitivity.png").stat().st_size > 10_000
     main_table = (results / "tables" / "digits_demo.md").read_text()
     assert "val_size" not in main_table  # the tuning runs have a report of their own

@@ -150,7 +150,7 @@ def stage2(runs: pd.DataFrame, study: Study, norm: str) -> pd.DataFrame:
 def _acc(frame: pd.DataFrame) -> tuple[str, int]:
     done = frame[frame["status"] == "complete"]
     if done.empty:
-        return "no complete run", 0
+        return "not run" if frame.empty else "no complete run", 0
     s = iqr(done["test_acc"])
     return f"{s['median']:.2f} ({s['q25']:.2f}-{s['q75']:.2f})", int(s["n"])
 
@@ -183,12 +183,13 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
     tuning = stage1(runs, study)
     untuned = runs[[items == study.base for items in runs["items"]]]
     finals = pd.concat([stage2(runs, study, n) for n in study.picks]) if study.picks else runs[:0]
-    rows, notes = [], []
+    rows, notes, unrun = [], [], []
     for norm in sorted(set(tuning["norm"]) | set(study.norms), key=norm_sort_key):
         p = study.picks.get(norm)
         mine_tuning, mine_final = tuning[tuning["norm"] == norm], finals[finals["norm"] == norm]
         text, n = _acc(mine_final)
         plain, m = _acc(untuned[untuned["norm"] == norm])
+        unrun += [norm_label(norm)] if plain == "not run" else []
         runs_used = len(mine_tuning) + len(mine_final)
         rows.append(
             [
@@ -208,6 +209,12 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
             )
         if not p:
             notes.append(f"{norm_label(norm)}: stage 1 is not finished, no value picked.")
+    if unrun:  # stage 2 trains the picks only: the experiment's own runs are its own sweep's
+        notes.append(
+            f"Untuned, not run: {', '.join(unrun)} at the experiment's value (its own sweep with "
+            f"the same other overrides: python -m equinorm.train -m experiment={study.experiment} "
+            "...)."
+        )
     return rows, [f"Untuned: {study.key}={study.own}." if study.own else "", *notes]
 
 
