@@ -103,8 +103,10 @@ def write_report(
     chosen = experiments or results.experiments()
     missing = sorted(set(chosen) - set(results.experiments()))
     if missing or not chosen:
+        there = ", ".join(sorted(results.experiments())) or "none"
         raise NoRuns(
-            f"no runs of {', '.join(missing) or 'any experiment'} under {results_dir}/runs"
+            f"no runs of {', '.join(missing) or 'any experiment'} under {results_dir}/runs "
+            f"(experiments with runs there: {there})"
         )
     written, kept, everything = [], [], results
     for experiment in chosen:
