@@ -36,7 +36,7 @@ from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config, options
 from equinorm.experiment.command import composed, describe, preflight
 from equinorm.report.cli import main as report
-from equinorm.report.tuning import POINTS, SEEDS, VAL_FRACTION
+from equinorm.report.tuning import POINTS, SEEDS, tuning_val_size
 from equinorm.train import build
 
 TARGETS: dict[str, list[str]] = {
@@ -97,12 +97,6 @@ class PlanRow:
 def tuning_runs(groups: int) -> int:
     """Stage-1 runs of the tuned comparison of ``groups`` (norm, variant) groups."""
     return groups * POINTS * len(SEEDS)
-
-
-def tuning_val_size(cfg) -> int:
-    """The validation split of the tuned comparison's stage 1: the config's, else VAL_FRACTION
-    of the training set."""
-    return cfg.dataset.val_size or round(VAL_FRACTION * dataset_info(cfg.dataset.name).train_size)
 
 
 def job_seconds(

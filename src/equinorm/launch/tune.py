@@ -33,13 +33,7 @@ from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config
 from equinorm.experiment.command import composed, describe
 from equinorm.experiment.identity import value_text
-from equinorm.launch.reproduce import (
-    DEFAULT_TFLOPS,
-    job_seconds,
-    measured_images_per_s,
-    on_slurm,
-    tuning_val_size,
-)
+from equinorm.launch.reproduce import DEFAULT_TFLOPS, job_seconds, measured_images_per_s, on_slurm
 from equinorm.report.cli import main as report
 from equinorm.report.collect import collect
 from equinorm.report.tuning import (
@@ -51,6 +45,7 @@ from equinorm.report.tuning import (
     pick,
     stage1,
     study_path,
+    tuning_val_size,
 )
 
 

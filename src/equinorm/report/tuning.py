@@ -24,6 +24,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from equinorm.data import dataset_info
 from equinorm.report.collect import Results
 from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
 from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
@@ -38,6 +39,12 @@ SEEDS = (0, 1)  # tuning seeds
 VAL_FRACTION = 0.1  # validation split: this share of the training set
 VAL_KEY = "dataset.val_size"
 CHOICE = ["norm", "seed", "status", "value", "val_acc"]  # all that choosing reads
+
+
+def tuning_val_size(cfg) -> int:
+    """The validation split of stage 1: the config's ``dataset.val_size``, else VAL_FRACTION of
+    the training set."""
+    return cfg.dataset.val_size or round(VAL_FRACTION * dataset_info(cfg.dataset.name).train_size)
 
 
 @dataclass
@@ -188,8 +195,9 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
         p = study.picks.get(norm)
         mine_tuning, mine_final = tuning[tuning["norm"] == norm], finals[finals["norm"] == norm]
         text, n = _acc(mine_final)
-        plain, m = _acc(untuned[untuned["norm"] == norm])
-        unrun += [norm_label(norm)] if plain == "not run" else []
+        mine_untuned = untuned[untuned["norm"] == norm]
+        plain, m = _acc(mine_untuned)
+        unrun += [norm_label(norm)] if mine_untuned.empty else []
         runs_used = len(mine_tuning) + len(mine_final)
         rows.append(
             [
