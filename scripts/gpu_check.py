@@ -50,7 +50,7 @@ QUICK_EXPERIMENTS = ["cifar10_wrn_short", "digits_demo"]
 CLAIM_ARCHS = ["wrn", "preact_resnet152"]
 OTHER_NORMS = ["ws_gn", "wn", "none"]
 MARGIN_S = 10.0  # kept back from the budget: stopping a step (SIGTERM, then KILL) and the summary
-QUICK_CAP = 0.25  # --quick: each step gets a quarter of its cap, so every step gets its turn
+QUICK_CAP = 0.25  # --quick's --cap-scale: a quarter of each cap, so every step gets its turn
 
 
 def environment() -> dict:
@@ -180,7 +180,7 @@ def run_all(steps: list[Step], args, runner: Runner) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for step in steps:
         left = deadline - time.monotonic()
-        cap = step.cap_s * (QUICK_CAP if args.quick else 1.0)
+        cap = step.cap_s * args.cap_scale
         if left < min(step.minimum_s, cap):
             outcomes.append(
                 Outcome(step.name, "skipped", 0.0, f"budget: {max(left, 0):.0f} s left")
@@ -363,9 +363,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="scratch files (default: a temporary folder)")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for everything")
     parser.add_argument("--quick", action="store_true", help="shrunk sizes (a check of the check)")
+    parser.add_argument(
+        "--cap-scale",
+        type=float,
+        help=f"multiplies each step's cap (default 1; {QUICK_CAP} with --quick); the budget binds",
+    )
     parser.add_argument("--only", nargs="+", choices=names, help="these steps only")
     parser.add_argument("--skip", nargs="+", default=[], choices=names, help="steps to leave out")
     args = parser.parse_args(argv)
+    if args.cap_scale is None:
+        args.cap_scale = QUICK_CAP if args.quick else 1.0
+    if args.cap_scale <= 0:
+        print(f"gpu-check: --cap-scale must be positive, not {args.cap_scale:g}")
+        return 2
     problem = cuda_missing(args.device)
     if problem:
         print(problem)

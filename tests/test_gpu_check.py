@@ -41,13 +41,13 @@ def test_a_step_is_stopped_at_its_limit_and_what_no_longer_fits_is_skipped(
     sleep = [sys.executable, "-c", "import time; print('working', flush=True); time.sleep(60)"]
     steps = [
         gpu_check.Step("quick", 30, lambda a: [[sys.executable, "-c", "print(1)"]], minimum_s=1),
-        gpu_check.Step("endless", 3, lambda a: [sleep]),  # killed at its cap
+        gpu_check.Step("endless", 6, lambda a: [sleep]),  # killed at its cap, scaled to 3 s
         gpu_check.Step("long", 60, lambda a: [sleep], minimum_s=5),  # killed at the budget
         gpu_check.Step("late", 30, lambda a: [sleep], minimum_s=5),  # no budget left: skipped
     ]
     monkeypatch.setattr(gpu_check, "START", time.monotonic())
     monkeypatch.setattr(gpu_check, "MARGIN_S", 1.0)
-    args = type("Args", (), {"budget": 12.0, "out": tmp_path, "quick": False})()
+    args = type("Args", (), {"budget": 12.0, "out": tmp_path, "cap_scale": 0.5})()
     runner = gpu_check.Runner(tmp_path / "log.txt")
     outcomes = gpu_check.run_all(steps, args, runner)
     elapsed = time.monotonic() - gpu_check.START
@@ -65,12 +65,15 @@ def test_a_step_is_stopped_at_its_limit_and_what_no_longer_fits_is_skipped(
         "timeout",
         "skipped",
     ]
-    assert (tmp_path / "log.txt").read_text().splitlines().count("working") == 2  # both ran
+    log = (tmp_path / "log.txt").read_text().splitlines()
+    assert log.count("working") == 2  # both ran
+    assert "== endless (at most 3 s)" in log  # --cap-scale 0.5 of its 6 s
 
 
 def test_a_check_stopped_mid_benchmark_keeps_every_row_and_log_line(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out)]
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--cap-scale", "1"]
+    cmd += ["--out", str(out)]  # full caps: a loaded machine is not a failed step
     cmd += ["--work", str(tmp_path / "work"), "--only", "env", "bench-eager"]
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -100,6 +103,7 @@ def test_a_check_stopped_mid_benchmark_keeps_every_row_and_log_line(tmp_path):
 def test_the_smoke_step_runs_each_experiment_with_equinorm_and_tabulates_them(tmp_path):
     out = tmp_path / "out"
     args = ["--device", "cpu", "--quick", "--out", str(out), "--work", str(tmp_path / "work")]
+    args += ["--cap-scale", "1"]  # its full 180 s: CI's parallel tests once held it past 45 s
     proc = run_cli(
         *args, "--only", "smoke", cwd=tmp_path, module="", launcher=[sys.executable, str(SCRIPT)]
     )
