@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
+import sys
 
 import torch
 
@@ -33,6 +35,7 @@ def test_a_run_records_commit_overrides_versions_device_and_times(tmp_path):
     assert a["device"] == provenance.device_name(torch.device("cpu"))
     assert a["world_size"] == 1 and a["host"] and a["outcome"] == "complete"
     assert a["threads"] == 1  # OMP_NUM_THREADS=1 in the tests
+    assert a["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512, ...
     assert a["compile"] is False and a["impl"] == "fused"  # what changes the last digits
     start, end = dt.datetime.fromisoformat(a["start"]), dt.datetime.fromisoformat(a["end"])
     assert start <= end
@@ -106,6 +109,20 @@ def test_an_install_from_a_git_url_records_its_commit(tmp_path, monkeypatch):
             assert f"(commit {label});" in provenance.version_line()
         finally:
             provenance.code.cache_clear()
+
+
+def test_the_cpu_kernels_pinned_by_the_environment_are_recorded(tmp_path):
+    """A Zen 3 and a Zen 4 EPYC both say "AMD EPYC (2 cores)", yet run torch's AVX2 and AVX512
+    kernels (different last digits); the pins that make them agree are recorded as well."""
+    probe = "import torch; from equinorm.run import provenance as p; "
+    probe += "print(p.attempt(torch.device('cpu'), 1)['cpu_kernels'])"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.stdout.strip() == "DEFAULT, oneDNN AVX2", proc.stderr[-2000:]
+    moved = [{"device": "AMD EPYC (2 cores)", "cpu_kernels": k} for k in ("AVX2", "AVX512")]
+    assert provenance.execution_changes(moved) == "cpu_kernels AVX2 -> AVX512"  # the report's flag
 
 
 def test_execution_changes_between_attempts_are_named():

@@ -1,7 +1,8 @@
 """Where a result came from (paper section 6.5's 10 seeds per cell are only comparable when they
 ran the same code): the git commit of the source and whether it had uncommitted changes, the
 command-line overrides as typed, the library versions (torch, torchvision, CUDA, cuDNN), the
-device, the world size, the host and the start and end of every attempt.
+device (on a CPU also its threads and vector kernels), the world size, the host and the start and
+end of every attempt.
 
 Every run directory holds ``provenance.json`` -- ``{"attempts": [...]}``, one entry per time the
 run was started or resumed (:func:`start_attempt`, :func:`end_attempt`) -- and the report warns
@@ -102,6 +103,15 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def cpu_kernels() -> str:
+    """The vector code torch's CPU kernels run (its dispatch: AVX512, AVX2, ...), and oneDNN's cap
+    when ``ONEDNN_MAX_CPU_ISA`` sets one: two CPUs with different vector units give different last
+    digits, and a run that amplifies them (a diverging seed) different results (docs/runs.md)."""
+    kernels = torch.backends.cpu.get_cpu_capability()
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{kernels}, oneDNN {onednn}" if onednn else kernels
+
+
 def libraries() -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
@@ -130,6 +140,7 @@ def attempt(
         **libraries(),
         "device": device_name(device),
         "threads": torch.get_num_threads(),  # CPU results repeat bit for bit only at one count
+        "cpu_kernels": cpu_kernels() if device.type == "cpu" else None,  # ... and one vector unit
         # cuDNN picks its fastest algorithms per shape (train/run.py sets it on CUDA): the GPU
         # numbers then repeat only up to those choices
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if device.type == "cuda" else None,
@@ -174,7 +185,7 @@ def end_attempt(run_dir: str | Path, outcome: str) -> None:
 
 #: what a resume must keep to continue bit for bit (the run's identity aside): a run whose
 #: attempts differ in one of these is flagged by the report
-EXECUTION = ("device", "threads", "compile", "impl")
+EXECUTION = ("device", "threads", "cpu_kernels", "compile", "impl")
 
 
 def execution_changes(attempts: list[dict]) -> str:
