@@ -16,6 +16,11 @@ RESULTS ?= results
 # the demo trains and reports under its own (git-ignored) tree, so `make demo` and `make figures`
 # never touch tracked files (the README's demo artefacts: scripts/report.py --out results)
 DEMO_RESULTS ?= results/demo
+# the demo trains on what its committed figures and tables were made with -- torch's and oneDNN's
+# AVX2 kernels, 2 threads -- so that any x86-64 CPU with AVX2 gives them byte for byte (an AVX-512
+# CPU's own kernels change the last digits, which the demo's unstable GroupNorm cell amplifies:
+# docs/runs.md, Notes); DEMO_PIN= trains on the machine's own kernels and threads
+DEMO_PIN ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=2
 NPROC   ?= 1
 DETACH  ?=
 ARGS    ?=
@@ -74,14 +79,14 @@ format: $(STAMP) ## Auto-fix lint and format the code
 	$(VENV)/bin/ruff format src tests scripts notebooks tools
 
 demo: $(STAMP) ## Embedded demo: digits x {equi,bn,gn} x 5 seeds on the CPU, then its figure and table (results/demo/)
-	$(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(DEMO_RESULTS) $(ARGS)
+	$(DEMO_PIN) $(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(DEMO_RESULTS) $(ARGS)
 	$(PY) scripts/report.py --results $(DEMO_RESULTS) --experiment digits_demo
 
 # The tuned comparison of the demo (docs/tuning.md): the demo's sweep (skipped where `make demo` ran),
 # then each norm's lr picked from 4 values (x1/8 .. x1) on 300 held-out images with 2 seeds, run with 5 seeds
 demo-tuned: $(STAMP) ## The demo with every norm at its own lr, chosen on a validation split (results/demo/)
-	$(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(DEMO_RESULTS) $(ARGS)
-	$(PY) -m equinorm.launch.tune experiment=digits_demo results_dir=$(DEMO_RESULTS) \
+	$(DEMO_PIN) $(PY) -m equinorm.train -m experiment=digits_demo results_dir=$(DEMO_RESULTS) $(ARGS)
+	$(DEMO_PIN) $(PY) -m equinorm.launch.tune experiment=digits_demo results_dir=$(DEMO_RESULTS) \
 	  --grid 0.0125,0.025,0.05,0.1 --val-size 300 $(ARGS)
 
 # make tune-<experiment>: stage 1 (the lr grid on a validation split) and stage 2 (each norm's pick,
