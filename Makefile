@@ -16,13 +16,14 @@ RESULTS ?= results
 # the demo trains and reports under its own (git-ignored) tree, so `make demo` and `make figures`
 # never touch tracked files (the README's demo artefacts: scripts/report.py --out results)
 DEMO_RESULTS ?= results/demo
-# the demo trains on what its committed figures and tables were made with -- torch's and oneDNN's
-# AVX2 kernels, 2 threads -- so that any x86-64 CPU with AVX2 gives them byte for byte (an AVX-512
-# CPU's own kernels change the last digits, which the demo's unstable GroupNorm cell amplifies:
-# docs/runs.md, Notes); DEMO_PIN= trains on the machine's own kernels and threads. A process that
-# may use one CPU (nproc) trains on 1 thread: 2 would only run 2x slower there
+# the demo trains on what its committed figures and tables were made with -- AVX2 kernels (torch's,
+# oneDNN's, MKL's), 2 threads -- so that an AVX-512 CPU gives them byte for byte too (its own
+# kernels change the last digits, which the demo's unstable GroupNorm cell amplifies: docs/runs.md,
+# Notes); DEMO_PIN= trains on the machine's own kernels and threads. A process that may use one
+# CPU (nproc) trains on 1 thread: 2 would only run 2x slower there
 DEMO_THREADS ?= $(shell [ "$$(nproc 2>/dev/null || echo 2)" -ge 2 ] && echo 2 || echo 1)
-DEMO_PIN ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=$(DEMO_THREADS)
+DEMO_PIN ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+  OMP_NUM_THREADS=$(DEMO_THREADS)
 NPROC   ?= 1
 DETACH  ?=
 ARGS    ?=

@@ -117,10 +117,11 @@ def test_the_cpu_kernels_pinned_by_the_environment_are_recorded(tmp_path):
     probe = "import torch; from equinorm.run import provenance as p; "
     probe += "print(p.attempt(torch.device('cpu'), 1)['cpu_kernels'])"
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    env["MKL_ENABLE_INSTRUCTIONS"] = "AVX2"
     proc = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path
     )
-    assert proc.stdout.strip() == "DEFAULT, oneDNN AVX2", proc.stderr[-2000:]
+    assert proc.stdout.strip() == "DEFAULT, oneDNN AVX2, MKL AVX2", proc.stderr[-2000:]
     moved = [{"device": "AMD EPYC (2 cores)", "cpu_kernels": k} for k in ("AVX2", "AVX512")]
     assert provenance.execution_changes(moved) == "cpu_kernels AVX2 -> AVX512"  # the report's flag
 

@@ -103,13 +103,17 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+#: the environment variables that cap the vector code of torch's two CPU libraries
+LIBRARY_ISA = {"oneDNN": "ONEDNN_MAX_CPU_ISA", "MKL": "MKL_ENABLE_INSTRUCTIONS"}
+
+
 def cpu_kernels() -> str:
-    """The vector code torch's CPU kernels run (its dispatch: AVX512, AVX2, ...), and oneDNN's cap
-    when ``ONEDNN_MAX_CPU_ISA`` sets one: two CPUs with different vector units give different last
-    digits, and a run that amplifies them (a diverging seed) different results (docs/runs.md)."""
-    kernels = torch.backends.cpu.get_cpu_capability()
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return f"{kernels}, oneDNN {onednn}" if onednn else kernels
+    """The vector code torch's CPU kernels run (its dispatch: AVX512, AVX2, ...), and oneDNN's and
+    MKL's caps where the environment sets them: two CPUs with different vector units give
+    different last digits, and a run that amplifies them (a diverging seed) different results
+    (docs/runs.md)."""
+    caps = [f"{lib} {os.environ[var]}" for lib, var in LIBRARY_ISA.items() if os.environ.get(var)]
+    return ", ".join([torch.backends.cpu.get_cpu_capability(), *caps])
 
 
 def libraries() -> dict:
