@@ -197,7 +197,8 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
         text, n = _acc(mine_final)
         mine_untuned = untuned[untuned["norm"] == norm]
         plain, m = _acc(mine_untuned)
-        unrun += [norm_label(norm)] if mine_untuned.empty else []
+        if mine_untuned.empty:
+            unrun.append(norm_label(norm))
         runs_used = len(mine_tuning) + len(mine_final)
         rows.append(
             [
