@@ -200,10 +200,13 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
             n = n.assign(x=n["value"].map(x_of)).sort_values("x")
             ok = n[n["complete"] > 0]
             color = norm_color(norm)
+            # plain lists: matplotlib probes an error bar's first element with float(), which
+            # pandas 2 (a Series) and numpy (an array) warn about where a norm has one point
+            below, above = ok["median"] - ok["q25"], ok["q75"] - ok["median"]
             ax.errorbar(
-                ok["x"],
-                ok["median"],
-                yerr=[ok["median"] - ok["q25"], ok["q75"] - ok["median"]],
+                ok["x"].tolist(),
+                ok["median"].tolist(),
+                yerr=[below.tolist(), above.tolist()],
                 color=color,
                 ls=norm_line(norm),
                 marker=norm_marker(norm),
