@@ -430,6 +430,40 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys)
     assert "2 run(s) measured another way" in capsys.readouterr().err
 
 
+def test_a_comparison_puts_the_experiments_own_runs_at_the_value_they_ran(tmp_path):
+    """The runs at the experiment's value (no variant item for the key) sit at the value of the
+    config each was named against: under debug=smoke its 2 epochs (the experiment has 300),
+    with ws_gn its own norm.eps (1e-06, where EquiNorm's is 0.0); an experiment of the user's
+    own (not in conf/experiment) reads it from the run's config.yaml, as it was left out before."""
+    exp, smoke = "cifar10_wrn_overfit", {"debug": "smoke"}
+    for seed in range(2):
+        write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 50.0, variant=smoke)
+        write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 40.0, variant={**smoke, "epochs": "1"})
+        for norm in ("equi", "ws_gn"):
+            write_run(tmp_path, exp, f"cifar10-wrn-{norm}", seed, 90.0)
+            write_run(tmp_path, exp, f"cifar10-wrn-{norm}", seed, 80.0, variant={"norm.eps": "1"})
+        for lr, acc in (("0.2", 70.0), ("0.05", 60.0)):
+            variant = {"schedule.lr": lr} if lr == "0.05" else None
+            d = write_run(tmp_path, "mine", "cifar10-wrn-bn", seed, acc, variant=variant)
+            (d / "config.yaml").write_text(f"schedule:\n  name: step\n  lr: {lr}\n")
+    from equinorm.report.hparams import summary
+
+    runs = collect(tmp_path).runs
+    ours = runs[runs["experiment"] == exp]
+    epochs = summary(ours, "epochs", (("debug", "smoke"),)).set_index("value")
+    assert list(epochs.index) == ["1", "2"] and epochs.loc["2", "own"]
+    eps = summary(ours, "norm.eps").set_index(["norm", "value"])
+    assert sorted(eps.index) == [("equi", "0.0"), ("equi", "1"), ("ws_gn", "1"), ("ws_gn", "1e-06")]
+    assert eps.loc[("ws_gn", "1e-06"), "own"] and eps.loc[("ws_gn", "1e-06"), "median"] == 90.0
+    assert main(["--results", str(tmp_path), "--experiment", "mine"]) == 0
+    table = (tmp_path / "tables" / "mine_hparam_schedule.lr.md").read_text()
+    rows = [r.rstrip(" |").split(" | ")[1:] for r in table.splitlines() if r.startswith("| cifar")]
+    assert rows == [
+        ["0.05", "60.00 (60.00-60.00), n=2"],
+        ["0.2 (experiment's)", "70.00 (70.00-70.00), n=2"],  # was left out
+    ]
+
+
 def test_the_equilibrium_figure_has_a_panel_per_cell_and_variant(tmp_path):
     exp = "digits_demo"
     for seed in range(2):

@@ -10,6 +10,8 @@ config, at the experiment's value of the key -- or sets that key alone, under on
 keys that set how a run is measured rather than what it trains (a validation split, ``debug``)
 are the same in all of them, so a search scored on a validation split (``hparams_search=``) is
 compared with itself. A key gets a comparison when those runs hold at least two values of it.
+A run whose variant does not name the key sits at the value of the config it was named against
+(:func:`own_value`: its norm's option, its protocol), not at the experiment file's.
 Writes ``<experiment>_hparam_<key>[_<protocol>].{png,pdf,md,tex}``.
 """
 
@@ -20,28 +22,65 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from omegaconf import OmegaConf
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
-from equinorm.experiment.identity import value_text
+from equinorm.experiment.identity import LAYOUT_GROUPS, value_text
 from equinorm.report.collect import Results
 from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
 from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
 from equinorm.report.setup import describe
 from equinorm.report.stats import iqr
 from equinorm.report.tables import markdown_table, tex_table
+from equinorm.run.record import RunDir
+
+ABSENT = object()  # a key the config does not have (a recorded null is "null")
 
 
 @functools.lru_cache(maxsize=64)
-def own_value(experiment: str, key: str) -> str | None:
-    """The experiment's own value of ``key`` (a config group: its option's ``name``); None when
-    ``experiment`` is not one of conf/experiment (a run named with ``name=...``)."""
+def _reference(experiment: str, names: tuple, protocol: tuple) -> DictConfig | None:
+    """The config the trainer named a run against (:func:`equinorm.experiment.reference`), from
+    what the run recorded: its experiment, its dataset, arch and norm where the experiment's own
+    options have other names, its protocol (``debug=smoke``). None: not composable here (an
+    experiment outside conf/experiment, a norm of another package)."""
     if experiment not in experiments.options("experiment"):
         return None
-    node = OmegaConf.select(experiments.compose([f"experiment={experiment}"]), key, default=None)
-    if OmegaConf.is_dict(node):
-        node = node.get("name")
-    return None if node is None else value_text(node)
+    base = [f"experiment={experiment}", *(f"{k}={v}" for k, v in protocol)]
+    try:
+        own = experiments.compose_raw(base)
+        picks = [(g, n) for g, n in names if own[g].name != n]
+        if any(n not in experiments.options(g) for g, n in picks):  # a norm of another package
+            return None
+        return experiments.compose_raw([*base, *(f"{g}={n}" for g, n in picks)]) if picks else own
+    except (HydraException, OmegaConfBaseException):
+        return None
+
+
+def _lookup(node, key: str):
+    """``key``'s value in a config (a config group: its option's ``name``), or ABSENT."""
+    for part in key.split("."):
+        if not isinstance(node, dict | DictConfig) or part not in node:
+            return ABSENT
+        node = node[part]
+    return node.get("name", ABSENT) if isinstance(node, dict | DictConfig) else node
+
+
+def own_value(run, key: str, protocol: tuple = ()) -> str | None:
+    """``key``'s value (text as in the variants) in the run's config where its variant does not
+    name it: that of the config it was named against, composed as the trainer did (a hand-edited
+    config.yaml changes nothing), else -- an experiment of the user's own -- what the run's
+    config.yaml recorded. None: the config has no such key."""
+    names = tuple((g, run[g]) for g in LAYOUT_GROUPS)
+    node = _reference(run["experiment"], names, protocol)
+    if node is None:
+        try:
+            node = RunDir(Path(run["path"])).stored_config()
+        except Exception:  # a hand-damaged config.yaml (a YAML error): no value
+            node = None
+    value = ABSENT if node is None else _lookup(node, key)
+    return None if value is ABSENT else value_text(value)
 
 
 PROTOCOL = {"dataset.val_size", "debug"}  # how a run is measured, not what it trains
@@ -67,8 +106,8 @@ def comparison_runs(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.Da
         ]
     ]
     values = [
-        items.get(key, own_value(name, key))
-        for items, name in zip(keep["items"], keep["experiment"], strict=True)
+        run["items"][key] if key in run["items"] else own_value(run, key, protocol)
+        for _, run in keep.iterrows()
     ]
     return keep.assign(value=values).dropna(subset=["value"])
 
