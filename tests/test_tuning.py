@@ -239,6 +239,10 @@ def test_a_bad_tune_request_is_one_line(capsys):
     assert capsys.readouterr().err == "equinorm: error: --grid: 'fast' is not a number\n"
     assert main(["experiment=digits_demo", "--key", "arch", "--plan"]) == 2
     assert "--key arch: not a value" in capsys.readouterr().err
+    # a key whose own value differs per norm: the study has one own value (its untuned runs)
+    per_norm = ["experiment=digits_demo", "norm=equi,ws_gn", "--key", "norm.eps", "--grid", "1,2"]
+    assert main([*per_norm, "--plan"]) == 2
+    assert "the norms' own values differ (equi 0.0, ws_gn 1e-06)" in capsys.readouterr().err
 
 
 def test_the_study_file_round_trips(tmp_path):

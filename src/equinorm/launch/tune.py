@@ -97,7 +97,16 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
         f"seed={','.join(str(s) for s in seeds)}",
     ]
     options = {o for job in experiments.jobs(stage1_argv) for o in job if o.startswith("norm=")}
-    study.norms = sorted({experiments.compose([*first, o]).norm.name for o in options})
+    norms = {c.norm.name: c for c in (experiments.compose([*first, o]) for o in options)}
+    study.norms = sorted(norms)
+    owns = {n: OmegaConf.select(c, args.key, default=None) for n, c in norms.items()}
+    owns = {n: value_text(v) for n, v in owns.items() if v is not None}  # None: stage 1 says it
+    if len(set(owns.values())) > 1:  # the study reads one own value: its untuned runs
+        each = ", ".join(f"{n} {v}" for n, v in sorted(owns.items()))
+        raise TuneError(
+            f"--key {args.key}: the norms' own values differ ({each}); tune one norm at a time "
+            f"(norm={min(owns)} ...)"
+        )
     return study, stage1_argv, [f"experiment={args.experiment}", *rest], cfg.results_dir
 
 
