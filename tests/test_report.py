@@ -379,7 +379,8 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys)
             width = {"train.batch_size": "64", **long}  # two keys: no single-key comparison
             _lr_run(tmp_path, exp, norm, width, seed, 80.0)
             _lr_run(tmp_path, exp, norm, {"optim.weight_decay": "0.0005", **long}, seed, 81.0)
-    # a run that changes two keys belongs to no single-key comparison
+    # a run that changes two keys is in no comparison of the experiment itself, but in that of
+    # mixup at lr 0.4 (beside the runs at lr 0.4 and the experiment's mixup)
     _lr_run(tmp_path, exp, "equi", {"mixup": "input", "schedule.lr": "0.4"}, 0, 50.0)
     hashed = {"schedule.momentum": "0.8" * 70}  # one key, its name too long: hashed
     for seed in range(2):
@@ -395,11 +396,15 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys)
     res = collect(tmp_path)
     assert any("..." in v for v in res.runs["variant"])  # hashed names, read from the records
     protocol = (("dataset.val_size", "300"),)
+    at_lr = (("schedule.lr", "0.4"),)
     assert swept(res.runs) == [
+        ("mixup", at_lr),
         ("schedule.lr", ()),
         ("schedule.lr", protocol),
         ("schedule.momentum", ()),
     ]
+    mixup = summary(res.runs, "mixup", at_lr).set_index(["norm", "value"])["complete"]
+    assert mixup.to_dict() == {("bn", "none"): 3, ("equi", "input"): 1, ("equi", "none"): 3}
     searched = summary(res.runs, "schedule.lr", protocol).set_index("value")
     assert list(searched.index) == ["0.02", "0.3"] and not searched["own"].any()
     assert searched.loc["0.3", "median"] == pytest.approx(56.0)  # read as it was chosen: val
@@ -462,6 +467,30 @@ def test_a_comparison_puts_the_experiments_own_runs_at_the_value_they_ran(tmp_pa
         ["0.05", "60.00 (60.00-60.00), n=2"],
         ["0.2 (experiment's)", "70.00 (70.00-70.00), n=2"],  # was left out
     ]
+
+
+def test_a_sweep_made_with_other_fixed_overrides_is_compared_in_their_context(tmp_path):
+    """`-m schedule.lr=0.1,0.05 train.batch_size=64` (its runs' variants share batch 64) and
+    the same with eight long keys fixed: a comparison of lr each, at that setting, named by it
+    (a long name hashed, as run directories are); there was none."""
+    exp, at64 = "cifar10_wrn_overfit", {"train.batch_size": "64"}
+    long = {f"dataset.augment.k{i}": "x" * 12 for i in range(8)}
+    for seed in range(2):
+        for fixed, shift in ((at64, 0.0), (long, -20.0)):
+            write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 80.0 + shift, variant=fixed)
+            lr = {**fixed, "schedule.lr": "0.05"}
+            write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 70.0 + shift, variant=lr)
+    assert main(["--results", str(tmp_path)]) == 0
+    table = (tmp_path / "tables" / f"{exp}_hparam_schedule.lr_train.batch_size=64.md").read_text()
+    assert "final test accuracy (%) against schedule.lr (train.batch_size=64)" in table
+    rows = [r.rstrip(" |").split(" | ")[1:] for r in table.splitlines() if r.startswith("| cifar")]
+    assert rows == [
+        ["0.05", "70.00 (70.00-70.00), n=2"],
+        ["0.1 (experiment's)", "80.00 (80.00-80.00), n=2"],
+    ]
+    hashed = sorted((tmp_path / "tables").glob(f"{exp}_hparam_schedule.lr_dataset.augment*.md"))
+    assert len(hashed) == 1 and "..." in hashed[0].name and len(hashed[0].name) < 130
+    assert "60.00 (60.00-60.00), n=2" in hashed[0].read_text()
 
 
 def test_the_equilibrium_figure_has_a_panel_per_cell_and_variant(tmp_path):

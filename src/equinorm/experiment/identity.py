@@ -127,8 +127,14 @@ def variant(job: DictConfig, reference: DictConfig, world_size: int = 1) -> dict
 
 
 def dirname(items: dict[str, str]) -> str:
-    """The variant as one directory name (``/`` written ``%2F``; long ones shortened + hash)."""
-    name = ",".join(k if k.startswith("~") else f"{k}={v}" for k, v in sorted(items.items()))
+    """The variant as one directory name (:func:`file_name`)."""
+    return file_name(
+        ",".join(k if k.startswith("~") else f"{k}={v}" for k, v in sorted(items.items()))
+    )
+
+
+def file_name(name: str) -> str:
+    """``name`` as one file name: ``/`` written ``%2F``; a long one shortened + hash."""
     name = name.replace("/", "%2F")
     if len(name) > MAX_LEN:
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
@@ -148,6 +154,7 @@ __all__ = [
     "NON_SEMANTIC",
     "config_diff",
     "dirname",
+    "file_name",
     "run_dir",
     "semantic",
     "value_text",

@@ -4,15 +4,17 @@ swept value, one line per norm, median and IQR over seeds -- a fair comparison o
 normalizations tunes each one (paper section 6 fixes the lr per architecture; this shows what
 another would have given).
 
-The runs of one comparison are those of a (dataset, arch) whose variant
-(:mod:`equinorm.experiment.identity`, as each run recorded it) is empty -- the experiment's own
-config, at the experiment's value of the key -- or sets that key alone, under one protocol: the
-keys that set how a run is measured rather than what it trains (a validation split, ``debug``)
-are the same in all of them, so a search scored on a validation split (``hparams_search=``) is
-compared with itself. A key gets a comparison when those runs hold at least two values of it.
-A run whose variant does not name the key sits at the value of the config it was named against
-(:func:`own_value`: its norm's option, its protocol), not at the experiment file's.
-Writes ``<experiment>_hparam_<key>[_<protocol>].{png,pdf,md,tex}``.
+The runs of one comparison are those of a (dataset, arch) whose variants
+(:mod:`equinorm.experiment.identity`, as each run recorded it) are the same, the key aside: its
+context. That is none for a sweep of the experiment itself (the runs whose variant is empty sit at
+the experiment's value of the key), ``train.batch_size=64`` for the same sweep at another batch
+size, and the protocol for the keys that set how a run is measured rather than what it trains (a
+validation split, ``debug``), so a search scored on a validation split (``hparams_search=``) is
+compared with itself. A key gets a comparison per context in which the runs hold at least two
+values of it. A run whose variant does not name the key sits at the value of the config it was
+named against (:func:`own_value`: its norm's option, its protocol), not at the experiment file's.
+Writes ``<experiment>_hparam_<key>[_<context>].{png,pdf,md,tex}`` (a long context shortened and
+hashed, as run directories are).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
-from equinorm.experiment.identity import LAYOUT_GROUPS, value_text
+from equinorm.experiment.identity import LAYOUT_GROUPS, file_name, value_text
 from equinorm.report.collect import Results
 from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
 from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
@@ -86,25 +88,22 @@ def own_value(run, key: str, protocol: tuple = ()) -> str | None:
 PROTOCOL = {"dataset.val_size", "debug"}  # how a run is measured, not what it trains
 
 
-def _protocol(items: dict, key: str) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in items.items() if k in PROTOCOL and k != key))
+def _context(items: dict, key: str) -> tuple[tuple[str, str], ...]:
+    """The variant's items but ``key``'s: what the runs of one comparison have in common."""
+    return tuple(sorted((k, v) for k, v in items.items() if k != key))
 
 
 def swept(runs: pd.DataFrame) -> list[tuple[str, tuple]]:
-    """(key, protocol) of each comparison in ``runs`` (one experiment), sorted."""
-    found = {(k, _protocol(items, k)) for items in runs["items"] for k in items}
+    """(key, context) of each comparison in ``runs`` (one experiment), sorted."""
+    found = {(k, _context(items, k)) for items in runs["items"] for k in items}
     return sorted(c for c in found if len(comparison_runs(runs, *c)["value"].unique()) > 1)
 
 
-def comparison_runs(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.DataFrame:
-    """The runs comparable along ``key`` under ``protocol`` ((key, value) pairs), with a
-    ``value`` column (text as in the variants)."""
-    keep = runs[
-        [
-            set(items) - PROTOCOL <= {key} and _protocol(items, key) == protocol
-            for items in runs["items"]
-        ]
-    ]
+def comparison_runs(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
+    """The runs comparable along ``key`` in ``context`` ((key, value) pairs), with a ``value``
+    column (text as in the variants)."""
+    keep = runs[[_context(items, key) == context for items in runs["items"]]]
+    protocol = tuple((k, v) for k, v in context if k in PROTOCOL)  # the rest leaves key as it is
     values = [
         run["items"][key] if key in run["items"] else own_value(run, key, protocol)
         for _, run in keep.iterrows()
@@ -131,11 +130,11 @@ def metric(runs: pd.DataFrame) -> tuple[str, str]:
     return "test_acc", "final test accuracy"
 
 
-def summary(runs: pd.DataFrame, key: str, protocol: tuple = ()) -> pd.DataFrame:
+def summary(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
     """Per (dataset, arch, norm, value): the final accuracy (:func:`metric`, its words in
     ``attrs["read"]``) median/q25/q75 over complete seeds, and the complete and diverged counts."""
     rows = []
-    data = comparison_runs(runs, key, protocol)
+    data = comparison_runs(runs, key, context)
     column, read = metric(data)
     for (dataset, arch, norm, value), g in data.groupby(["dataset", "arch", "norm", "value"]):
         done = g[g["status"] == "complete"]
@@ -186,14 +185,14 @@ def write_comparison(
     key: str,
     out_dir: Path,
     width: float = WIDTH,
-    protocol: tuple = (),
+    context: tuple = (),
 ) -> list[Path]:
     runs = results.runs[results.runs["experiment"] == experiment]
-    frame = summary(runs, key, protocol)
+    frame = summary(runs, key, context)
     if frame.empty:
         return []
-    stem = f"{experiment}_hparam_{key}" + "".join(f"_{k}={v}" for k, v in protocol)
-    against = key + (f" ({', '.join(f'{k}={v}' for k, v in protocol)})" if protocol else "")
+    stem = file_name(f"{experiment}_hparam_{key}" + "".join(f"_{k}={v}" for k, v in context))
+    against = key + (f" ({', '.join(f'{k}={v}' for k, v in context)})" if context else "")
     read = frame.attrs["read"]
     header, rows = _table(frame, key)
     md = [
@@ -223,7 +222,7 @@ def _figure(runs, frame, keys, out_dir: Path, stem: str, width: float = WIDTH) -
 
 
 def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> list[Path]:
-    key, against, read = keys  # the key; with its protocol, and what is read, for the titles
+    key, against, read = keys  # the key; with its context, and what is read, for the titles
     groups = list(frame.groupby(["dataset", "arch"]))
     per_row = max(1, min(len(groups), int(width // 3.2)))  # panels of >= 3.2 in
     rows = -(-len(groups) // per_row)
@@ -282,8 +281,8 @@ def write_comparisons(
 ) -> list[Path]:
     runs = results.runs[results.runs["experiment"] == experiment]
     written = []
-    for key, protocol in swept(runs):
-        written += write_comparison(results, experiment, key, out_dir, width, protocol)
+    for key, context in swept(runs):
+        written += write_comparison(results, experiment, key, out_dir, width, context)
     return written
 
 
