@@ -28,7 +28,9 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from equinorm.experiment import identity, schema
 
@@ -119,6 +121,27 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
         picks.append(f"debug={choices['debug']}")
         items.append(f"debug={choices['debug']}")
     return _reference(tuple(picks)), items
+
+
+def recorded_reference(
+    name: str, names: dict[str, str], protocol: Sequence[str] = ()
+) -> DictConfig | None:
+    """:func:`reference` from what a run recorded rather than from its job: its experiment
+    ``name``, its dataset, arch and norm ``names`` (each group whose name differs from the
+    experiment's own option's takes the option of that name) and its protocol overrides
+    (``debug=smoke``). None where conf/ cannot compose it (an experiment of the user's own, a norm
+    of another package)."""
+    if name not in options("experiment"):
+        return None
+    base = (f"experiment={name}", *protocol)
+    try:
+        own = _reference(base)
+        picks = [(g, n) for g, n in names.items() if own[g].name != n]
+        if any(n not in options(g) for g, n in picks):
+            return None
+        return _reference((*base, *(f"{g}={n}" for g, n in picks))) if picks else own
+    except (HydraException, OmegaConfBaseException):
+        return None
 
 
 def _experiment(cfg: DictConfig, name: str | None) -> tuple[str, ...]:
@@ -271,6 +294,7 @@ __all__ = [
     "locate",
     "options",
     "probes",
+    "recorded_reference",
     "reference",
     "register",
     "searches",

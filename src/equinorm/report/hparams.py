@@ -19,14 +19,11 @@ hashed, as run directories are).
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
 from equinorm.experiment.identity import LAYOUT_GROUPS, file_name, value_text
@@ -39,25 +36,6 @@ from equinorm.report.tables import markdown_table, tex_table
 from equinorm.run.record import RunDir
 
 ABSENT = object()  # a key the config does not have (a recorded null is "null")
-
-
-@functools.lru_cache(maxsize=64)
-def _reference(experiment: str, names: tuple, protocol: tuple) -> DictConfig | None:
-    """The config the trainer named a run against (:func:`equinorm.experiment.reference`), from
-    what the run recorded: its experiment, its dataset, arch and norm where the experiment's own
-    options have other names, its protocol (``debug=smoke``). None: not composable here (an
-    experiment outside conf/experiment, a norm of another package)."""
-    if experiment not in experiments.options("experiment"):
-        return None
-    base = [f"experiment={experiment}", *(f"{k}={v}" for k, v in protocol)]
-    try:
-        own = experiments.compose_raw(base)
-        picks = [(g, n) for g, n in names if own[g].name != n]
-        if any(n not in experiments.options(g) for g, n in picks):  # a norm of another package
-            return None
-        return experiments.compose_raw([*base, *(f"{g}={n}" for g, n in picks)]) if picks else own
-    except (HydraException, OmegaConfBaseException):
-        return None
 
 
 def _lookup(node, key: str):
@@ -74,8 +52,9 @@ def own_value(run, key: str, protocol: tuple = ()) -> str | None:
     name it: that of the config it was named against, composed as the trainer did (a hand-edited
     config.yaml changes nothing), else -- an experiment of the user's own -- what the run's
     config.yaml recorded. None: the config has no such key."""
-    names = tuple((g, run[g]) for g in LAYOUT_GROUPS)
-    node = _reference(run["experiment"], names, protocol)
+    names = {g: run[g] for g in LAYOUT_GROUPS}
+    overrides = [f"{k}={v}" for k, v in protocol]
+    node = experiments.recorded_reference(run["experiment"], names, overrides)
     if node is None:
         try:
             node = RunDir(Path(run["path"])).stored_config()
