@@ -438,7 +438,8 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys)
 def test_a_comparison_puts_the_experiments_own_runs_at_the_value_they_ran(tmp_path):
     """The runs at the experiment's value (no variant item for the key) sit at the value of the
     config each was named against: under debug=smoke its 2 epochs (the experiment has 300),
-    with ws_gn its own norm.eps (1e-06, where EquiNorm's is 0.0); an experiment of the user's
+    with ws_gn its own norm.eps (1e-06, where EquiNorm's is 0.0), an unset train.devices
+    at 1 (what the run trained on, as its identity counts it); an experiment of the user's
     own (not in conf/experiment) reads it from the run's config.yaml, as it was left out before."""
     exp, smoke = "cifar10_wrn_overfit", {"debug": "smoke"}
     for seed in range(2):
@@ -447,6 +448,7 @@ def test_a_comparison_puts_the_experiments_own_runs_at_the_value_they_ran(tmp_pa
         for norm in ("equi", "ws_gn"):
             write_run(tmp_path, exp, f"cifar10-wrn-{norm}", seed, 90.0)
             write_run(tmp_path, exp, f"cifar10-wrn-{norm}", seed, 80.0, variant={"norm.eps": "1"})
+        write_run(tmp_path, exp, "cifar10-wrn-equi", seed, 85.0, variant={"train.devices": "2"})
         for lr, acc in (("0.2", 70.0), ("0.05", 60.0)):
             variant = {"schedule.lr": lr} if lr == "0.05" else None
             d = write_run(tmp_path, "mine", "cifar10-wrn-bn", seed, acc, variant=variant)
@@ -460,6 +462,8 @@ def test_a_comparison_puts_the_experiments_own_runs_at_the_value_they_ran(tmp_pa
     eps = summary(ours, "norm.eps").set_index(["norm", "value"])
     assert sorted(eps.index) == [("equi", "0.0"), ("equi", "1"), ("ws_gn", "1"), ("ws_gn", "1e-06")]
     assert eps.loc[("ws_gn", "1e-06"), "own"] and eps.loc[("ws_gn", "1e-06"), "median"] == 90.0
+    devices = summary(ours, "train.devices").set_index(["norm", "value"])  # unset: 1, not null
+    assert sorted(devices.index) == [("equi", "1"), ("equi", "2"), ("ws_gn", "1")]
     assert main(["--results", str(tmp_path), "--experiment", "mine"]) == 0
     table = (tmp_path / "tables" / "mine_hparam_schedule.lr.md").read_text()
     rows = [r.rstrip(" |").split(" | ")[1:] for r in table.splitlines() if r.startswith("| cifar")]
@@ -491,6 +495,31 @@ def test_a_sweep_made_with_other_fixed_overrides_is_compared_in_their_context(tm
     hashed = sorted((tmp_path / "tables").glob(f"{exp}_hparam_schedule.lr_dataset.augment*.md"))
     assert len(hashed) == 1 and "..." in hashed[0].name and len(hashed[0].name) < 130
     assert "60.00 (60.00-60.00), n=2" in hashed[0].read_text()
+
+
+def test_a_comparison_figure_marks_the_values_swept_as_typed(tmp_path, monkeypatch):
+    """A few swept values are the x ticks, as typed (matplotlib put 1.2, 1.4, ... between
+    train.devices 1 and 2, and 10^-2 on an lr axis); many close together keep its own."""
+    exp = "cifar10_wrn_overfit"  # its own lr 0.1, batch 128, devices unset (1)
+    variants = [{"schedule.lr": "0.01"}, {"schedule.lr": "0.4"}, {"train.devices": "2"}]
+    variants += [{"train.batch_size": str(b)} for b in range(100, 400, 10)]
+    for seed in range(2):
+        for variant in [{}, *variants]:
+            write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 90.0, variant=variant)
+    import equinorm.report.figures as figures
+
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    assert main(["--results", str(tmp_path), "--experiment", exp]) == 0
+    ticks = {
+        ax.get_xlabel(): [t.get_text() for t in ax.get_xticklabels()]
+        for fig in closed
+        for ax in fig.axes
+        if ax.axison and ax.get_xlabel()
+    }
+    assert ticks["schedule.lr"] == ["0.01", "0.1", "0.4"]
+    assert ticks["train.devices"] == ["1", "2"]
+    assert len(ticks["train.batch_size"]) < 10  # its 30 values side by side would overlap
 
 
 def test_the_equilibrium_figure_has_a_panel_per_cell_and_variant(tmp_path):

@@ -103,11 +103,18 @@ def _derived(cfg: DictConfig) -> set[str]:
     return {k for k, v in raw.items() if isinstance(v, str) and v.startswith("${")}
 
 
+def as_trained(flat: dict, world_size: int = 1) -> dict:
+    """``flat`` (key -> value) as a run of ``world_size`` processes trains it: an unset
+    ``train.devices`` is that many devices."""
+    if "train.devices" not in flat:
+        return flat
+    return {**flat, "train.devices": flat["train.devices"] or world_size}
+
+
 def variant(job: DictConfig, reference: DictConfig, world_size: int = 1) -> dict[str, str]:
     """``{key: value}`` of each semantic key where ``job`` differs from ``reference``."""
-    mine, theirs = flatten(semantic(job)), flatten(semantic(reference))
-    mine["train.devices"] = mine.get("train.devices") or world_size
-    theirs["train.devices"] = theirs.get("train.devices") or 1
+    mine = as_trained(flatten(semantic(job)), world_size)
+    theirs = as_trained(flatten(semantic(reference)))
     unknown = sorted(set(mine) - set(theirs))
     if unknown:
         raise ConfigError(
@@ -152,6 +159,7 @@ def run_dir(cfg: DictConfig, items: dict[str, str]) -> Path:
 __all__ = [
     "LAYOUT",
     "NON_SEMANTIC",
+    "as_trained",
     "config_diff",
     "dirname",
     "file_name",

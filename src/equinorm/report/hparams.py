@@ -19,6 +19,8 @@ hashed, as run directories are).
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,7 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from equinorm import experiment as experiments
-from equinorm.experiment.identity import LAYOUT_GROUPS, file_name, value_text
+from equinorm.experiment.identity import LAYOUT_GROUPS, as_trained, file_name, value_text
 from equinorm.report.collect import Results
 from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
 from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
@@ -61,7 +63,7 @@ def own_value(run, key: str, protocol: tuple = ()) -> str | None:
         except Exception:  # a hand-damaged config.yaml (a YAML error): no value
             node = None
     value = ABSENT if node is None else _lookup(node, key)
-    return None if value is ABSENT else value_text(value)
+    return None if value is ABSENT else value_text(as_trained({key: value})[key])
 
 
 PROTOCOL = {"dataset.val_size", "debug"}  # how a run is measured, not what it trains
@@ -195,6 +197,14 @@ def write_comparison(
     ]
 
 
+def _apart(xs: list[float], labels: list[str], log: bool, panel: float) -> bool:
+    """Whether ``labels`` fit side by side at ``xs`` (sorted) on an axis of about ``panel``
+    inches: a few swept values are labelled as typed, many by matplotlib."""
+    at = [math.log10(x) for x in xs] if log else xs
+    span, wide = at[-1] - at[0], 0.07 * max(map(len, labels)) + 0.15  # inches, at 8 pt
+    return span > 0 and min(b - a for a, b in pairwise(at)) / span * 0.8 * panel >= wide
+
+
 def _figure(runs, frame, keys, out_dir: Path, stem: str, width: float = WIDTH) -> list[Path]:
     with plt.rc_context(STYLE):
         return _draw_figure(runs, frame, keys, out_dir, stem, width)
@@ -239,8 +249,12 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
         if len(own):
             ax.plot([], [], color="0.5", ls=":", label="the experiment's value")
         positive = numeric and all(x_of[v] > 0 for v in order)
-        if positive and max(x_of.values()) / min(x_of.values()) >= 10:
+        log = positive and max(x_of.values()) / min(x_of.values()) >= 10
+        if log:
             ax.set_xscale("log")
+        if numeric and _apart([x_of[v] for v in order], order, log, panel):
+            ax.set_xticks([x_of[v] for v in order], order)  # the values swept, as typed
+            ax.minorticks_off()
         if not numeric:  # e.g. lists: wrapped and tilted, never over each other
             labels = [wrap(v, panel / max(len(order), 1), 7) for v in order]
             ax.set_xticks(range(len(order)), labels, rotation=30 if len(order) > 3 else 0)
