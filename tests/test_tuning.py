@@ -227,6 +227,9 @@ def test_tune_plan_counts_both_stages(capsys):
     assert (runs1, runs2) == (30, 30) and hours1 < hours2  # 3 norms x 5 lrs x 2; 3 x 10 seeds
     (row,) = plan("svhn")
     assert f"{row.tune_hours:.1f}" == f"{hours1:.1f}" and row.tune_jobs == runs1
+    # ARGS sweeping the key the tuning sets do not multiply its runs (they doubled them)
+    (swept,) = plan("svhn", ["schedule.lr=0.1,0.2"])
+    assert (swept.jobs, swept.tune_jobs, swept.tune_hours) == (60, runs1, row.tune_hours)
     assert main(["experiment=cifar10_wrn_short", "--plan"]) == 0
     out = capsys.readouterr().out
     assert "cifar10_wrn_short: schedule.lr in {0.025, 0.05, 0.1, 0.2, 0.4}" in out
@@ -243,6 +246,11 @@ def test_a_bad_tune_request_is_one_line(capsys):
     per_norm = ["experiment=digits_demo", "norm=equi,ws_gn", "--key", "norm.eps", "--grid", "1,2"]
     assert main([*per_norm, "--plan"]) == 2
     assert "the norms' own values differ (equi 0.0, ws_gn 1e-06)" in capsys.readouterr().err
+    # the two keys the study sets: the user's value was dropped without a word
+    assert main(["experiment=digits_demo", "schedule.lr=0.05,0.2", "--plan"]) == 2
+    assert "give the values as --grid 0.05,0.2" in capsys.readouterr().err
+    assert main(["experiment=digits_demo", "dataset.val_size=500", "--plan"]) == 2
+    assert "use --val-size 500" in capsys.readouterr().err
 
 
 def test_the_study_file_round_trips(tmp_path):

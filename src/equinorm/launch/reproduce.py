@@ -36,7 +36,7 @@ from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config, options
 from equinorm.experiment.command import composed, describe, preflight
 from equinorm.report.cli import main as report
-from equinorm.report.tuning import POINTS, SEEDS, tuning_val_size
+from equinorm.report.tuning import KEY, POINTS, SEEDS, VAL_KEY, tuning_val_size
 from equinorm.train import build
 
 TARGETS: dict[str, list[str]] = {
@@ -137,7 +137,8 @@ def plan(
             hours, epochs, bases = hours + seconds / 3600, epochs | {cfg.epochs}, bases | {basis}
             split = tuning_val_size(cfg)  # stage 1 trains on the rest, at the experiment's value
             tuned = job_seconds(cfg, measured, tflops, split)[0]
-            groups[tuple(o for o in job if not o.startswith("seed="))] = tuned / 3600
+            group = (o for o in job if o.split("=", 1)[0] not in ("seed", KEY, VAL_KEY))
+            groups[tuple(group)] = tuned / 3600  # those the tuning sets: not its groups
         tuning = tuning_runs(len(groups))  # each group (norm, variant) over grid x tuning seeds
         tune_hours = sum(groups.values()) * tuning / max(len(groups), 1)
         runs = len(jobs)

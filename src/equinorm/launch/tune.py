@@ -37,6 +37,7 @@ from equinorm.launch.reproduce import DEFAULT_TFLOPS, job_seconds, measured_imag
 from equinorm.report.cli import main as report
 from equinorm.report.collect import collect
 from equinorm.report.tuning import (
+    KEY,
     POINTS,
     SEEDS,
     SPAN,
@@ -77,7 +78,16 @@ def _without(overrides: list[str], *keys: str) -> list[str]:
 
 def design(args) -> tuple[Study, list[str], list[str], str]:
     """(the study, stage 1's sweep, stage 2's overrides but norm, the results directory)."""
-    rest = _without(args.overrides, args.key, VAL_KEY)  # the study sets these
+    for override in args.overrides:  # the study sets these two: a value of the user's is refused
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == args.key:
+            raise TuneError(
+                f"{override}: the study sets {args.key} (its grid in stage 1, each norm's pick "
+                f"in stage 2); give the values as --grid {value}"
+            )
+        if key.lstrip("+~") == VAL_KEY:
+            raise TuneError(f"{override}: the study sets {VAL_KEY}; use --val-size {value}")
+    rest = args.overrides
     first = experiments.jobs([f"experiment={args.experiment}", *rest])[0]
     cfg = experiments.compose(first)
     own = OmegaConf.select(cfg, args.key, default=None)
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         usage="%(prog)s experiment=NAME [hydra overrides...] [options]",
     )
     parser.add_argument("overrides", nargs="*", help="experiment=NAME and Hydra overrides")
-    parser.add_argument("--key", default="schedule.lr", help="the key tuned (schedule.lr)")
+    parser.add_argument("--key", default=KEY, help=f"the key tuned ({KEY})")
     parser.add_argument("--grid", help="comma-separated values (default: --points around it)")
     parser.add_argument(
         "--points", type=number(int), default=POINTS, help="default grid: its values"

@@ -34,6 +34,7 @@ from equinorm.report.verdict import paired
 
 STUDY_FILE = "tuned.json"
 # the protocol's defaults (python -m equinorm.launch.tune; make plan counts with them)
+KEY = "schedule.lr"  # the key tuned
 POINTS, SPAN = 5, 4.0  # grid: 5 log-spaced values, x1/4 .. x4 of the experiment's
 SEEDS = (0, 1)  # tuning seeds
 VAL_FRACTION = 0.1  # validation split: this share of the training set
