@@ -323,3 +323,24 @@ def test_a_resumed_offline_wandb_run_leaves_one_directory_with_every_epoch(tmp_p
     (current,) = runs[0].glob("*.wandb")
     assert _logged_epochs(current) == [1, 2, 3]
     assert _logged_epochs(next(old.glob("*.wandb"))) == [1, 2]
+
+
+def test_an_online_wandb_run_that_cannot_reach_wandb_logs_offline(tmp_path, monkeypatch, caplog):
+    """No network or no login (a compute node): wandb.init online fails after its timeout; the
+    run's curves then go to an offline directory for `wandb sync`, where none were kept."""
+    import wandb
+
+    real_init = wandb.init
+
+    def init(**kwargs):
+        if kwargs["mode"] == "online":
+            raise wandb.errors.CommError("dial tcp: lookup api.wandb.ai: no such host")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    args = [*SHORT, "epochs=2", "schedule.milestones=[1]", "wandb.mode=online"]
+    run(compose_cfg(*args, results=tmp_path))
+    (offline,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert _logged_epochs(next(offline.glob("*.wandb"))) == [1, 2]
+    assert "logging offline" in caplog.text and "no such host" in caplog.text

@@ -1,7 +1,8 @@
 """wandb logging of every run: group = experiment/dataset-arch-norm[/variant], name = seed=<k>.
 
 Offline by default (files under ``<wandb.dir>/wandb``; ``wandb sync`` uploads them later),
-``wandb.mode=online`` uploads live, ``disabled`` turns it off (tests). The wandb run id is derived
+``wandb.mode=online`` uploads live (where it cannot -- no network or login on a compute node --
+it logs offline), ``disabled`` turns it off (tests). The wandb run id is derived
 from the run directory, so a resumed run continues the same wandb run; each run is finished, so the
 jobs of a multirun never share one. wandb failing -- on shutdown when a scheduler's SIGTERM reached
 its service process too, on a lost network -- is a warning: the run, its checkpoint and the signal
@@ -53,22 +54,30 @@ class WandbLogger:
         import wandb
 
         run_id = hashlib.sha1(run_path.encode()).hexdigest()[:16]
+        init = dict(project=wandb_cfg["project"], entity=wandb_cfg.get("entity"), group=group)
+        init |= dict(name=name, id=run_id, resume="allow", dir=str(wandb_cfg["dir"]))
+        settings = wandb.Settings(console="off", silent=True)
         try:
-            self.run = wandb.init(
-                project=wandb_cfg["project"],
-                entity=wandb_cfg.get("entity"),
-                group=group,
-                name=name,
-                id=run_id,
-                resume="allow",
-                mode=mode,
-                dir=str(wandb_cfg["dir"]),
-                config=config,
-                settings=wandb.Settings(console="off", silent=True),
-            )
+            self.run = wandb.init(**init, mode=mode, config=config, settings=settings)
+            return
         except Exception as exc:  # logging must never cost a training run
-            log.warning("wandb.init failed (%s); continuing without wandb", _one_line(exc))
+            failure = _one_line(exc)
             release()
+        if mode == "online":  # no network or no login (a compute node): keep the curves
+            try:
+                self.run = wandb.init(**init, mode="offline", config=config, settings=settings)
+                self.offline = True
+                log.warning(
+                    "wandb.init failed online (%s); logging offline under %s (wandb sync "
+                    "uploads it later)",
+                    failure,
+                    Path(init["dir"]) / "wandb",
+                )
+                return
+            except Exception as exc:
+                failure = _one_line(exc)
+                release()
+        log.warning("wandb.init failed (%s); continuing without wandb", failure)
 
     def replay(self, rows: Iterable[tuple[int, Mapping]]) -> None:
         """A resumed offline run: log the epochs trained so far (``(step, metrics)``) into this
