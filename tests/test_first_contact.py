@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import equinorm
 from equinorm import experiment
@@ -186,3 +187,15 @@ def test_version_names_this_code_and_its_commit():
     assert line.startswith(f"equinorm {equinorm.__version__} (commit "), line
     commit = provenance.code()["commit"]  # (dirty or not: other tests may be writing files)
     assert f"(commit {commit[:7] if commit else 'unknown'}" in line and "torch " in line
+
+
+def test_the_readme_layer_example_runs_and_its_transform_is_the_layers():
+    """The README's python block, as a user pastes it (it named two undefined variables): the
+    transform alone gives the kernel the layer convolves with."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    ns: dict = {}
+    exec(compile(block, "README.md", "exec"), ns)
+    conv, x = ns["conv"], ns["x"]
+    assert ns["y"].shape == (8, 128, 32, 32)
+    assert torch.allclose(ns["w2"], conv.normalized_weight(x), rtol=1e-5, atol=1e-6)
