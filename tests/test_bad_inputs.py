@@ -204,7 +204,8 @@ def test_a_report_that_cannot_be_written_names_out(tmp_path, capsys):
 
 
 NUMBERS = [  # (command, option, bound): each was a traceback (or a negative GPU-hours plan)
-    ("report", "--width=-1", "in (0, 100]"),  # matplotlib's ValueError
+    ("report", "--width=-1", "in (2, 100]"),  # matplotlib's ValueError
+    ("report", "--width=1", "in (2, 100]"),  # "1 column"? panels a few pixels wide, cut legends
     ("report", "--target=150", "in (0, 100]"),
     ("reproduce", "--tflops=0", "> 0"),  # ZeroDivisionError
     ("reproduce", "--nproc=0", "> 0"),

@@ -174,10 +174,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
     parser.add_argument(
         "--width",
-        type=number(float, 0, 100),
+        type=number(float, 2, 100),
         default=WIDTH,
         help=f"figure width in inches (default {WIDTH}: a two-column paper's text width; 3.3: "
-        "one column, panels stacked)",
+        "one column, panels stacked; narrower than 2 squeezes them to nothing)",
     )
     parser.add_argument(
         "--overwrite-tracked",
