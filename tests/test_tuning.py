@@ -4,6 +4,8 @@ time to target with misses, and the two-stage tune command end to end."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from equinorm import experiment
 from equinorm.data import validation
 from equinorm.data.loaders import build_loaders
 from equinorm.errors import ConfigError
@@ -206,6 +209,11 @@ def test_tune_runs_both_stages_and_reports_them(tmp_path):
     tuned = (results / "tables" / "digits_demo_tuned.md").read_text()
     assert "| BatchNorm | not run |" in tuned and "| GroupNorm | not run |" in tuned  # lr 0.1
     assert "Untuned, not run: BatchNorm, GroupNorm at the experiment's value" in tuned
+    # the command it gives (it said "experiment=digits_demo ...") trains exactly those runs
+    command = re.search(r"\(python -m equinorm\.train -m (.*), with the study's", tuned)[1]
+    configs = [experiment.compose(job) for job in experiment.jobs(shlex.split(command))]
+    assert {c.norm.name for c in configs} == {"bn", "gn"} and len(configs) == 10
+    assert all(dict(c.variant) == study.base for c in configs) and study.base
     assert (results / "figures" / "digits_demo_sensitivity.png").stat().st_size > 10_000
     main_table = (results / "tables" / "digits_demo.md").read_text()
     assert "val_size" not in main_table  # the tuning runs have a report of their own

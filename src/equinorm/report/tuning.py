@@ -199,7 +199,7 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
         mine_untuned = untuned[untuned["norm"] == norm]
         plain, m = _acc(mine_untuned)
         if mine_untuned.empty:
-            unrun.append(norm_label(norm))
+            unrun.append(norm)
         runs_used = len(mine_tuning) + len(mine_final)
         rows.append(
             [
@@ -220,10 +220,12 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
         if not p:
             notes.append(f"{norm_label(norm)}: stage 1 is not finished, no value picked.")
     if unrun:  # stage 2 trains the picks only: the experiment's own runs are its own sweep's
+        given = [k if k.startswith("~") else f"{k}={v}" for k, v in sorted(study.base.items())]
+        given += [f"norm={','.join(unrun)}"]
+        command = " ".join(["-m", f"experiment={study.experiment}", *given])
         notes.append(
-            f"Untuned, not run: {', '.join(unrun)} at the experiment's value (its own sweep with "
-            f"the same other overrides: python -m equinorm.train -m experiment={study.experiment} "
-            "...)."
+            f"Untuned, not run: {', '.join(map(norm_label, unrun))} at the experiment's value "
+            f"(python -m equinorm.train {command}, with the study's results_dir)."
         )
     return rows, [f"Untuned: {study.key}={study.own}." if study.own else "", *notes]
 
