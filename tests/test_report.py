@@ -353,13 +353,22 @@ def test_a_long_variant_title_does_not_squeeze_the_panels(tmp_path, monkeypatch)
     assert any("schedule.lr=0.07035737028722146" in t for t in titles)
 
 
-def test_a_cell_whose_runs_differ_in_batch_or_width_says_so(tmp_path):
+def test_a_cell_whose_runs_differ_in_batch_width_or_precision_says_so(tmp_path):
+    """train.precision=auto is bf16 on a GPU, fp32 on a CPU: seeds trained on each share a cell
+    (the device is no part of a run's identity) and were pooled without a word."""
     exp = "svhn_wrn_mixup"
-    write_run(tmp_path, exp, "svhn-wrn-bn", 0, 97.0, setup=_svhn_setup(1, 1, 128, 0.25))
-    write_run(tmp_path, exp, "svhn-wrn-bn", 1, 97.0, setup=_svhn_setup(1, 2, 128, 1.0))
+    setup = _svhn_setup(1, 1, 128, 0.25) | {"precision": "fp32"}
+    write_run(tmp_path, exp, "svhn-wrn-bn", 0, 97.0, setup=setup)
+    setup = _svhn_setup(1, 2, 128, 1.0) | {"precision": "bf16"}
+    write_run(tmp_path, exp, "svhn-wrn-bn", 1, 97.0, setup=setup)
     write_run(tmp_path, exp, "svhn-wrn-bn", 2, 97.0)  # an old summary without the fields
     text = markdown(collect(tmp_path), exp)
     assert "global batch 128 / 256 (runs differ), width x0.25 / x1 (runs differ)" in text
+    assert "precision bf16 / fp32 (runs differ)" in text
+    one = tmp_path / "one"  # runs that agree: their precision is not said
+    bf16 = _svhn_setup(1, 1, 128) | {"precision": "bf16"}
+    write_run(one, exp, "svhn-wrn-equi", 0, 97.0, setup=bf16)
+    assert "\nsvhn / wrn (global batch 128, width x1)\n" in markdown(collect(one), exp)
 
 
 def _lr_run(root: Path, exp: str, norm: str, variant: dict, seed: int, acc: float):

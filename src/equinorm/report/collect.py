@@ -144,6 +144,7 @@ def collect(results_dir: str | Path) -> Results:
                 "batch_size": summary.get("batch_size"),
                 "devices": _devices(summary),
                 "width_mult": summary.get("width_mult"),
+                "precision": summary.get("precision"),
                 "error": (error or {}).get("error", "") if status == "failed" else None,
                 "unread": unread,
                 "commit": _commits(attempts),

@@ -1,6 +1,7 @@
 """The training setup behind a cell of runs, as a reader of a figure or table needs it: the global
 batch (devices x per-device batch -- paper 6.3 trains SVHN on 2 GPUs with 128 images each) and the
-width multiplier (1 = the paper's networks, docs/spec.md section 3). Read from each run's
+width multiplier (1 = the paper's networks, docs/spec.md section 3), and the precision where runs
+differ in it (``train.precision=auto`` is bf16 on a GPU, fp32 on a CPU). Read from each run's
 ``summary.json``; a cell whose runs disagree says so rather than printing one of them.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-SETUP = ["global_batch", "batch_size", "devices", "width_mult"]
+SETUP = ["global_batch", "batch_size", "devices", "width_mult", "precision"]
 
 
 def _values(runs: pd.DataFrame, col: str) -> list:
@@ -41,6 +42,9 @@ def describe(runs: pd.DataFrame) -> str:
     if widths:
         differ = " (runs differ)" if len(widths) > 1 else ""
         parts.append("width x" + " / x".join(_num(w) for w in widths) + differ)
+    precisions = _values(runs, "precision")  # auto: bf16 on a GPU, fp32 on a CPU
+    if len(precisions) > 1:
+        parts.append("precision " + " / ".join(precisions) + " (runs differ)")
     return ", ".join(parts)
 
 
