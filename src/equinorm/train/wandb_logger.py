@@ -55,28 +55,26 @@ class WandbLogger:
 
         run_id = hashlib.sha1(run_path.encode()).hexdigest()[:16]
         init = dict(project=wandb_cfg["project"], entity=wandb_cfg.get("entity"), group=group)
-        init |= dict(name=name, id=run_id, resume="allow", dir=str(wandb_cfg["dir"]))
+        init |= dict(name=name, id=run_id, resume="allow", dir=str(wandb_cfg["dir"]), config=config)
         settings = wandb.Settings(console="off", silent=True)
-        try:
-            self.run = wandb.init(**init, mode=mode, config=config, settings=settings)
-            return
-        except Exception as exc:  # logging must never cost a training run
-            failure = _one_line(exc)
-            release()
-        if mode == "online":  # no network or no login (a compute node): keep the curves
+        # online without a network or a login (a compute node): offline keeps the curves
+        for attempt in [mode, "offline"] if mode == "online" else [mode]:
             try:
-                self.run = wandb.init(**init, mode="offline", config=config, settings=settings)
-                self.offline = True
+                self.run = wandb.init(**init, mode=attempt, settings=settings)
+            except Exception as exc:  # logging must never cost a training run
+                failure = _one_line(exc)
+                release()
+                continue
+            self.offline = attempt == "offline"
+            if attempt != mode:
+                where = Path(init["dir"]) / "wandb"
                 log.warning(
                     "wandb.init failed online (%s); logging offline under %s (wandb sync "
                     "uploads it later)",
                     failure,
-                    Path(init["dir"]) / "wandb",
+                    where,
                 )
-                return
-            except Exception as exc:
-                failure = _one_line(exc)
-                release()
+            return
         log.warning("wandb.init failed (%s); continuing without wandb", failure)
 
     def replay(self, rows: Iterable[tuple[int, Mapping]]) -> None:
