@@ -126,6 +126,18 @@ def test_jobs_that_differ_only_in_seed_are_checked_as_if_each_were_composed():
     assert len({cfg["run_dir"] for _, cfg in seen}) == 8
 
 
+def test_hydras_glob_and_range_sweeps_are_checked_and_expanded(monkeypatch, tmp_path, capsys):
+    """`-m norm='glob(equi*)' 'seed=range(0,2)'`, Hydra's own sweep syntax: the check before
+    launching said "equinorm: error: ConfigLoader is not set" and launched nothing."""
+    argv = ["experiment=digits_demo", "norm=glob(equi*)", "seed=range(0,2)"]
+    norms = ("equi", "equi_quarter")
+    assert experiment.jobs(argv) == [
+        [f"norm={n}", f"seed={s}", argv[0]] for n in norms for s in (0, 1)
+    ]
+    monkeypatch.chdir(tmp_path)
+    assert _main(["-m", *argv], monkeypatch, lambda: None) == 0, capsys.readouterr().err
+
+
 def _documented_commands() -> list[str]:
     """Every ``python -m equinorm.train`` line of the README's and docs/' bash blocks, but those
     with a placeholder (``/path/to``, ``$n``) or a SLURM launcher (tests/test_slurm.py runs those

@@ -203,15 +203,17 @@ def _axes(overrides: Sequence[str], params=None, ends: bool = False) -> list[lis
     is its two ends (a grid sweeper cannot list one: Hydra's parser says so)."""
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
     axes: dict[str, list[str]] = {}
-    for o in OverridesParser.create().parse_overrides(lines):
-        key = o.get_key_element()
-        if ends and o.is_interval_sweep():
-            values = [o.value().start, o.value().end]
-        elif o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
-        else:
-            values = [o.get_value_element_as_str()]
-        axes[key] = [f"{key}={v}" for v in values]
+    with _hydra():  # its config loader lists a group's options: norm='glob(equi*)'
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        for o in parser.parse_overrides(lines):
+            key = o.get_key_element()
+            if ends and o.is_interval_sweep():
+                values = [o.value().start, o.value().end]
+            elif o.is_sweep_override():
+                values = list(o.sweep_string_iterator())
+            else:
+                values = [o.get_value_element_as_str()]
+            axes[key] = [f"{key}={v}" for v in values]
     return list(axes.values())
 
 
