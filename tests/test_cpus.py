@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from equinorm.train.cpus import cpu_budget
 
@@ -36,3 +37,17 @@ def test_threads_follow_the_cpus_this_process_may_use(cpus, env, threads, monkey
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
     assert cpu_budget() == threads
+
+
+def test_more_threads_than_cpus_is_warned_about(tmp_path, monkeypatch, caplog):
+    """train.threads=100 on 2 CPUs ran 30x slower (OpenMP threads collapse) without a word."""
+    from equinorm.train import run as run_module
+    from tests.conftest import SHORT, compose_cfg
+
+    monkeypatch.setattr(run_module, "cpu_budget", lambda: 1)
+    threads = torch.get_num_threads()
+    try:
+        run_module.run(compose_cfg(*SHORT, "train.threads=2", results=tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+    assert "train.threads=2 is more than the 1 CPU(s) this process may use" in caplog.text

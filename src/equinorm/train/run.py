@@ -111,7 +111,15 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict:
-    torch.set_num_threads(cfg.train.threads or cpu_budget())
+    budget = cpu_budget()
+    if (cfg.train.threads or 0) > budget:  # a step collapses, it does not just slow down
+        log.warning(
+            "train.threads=%d is more than the %d CPU(s) this process may use: OpenMP threads "
+            "that outnumber cores wait on each other (train.threads=null fits them)",
+            cfg.train.threads,
+            budget,
+        )
+    torch.set_num_threads(cfg.train.threads or budget)
     if device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once per shape, keeps the
         torch.backends.cudnn.benchmark = True  # fastest (recorded in provenance.json)
     file_log = None
