@@ -94,6 +94,18 @@ def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
         slurm_check.partitions.cache_clear()
 
 
+def test_a_cluster_sinfo_cannot_reach_is_one_line_with_its_reason(cluster):
+    """sinfo's errors run over several lines; the message kept the first (and lost its closing
+    parenthesis); its last says why."""
+    errors = "sinfo: error: fetch_config: DNS SRV lookup failed\nsinfo: fatal: no config source"
+    (cluster / "sinfo").write_text(f"#!/bin/sh\nprintf '{errors}\\n' >&2\nexit 1\n")
+    with pytest.raises(ConfigError) as raised:
+        slurm_check.check_launcher(_launcher())
+    assert str(raised.value) == (
+        "the SLURM launcher: sinfo cannot reach the cluster (sinfo: fatal: no config source)"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "minutes"),
     [

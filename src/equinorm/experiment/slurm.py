@@ -55,11 +55,9 @@ def partitions() -> tuple[Partition, ...] | None:
         return None
     cmd = ["sinfo", "-h", "-o", "%P|%c|%m|%G|%l"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if proc.returncode:
-        raise ConfigError(
-            f"the SLURM launcher: sinfo cannot reach the cluster "
-            f"({proc.stderr.strip() or proc.returncode})"
-        )
+    if proc.returncode:  # its last line says why (a "fatal:" after the errors that led there)
+        why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise ConfigError(f"the SLURM launcher: sinfo cannot reach the cluster ({why})")
     found: dict[str, Partition] = {}
     for line in proc.stdout.splitlines():
         name, cpus, mem, gres, limit = line.strip().split("|")
