@@ -50,4 +50,7 @@ def test_more_threads_than_cpus_is_warned_about(tmp_path, monkeypatch, caplog):
         run_module.run(compose_cfg(*SHORT, "train.threads=2", results=tmp_path))
     finally:
         torch.set_num_threads(threads)
-    assert "train.threads=2 is more than the 1 CPU(s) this process may use" in caplog.text
+    said = "train.threads=2 is more than the 1 CPU(s) this process may use"
+    assert said in caplog.text
+    (log,) = (tmp_path / "runs").rglob("train.log")
+    assert said in log.read_text()  # where it is read after the run, too

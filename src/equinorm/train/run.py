@@ -112,14 +112,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict:
     budget = cpu_budget()
-    if (cfg.train.threads or 0) > budget:  # a step collapses, it does not just slow down
-        log.warning(
-            "train.threads=%d is more than the %d CPU(s) this process may use: OpenMP threads "
-            "that outnumber cores wait on each other (train.threads=null fits them)",
-            cfg.train.threads,
-            budget,
-        )
-    torch.set_num_threads(cfg.train.threads or budget)
+    torch.set_num_threads(cfg.train.threads or budget)  # before provenance records it
     if device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once per shape, keeps the
         torch.backends.cudnn.benchmark = True  # fastest (recorded in provenance.json)
     file_log = None
@@ -132,6 +125,13 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         impl = getattr(cfg.norm.get("impl"), "value", None)  # EquiNorm's only
         execution = {"compile": bool(cfg.train.compile), "impl": impl}
         provenance.start_attempt(rundir.path, device, dist.world_size, overrides, **execution)
+    if (cfg.train.threads or 0) > budget:  # a step collapses, it does not just slow down
+        log.warning(
+            "train.threads=%d is more than the %d CPU(s) this process may use: OpenMP threads "
+            "that outnumber cores wait on each other (train.threads=null fits them)",
+            cfg.train.threads,
+            budget,
+        )
     outcome = "failed"
     try:
         trainer, logger = build.trainer(cfg, device, dist, rundir, named)
