@@ -16,7 +16,9 @@ contribution plot.
 
 from __future__ import annotations
 
+import math
 import textwrap
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib
@@ -56,6 +58,17 @@ def wrap(text: str, width_in: float, size_pt: float = 8) -> str:
     chars = max(int(width_in * 72 / (0.55 * size_pt)), 20)  # an average glyph: ~0.55 em
     lines = text.split("\n")
     return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in lines)
+
+
+def tick_values(ax, values: list[str], log: bool, width_in: float) -> None:
+    """Ticks at ``values`` (numbers as typed, sorted), labelled as typed, where the labels fit
+    side by side on an axis of about ``width_in`` inches at 8 pt; else matplotlib's own."""
+    xs = [float(v) for v in values]
+    at = [math.log10(x) for x in xs] if log else xs
+    span, wide = at[-1] - at[0], 0.07 * max(map(len, values)) + 0.15  # inches
+    if span > 0 and min(b - a for a, b in pairwise(at)) / span * 0.8 * width_in >= wide:
+        ax.set_xticks(xs, values)
+        ax.minorticks_off()
 
 
 def mark_all_diverged(ax, x: float, color) -> None:

@@ -19,8 +19,6 @@ hashed, as run directories are).
 
 from __future__ import annotations
 
-import math
-from itertools import pairwise
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -30,7 +28,15 @@ from omegaconf import DictConfig
 from equinorm import experiment as experiments
 from equinorm.experiment.identity import LAYOUT_GROUPS, as_trained, file_name, value_text
 from equinorm.report.collect import Results
-from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
+from equinorm.report.figures import (
+    STYLE,
+    WIDTH,
+    legend_below,
+    mark_all_diverged,
+    save,
+    tick_values,
+    wrap,
+)
 from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
 from equinorm.report.setup import describe
 from equinorm.report.stats import iqr
@@ -197,14 +203,6 @@ def write_comparison(
     ]
 
 
-def _apart(xs: list[float], labels: list[str], log: bool, panel: float) -> bool:
-    """Whether ``labels`` fit side by side at ``xs`` (sorted) on an axis of about ``panel``
-    inches: a few swept values are labelled as typed, many by matplotlib."""
-    at = [math.log10(x) for x in xs] if log else xs
-    span, wide = at[-1] - at[0], 0.07 * max(map(len, labels)) + 0.15  # inches, at 8 pt
-    return span > 0 and min(b - a for a, b in pairwise(at)) / span * 0.8 * panel >= wide
-
-
 def _figure(runs, frame, keys, out_dir: Path, stem: str, width: float = WIDTH) -> list[Path]:
     with plt.rc_context(STYLE):
         return _draw_figure(runs, frame, keys, out_dir, stem, width)
@@ -252,9 +250,8 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
         log = positive and max(x_of.values()) / min(x_of.values()) >= 10
         if log:
             ax.set_xscale("log")
-        if numeric and _apart([x_of[v] for v in order], order, log, panel):
-            ax.set_xticks([x_of[v] for v in order], order)  # the values swept, as typed
-            ax.minorticks_off()
+        if numeric:  # the values swept, as typed, where they fit
+            tick_values(ax, order, log, panel)
         if not numeric:  # e.g. lists: wrapped and tilted, never over each other
             labels = [wrap(v, panel / max(len(order), 1), 7) for v in order]
             ax.set_xticks(range(len(order)), labels, rotation=30 if len(order) > 3 else 0)

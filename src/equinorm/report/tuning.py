@@ -26,7 +26,15 @@ import pandas as pd
 
 from equinorm.data import dataset_info
 from equinorm.report.collect import Results
-from equinorm.report.figures import STYLE, WIDTH, legend_below, mark_all_diverged, save, wrap
+from equinorm.report.figures import (
+    STYLE,
+    WIDTH,
+    legend_below,
+    mark_all_diverged,
+    save,
+    tick_values,
+    wrap,
+)
 from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
 from equinorm.report.stats import iqr, paired_values
 from equinorm.report.tables import BASELINE, markdown_table, tex_table
@@ -292,8 +300,7 @@ def _sensitivity(ev: pd.DataFrame, study: Study, out_dir: Path, stem: str, width
             ax.plot([float(p["value"])], [y], marker="*", ms=12, color=color, mec="black", mew=0.6)
     ax.plot([], [], marker="*", ms=9, color="0.6", mec="black", mew=0.6, ls="none", label="pick")
     ax.set_xscale("log")
-    ax.set_xticks([float(v) for v in study.grid], study.grid)
-    ax.minorticks_off()
+    tick_values(ax, study.grid, True, width)
     ax.set_xlabel(study.key)
     ax.set_ylabel("Final validation accuracy (%)")
     shown = ev[ev["diverged"] < ev["n"]]
