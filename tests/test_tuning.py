@@ -249,7 +249,13 @@ def test_a_bad_tune_request_is_one_line(capsys):
     assert main(["experiment=digits_demo", "--grid", "0.1,fast", "--plan"]) == 2
     assert capsys.readouterr().err == "equinorm: error: --grid: 'fast' is not a number\n"
     assert main(["experiment=digits_demo", "--key", "arch", "--plan"]) == 2
-    assert "--key arch: not a value" in capsys.readouterr().err
+    assert "--key arch: a config group, not a number" in capsys.readouterr().err
+    assert main(["experiment=digits_demo", "--key", "schedule.milestones", "--plan"]) == 2
+    assert "--key schedule.milestones: a list ([10,13]), not a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # it was int()'s "invalid literal for int() ..."
+        main(["experiment=digits_demo", "--seeds", "0,x", "--plan"])
+    assert stop.value.code == 2
+    assert "argument --seeds: 0,x: seeds are non-negative integers" in capsys.readouterr().err
     # a key whose own value differs per norm: the study has one own value (its untuned runs)
     per_norm = ["experiment=digits_demo", "norm=equi,ws_gn", "--key", "norm.eps", "--grid", "1,2"]
     assert main([*per_norm, "--plan"]) == 2

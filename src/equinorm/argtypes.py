@@ -21,4 +21,15 @@ def number(kind: type = float, low: float = 0, high: float = math.inf):
     return parse
 
 
-__all__ = ["number"]
+def seeds(text: str) -> list[int]:
+    """An argparse type: seeds, non-negative integers joined by commas (``0,1``), sorted."""
+    try:
+        values = sorted({int(s) for s in text.split(",")})
+    except ValueError:
+        values = [-1]
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text}: seeds are non-negative integers (0,1)")
+    return values
+
+
+__all__ = ["number", "seeds"]

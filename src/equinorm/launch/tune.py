@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
-from equinorm.argtypes import number
+from equinorm.argtypes import number, seeds
 from equinorm.errors import ConfigError
 from equinorm.experiment.checks import check_config
 from equinorm.experiment.command import composed, describe
@@ -91,20 +91,22 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
     first = experiments.jobs([f"experiment={args.experiment}", *rest])[0]
     cfg = experiments.compose(first)
     own = OmegaConf.select(cfg, args.key, default=None)
-    if own is None or OmegaConf.is_config(own):
+    if own is None:
         raise TuneError(f"--key {args.key}: not a value of the composed config")
+    if OmegaConf.is_config(own):  # a group (arch) or a list (schedule.milestones)
+        what = "a config group" if OmegaConf.is_dict(own) else f"a list ({value_text(own)})"
+        raise TuneError(f"--key {args.key}: {what}, not a number; tune a numeric key")
     grid = [canonical(v) for v in args.grid.split(",")] if args.grid else None
     grid = sorted(set(grid or default_grid(own, args.points, args.span)), key=float)
     val_size = args.val_size or tuning_val_size(cfg)
-    seeds = sorted({int(s) for s in args.seeds.split(",")})
-    study = Study(cfg.name, args.key, grid, int(val_size), seeds, value_text(own))
+    study = Study(cfg.name, args.key, grid, int(val_size), args.seeds, value_text(own))
     study.base = dict(cfg.variant)  # what the command's other overrides set: every run has it
     stage1_argv = [
         f"experiment={args.experiment}",
         *_without(rest, "seed"),
         f"{VAL_KEY}={study.val_size}",
         f"{args.key}={','.join(grid)}",
-        f"seed={','.join(str(s) for s in seeds)}",
+        f"seed={','.join(str(s) for s in args.seeds)}",
     ]
     options = {o for job in experiments.jobs(stage1_argv) for o in job if o.startswith("norm=")}
     norms = {c.norm.name: c for c in (experiments.compose([*first, o]) for o in options)}
@@ -196,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--span", type=number(float, 1), default=SPAN, help="default grid: x1/span .. xspan"
     )
-    seeds = ",".join(str(s) for s in SEEDS)
-    parser.add_argument("--seeds", default=seeds, help=f"tuning seeds of stage 1 ({seeds})")
+    given = ",".join(str(s) for s in SEEDS)
+    parser.add_argument(
+        "--seeds", type=seeds, default=given, help=f"tuning seeds of stage 1 ({given})"
+    )
     parser.add_argument(
         "--val-size", type=int, default=0, help="validation images (default: 10%% of training)"
     )
@@ -221,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"equinorm: error: {exc}", file=sys.stderr)
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"equinorm: error: {describe(exc)}", file=sys.stderr)
-    except ValueError as exc:  # --seeds
-        print(f"equinorm: error: {exc}", file=sys.stderr)
     return 2
 
 
