@@ -23,12 +23,16 @@ from pathlib import Path
 
 import torch
 
+from equinorm.argtypes import number
 from equinorm.bench.env import device_slug, environment, steady_allocator
 from equinorm.bench.loader import loader_throughput
 from equinorm.bench.output import label, plot, write_rows
 from equinorm.bench.step import step_times
-from equinorm.layers import NORMS
+from equinorm.errors import EquinormError
+from equinorm.experiment.checks import device as parse_device
+from equinorm.layers import NORMS, get_norm
 from equinorm.layers.equiconv import IMPLS
+from equinorm.models import ARCHS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench"
 GPU_ARCHS = {"wrn": 1.0, "preact_resnet152": 1.0, "resnet50": 1.0}
@@ -83,16 +87,29 @@ def run_steps(args, device: torch.device) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def _norm(name: str) -> str:
+    """An argparse type: a norm name (ours, or a package's through its entry point)."""
+    try:
+        get_norm(name)
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(exc.args[0]) from None
+    return name
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["step", "loader", "all"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--archs", nargs="+", help="architectures (default: per device)")
-    parser.add_argument("--width", type=float, help="width multiplier for every arch")
-    parser.add_argument("--norms", nargs="+", default=list(NORMS))
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--input-size", type=int, help="image size (default: 32; resnet50 224)")
+    parser.add_argument(
+        "--archs", nargs="+", choices=list(ARCHS), help="architectures (default: per device)"
+    )
+    parser.add_argument("--width", type=number(float), help="width multiplier for every arch")
+    parser.add_argument("--norms", nargs="+", type=_norm, default=list(NORMS))
+    parser.add_argument("--batch-size", type=number(int))
+    parser.add_argument(
+        "--input-size", type=number(int), help="image size (default: 32; resnet50 224)"
+    )
     parser.add_argument("--name", help="output file name (default: the device's)")
     parser.add_argument("--csv", type=Path, help="the step CSV (default: OUT/NAME.csv)")
     parser.add_argument(
@@ -105,7 +122,9 @@ def main() -> None:
         choices=IMPLS,
         help="EquiNorm implementations to time (rows carry impl)",
     )
-    parser.add_argument("--rounds", type=int, default=25, help="timed steps per norm (>= 20)")
+    parser.add_argument(
+        "--rounds", type=number(int), default=25, help="timed steps per norm (20 or more)"
+    )
     parser.add_argument(
         "--compile",
         nargs="?",
@@ -114,7 +133,9 @@ def main() -> None:
         choices=["off", "on", "both"],
         help="torch.compile the models: off, on (--compile alone) or both, in one file",
     )
-    parser.add_argument("--images", type=int, default=50_000, help="loader benchmark images")
+    parser.add_argument(
+        "--images", type=number(int), default=50_000, help="loader benchmark images"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -122,8 +143,11 @@ def main() -> None:
         default=sorted({0, 2, min(8, os.cpu_count() or 1)}),
         help="DataLoader worker counts to compare (default: 0, 2, cores up to 8)",
     )
-    args = parser.parse_args()
-    device = torch.device(args.device)
+    args = parser.parse_args(argv)
+    try:
+        device = parse_device(args.device)
+    except EquinormError as exc:
+        parser.error(str(exc).replace("train.device", "--device"))
     if device.type == "cpu" and steady_allocator():
         print("glibc: freed memory kept in the process (steadier CPU timings)")
     steps = run_steps(args, device) if args.what in ("step", "all") else []

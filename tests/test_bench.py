@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+from pathlib import Path
 
+import pytest
 import torch
 
 from equinorm.bench.loader import loader_throughput
 from equinorm.bench.output import plot, write_rows
 from equinorm.bench.step import step_times
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_step_times_interleave_norms_and_pair_ratios_to_bn():
@@ -61,3 +66,23 @@ def test_rows_are_written_with_the_machine_appended_and_drawn(tmp_path):
     assert {"date", "device", "torch", "device_type", "first_step_s"} <= set(table[0])
     plot(table, "test", tmp_path / "bench.png")  # from the file, as gpu_check draws it
     assert (tmp_path / "bench.png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [  # each was a traceback (KeyError, RuntimeError) or ran on (batch 0, width -1, 5 rounds)
+        (["--archs", "foo"], "argument --archs: invalid choice: 'foo'"),
+        (["--norms", "xx"], "argument --norms: unknown norm 'xx'; valid norms: equi, bn"),
+        (["--device", "tpu"], "--device='tpu' is not a device the suite runs on"),
+        (["--batch-size", "0"], "argument --batch-size: 0 must be > 0"),
+        (["--width", "-1"], "argument --width: -1 must be > 0"),
+    ],
+)
+def test_a_bad_bench_argument_is_one_line(args, says, capsys):
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["step", *args])
+    assert stop.value.code == 2
+    assert says in capsys.readouterr().err.splitlines()[-1]
