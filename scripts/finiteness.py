@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from equinorm import experiment as experiments
+from equinorm.argtypes import number
 from equinorm.data.fabricate import write_cifar, write_imagenet
 from equinorm.train.run import run
 
@@ -47,7 +49,7 @@ def one_run(experiment, width, seed, steps, batches, data, results, threads) -> 
         f"results_dir={results}",
         f"name=finite-{experiment}-w{width}",
     ]
-    cfg = experiment.compose([f"experiment={experiment}", *overrides])
+    cfg = experiments.compose([f"experiment={experiment}", *overrides])
     start = time.perf_counter()
     s = run(cfg)
     done = (s["epoch"] if s["status"] == "complete" else s["diverged_epoch"] - 1) * batches
@@ -70,12 +72,12 @@ def one_run(experiment, width, seed, steps, batches, data, results, threads) -> 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
-    p.add_argument("--widths", nargs="+", type=float, default=[0.125, 0.25, 0.5, 1.0])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batches", type=int, default=25, help="steps per epoch")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--experiments", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
+    p.add_argument("--widths", nargs="+", type=number(float), default=[0.125, 0.25, 0.5, 1.0])
+    p.add_argument("--seeds", nargs="+", type=number(int, -1), default=[0, 1, 2])
+    p.add_argument("--steps", type=number(int), default=300)
+    p.add_argument("--batches", type=number(int), default=25, help="steps per epoch")
+    p.add_argument("--threads", type=number(int), default=2)
     p.add_argument("--out", type=Path, default=Path("results/finiteness/cpu-2cores.csv"))
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
