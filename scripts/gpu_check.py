@@ -32,6 +32,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -355,17 +356,33 @@ def cuda_missing(device: str) -> str | None:
     return f"gpu-check: no CUDA device visible to torch {torch.__version__}; nothing to check"
 
 
+def _device(text: str) -> str:
+    """An argparse type (no torch import: the check runs on the GPU image's own torch)."""
+    if re.fullmatch(r"cpu|cuda(:\d+)?", text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not cuda, cuda:<n> or cpu")
+    return text
+
+
+def _positive(text: str) -> float:
+    value = float(text)  # a ValueError is argparse's "invalid _positive value"
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     names = [s.name for s in steps()]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:<n> or cpu")
+    parser.add_argument(
+        "--device", type=_device, default="cuda", help="cuda (default), cuda:<n> or cpu"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu-check")
     parser.add_argument("--work", type=Path, help="scratch files (default: a temporary folder)")
-    parser.add_argument("--budget", type=float, default=480.0, help="seconds for everything")
+    parser.add_argument("--budget", type=_positive, default=480.0, help="seconds for everything")
     parser.add_argument("--quick", action="store_true", help="shrunk sizes (a check of the check)")
     parser.add_argument(
         "--cap-scale",
-        type=float,
+        type=_positive,
         help=f"multiplies each step's cap (default 1; {QUICK_CAP} with --quick); the budget binds",
     )
     parser.add_argument("--only", nargs="+", choices=names, help="these steps only")
@@ -373,9 +390,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cap_scale is None:
         args.cap_scale = QUICK_CAP if args.quick else 1.0
-    if args.cap_scale <= 0:
-        print(f"gpu-check: --cap-scale must be positive, not {args.cap_scale:g}")
-        return 2
     problem = cuda_missing(args.device)
     if problem:
         print(problem)

@@ -144,3 +144,19 @@ def test_training_runs_without_wandb_installed_when_disabled(tmp_path):
         env={"PYTHONPATH": str(blocker)},
     )
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [  # --device tpu ran the whole plan as skipped steps; --budget 0 too
+        (["--device", "tpu"], "argument --device: 'tpu' is not cuda, cuda:<n> or cpu"),
+        (["--budget", "0"], "argument --budget: 0 must be > 0"),
+        (["--cap-scale", "-1"], "argument --cap-scale: -1 must be > 0"),
+    ],
+)
+def test_a_bad_argument_is_one_line_and_checks_nothing(gpu_check, args, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        gpu_check.main([*args, "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(says)
+    assert not (tmp_path / "out").exists()
