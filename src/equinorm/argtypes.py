@@ -26,8 +26,8 @@ def seeds(text: str) -> list[int]:
     try:
         values = sorted({int(s) for s in text.split(",")})
     except ValueError:
-        values = [-1]
-    if min(values) < 0:
+        values = []
+    if not values or values[0] < 0:
         raise argparse.ArgumentTypeError(f"{text}: seeds are non-negative integers (0,1)")
     return values
 

@@ -72,20 +72,24 @@ def default_grid(own, points: int, span: float) -> list[str]:
     return [canonical(f"{own * f:.4g}") for f in factors]
 
 
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _without(overrides: list[str], *keys: str) -> list[str]:
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys]
+    return [o for o in overrides if _key(o) not in keys]
 
 
 def design(args) -> tuple[Study, list[str], list[str], str]:
     """(the study, stage 1's sweep, stage 2's overrides but norm, the results directory)."""
     for override in args.overrides:  # the study sets these two: a value of the user's is refused
-        key, _, value = override.partition("=")
-        if key.lstrip("+~") == args.key:
+        value = override.partition("=")[2]
+        if _key(override) == args.key:
             raise TuneError(
                 f"{override}: the study sets {args.key} (its grid in stage 1, each norm's pick "
                 f"in stage 2); give the values as --grid {value}"
             )
-        if key.lstrip("+~") == VAL_KEY:
+        if _key(override) == VAL_KEY:
             raise TuneError(f"{override}: the study sets {VAL_KEY}; use --val-size {value}")
     rest = args.overrides
     first = experiments.jobs([f"experiment={args.experiment}", *rest])[0]
