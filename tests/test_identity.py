@@ -38,6 +38,7 @@ def _variant(*overrides: str) -> str:
         # keys the layout names and keys that change no result
         (("seed=0", "train.device=cpu", "dataset.workers=0", "wandb.mode=online"), ""),
         (("norm.impl=reference", "train.compile=true", "train.progress=false"), ""),
+        (("train.channels_last=true",), ""),  # a memory layout: the same function
     ],
 )
 def test_variant_names_only_what_changes_the_computation(overrides, expected):

@@ -24,8 +24,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from equinorm.errors import ConfigError
 
 #: keys that do not change what a run computes (where things live, how they are shown, how fast;
-#: device, threads, compile and impl change only the last digits: provenance.json records them
-#: per attempt, and the report flags a run resumed under others)
+#: device, threads, memory layout, compile and impl change only the last digits: provenance.json
+#: records them per attempt, and the report flags a run resumed under others)
 NON_SEMANTIC = (
     "results_dir",
     "run_dir",
@@ -37,6 +37,7 @@ NON_SEMANTIC = (
     "norm.impl",  # EquiNorm's fused or reference implementation: the same function
     "train.device",
     "train.threads",
+    "train.channels_last",  # the tensors' memory layout: the same function
     "train.progress",
     "train.checkpoint",
     "train.resume",

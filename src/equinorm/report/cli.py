@@ -12,8 +12,8 @@ Incomplete sweeps are the normal case: missing, failed, unfinished and diverged 
 and shown. Runs of one experiment made by different commits are warned about (stderr and the
 table); ``--commit SHA`` keeps only the runs every attempt of which ran that commit clean
 (``SHA+dirty``: with uncommitted changes). A run resumed under other execution settings (threads,
-device, ``train.compile``, ``norm.impl``) is named too: its last digits differ from an
-uninterrupted run's.
+device, ``train.channels_last``, ``train.compile``, ``norm.impl``) is named too: its last digits
+differ from an uninterrupted run's.
 """
 
 from __future__ import annotations

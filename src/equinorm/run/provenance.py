@@ -189,7 +189,7 @@ def end_attempt(run_dir: str | Path, outcome: str) -> None:
 
 #: what a resume must keep to continue bit for bit (the run's identity aside): a run whose
 #: attempts differ in one of these is flagged by the report
-EXECUTION = ("device", "threads", "cpu_kernels", "compile", "impl")
+EXECUTION = ("device", "threads", "cpu_kernels", "channels_last", "compile", "impl")
 
 
 def execution_changes(attempts: list[dict]) -> str:

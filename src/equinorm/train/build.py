@@ -55,6 +55,11 @@ def _auto(value, default: bool) -> bool:
     return default if value == "auto" else bool(value)
 
 
+def resolve_channels_last(cfg: DictConfig, device: torch.device) -> bool:
+    """``train.channels_last`` on ``device`` (``auto``: on CUDA)."""
+    return _auto(cfg.train.channels_last, device.type == "cuda")
+
+
 def resolve_precision(cfg: DictConfig, device: torch.device) -> str:
     """``train.precision`` on ``device``: fp32 or bf16 (``auto``: bf16 autocast on CUDA)."""
     value = getattr(cfg.train.precision, "value", cfg.train.precision)  # a str Enum, or a str
@@ -90,7 +95,7 @@ def trainer(
     precision = resolve_precision(cfg, device)
     k = virtual_devices(cfg, dist.world_size)
     global_batch = t.batch_size * k * dist.world_size
-    channels_last = _auto(t.channels_last, cuda)
+    channels_last = resolve_channels_last(cfg, device)
     log.info(
         "%s: %s %s %s seed=%d on %s (%s, %d CPU threads; batch %d = %d process(es) x %d "
         "device(s) x %d)",
@@ -175,4 +180,11 @@ def trainer(
     return trainer, logger
 
 
-__all__ = ["check", "loaders", "resolve_precision", "seed_everything", "trainer"]
+__all__ = [
+    "check",
+    "loaders",
+    "resolve_channels_last",
+    "resolve_precision",
+    "seed_everything",
+    "trainer",
+]

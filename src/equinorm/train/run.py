@@ -123,7 +123,8 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         for note in decision.get("notes", ()):
             log.warning("%s", note)
         impl = getattr(cfg.norm.get("impl"), "value", None)  # EquiNorm's only
-        execution = {"compile": bool(cfg.train.compile), "impl": impl}
+        layout = build.resolve_channels_last(cfg, device)
+        execution = {"channels_last": layout, "compile": bool(cfg.train.compile), "impl": impl}
         provenance.start_attempt(rundir.path, device, dist.world_size, overrides, **execution)
     if (cfg.train.threads or 0) > budget:  # a step collapses, it does not just slow down
         log.warning(
