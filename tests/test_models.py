@@ -182,3 +182,39 @@ def test_unknown_arch_and_option_name_the_valid_choices():
         build_model("wrn", "bn", small_input=True)
     with pytest.raises(KeyError, match="valid norms"):
         build_model("wrn", "batchnorm")
+
+
+def _digits_loss_after_steps(final_norm: bool, steps: int = 80) -> float:
+    """Cross-entropy on the digits after ``steps`` SGD steps (lr 0.1, momentum 0.9, batch 64) of
+    the demo's quarter-width PreActResNet-18 with Weight Standardization + GroupNorm."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = (x - x.mean()) / x.std()
+    y = torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = build_model(
+        "preact_resnet18", "ws_gn", in_channels=1, width_mult=0.25, final_norm=final_norm
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for step in range(steps):
+        i = torch.randint(0, len(y), (64,), generator=torch.Generator().manual_seed(step))
+        loss = nn.functional.cross_entropy(model(x[i]), y[i])
+        if not loss.isfinite():
+            return math.inf
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return nn.functional.cross_entropy(model(x), y).item()
+
+
+def test_final_norm_lets_weight_standardization_train_a_preact_resnet():
+    """WS kernels have variance 1, not He's 2/fan: without a norm before the head the classifier
+    reads the residual stream at that scale and the run blows up; with it, it learns."""
+    with_norm = build_model("preact_resnet18", "bn", final_norm=True)
+    without = build_model("preact_resnet18", "bn")
+    assert count_parameters(with_norm) - count_parameters(without) == 2 * 512  # one BN, 512 ch
+    assert _digits_loss_after_steps(final_norm=True) < 1.0  # chance: ln 10 = 2.3
+    assert _digits_loss_after_steps(final_norm=False) > 10.0  # or not finite

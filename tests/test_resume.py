@@ -144,6 +144,13 @@ def test_resume_with_a_different_config_refuses_naming_the_difference(tmp_path):
         *SHORT, "wandb.mode=offline", "train.progress=true", results=tmp_path
     )
     assert run(same_but_elsewhere)["status"] == "complete"  # non-semantic keys may differ
+    # a run made before the suite had a key: the job at the key's own value is that very run
+    stored.write_text(stored.read_text().replace("  final_norm: false\n", ""))
+    assert "final_norm" not in stored.read_text()
+    assert run(cfg)["status"] == "complete"
+    other = compose_cfg(*SHORT, "arch.final_norm=true", results=tmp_path)  # named by its variant
+    with pytest.raises(ConfigError, match=r"arch\.final_norm: <absent> -> True"):
+        RunDir(run_dir_of(cfg)).check_same_config(other)
 
 
 def test_divergence_stops_cleanly_and_a_multirun_goes_on(tmp_path):

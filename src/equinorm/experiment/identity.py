@@ -79,13 +79,15 @@ def flatten(data: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_diff(a: dict, b: dict) -> list[str]:
-    """``key: a -> b`` for every key whose values differ (nested dicts flattened)."""
+def config_diff(a: dict, b: dict, new_keys_unless: set | None = None) -> list[str]:
+    """``key: a -> b`` for every key whose values differ (nested dicts flattened); with
+    ``new_keys_unless``, a key only ``b`` has differs only if it is in that set."""
     fa, fb = flatten(a), flatten(b)
     return [
         f"{k}: {fa.get(k, ABSENT)} -> {fb.get(k, ABSENT)}"
         for k in sorted(set(fa) | set(fb))
         if fa.get(k, ABSENT) != fb.get(k, ABSENT)
+        and (new_keys_unless is None or k in fa or k in new_keys_unless)
     ]
 
 

@@ -105,6 +105,11 @@ class ResNet(Arch):
 
 
 @dataclass
+class PreActResNet(Arch):
+    final_norm: bool = False
+
+
+@dataclass
 class Norm:
     name: str = MISSING
 
@@ -224,7 +229,7 @@ class Wandb:
 
 SCHEMAS = {
     "dataset": {"base": Dataset, "digits": Digits, "svhn": SVHN},
-    "arch": {"base": Arch, "resnet": ResNet},
+    "arch": {"base": Arch, "resnet": ResNet, "preact_resnet": PreActResNet},
     "norm": {
         "base": Norm,
         "equi": EquiNorm,

@@ -121,11 +121,15 @@ class RunDir:
         return semantic(OmegaConf.load(self.config_path))
 
     def check_same_config(self, cfg) -> None:
-        """Refuse (one line) a config that differs from the stored one."""
+        """Refuse (one line) a config that differs from the stored one. A key the stored config
+        lacks -- one the suite gained after the run was made -- counts as the same where the job
+        leaves it at its experiment's value (no variant item names it): a key is added with the
+        default that computes what the code computed without it."""
         stored = self.stored_config()
         if stored is None:
             return
-        diff = config_diff(stored, semantic(cfg))
+        named = set(cfg.get("variant") or ())
+        diff = config_diff(stored, semantic(cfg), new_keys_unless=named)
         if diff:
             shown = "; ".join(diff[:4]) + (" ..." if len(diff) > 4 else "")
             raise ConfigError(
