@@ -42,7 +42,7 @@ BAD = [  # (command line, what the one line must name)
     ("arch=vgg", "arch=vgg"),
     ("arch.name=vgg", "arch.name=vgg: unknown arch 'vgg'; valid archs: "),  # were tracebacks
     ("norm.name=cwn", "norm.name=cwn: unknown norm 'cwn'; valid norms: equi, bn, gn, ws_gn"),
-    ("arch.depth=28", "arch.depth is not a key of this config's arch (PreActResNet); it is a key of no"),
+    ("arch.depth=28", "arch.depth is not a key of this config's arch (PreActResNet); it is a key"),
     ("mixup.alpha=abc", "mixup.alpha"),
     ("mixup=manifold mixup.alpha=0", "mixup.alpha"),
     ("mixup.loss=mse", "mixup.loss"),
