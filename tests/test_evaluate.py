@@ -115,6 +115,14 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(
         "checkpoint)",
         f"equinorm-evaluate: {tmp_path / 'nowhere'}: no run directory there",
     ]
+    unkept = good.parent / "seed=8"  # trained with train.checkpoint=false: no weights, by choice
+    unkept.mkdir()
+    config = (good / "config.yaml").read_text()
+    (unkept / "config.yaml").write_text(config.replace("checkpoint: true", "checkpoint: false"))
+    with pytest.raises(
+        Exception, match=r"seed=8 was trained with train\.checkpoint=false: it kept no"
+    ):
+        load(unkept)
     with pytest.raises(Exception, match="not a run directory"):
         load(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))  # a path as a user writes it in Python

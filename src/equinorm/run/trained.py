@@ -64,7 +64,7 @@ class Trained:
         return (images - mean) / std
 
 
-def _weights(rundir: RunDir) -> tuple[dict, Path, int, int]:
+def _weights(rundir: RunDir, cfg: DictConfig) -> tuple[dict, Path, int, int]:
     """(state dict, file, epoch, batch): model.pt, else the newest readable checkpoint."""
     if rundir.model_path.is_file():
         try:
@@ -79,6 +79,10 @@ def _weights(rundir: RunDir) -> tuple[dict, Path, int, int]:
             except ckpt.CheckpointError:
                 continue
             return state["model"], path, int(state["epoch"]), int(state["batch"])
+    if OmegaConf.select(cfg, "train.checkpoint") is False:
+        raise EquinormError(
+            f"{rundir.path} was trained with train.checkpoint=false: it kept no weights"
+        )
     raise EquinormError(f"{rundir.path} has no weights yet (no model.pt, no readable checkpoint)")
 
 
@@ -88,7 +92,7 @@ def load(run: str | Path, device: str | torch.device = "cpu") -> Trained:
     if not rundir.config_path.is_file():
         raise EquinormError(f"{rundir.path} is not a run directory (it has no config.yaml)")
     cfg = OmegaConf.load(rundir.config_path)
-    state, path, epoch, batch = _weights(rundir)
+    state, path, epoch, batch = _weights(rundir, cfg)
     model = network(cfg)
     model.load_state_dict(state)
     mean, std = standardization(cfg) or (None, None)
