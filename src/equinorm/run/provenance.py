@@ -132,8 +132,9 @@ def attempt(
 ) -> dict:
     """What one start (or resume) of a run ran on; ``end`` and ``outcome`` come later;
     ``overrides``: the command line's, as typed (None outside the command line); ``execution``:
-    the settings that change the numbers' last digits but not what is computed (``compile``,
-    ``impl``), which the report compares across a run's attempts (:data:`EXECUTION`)."""
+    the settings that change the numbers' last digits but not what is computed
+    (``channels_last``, ``compile``, ``impl``), which the report compares across a run's attempts
+    (:data:`EXECUTION`)."""
     return {
         "start": _now(),
         "end": None,
