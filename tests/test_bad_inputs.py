@@ -43,6 +43,10 @@ BAD = [  # (command line, what the one line must name)
     ("arch.name=vgg", "arch.name=vgg: unknown arch 'vgg'; valid archs: "),  # were tracebacks
     ("norm.name=cwn", "norm.name=cwn: unknown norm 'cwn'; valid norms: equi, bn, gn, ws_gn"),
     ("arch.depth=28", "arch.depth is not a key of this config's arch (PreActResNet); it is a key"),
+    ("optim.lr=0.1", "it is a key of no optim option (schedule.lr?)"),  # the key is elsewhere
+    ("lr=0.1", "lr is not a key of this config (schedule.lr?)"),
+    ("train.batchsize=32", "train.batchsize is not a key of this config (train.batch_size or"),
+    ("wandb.foo=1", "wandb.foo is not a key of this config (a typo?)"),
     ("mixup.alpha=abc", "mixup.alpha"),
     ("mixup=manifold mixup.alpha=0", "mixup.alpha"),
     ("mixup.loss=mse", "mixup.loss"),

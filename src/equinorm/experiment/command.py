@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import difflib
 import io
 import os
 import re
@@ -26,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment
 from equinorm.errors import ConfigError, one_line
+from equinorm.experiment import identity
 
 INFORMATIONAL = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
 CHOICE_GROUPS = (*experiment.GROUPS, "experiment", "hparams_search", "debug")
@@ -102,6 +104,11 @@ def describe(exc: BaseException) -> str:
     absent = re.search(r"override '(\w+)\.([\w.]+)'.*Key '\w+' not in '(\w+)'", text, re.S)
     if absent and absent.group(1) in experiment.GROUPS:  # e.g. mixup.alpha under mixup=none
         return _not_a_key(*absent.groups())
+    unknown = re.search(
+        r"override '([\w.]+)'.*Key '\w+' (not in '\w+'|is not in struct)", text, re.S
+    )
+    if unknown:  # e.g. train.batchsize=3, lr=0.1
+        return f"{unknown.group(1)} is not a key of this config{_elsewhere(unknown.group(1))}"
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
         text = one_line(exc)
@@ -124,8 +131,23 @@ def _not_a_key(group: str, key: str, kind: str) -> str:
             if OmegaConf.select(node, key, default=unset) is not unset:
                 having.append(option)
     named = [f"{group}={option}" for option in having]
-    where = ", ".join([*named[:-2], " and ".join(named[-2:])]) or f"no {group} option (a typo?)"
+    where = (
+        ", ".join([*named[:-2], " and ".join(named[-2:])]) or f"no {group} option{_elsewhere(key)}"
+    )
     return f"{group}.{key} is not a key of this config's {group} ({kind}); it is a key of {where}"
+
+
+def _elsewhere(key: str) -> str:
+    """`` (schedule.lr?)``: the keys of the default config that end as ``key`` does (``optim.lr``
+    typed for ``schedule.lr``), else those spelled nearly as it is (``train.batchsize``); else
+    `` (a typo?)``."""
+    cfg = OmegaConf.to_container(experiment.compose_raw([]), resolve=False)
+    cfg.pop("hydra", None)
+    keys = list(identity.flatten(cfg))
+    leaf = key.rsplit(".", 1)[-1]
+    found = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k != key]
+    found = found or difflib.get_close_matches(key, keys, n=2, cutoff=0.8)
+    return f" ({' or '.join(found)}?)" if found else " (a typo?)"
 
 
 def composed(jobs: list[list[str]]) -> Iterator[tuple[list[str], DictConfig]]:
