@@ -363,14 +363,9 @@ def _device(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> float:
-    value = float(text)  # a ValueError is argparse's "invalid _positive value"
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
+    from equinorm.argtypes import number  # stdlib only: no torch, no Hydra before the check
+
     names = [s.name for s in steps()]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -378,11 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu-check")
     parser.add_argument("--work", type=Path, help="scratch files (default: a temporary folder)")
-    parser.add_argument("--budget", type=_positive, default=480.0, help="seconds for everything")
+    parser.add_argument(
+        "--budget", type=number(float), default=480.0, help="seconds for everything"
+    )
     parser.add_argument("--quick", action="store_true", help="shrunk sizes (a check of the check)")
     parser.add_argument(
         "--cap-scale",
-        type=_positive,
+        type=number(float),
         help=f"multiplies each step's cap (default 1; {QUICK_CAP} with --quick); the budget binds",
     )
     parser.add_argument("--only", nargs="+", choices=names, help="these steps only")
