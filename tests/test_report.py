@@ -294,6 +294,9 @@ def test_legend_reads_like_the_papers(tree):
 def test_no_runs_is_a_clear_message_not_a_crash(tmp_path, capsys):
     assert main(["--results", str(tmp_path)]) == 1
     assert "no runs under" in capsys.readouterr().err
+    (tmp_path / "debug" / "runs").mkdir(parents=True)  # only debug=smoke runs: says where
+    assert main(["--results", str(tmp_path)]) == 1
+    assert f"debug=smoke's runs: --results {tmp_path / 'debug'}" in capsys.readouterr().err
     write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0)
     assert main(["--results", str(tmp_path), "--experiment", "digits_dmeo"]) == 1
     err = capsys.readouterr().err  # a typo: the experiments that are there

@@ -200,9 +200,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not (Path(args.results) / "runs").is_dir():
+        debug = Path(args.results) / "debug"  # debug=smoke's results_dir
+        hint = f"debug=smoke's runs: --results {debug}" if (debug / "runs").is_dir() else None
         print(
-            f"equinorm: no runs under {Path(args.results) / 'runs'}; run `make demo` or "
-            "`python -m equinorm.train ...` first",
+            f"equinorm: no runs under {Path(args.results) / 'runs'}; "
+            + (hint or "run `make demo` or `python -m equinorm.train ...` first"),
             file=sys.stderr,
         )
         return 1
