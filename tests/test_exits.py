@@ -22,9 +22,11 @@ from tests.test_resume import rows, wait_for
 # 90 batches per epoch: a signal lands mid-epoch 2, after epoch 1's row is written
 ARGS = [*SHORT, "train.batch_size=16", "epochs=2", "schedule.milestones=[1]"]
 # online, but wandb's server is a closed local port (a compute node without internet); wandb gives
-# up after WANDB_INIT_TIMEOUT seconds (90 by default) and the run goes on without it
+# up after WANDB_INIT_TIMEOUT seconds (90 by default) and the run goes on without it. A proxy
+# setting keeps the trainer's own probe of the server out of it, so wandb's client fails itself
 UNREACHABLE = {
     "WANDB_BASE_URL": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
     "WANDB_API_KEY": "0" * 40,
     "WANDB_INIT_TIMEOUT": "5",
 }

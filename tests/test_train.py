@@ -325,6 +325,44 @@ def test_a_resumed_offline_wandb_run_leaves_one_directory_with_every_epoch(tmp_p
     assert _logged_epochs(next(old.glob("*.wandb"))) == [1, 2]
 
 
+@pytest.mark.parametrize("proxy", [None, "http://proxy.invalid:3128"])
+def test_online_wandb_without_a_connection_to_its_server_goes_offline_at_once(
+    tmp_path, monkeypatch, caplog, proxy
+):
+    """A compute node without internet: wandb.init online would retry for 90 s in every job of a
+    sweep. A server that cannot be connected to is known at once (behind a proxy, wandb's client
+    is left to find out)."""
+    import wandb
+
+    from equinorm.train.wandb_logger import WandbLogger, release
+
+    release()  # wandb's settings are read once per setup: this test's environment from here on
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # a closed port
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    for key in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+        monkeypatch.delenv(key.lower(), raising=False)
+    if proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+    modes, real_init = [], wandb.init
+
+    def init(**kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise wandb.errors.CommError("context deadline exceeded")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    cfg = {"mode": "online", "project": "p", "entity": None, "dir": str(tmp_path)}
+    try:
+        WandbLogger(cfg, run_path="r", group="g", name="seed=0", config={}).finish()
+    finally:
+        release()
+    assert modes == (["online", "offline"] if proxy else ["offline"])
+    assert "logging offline" in caplog.text
+    assert ("cannot connect to 127.0.0.1:9" in caplog.text) != bool(proxy), caplog.text
+
+
 def test_an_online_wandb_run_that_cannot_reach_wandb_logs_offline(tmp_path, monkeypatch, caplog):
     """No network or no login (a compute node): wandb.init online fails after its timeout; the
     run's curves then go to an offline directory for `wandb sync`, where none were kept."""
@@ -339,6 +377,7 @@ def test_an_online_wandb_run_that_cannot_reach_wandb_logs_offline(tmp_path, monk
 
     monkeypatch.setattr(wandb, "init", init)
     monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # wandb.init decides (no probe)
     args = [*SHORT, "epochs=2", "schedule.milestones=[1]", "wandb.mode=online"]
     run(compose_cfg(*args, results=tmp_path))
     (offline,) = (tmp_path / "wandb").glob("offline-run-*")

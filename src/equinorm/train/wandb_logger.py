@@ -2,7 +2,8 @@
 
 Offline by default (files under ``<wandb.dir>/wandb``; ``wandb sync`` uploads them later),
 ``wandb.mode=online`` uploads live (where it cannot -- no network or login on a compute node --
-it logs offline), ``disabled`` turns it off (tests). The wandb run id is derived
+it logs offline; a server it cannot connect to is known in seconds, not after wandb's 90 s
+init timeout), ``disabled`` turns it off (tests). The wandb run id is derived
 from the run directory, so a resumed run continues the same wandb run; each run is finished, so the
 jobs of a multirun never share one. wandb failing -- on shutdown when a scheduler's SIGTERM reached
 its service process too, on a lost network -- is a warning: the run, its checkpoint and the signal
@@ -25,10 +26,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,11 @@ class WandbLogger:
         init |= dict(name=name, id=run_id, resume="allow", dir=str(wandb_cfg["dir"]), config=config)
         settings = wandb.Settings(console="off", silent=True)
         # online without a network or a login (a compute node): offline keeps the curves
-        for attempt in [mode, "offline"] if mode == "online" else [mode]:
+        attempts = [mode, "offline"] if mode == "online" else [mode]
+        failure = _unreachable(wandb) if mode == "online" else None
+        if failure:  # wandb.init would retry for its init_timeout (90 s) in every job
+            attempts = ["offline"]
+        for attempt in attempts:
             try:
                 self.run = wandb.init(**init, mode=attempt, settings=settings)
             except Exception as exc:  # logging must never cost a training run
@@ -69,7 +76,7 @@ class WandbLogger:
             if attempt != mode:
                 where = Path(init["dir"]) / "wandb"
                 log.warning(
-                    "wandb.init failed online (%s); logging offline under %s (wandb sync "
+                    "wandb cannot log online (%s); logging offline under %s (wandb sync "
                     "uploads it later)",
                     failure,
                     where,
@@ -134,6 +141,33 @@ class WandbLogger:
                 _one_line(exc),
             )
             release(exit_code)  # its service is gone: drop the connection now
+
+
+PROBE_TIMEOUT_S = 3.0  # how long a TCP connection to wandb's server may take to open
+
+
+def _unreachable(wandb) -> str | None:
+    """Why this machine cannot open a connection to wandb's server (its ``base_url``: a name
+    without DNS, a refused or silent port), or None. Behind a proxy wandb's own client decides
+    (None)."""
+    try:
+        settings = wandb.setup().settings  # the environment's and the settings files' values
+    except Exception:  # wandb.init will say what is wrong
+        return None
+    proxies = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+    if (
+        settings.https_proxy
+        or settings.http_proxy
+        or any(os.environ.get(k) or os.environ.get(k.lower()) for k in proxies)
+    ):
+        return None
+    url = urlsplit(settings.base_url)
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    try:
+        socket.create_connection(address, timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"cannot connect to {address[0]}:{address[1]}: {exc.strerror or _one_line(exc)}"
+    return None
 
 
 def _one_line(exc: BaseException) -> str:
