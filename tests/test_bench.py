@@ -74,7 +74,7 @@ def test_rows_are_written_with_the_machine_appended_and_drawn(tmp_path):
         (["--archs", "foo"], "argument --archs: invalid choice: 'foo'"),
         (["--norms", "xx"], "argument --norms: unknown norm 'xx'; valid norms: equi, bn"),
         (["--device", "tpu"], "--device='tpu' is not a device the suite runs on"),
-        (["--batch-size", "0"], "argument --batch-size: 0 must be > 0"),
+        (["--batch-size", "0"], "argument --batch-size: 0 must be >= 1"),
         (["--width", "-1"], "argument --width: -1 must be > 0"),
     ],
 )

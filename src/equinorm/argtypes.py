@@ -14,6 +14,8 @@ def number(kind: type = float, low: float = 0, high: float = math.inf):
         value = kind(text)  # a ValueError is argparse's "invalid float value: 'abc'"
         if not low < value <= high:
             bounds = f"> {low:g}" if math.isinf(high) else f"in ({low:g}, {high:g}]"
+            if kind is int and math.isinf(high):  # -1 must be >= 0, 0 must be >= 1
+                bounds = f">= {math.floor(low) + 1}"
             raise argparse.ArgumentTypeError(f"{text} must be {bounds}")
         return value
 
