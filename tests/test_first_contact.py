@@ -82,6 +82,10 @@ def test_no_arguments_runs_the_demo_s_single_run(monkeypatch, capsys):
     assert _main([], monkeypatch, lambda: seen.append(list(sys.argv[1:]))) == 0
     assert seen == [["experiment=digits_demo"]]
     assert "experiment=digits_demo's run" in capsys.readouterr().err
+    assert _main(["norm=bn"], monkeypatch, lambda: None) == 0  # the next try: not the demo's
+    assert "no experiment=: the base config" in capsys.readouterr().err
+    assert _main(["experiment=digits_demo", "norm=bn"], monkeypatch, lambda: None) == 0
+    assert "no experiment=" not in capsys.readouterr().err
 
 
 def test_a_long_sweep_says_it_is_being_checked_and_ctrl_c_there_is_one_line(

@@ -156,6 +156,13 @@ def main() -> None:
     if problem:
         print(f"equinorm: error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
+    flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
+    if not flags and not any(a.lstrip("+").startswith("experiment=") for a in sys.argv[1:]):
+        print(  # `norm=bn` after a first `python -m equinorm.train` is not the demo's run
+            "equinorm: no experiment=: the base config (conf/train.yaml: the paper's schedule, "
+            f"full width) with these overrides; experiment={DEFAULT_EXPERIMENT} is the demo's",
+            file=sys.stderr,
+        )
     try:
         hydra_main()
     finally:  # whatever ended the process: wandb's service goes now, quietly, not in its atexit
