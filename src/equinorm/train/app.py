@@ -118,6 +118,14 @@ def _how_to_resume() -> str:
     return "run the same command again to resume"
 
 
+def _base_config_run(argv: list[str]) -> bool:
+    """Whether ``argv`` trains conf/train.yaml itself: no ``experiment=`` and no flag (``--cfg``,
+    ``-sc`` completion); said once under torchrun (its first process)."""
+    flags = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
+    named = any(a.lstrip("+").startswith("experiment=") for a in argv)
+    return not flags and not named and os.environ.get("RANK", "0") == "0"
+
+
 def _fail(exc: Exception) -> None:
     print(f"equinorm: error: {one_line(exc)}", file=sys.stderr, flush=True)
     sys.exit(2)
@@ -156,9 +164,8 @@ def main() -> None:
     if problem:
         print(f"equinorm: error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
-    flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
-    if not flags and not any(a.lstrip("+").startswith("experiment=") for a in sys.argv[1:]):
-        print(  # `norm=bn` after a first `python -m equinorm.train` is not the demo's run
+    if _base_config_run(sys.argv[1:]):  # `norm=bn` after a first try is not the demo's run
+        print(
             "equinorm: no experiment=: the base config (conf/train.yaml: the paper's schedule, "
             f"full width) with these overrides; experiment={DEFAULT_EXPERIMENT} is the demo's",
             file=sys.stderr,
