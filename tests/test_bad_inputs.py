@@ -212,9 +212,9 @@ NUMBERS = [  # (command, option, bound): each was a traceback (or a negative GPU
     ("report", "--width=1", "in (2, 100]"),  # "1 column"? panels a few pixels wide, cut legends
     ("report", "--target=150", "in (0, 100]"),
     ("reproduce", "--tflops=0", "> 0"),  # ZeroDivisionError
-    ("reproduce", "--nproc=0", "> 0"),
+    ("reproduce", "--nproc=0", ">= 1"),
     ("tune", "--span=1", "> 1"),
-    ("tune", "--points=0", "> 0"),
+    ("tune", "--points=0", ">= 1"),
 ]
 
 
