@@ -306,6 +306,16 @@ def test_a_batch_larger_than_the_data_with_drop_last_is_refused(tmp_path):
     assert len(build_loaders(dataset, batch_size=16, eval_batch_size=8, seed=0).train) == 1
 
 
+def test_a_batch_larger_than_the_data_says_that_an_epoch_is_one_step(tmp_path, caplog):
+    write_cifar(tmp_path, "cifar10", n_train=20, n_test=10)
+    train = build(cfg("cifar10", tmp_path, workers=0), batch_size=32).train
+    assert len(train) == 1  # train.batch_size=100000 on the digits ran, recorded as 100000
+    assert "a training batch of 32 is more than this process's 20 training images" in caplog.text
+    caplog.clear()
+    build(cfg("cifar10", tmp_path, workers=0), batch_size=16)
+    assert "training batch" not in caplog.text
+
+
 def test_bad_names_and_loader_choices_name_the_valid_ones(tmp_path):
     with pytest.raises(KeyError, match="valid datasets: cifar10, cifar100, svhn, imagenet, digits"):
         dataset_info("mnist")

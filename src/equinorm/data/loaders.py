@@ -9,6 +9,7 @@ the test set (no augmentation, every image once, split across ranks).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from equinorm.data.device_loader import DeviceLoader
 from equinorm.data.registry import get_source
 from equinorm.data.torch_loader import TorchLoader, build_transform
 from equinorm.errors import ConfigError, DatasetError
+
+log = logging.getLogger("equinorm")
 
 #: keys every dataset node has; any other key is an option of that dataset's source
 COMMON_KEYS = {
@@ -183,5 +186,14 @@ def build_loaders(
             f"{info.name}: this process's share of the training images makes no batch of "
             f"{batch_size * virtual_devices} with dataset.drop_last=true: lower "
             "train.batch_size or set dataset.drop_last=false"
+        )
+    if train is not None and train.num_examples < batch_size * virtual_devices:
+        log.warning(
+            "%s: a training batch of %d is more than this process's %d training images: every "
+            "epoch is one step on %d images",
+            info.name,
+            batch_size * virtual_devices,
+            train.num_examples,
+            train.num_examples,
         )
     return Data(train, loaders[0], info, standardize, loaders[1] if held else None)
