@@ -44,6 +44,10 @@ BAD = [  # (command line, what the one line must name)
     ("norm.name=cwn", "norm.name=cwn: unknown norm 'cwn'; valid norms: equi, bn, gn, ws_gn"),
     ("arch.depth=28", "arch.depth is not a key of this config's arch (PreActResNet); it is a key"),
     ("optim.lr=0.1", "it is a key of no optim option (schedule.lr?)"),  # the key is elsewhere
+    # group=null was Hydra's ValueError and traceback
+    ("norm=null", "norm=null: a norm must be chosen, one of bn, equi, equi_quarter, gn"),
+    ("experiment=null", "experiment=null: Hydra drops an optional group with ~experiment"),
+    ("arch.name=wrn", "(arch=wrn chooses the arch and its keys; arch.name= keeps those of the one"),
     ("lr=0.1", "lr is not a key of this config (schedule.lr?)"),
     ("train.batchsize=32", "train.batchsize is not a key of this config (train.batch_size or"),
     ("wandb.foo=1", "wandb.foo is not a key of this config (a typo?)"),

@@ -207,6 +207,9 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
     sweep_only = [o for o in sweep_only if o != "hparams_search=grid"]
     if sweep_only and not multirun:  # Hydra would quietly train the one run, here
         return f"{sweep_only[0]} applies to sweeps: add -m (python -m equinorm.train -m ...)"
+    nulled = next((o for o in given if _null_choice(o)), None)
+    if nulled:  # Hydra's ValueError, with a traceback
+        return _null_choice(nulled)
     try:
         overrides = experiment.jobs(given, multirun)
         if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
@@ -219,8 +222,36 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
                     raise
                 raise ConfigError(f"job #{number} ({' '.join(job)}): {exc}") from None
     except (HydraException, OmegaConfBaseException, ConfigError) as exc:
-        return describe(exc)
+        return describe(exc) + _renamed(given)
     return None
+
+
+OPTIONAL = ("experiment", "debug")  # the groups train.yaml's defaults list leaves null
+
+
+def _null_choice(override: str) -> str | None:
+    """One line for ``<group>=null`` (Hydra's ValueError), else None."""
+    group, _, value = override.lstrip("+").partition("=")
+    if value != "null" or not (group in CHOICE_GROUPS or group.startswith("hydra/")):
+        return None
+    if group in OPTIONAL:
+        return f"{override}: Hydra drops an optional group with ~{group} (or leave {group}= out)"
+    return f"{override}: a {group} must be chosen, one of {', '.join(experiment.options(group))}"
+
+
+def _renamed(given: list[str]) -> str:
+    """`` (arch=wrn chooses the arch and its keys; ...)``, where a failing command line set
+    ``arch.name=wrn``: that swaps the chosen option's network and keeps the option's keys."""
+    for override in given:
+        key, _, value = override.partition("=")
+        group = key.removesuffix(".name")
+        named = key.endswith(".name") and group in experiment.GROUPS
+        if named and value in experiment.options(group):
+            return (
+                f" ({group}={value} chooses the {group} and its keys; {key}= keeps those of the "
+                "one chosen)"
+            )
+    return ""
 
 
 __all__ = ["describe", "parse", "preflight"]
