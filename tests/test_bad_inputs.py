@@ -277,3 +277,17 @@ def test_a_cuda_index_past_the_machine_s_devices_is_one_line(monkeypatch):
     assert device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(EquinormError, match=r"^train.device=cuda:2 but this machine has 2 CUDA "):
         device("cuda:2")
+
+
+@pytest.mark.parametrize("command", ["tune", "reproduce"])
+def test_a_null_group_is_one_line_for_every_composer(command, capsys):
+    """norm=null was Hydra's ValueError: a traceback from equinorm-tune and make plan."""
+    from equinorm.launch import reproduce, tune
+
+    argv = {
+        "tune": ["experiment=digits_demo", "norm=null", "--plan"],
+        "reproduce": ["short", "--plan", "--", "norm=null"],
+    }[command]
+    assert {"tune": tune, "reproduce": reproduce}[command].main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "norm=null: a norm must be chosen, one of bn, " in err, err

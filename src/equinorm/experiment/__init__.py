@@ -32,9 +32,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from equinorm.errors import ConfigError
 from equinorm.experiment import identity, schema
 
 GROUPS = ("dataset", "arch", "norm", "schedule", "optim", "mixup")
+OPTIONAL_GROUPS = ("experiment", "debug")  # train.yaml's defaults list leaves them null
+CHOICE_GROUPS = (*GROUPS, *OPTIONAL_GROUPS, "hparams_search")  # and Hydra's hydra/<group>
 # the sweepers (class names) that run every combination of their params: equinorm's
 # (hydra/sweeper=equinorm) and Hydra's basic one (hydra/sweeper=basic)
 GRID_SWEEPERS = ("SkipFinishedSweeper", "BasicSweeper")
@@ -77,8 +80,18 @@ def _hydra():
 
 def compose_raw(overrides: Sequence[str]) -> DictConfig:
     """The composed config with its Hydra node, as Hydra composes it (no run directory)."""
+    for override in overrides:  # Hydra raises a ValueError for these, traceback and all
+        group, _, value = override.lstrip("+").partition("=")
+        if value == "null" and group in CHOICE_GROUPS:
+            raise ConfigError(_null_choice(override, group))
     with _hydra():
         return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def _null_choice(override: str, group: str) -> str:
+    if group in OPTIONAL_GROUPS:
+        return f"{override}: Hydra drops an optional group with ~{group} (or leave {group}= out)"
+    return f"{override}: a {group} must be chosen, one of {', '.join(options(group))}"
 
 
 def compose(overrides: Sequence[str] = (), *, hydra: bool = False) -> DictConfig:
@@ -285,6 +298,7 @@ def jobs(overrides: Sequence[str], multirun: bool = True) -> list[list[str]]:
 
 
 __all__ = [
+    "CHOICE_GROUPS",
     "CONF_DIR",
     "GROUPS",
     "compose",

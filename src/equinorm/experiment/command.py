@@ -30,7 +30,7 @@ from equinorm.errors import ConfigError, one_line
 from equinorm.experiment import identity
 
 INFORMATIONAL = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
-CHOICE_GROUPS = (*experiment.GROUPS, "experiment", "hparams_search", "debug")
+CHOICE_GROUPS = experiment.CHOICE_GROUPS
 ANNOUNCE = 20  # sweeps of this many jobs or more say that they are being checked
 # what only a sweep (-m) reads: how its jobs are drawn (sweeper) and where they run (launcher)
 MULTIRUN_ONLY = ("hparams_search=", "hydra/sweeper", "hydra.sweeper.")
@@ -207,9 +207,6 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
     sweep_only = [o for o in sweep_only if o != "hparams_search=grid"]
     if sweep_only and not multirun:  # Hydra would quietly train the one run, here
         return f"{sweep_only[0]} applies to sweeps: add -m (python -m equinorm.train -m ...)"
-    nulled = next((o for o in given if _null_choice(o)), None)
-    if nulled:  # Hydra's ValueError, with a traceback
-        return _null_choice(nulled)
     try:
         overrides = experiment.jobs(given, multirun)
         if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
@@ -224,19 +221,6 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
     except (HydraException, OmegaConfBaseException, ConfigError) as exc:
         return describe(exc) + _renamed(given)
     return None
-
-
-OPTIONAL = ("experiment", "debug")  # the groups train.yaml's defaults list leaves null
-
-
-def _null_choice(override: str) -> str | None:
-    """One line for ``<group>=null`` (Hydra's ValueError), else None."""
-    group, _, value = override.lstrip("+").partition("=")
-    if value != "null" or not (group in CHOICE_GROUPS or group.startswith("hydra/")):
-        return None
-    if group in OPTIONAL:
-        return f"{override}: Hydra drops an optional group with ~{group} (or leave {group}= out)"
-    return f"{override}: a {group} must be chosen, one of {', '.join(experiment.options(group))}"
 
 
 def _renamed(given: list[str]) -> str:
