@@ -81,6 +81,8 @@ def test_a_fused_equinorm_net_scores_as_the_trained_one_and_the_cli_says_both(tm
     assert out.startswith(f"{path}: model.pt (epoch 2, {scored.folded} EquiNorm layers folded); ")
     assert f"; test acc {acc} loss " in out
     assert f"(recorded {acc}, " in out and "; val acc " in out
+    assert cli.main([str(path / "model.pt")]) == 0  # a run's file: that run
+    assert capsys.readouterr().out.startswith(f"{path}: model.pt (epoch 2); test acc {acc} ")
 
 
 def test_an_unfinished_run_is_scored_from_its_checkpoint(tmp_path, monkeypatch):

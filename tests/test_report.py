@@ -298,6 +298,8 @@ def test_no_runs_is_a_clear_message_not_a_crash(tmp_path, capsys):
     assert main(["--results", str(tmp_path)]) == 1
     assert f"debug=smoke's runs: --results {tmp_path / 'debug'}" in capsys.readouterr().err
     write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0)
+    assert main(["--results", str(tmp_path / "runs")]) == 1  # the runs/ folder itself
+    assert f"holds runs/: --results {tmp_path}" in capsys.readouterr().err
     assert main(["--results", str(tmp_path), "--experiment", "digits_dmeo"]) == 1
     err = capsys.readouterr().err  # a typo: the experiments that are there
     assert "no runs of digits_dmeo under" in err and "with runs there: digits_demo)" in err

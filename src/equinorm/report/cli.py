@@ -200,8 +200,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not (Path(args.results) / "runs").is_dir():
-        debug = Path(args.results) / "debug"  # debug=smoke's results_dir
+        results, debug = Path(args.results), Path(args.results) / "debug"  # debug=smoke's
         hint = f"debug=smoke's runs: --results {debug}" if (debug / "runs").is_dir() else None
+        if results.name == "runs" and results.is_dir():  # the folder of runs itself
+            hint = f"--results is the folder that holds runs/: --results {results.parent}"
         print(
             f"equinorm: no runs under {Path(args.results) / 'runs'}; "
             + (hint or "run `make demo` or `python -m equinorm.train ...` first"),

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         parser.error(str(exc).replace("train.device", "--device"))
     failed = 0
     for root in args.runs:
+        root = root.parent if root.is_file() else root  # a run's model.pt: its run
         below = root / "runs" if (root / "runs").is_dir() else root  # a results_dir: its runs
         found = run_dirs(below) if root.is_dir() else []
         if not found:
