@@ -85,10 +85,10 @@ def test_launch_runs_a_multirun_or_one_torchrun_per_job_then_the_report(monkeypa
     assert calls[0][-3:] == ["-m", "experiment=cifar10_wrn_short", "seed=0,1"]
     assert calls[-1] == ["report", "--results", "results", "--experiment", "cifar10_wrn_short"]
     calls.clear()
-    assert reproduce.launch("short", ["seed=0,1", "epochs=3"], nproc=2) == 0
+    assert reproduce.launch("short", ["seed=0,1", "debug=smoke"], nproc=2) == 0
     runs = [c for c in calls if c[0] != "report"]
     assert len(runs) == 4 and all("--nproc_per_node=2" in c for c in runs)
-    assert runs[0][-4:] == ["norm=equi", "seed=0", "experiment=cifar10_wrn_short", "epochs=3"]
+    assert runs[0][-4:] == ["norm=equi", "seed=0", "experiment=cifar10_wrn_short", "debug=smoke"]
     assert runs[3][-4:-2] == ["norm=bn", "seed=1"]
 
 
@@ -153,4 +153,16 @@ def test_on_slurm_a_request_that_does_not_fit_submits_nothing(monkeypatch, tmp_p
     monkeypatch.setattr(reproduce.subprocess, "Popen", lambda *a, **k: pytest.fail("submitted"))
     slurm = ["hydra/launcher=submitit_slurm_cpu"]
     assert reproduce.launch("all", slurm, results_dir=str(tmp_path)) == 2
-    assert capsys.readouterr().err.strip() == "equinorm: error: hydra.launcher.mem_gb=64 exceeds"
+    err = capsys.readouterr().err.strip()
+    assert err == f"equinorm: error: experiment=cifar10_wrn_overfit: {fits}"
+
+
+def test_a_bad_override_launches_no_experiment_and_no_report(monkeypatch, tmp_path, capsys):
+    """make reproduce-short ARGS="norm=foo" ran the trainer (refused), then the report ("no runs
+    ... run make demo first"); an override that only some experiments lack ran the others."""
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("launched"))
+    monkeypatch.setattr(reproduce, "_report", lambda *a: pytest.fail("reported"))
+    assert reproduce.launch("cifar10", ["arch.final_norm=true"], results_dir=str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("equinorm: error: experiment=cifar10_wrn_overfit: arch.final_norm ")
+    assert err.count("\n") == 1 and not any(tmp_path.iterdir())

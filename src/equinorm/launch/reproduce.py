@@ -202,6 +202,18 @@ def cluster_overrides(overrides: list[str], nproc: int) -> list[str]:
     return extra
 
 
+def _checked(target: str, overrides: list[str]) -> bool:
+    """Whether every job of every experiment of ``target`` passes the trainer's checks; else
+    one line for the first that does not."""
+    for experiment in TARGETS[target]:
+        argv = ["-m", f"experiment={experiment}", *overrides]
+        problem = preflight(argv, lambda cfg: build.check(cfg, job=True))
+        if problem:
+            print(f"equinorm: error: experiment={experiment}: {problem}", file=sys.stderr)
+            return False
+    return True
+
+
 def _launch_cluster(target: str, overrides: list[str], nproc, results_dir, detach) -> int:
     """Submit every experiment of ``target`` at once (one job array each, finished runs left
     out), then wait for them and draw the report -- or, with ``detach``, return as soon as all
@@ -209,11 +221,8 @@ def _launch_cluster(target: str, overrides: list[str], nproc, results_dir, detac
     (log: ``<results>/sweeps/<time>-<experiment>.log``), the jobs run whether it does or not."""
     overrides = [*overrides, *cluster_overrides(overrides, nproc)]
     jobs = [["-m", f"experiment={e}", *overrides] for e in TARGETS[target]]
-    for argv in jobs:  # every request is checked against the partition before any submission
-        problem = preflight(argv, lambda cfg: build.check(cfg, job=True))
-        if problem:
-            print(f"equinorm: error: {problem}", file=sys.stderr)
-            return 2
+    if not _checked(target, overrides):  # against the partition too, before any submission
+        return 2
     logs = Path(results_dir) / "sweeps"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -268,6 +277,8 @@ def launch(
     job, and with ``detach`` no waiting (:func:`_launch_cluster`)."""
     if on_slurm(overrides):
         return _launch_cluster(target, overrides, nproc, results_dir, detach)
+    if not _checked(target, overrides):  # none launched: not the first experiments only
+        return 2
     searched = nproc > 1 and [  # one torchrun per job spells out a grid; a search draws its own
         e for e in TARGETS[target] if experiments.searches([f"experiment={e}", *overrides])
     ]
