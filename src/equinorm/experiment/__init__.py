@@ -37,7 +37,7 @@ from equinorm.experiment import identity, schema
 
 GROUPS = ("dataset", "arch", "norm", "schedule", "optim", "mixup")
 OPTIONAL_GROUPS = ("experiment", "debug")  # train.yaml's defaults list leaves them null
-CHOICE_GROUPS = (*GROUPS, *OPTIONAL_GROUPS, "hparams_search")  # and Hydra's hydra/<group>
+CHOICE_GROUPS = (*GROUPS, *OPTIONAL_GROUPS, "hparams_search")  # ours (Hydra's: hydra/<group>)
 # the sweepers (class names) that run every combination of their params: equinorm's
 # (hydra/sweeper=equinorm) and Hydra's basic one (hydra/sweeper=basic)
 GRID_SWEEPERS = ("SkipFinishedSweeper", "BasicSweeper")

@@ -30,7 +30,6 @@ from equinorm.errors import ConfigError, one_line
 from equinorm.experiment import identity
 
 INFORMATIONAL = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
-CHOICE_GROUPS = experiment.CHOICE_GROUPS
 ANNOUNCE = 20  # sweeps of this many jobs or more say that they are being checked
 # what only a sweep (-m) reads: how its jobs are drawn (sweeper) and where they run (launcher)
 MULTIRUN_ONLY = ("hparams_search=", "hydra/sweeper", "hydra.sweeper.")
@@ -60,8 +59,8 @@ def describe(exc: BaseException) -> str:
     """One line for a composition or validation error."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, choice = str(exc.missing_cfg_file).rpartition("/")
-        if group in CHOICE_GROUPS or group.startswith("hydra/"):  # Hydra's list: a user's
-            valid = exc.options or experiment.options(group)  # config dirs' options too
+        if group in experiment.CHOICE_GROUPS or group.startswith("hydra/"):
+            valid = exc.options or experiment.options(group)  # Hydra's: a user's dirs' too
             line = f"{group}={choice} is not one of {', '.join(valid)}"
             kind = group.removeprefix("hydra/")
             if kind in ("launcher", "sweeper"):  # Hydra's other plugins are packages
@@ -83,7 +82,7 @@ def describe(exc: BaseException) -> str:
     if swept:  # Hydra's first line named neither -m nor the list syntax
         kind, arg, key, value = swept.groups()
         line = f"{arg} is a sweep: add -m (python -m equinorm.train -m ...)"
-        listed = kind.startswith("Ambiguous") and key.lstrip("+~") not in CHOICE_GROUPS
+        listed = kind.startswith("Ambiguous") and key.lstrip("+~") not in experiment.CHOICE_GROUPS
         return line + (f"; a list is written {key}=[{value}]" if listed else "")
     if "Can only enumerate CHOICE and RANGE sweeps" in str(exc):  # interval() under a grid
         return (
