@@ -265,6 +265,25 @@ def test_a_bad_tune_request_is_one_line(capsys):
     assert "give the values as --grid 0.05,0.2" in capsys.readouterr().err
     assert main(["experiment=digits_demo", "dataset.val_size=500", "--plan"]) == 2
     assert "use --val-size 500" in capsys.readouterr().err
+    assert main(["experiment=digits_demo", "--key", "seed", "--grid", "1,2", "--plan"]) == 2
+    assert "--key seed: a seed is not tuned" in capsys.readouterr().err  # the luckiest seed
+    batch = ["experiment=digits_demo", "--key", "train.batch_size", "--plan"]
+    assert main([*batch, "--grid", "32.5"]) == 2
+    assert "'32.5' is not an integer, as the key's values are" in capsys.readouterr().err
+
+
+def test_an_integer_key_is_tuned_over_integers(capsys):
+    """--key train.batch_size was refused ("train.batch_size=16.0 ... could not be converted to
+    Integer"), its --grid 32,64 too; --key epochs said epochs=3.75."""
+    from equinorm.launch.tune import main
+
+    batch = ["experiment=digits_demo", "--key", "train.batch_size", "--plan"]
+    assert main(batch) == 0
+    assert "train.batch_size in {16, 32, 64, 128, 256}" in capsys.readouterr().out
+    assert main([*batch, "--grid", "32,64.0"]) == 0
+    assert "train.batch_size in {32, 64}" in capsys.readouterr().out
+    assert main(["experiment=digits_demo", "--key", "epochs", "--plan"]) == 0
+    assert "epochs in {4, 8, 15, 30, 60}" in capsys.readouterr().out
 
 
 def test_the_study_file_round_trips(tmp_path):

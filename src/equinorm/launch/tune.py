@@ -54,21 +54,31 @@ class TuneError(Exception):
     """A request that cannot be tuned: one line, exit 2."""
 
 
-def canonical(text: str) -> str:
-    """A grid value as run variants spell it (``4e-4`` -> ``0.0004``)."""
+def canonical(text: str, integer: bool = False) -> str:
+    """A grid value as run variants spell it (``4e-4`` -> ``0.0004``; an ``integer`` key's
+    ``32``, not ``32.0``, which its type refuses)."""
     try:
-        return value_text(float(text))
+        value = float(text)
     except ValueError:
         raise TuneError(f"--grid: {text!r} is not a number") from None
+    if not integer:
+        return value_text(value)
+    if not value.is_integer():
+        raise TuneError(f"--grid: {text!r} is not an integer, as the key's values are")
+    return value_text(int(value))
 
 
 def default_grid(own, points: int, span: float) -> list[str]:
-    """``points`` log-spaced values from own/span to own*span (5 and 4: x1/4, 1/2, 1, 2, 4)."""
+    """``points`` log-spaced values from own/span to own*span (5 and 4: x1/4, 1/2, 1, 2, 4);
+    an integer key's rounded (at least 1)."""
     if not isinstance(own, int | float) or isinstance(own, bool) or own <= 0:
         raise TuneError(f"the experiment's value {own!r} is not a positive number: give --grid")
+    integer = isinstance(own, int)
     if points < 2:
-        return [canonical(repr(float(own)))]
+        return [canonical(repr(own), integer)]
     factors = [span ** (2 * i / (points - 1) - 1) for i in range(points)]
+    if integer:
+        return [canonical(str(max(1, round(own * f))), True) for f in factors]
     return [canonical(f"{own * f:.4g}") for f in factors]
 
 
@@ -82,6 +92,8 @@ def _without(overrides: list[str], *keys: str) -> list[str]:
 
 def design(args) -> tuple[Study, list[str], list[str], str]:
     """(the study, stage 1's sweep, stage 2's overrides but norm, the results directory)."""
+    if args.key == "seed":  # picking the best seed would report its luck
+        raise TuneError("--key seed: a seed is not tuned; the seeds of stage 1 are --seeds")
     for override in args.overrides:  # the study sets these two: a value of the user's is refused
         value = override.partition("=")[2]
         if _key(override) == args.key:
@@ -100,7 +112,8 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
     if OmegaConf.is_config(own):  # a group (arch) or a list (schedule.milestones)
         what = "a config group" if OmegaConf.is_dict(own) else f"a list ({value_text(own)})"
         raise TuneError(f"--key {args.key}: {what}, not a number; tune a numeric key")
-    grid = [canonical(v) for v in args.grid.split(",")] if args.grid else None
+    integer = isinstance(own, int) and not isinstance(own, bool)
+    grid = [canonical(v, integer) for v in args.grid.split(",")] if args.grid else None
     grid = sorted(set(grid or default_grid(own, args.points, args.span)), key=float)
     val_size = args.val_size or tuning_val_size(cfg)
     study = Study(cfg.name, args.key, grid, int(val_size), args.seeds, value_text(own))
