@@ -48,6 +48,9 @@ BAD = [  # (command line, what the one line must name)
     ("norm=null", "norm=null: a norm must be chosen, one of bn, equi, equi_quarter, gn"),
     ("experiment=null", "experiment=null: Hydra drops an optional group with ~experiment"),
     ("arch.name=wrn", "(arch=wrn chooses the arch and its keys; arch.name= keeps those of the one"),
+    # a list of options: trained two experiments merged, under a made-up variant
+    ("experiment=[cifar10_wrn_short,digits_demo]", "to run each: -m experiment=cifar10_wrn_short,"),
+    ("norm=[bn,gn]", "norm=[bn,gn] would merge these options into one config; to run each: -m"),
     ("lr=0.1", "lr is not a key of this config (schedule.lr?)"),
     ("train.batchsize=32", "train.batchsize is not a key of this config (train.batch_size or"),
     ("wandb.foo=1", "wandb.foo is not a key of this config (a typo?)"),

@@ -80,10 +80,16 @@ def _hydra():
 
 def compose_raw(overrides: Sequence[str]) -> DictConfig:
     """The composed config with its Hydra node, as Hydra composes it (no run directory)."""
-    for override in overrides:  # Hydra raises a ValueError for these, traceback and all
+    for override in overrides:
         group, _, value = override.lstrip("+").partition("=")
-        if value == "null" and group in CHOICE_GROUPS:
+        if value == "null" and group in CHOICE_GROUPS:  # Hydra's ValueError and traceback
             raise ConfigError(_null_choice(override, group))
+        if value.startswith("[") and group in CHOICE_GROUPS:  # Hydra merges them: one config
+            each = value.strip("[]")
+            raise ConfigError(
+                f"{override} would merge these options into one config; to run each: -m "
+                f"{group}={each}"
+            )
     with _hydra():
         return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
 
