@@ -51,6 +51,7 @@ BAD = [  # (command line, what the one line must name)
     # a list of options: trained two experiments merged, under a made-up variant
     ("experiment=[cifar10_wrn_short,digits_demo]", "to run each: -m experiment=cifar10_wrn_short,"),
     ("norm=[bn,gn]", "norm=[bn,gn] would merge these options into one config; to run each: -m"),
+    ("+experiment=digits_demo", "+experiment=digits_demo: experiment is a group of this config"),
     ("lr=0.1", "lr is not a key of this config (schedule.lr?)"),
     ("train.batchsize=32", "train.batchsize is not a key of this config (train.batch_size or"),
     ("wandb.foo=1", "wandb.foo is not a key of this config (a typo?)"),

@@ -84,6 +84,12 @@ def describe(exc: BaseException) -> str:
         line = f"{arg} is a sweep: add -m (python -m equinorm.train -m ...)"
         listed = kind.startswith("Ambiguous") and key.lstrip("+~") not in experiment.CHOICE_GROUPS
         return line + (f"; a list is written {key}=[{value}]" if listed else "")
+    added = re.match(
+        r"Multiple values for ([\w/]+)\. To override a value use 'override \1: (.+)'", str(exc)
+    )
+    if added:  # +experiment=X: Hydra's answer is the defaults list's syntax
+        group, value = added.groups()
+        return f"+{group}={value}: {group} is a group of this config already: {group}={value}"
     if "Can only enumerate CHOICE and RANGE sweeps" in str(exc):  # interval() under a grid
         return (
             "an interval() is searched, not listed: the grid sweeper runs a,b,c / choice() / "
