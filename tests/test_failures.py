@@ -188,3 +188,16 @@ def test_the_finiteness_study_runs_and_locates_a_zero_denominator(tmp_path):
     assert row["status"] in ("complete", "diverged") and int(row["steps_finite"]) <= 2
     if row["status"] == "diverged":  # as the committed study found it (machine-dependent)
         assert row["nonfinite_layer"].endswith("(EquiConv2d)") and float(row["min_abs_D"]) == 0
+
+
+def test_a_batch_of_one_image_for_batchnorm_on_1x1_maps_is_one_line(tmp_path):
+    """train.batch_size=1 norm=bn on the digits (1x1 maps at the last stage) was PyTorch's
+    ValueError with its traceback ("Expected more than 1 value per channel"), and in a sweep
+    'job failed with an unexpected error (a bug? please report it)'."""
+    from equinorm.errors import ConfigError
+
+    args = [*SHORT, "norm=bn", "train.batch_size=1", "train.max_train_batches=2"]
+    with pytest.raises(ConfigError, match=r"a training batch of 1 image\(s\) gives a batch norm"):
+        run(compose_cfg(*args, results=tmp_path))
+    args = [*SHORT, "norm=gn", "train.batch_size=1", "train.max_train_batches=2", "epochs=1"]
+    assert run(compose_cfg(*args, "schedule.milestones=[]", results=tmp_path))["epoch"] == 1
