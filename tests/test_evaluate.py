@@ -125,6 +125,12 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(
         Exception, match=r"seed=8 was trained with train\.checkpoint=false: it kept no"
     ):
         load(unkept)
+    lost = good.parent / "seed=9"  # diverged in its first epoch: it said "no weights yet"
+    lost.mkdir()
+    shutil.copy(good / "config.yaml", lost / "config.yaml")
+    (lost / "summary.json").write_text('{"status": "diverged", "diverged_epoch": 1}')
+    with pytest.raises(Exception, match=r"seed=9 diverged in epoch 1, before any checkpoint"):
+        load(lost)
     with pytest.raises(Exception, match="not a run directory"):
         load(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))  # a path as a user writes it in Python

@@ -83,6 +83,12 @@ def _weights(rundir: RunDir, cfg: DictConfig) -> tuple[dict, Path, int, int]:
         raise EquinormError(
             f"{rundir.path} was trained with train.checkpoint=false: it kept no weights"
         )
+    summary = rundir.summary() or {}
+    if summary.get("status") == "diverged":  # before its first checkpoint: none will come
+        raise EquinormError(
+            f"{rundir.path} diverged in epoch {summary.get('diverged_epoch')}, before any "
+            "checkpoint: it has no weights"
+        )
     raise EquinormError(f"{rundir.path} has no weights yet (no model.pt, no readable checkpoint)")
 
 
