@@ -65,7 +65,8 @@ def test_the_plan_counts_the_jobs_the_command_launches_at_their_width(tmp_path, 
         "short", ["seed=0", "norm=bn", "arch.width_mult=0.5"], bench_dir=tmp_path
     )
     assert 0.2 < half.gpu_hours / one.gpu_hours < 0.35  # ~ width squared, the stem aside
-    (mixed,) = reproduce.plan("short", ["seed=0", "norm=bn", "epochs=10,30"], bench_dir=tmp_path)
+    mixed_args = ["seed=0", "norm=bn", "epochs=10,30", "schedule.rescale=true"]
+    (mixed,) = reproduce.plan("short", mixed_args, bench_dir=tmp_path)
     assert mixed.jobs == 2 and mixed.epochs == (10, 30)
     search = ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=6"]  # Optuna: its trials
     (tuned,) = reproduce.plan(
@@ -166,3 +167,16 @@ def test_a_bad_override_launches_no_experiment_and_no_report(monkeypatch, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("equinorm: error: experiment=cifar10_wrn_overfit: arch.final_norm ")
     assert err.count("\n") == 1 and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [  # each printed a plan for jobs the trainer refuses (only check_config ran)
+        ("epochs=3", "schedule.lr_points end at epoch 30 > epochs=3"),
+        ("mixup.alpha=-1", "mixup.alpha=-1.0 must be > 0"),
+    ],
+)
+def test_make_plan_refuses_what_the_trainer_refuses(override, says, capsys):
+    assert reproduce.main(["short", "--plan", "--", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"equinorm: error: {says}") and err.count("\n") == 1, err

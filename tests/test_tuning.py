@@ -282,8 +282,11 @@ def test_an_integer_key_is_tuned_over_integers(capsys):
     assert "train.batch_size in {16, 32, 64, 128, 256}" in capsys.readouterr().out
     assert main([*batch, "--grid", "32,64.0"]) == 0
     assert "train.batch_size in {32, 64}" in capsys.readouterr().out
-    assert main(["experiment=digits_demo", "--key", "epochs", "--plan"]) == 0
+    epochs = ["experiment=digits_demo", "--key", "epochs", "--plan"]
+    assert main([*epochs, "schedule.rescale=true"]) == 0
     assert "epochs in {4, 8, 15, 30, 60}" in capsys.readouterr().out
+    assert main(epochs) == 2  # the trainer refuses epochs=4 under milestones [10, 13]: so does
+    assert "schedule.milestones=[10, 13] exceed epochs=4" in capsys.readouterr().err  # the plan
 
 
 def test_the_study_file_round_trips(tmp_path):

@@ -33,7 +33,7 @@ from equinorm import experiment as experiments
 from equinorm.argtypes import number
 from equinorm.data import dataset_info
 from equinorm.errors import ConfigError
-from equinorm.experiment.checks import check_config, options
+from equinorm.experiment.checks import options
 from equinorm.experiment.command import composed, describe, preflight
 from equinorm.report.cli import main as report
 from equinorm.report.tuning import KEY, POINTS, SEEDS, VAL_KEY, tuning_val_size
@@ -132,7 +132,7 @@ def plan(
         jobs = sweep_jobs(experiment, overrides)
         hours, bases, epochs, groups = 0.0, set(), set(), {}
         for job, cfg in composed(jobs):  # a job's seed changes nothing here: composed once
-            check_config(cfg, devices_here=False)
+            build.check(cfg, devices_here=False)
             seconds, basis = job_seconds(cfg, measured, tflops)
             hours, epochs, bases = hours + seconds / 3600, epochs | {cfg.epochs}, bases | {basis}
             split = tuning_val_size(cfg)  # stage 1 trains on the rest, at the experiment's value

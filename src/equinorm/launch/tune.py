@@ -30,7 +30,6 @@ from omegaconf.errors import OmegaConfBaseException
 from equinorm import experiment as experiments
 from equinorm.argtypes import number, seeds
 from equinorm.errors import ConfigError
-from equinorm.experiment.checks import check_config
 from equinorm.experiment.command import composed, describe
 from equinorm.experiment.identity import value_text
 from equinorm.launch.reproduce import DEFAULT_TFLOPS, job_seconds, measured_images_per_s, on_slurm
@@ -48,6 +47,7 @@ from equinorm.report.tuning import (
     study_path,
     tuning_val_size,
 )
+from equinorm.train import build
 
 
 class TuneError(Exception):
@@ -156,7 +156,7 @@ def plan(args) -> str:
         jobs = experiments.jobs(argv)
         hours = 0.0
         for _, cfg in composed(jobs):
-            check_config(cfg, devices_here=False)
+            build.check(cfg, devices_here=False)
             hours += job_seconds(cfg, measured, args.tflops)[0] / 3600
         lines.append(f"| {stage} | {len(jobs)} | {hours:,.1f} |")
     grid = ", ".join(study.grid)

@@ -33,13 +33,14 @@ from equinorm.train.wandb_logger import WandbLogger
 log = logging.getLogger("equinorm")
 
 
-def check(cfg: DictConfig, job: bool = False) -> None:
+def check(cfg: DictConfig, job: bool = False, devices_here: bool = True) -> None:
     """Raise :class:`~equinorm.errors.ConfigError` for the first bad value of ``cfg`` (``job``: a
-    command line's job, with its Hydra node: the launcher and the results directory too)."""
+    command line's job, with its Hydra node: the launcher and the results directory too;
+    ``devices_here=False``: a plan for another machine, ``train.device`` only spelt right)."""
     if job:
         check_job(cfg)
     else:
-        check_config(cfg)
+        check_config(cfg, devices_here)
     Schedule(cfg.schedule, cfg.epochs)
     Mixup(cfg.mixup, seed=0)
 
