@@ -299,8 +299,17 @@ class Trainer:
         for j, (xj, yj) in enumerate(parts):
             last = j == k - 1
             sync = model.no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
-            with sync:
-                loss = self._forward_backward(model, self.mixups[j], xj, yj, 1.0 / k)
+            try:
+                with sync:
+                    loss = self._forward_backward(model, self.mixups[j], xj, yj, 1.0 / k)
+            except ValueError as exc:  # PyTorch's BatchNorm on one value per channel
+                if "Expected more than 1 value per channel" not in str(exc):
+                    raise
+                raise ConfigError(
+                    f"a training batch of {len(yj)} image(s) gives a batch norm one value per "
+                    "channel (1x1 maps): raise train.batch_size (a last batch of 1: "
+                    "dataset.drop_last=true)"
+                ) from None
             if k > 1 and j == 0:  # DDP keeps rank 0's running statistics: device 0's here
                 first_buffers = [buf.detach().clone() for buf in self.raw_model.buffers()]
             total = total + loss
@@ -313,17 +322,6 @@ class Trainer:
         return lr
 
     def _forward_backward(self, model, mixup: Mixup, x: Tensor, y: Tensor, scale: float) -> Tensor:
-        try:
-            return self._forward_backward_(model, mixup, x, y, scale)
-        except ValueError as exc:  # PyTorch's BatchNorm on one value per channel
-            if "Expected more than 1 value per channel" not in str(exc):
-                raise
-            raise ConfigError(
-                f"a training batch of {len(y)} image(s) gives a batch norm one value per channel "
-                "(1x1 maps): raise train.batch_size (a last batch of 1: dataset.drop_last=true)"
-            ) from None
-
-    def _forward_backward_(self, model, mixup: Mixup, x: Tensor, y: Tensor, scale: float):
         with self.autocast():
             if mixup.enabled:
                 point, lam, perm, _ = mixup.draw(len(y), self.device)

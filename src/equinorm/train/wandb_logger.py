@@ -32,6 +32,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import getproxies
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,8 @@ def _unreachable(wandb) -> str | None:
         settings = wandb.setup().settings  # the environment's and the settings files' values
     except Exception:  # wandb.init will say what is wrong
         return None
-    proxies = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
-    if (
-        settings.https_proxy
-        or settings.http_proxy
-        or any(os.environ.get(k) or os.environ.get(k.lower()) for k in proxies)
-    ):
+    proxies = {k for k in getproxies() if k != "no"}  # the environment's, as urllib reads them
+    if settings.https_proxy or settings.http_proxy or proxies:
         return None
     url = urlsplit(settings.base_url)
     address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
