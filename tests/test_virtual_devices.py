@@ -12,10 +12,11 @@ import torch
 from torch.nn import functional as F
 
 from equinorm.errors import ConfigError
-from equinorm.layers import EquiConv2d
+from equinorm.layers import EquiConv2d, input_channel_means
+from equinorm.layers.equiconv import equi_denominator
 from equinorm.models import build_model
 from equinorm.run import checkpoint as ckpt
-from equinorm.train.nonfinite import NonFiniteProbe
+from equinorm.train.nonfinite import NonFiniteProbe, account
 from equinorm.train.run import run
 from tests.conftest import compose_cfg, read_history, run_cli, run_dir_of
 
@@ -159,6 +160,31 @@ def test_the_probe_names_the_equinorm_layer_whose_denominator_is_zero():
     with NonFiniteProbe(model) as probe:
         model(x)
         assert probe.first_nonfinite_output() is None
+    assert "D is 0" in account(info) and "norm.eps=" in account(info)
+    assert account({**info, "nonfinite_min_abs_D": 2e-9}).endswith("smallest |D| 2e-09")
+
+
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+def test_single_pass_d_is_zero_when_every_weight_of_a_channel_has_one_sign(sign):
+    """The paper's caveat (5.2), met by the digits' one-channel stem at lr 0.05: the single-pass
+    estimate of a one-sign kernel's positive sum is 0 (all negative: exactly, no positive weight
+    counted; all positive: up to rounding) whatever the input; the exact one is not."""
+    conv = EquiConv2d(1, 2, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight[0] = sign * (torch.rand(1, 3, 3) + 0.1)
+    x = torch.rand(4, 1, 6, 6) + 0.1
+    means, w = input_channel_means(x), conv.weight.detach()
+    scale = float((means * w[0].abs().sum()).sum())
+    assert abs(float(equi_denominator(w, means, single_pass=True)[0])) < 1e-6 * scale
+    assert float(equi_denominator(w, means, single_pass=False)[0]) > 0.1 * scale
+    if sign < 0:
+        model = torch.nn.Sequential(conv)
+        with NonFiniteProbe(model) as probe:
+            assert not bool(torch.isfinite(model(x)).all())
+            info = probe.describe(probe.first_nonfinite_output(), "forward")
+        assert info["nonfinite_min_abs_D"] == 0.0
+    conv.single_pass = False
+    assert bool(torch.isfinite(conv(x)).all())
 
 
 def test_a_diverged_run_names_where_its_first_non_finite_value_appeared(tmp_path):
@@ -180,3 +206,14 @@ def test_a_diverged_smoke_run_exits_non_zero_with_one_line(tmp_path):
     errors = [line for line in proc.stdout.splitlines() if line.startswith("equinorm: error")]
     assert len(errors) == 1 and "diverged in epoch 1" in errors[0]
     assert "first non-finite value:" in errors[0] and "Traceback" not in proc.stdout
+
+
+def test_a_smoke_run_whose_denominator_reaches_zero_says_so_and_how_to_avoid_it(tmp_path):
+    """The digits' one-channel stem at lr 0.05, seed 0: a step leaves an output channel's 9
+    weights all negative (single-pass D = 0, found at the command line)."""
+    args = ["experiment=digits_demo", "debug=smoke", "seed=0", "norm=equi", "schedule.lr=0.05"]
+    proc = run_cli(*args, f"results_dir={tmp_path}", cwd=tmp_path)
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("equinorm: error")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stdout[-2000:]
+    assert "stem (EquiConv2d) in the forward pass" in errors[0]
+    assert "denominator D is 0" in errors[0] and "norm.eps=1e-6" in errors[0]

@@ -33,6 +33,7 @@ from equinorm.run import provenance
 from equinorm.run.jobs import record as record_job
 from equinorm.run.record import RunDir, RunLockedError, objective
 from equinorm.train import build
+from equinorm.train.nonfinite import account
 from equinorm.train.run import identity, run
 from equinorm.train.signals import Preempted
 from equinorm.train.wandb_logger import release
@@ -67,8 +68,8 @@ def _job(cfg: DictConfig, runtime) -> dict | None:
         summary = run(cfg, overrides=list(runtime.overrides.task))
         if summary.get("status") == "diverged" and cfg.train.fail_on_divergence:
             raise EquinormError(
-                f"{cfg.run_dir} diverged in epoch {summary.get('diverged_epoch')} (first "
-                f"non-finite value: {summary.get('nonfinite_layer') or 'not located'}); "
+                f"{cfg.run_dir} diverged in epoch {summary.get('diverged_epoch')}; first "
+                f"non-finite value: {account(summary)}; "
                 "train.fail_on_divergence=true makes that an error"
             )
     except RunLockedError as exc:

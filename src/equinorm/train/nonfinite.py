@@ -7,7 +7,9 @@ its output is finite; after the backward pass the parameters' gradients are chec
 first module in forward order with a non-finite output is where the forward pass broke; when the
 forward pass stayed finite, the deepest module with a non-finite gradient is where the backward
 pass did. For an EquiNorm layer the probe adds the smallest ``|D|`` of the step (the denominator
-of paper section 4's scale; 0 means a channel's positive weights met only dead inputs).
+of paper section 4's scale; 0 means a channel's positive weights met only dead inputs, or, in the
+single-pass form, that every weight of a channel has one sign: paper 5.2). :func:`account` puts
+those fields in one line.
 """
 
 from __future__ import annotations
@@ -98,3 +100,20 @@ class NonFiniteProbe:
                 d = torch.stack([self.denominators[i] for i in calls]).min()
                 info["nonfinite_min_abs_D"] = float(d)
         return info
+
+
+def account(fields: dict) -> str:
+    """Where a diverged run's first non-finite value appeared, in words, from its ``nonfinite_*``
+    summary fields (the trainer's warning and a smoke run's error say the same)."""
+    text = fields.get("nonfinite_layer") or "not located"
+    if fields.get("nonfinite_in"):
+        text += f" in the {fields['nonfinite_in']} pass"
+    d = fields.get("nonfinite_min_abs_D")
+    if d == 0:
+        text += (
+            ", where EquiNorm's denominator D is 0: the paper's transform has no epsilon, "
+            "norm.eps=1e-6 avoids it (docs/spec.md section 1)"
+        )
+    elif d is not None:
+        text += f", smallest |D| {d:.3g}"
+    return text

@@ -37,7 +37,7 @@ from equinorm.train import distributed
 from equinorm.train.diagnostics import equilibrium_stats
 from equinorm.train.distributed import DistInfo, all_reduce_sum
 from equinorm.train.mixup import Mixup
-from equinorm.train.nonfinite import NonFiniteProbe
+from equinorm.train.nonfinite import NonFiniteProbe, account
 from equinorm.train.optim import set_lr_momentum
 from equinorm.train.schedules import Schedule
 from equinorm.train.signals import PreemptionGuard
@@ -487,13 +487,11 @@ class Trainer:
         progress = self.state
         origin = self.locate_nonfinite(epoch)
         self.state = progress
-        where = origin.get("nonfinite_layer") or "not located"
         log.warning(
             "non-finite training loss in epoch %d: stopping (status: diverged); first non-finite "
-            "value: %s%s",
+            "value: %s",
             epoch + 1,
-            where,
-            f" in the {origin['nonfinite_in']} pass" if origin.get("nonfinite_in") else "",
+            account(origin),
         )
         if self.dist.is_main:
             self.rundir.write_history(self.state.history)
