@@ -382,6 +382,30 @@ def _lr_run(root: Path, exp: str, norm: str, variant: dict, seed: int, acc: floa
     return d
 
 
+def test_a_value_whose_runs_all_failed_makes_no_comparison(tmp_path):
+    """equinorm-tune with a validation split the training set cannot hold: every run at that
+    value failed, and the report drew an empty lr figure (no point) and a one-point val_size
+    comparison. A diverged value is a result: it still compares."""
+    from equinorm.report.hparams import swept
+
+    exp = "cifar10_wrn_overfit"
+    for seed in range(2):
+        for lr in ("0.05", "0.2"):
+            _lr_run(tmp_path, exp, "bn", {"schedule.lr": lr, "dataset.val_size": "5000"}, seed, 0.0)
+        write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 90.0, variant={"schedule.lr": "0.05"})
+    for d in (tmp_path / "runs" / exp / "cifar10-wrn-bn").glob("*val_size*/seed=*"):
+        named = json.loads((d / "summary.json").read_text())  # failed at its first check
+        error = {"error": "dataset.val_size=5000: too large", "type": "ConfigError"}
+        (d / "error.json").write_text(json.dumps({**error, **named}))
+        (d / "summary.json").write_text(json.dumps({**named, "status": "running", "epoch": 0}))
+    assert set(collect(tmp_path).runs["status"]) == {"failed", "complete"}
+    assert swept(collect(tmp_path).runs) == []
+    assert main(["--results", str(tmp_path)]) == 0
+    assert not list((tmp_path / "figures").glob("*hparam*"))
+    write_run(tmp_path, exp, "cifar10-wrn-bn", 0, 0.0, status="diverged", diverge_at=2)
+    assert swept(collect(tmp_path).runs) == [("schedule.lr", ())]
+
+
 def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys):
     exp = "cifar10_wrn_overfit"  # its own lr: 0.1
     long = {f"dataset.augment.k{i}": "x" * 12 for i in range(8)}  # a hashed directory name

@@ -289,6 +289,33 @@ def test_an_integer_key_is_tuned_over_integers(capsys):
     assert "schedule.milestones=[10, 13] exceed epochs=4" in capsys.readouterr().err  # the plan
 
 
+def test_a_stage_1_the_trainer_refuses_stops_the_study_in_one_line(tmp_path):
+    """--val-size larger than the digits' training set: the sweep refused it, and tune went on
+    to write tuned.json and say "run the same command again to resume", which refuses again."""
+    results = tmp_path / "r"
+    tune = [sys.executable, "-m", "equinorm.launch.tune", "experiment=digits_demo", "debug=smoke"]
+    args = [f"results_dir={results}", "--grid", "0.1", "--seeds", "0", "--val-size", "5000"]
+    proc = subprocess.run([*tune, *args], capture_output=True, text=True, cwd=tmp_path)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "dataset.val_size=5000 must be 0" in errors[0] and "resume" not in proc.stderr
+    assert not (results / "runs" / "digits_demo" / "tuned.json").exists()
+
+
+def test_stage_1_failures_are_named_not_offered_a_resume():
+    """Jobs that failed (a training set on disk smaller than the published one cannot hold 10 %)
+    fail again on a rerun: the line names their error; unfinished ones resume."""
+    from equinorm.launch.tune import _unfinished
+
+    missing = ["bn schedule.lr=0.05 seed 0", "bn schedule.lr=0.1 seed 0"]
+    error = "dataset.val_size=5000: must be 0 (no validation split) or 1..199"
+    runs = pd.DataFrame({"status": ["failed", "unfinished"], "error": [error, None]})
+    line = _unfinished(runs, missing)
+    assert "1 failed, e.g. " + error + " (--val-size sets it): fix that" in line
+    assert "resume" not in line and "2 job(s) (bn schedule.lr=0.05 seed 0, ...)" in line
+    assert _unfinished(runs.iloc[1:], missing[1:]).endswith("run the same command again to resume")
+
+
 def test_the_study_file_round_trips(tmp_path):
     path = Path(tmp_path) / "tuned.json"
     STUDY.write(path)

@@ -146,6 +146,24 @@ def _train(argv: list[str], wait: bool = True):
     return proc.wait() if wait else proc
 
 
+def _unfinished(tuning, missing: list[str]) -> str:
+    """Why stage 1 has no pick yet: runs to resume, or failures to fix first (their error)."""
+    jobs = f"{missing[0]}{', ...' if len(missing) > 1 else ''}"
+    failed = tuning[tuning["status"] == "failed"]
+    if failed.empty:
+        return (
+            f"stage 1 has no finished run for {len(missing)} job(s) ({jobs}): run the same "
+            "command again to resume"
+        )
+    error = failed["error"].iloc[0]
+    if error.startswith(f"{VAL_KEY}="):
+        error += " (--val-size sets it)"
+    return (
+        f"stage 1 has no finished run for {len(missing)} job(s) ({jobs}); {len(failed)} failed, "
+        f"e.g. {error}: fix that, then run the same command again"
+    )
+
+
 def plan(args) -> str:
     """Runs and estimated GPU-hours of both stages (stage 2 at the experiment's value: each
     norm's pick changes its cost little; a pick equal to it adds no run)."""
@@ -171,8 +189,11 @@ def run(args) -> int:
         flush=True,
     )
     if args.stage in ("1", "all"):
-        _train(argv1)  # a failed job is named by its sweep; the pick below sees what is missing
-    study.picks, missing = pick(stage1(collect(results_dir).runs, study), study)
+        if _train(argv1) == 2:  # the command line refused (its one line said why): no study
+            return 2
+        # a failed job is named by its sweep; the pick below sees what is missing
+    tuning = stage1(collect(results_dir).runs, study)
+    study.picks, missing = pick(tuning, study)
     path = study_path(results_dir, study.experiment)
     study.write(path)
     for norm, p in study.picks.items():
@@ -180,11 +201,7 @@ def run(args) -> int:
         print(f"{norm}: {study.key}={p['value']}, median val acc {p['median_val_acc']:.2f}{edge}")
     print(f"wrote {path}", flush=True)
     if missing:
-        print(
-            f"equinorm: stage 1 has no finished run for {len(missing)} job(s) ({missing[0]}"
-            f"{', ...' if len(missing) > 1 else ''}): run the same command again to resume",
-            file=sys.stderr,
-        )
+        print(f"equinorm: {_unfinished(tuning, missing)}", file=sys.stderr)
         return 1
     if args.stage in ("2", "all"):
         argvs = [

@@ -10,9 +10,10 @@ context. That is none for a sweep of the experiment itself (the runs whose varia
 the experiment's value of the key), ``train.batch_size=64`` for the same sweep at another batch
 size, and the protocol for the keys that set how a run is measured rather than what it trains (a
 validation split, ``debug``), so a search scored on a validation split (``hparams_search=``) is
-compared with itself. A key gets a comparison per context in which the runs hold at least two
-values of it. A run whose variant does not name the key sits at the value of the config it was
-named against (:func:`own_value`: its norm's option, its protocol), not at the experiment file's.
+compared with itself. A key gets a comparison per context in which finished runs (complete or
+diverged) hold at least two values of it. A run whose variant does not name the key sits at the
+value of the config it was named against (:func:`own_value`: its norm's option, its protocol),
+not at the experiment file's.
 Writes ``<experiment>_hparam_<key>[_<context>].{png,pdf,md,tex}`` (a long context shortened and
 hashed, as run directories are).
 """
@@ -81,9 +82,11 @@ def _context(items: dict, key: str) -> tuple[tuple[str, str], ...]:
 
 
 def swept(runs: pd.DataFrame) -> list[tuple[str, tuple]]:
-    """(key, context) of each comparison in ``runs`` (one experiment), sorted."""
+    """(key, context) of each comparison in ``runs`` (one experiment), sorted: at least two values
+    with a finished run (complete or diverged; a value whose runs all failed compares nothing)."""
     found = {(k, _context(items, k)) for items in runs["items"] for k in items}
-    return sorted(c for c in found if len(comparison_runs(runs, *c)["value"].unique()) > 1)
+    finished = runs[runs["status"].isin(["complete", "diverged"])]
+    return sorted(c for c in found if len(comparison_runs(finished, *c)["value"].unique()) > 1)
 
 
 def comparison_runs(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
