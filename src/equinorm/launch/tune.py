@@ -188,10 +188,10 @@ def run(args) -> int:
         f"{study.val_size} validation images, tuning seeds {study.seeds}",
         flush=True,
     )
-    if args.stage in ("1", "all"):
-        if _train(argv1) == 2:  # the command line refused (its one line said why): no study
-            return 2
-        # a failed job is named by its sweep; the pick below sees what is missing
+    # a failed job is named by its sweep, the pick below sees what is missing; a command line the
+    # trainer refused (its one line said why) leaves no study
+    if args.stage in ("1", "all") and _train(argv1) == 2:
+        return 2
     tuning = stage1(collect(results_dir).runs, study)
     study.picks, missing = pick(tuning, study)
     path = study_path(results_dir, study.experiment)
