@@ -113,8 +113,7 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(
     out, err = capsys.readouterr()
     assert out.count("\n") == 1 and out.startswith(f"{good}: model.pt (epoch 2)")
     assert err.splitlines() == [
-        f"equinorm-evaluate: {empty}: {empty} has no weights yet (no model.pt, no readable "
-        "checkpoint)",
+        f"equinorm-evaluate: {empty} has no weights yet (no model.pt, no readable checkpoint)",
         f"equinorm-evaluate: {tmp_path / 'nowhere'}: no run directory there",
     ]
     unkept = good.parent / "seed=8"  # trained with train.checkpoint=false: no weights, by choice
@@ -131,6 +130,12 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(
     (lost / "summary.json").write_text('{"status": "diverged", "diverged_epoch": 1}')
     with pytest.raises(Exception, match=r"seed=9 diverged in epoch 1, before any checkpoint"):
         load(lost)
+    refused = good.parent / "seed=10"  # failed at its first check: it said "no weights yet"
+    refused.mkdir()
+    shutil.copy(good / "config.yaml", refused / "config.yaml")
+    (refused / "error.json").write_text('{"error": "dataset.val_size=5000: must be 0 or 1..199"}')
+    with pytest.raises(Exception, match=r"seed=10 failed before any checkpoint \(dataset\.val_"):
+        load(refused)
     with pytest.raises(Exception, match="not a run directory"):
         load(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))  # a path as a user writes it in Python

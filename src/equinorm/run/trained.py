@@ -83,11 +83,15 @@ def _weights(rundir: RunDir, cfg: DictConfig) -> tuple[dict, Path, int, int]:
         raise EquinormError(
             f"{rundir.path} was trained with train.checkpoint=false: it kept no weights"
         )
-    summary = rundir.summary() or {}
+    summary, error = rundir.summary() or {}, rundir.error()
     if summary.get("status") == "diverged":  # before its first checkpoint: none will come
         raise EquinormError(
             f"{rundir.path} diverged in epoch {summary.get('diverged_epoch')}, before any "
             "checkpoint: it has no weights"
+        )
+    if error is not None:  # its last attempt failed before a checkpoint
+        raise EquinormError(
+            f"{rundir.path} failed before any checkpoint ({error.get('error')}): it has no weights"
         )
     raise EquinormError(f"{rundir.path} has no weights yet (no model.pt, no readable checkpoint)")
 

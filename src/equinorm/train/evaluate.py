@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                     if isinstance(exc, DatasetError)
                     else ""
                 )
-                print(f"equinorm-evaluate: {run}: {one_line(exc)}{hint}", file=sys.stderr)
+                text = one_line(exc)  # named once: most of load's lines begin with the run
+                text = text if str(run) in text else f"{run}: {text}"
+                print(f"equinorm-evaluate: {text}{hint}", file=sys.stderr)
                 failed += 1
     return 1 if failed else 0
 
