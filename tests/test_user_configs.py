@@ -169,3 +169,21 @@ def test_a_norm_of_another_package_trains_sweeps_and_scores_through_its_entry_po
     assert (cell / "debug=smoke,norm.momentum=0.01/seed=0/summary.json").is_file()
     scored = run_cli(str(results), module="equinorm.train.evaluate", cwd=tmp_path, env=env)
     assert scored.returncode == 0 and scored.stdout.count("model.pt (epoch 2)") == 3
+
+
+@pytest.mark.parametrize(
+    ("typo", "says"),
+    [
+        ("  max_train_batches: 2", "sets train.max_train_batch, not a key of this config ("),
+        ("  length: 2", "sets schedule.lenght, not a key of this config (schedule.length?)"),
+    ],
+)
+def test_a_typo_in_a_user_experiment_names_the_key_it_meant(conf, tmp_path, typo, says):
+    """A misspelt key of the experiment's own schedule was told to need "another schedule than
+    the experiment's"; one outside the groups was Hydra's ConfigKeyError text."""
+    path = conf / "experiment" / "mine.yaml"
+    wrong = typo.replace("max_train_batches", "max_train_batch").replace("length", "lenght")
+    path.write_text(MINE.replace(typo, wrong))
+    proc = run_cli("--config-dir", str(conf), "experiment=mine", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-2000:]
+    assert proc.stdout.startswith(f"equinorm: error: experiment=mine {says}")

@@ -97,15 +97,19 @@ def describe(exc: BaseException) -> str:
         )
     text = f"{exc} {exc.__cause__}"
     own = re.search(
-        r"In 'experiment/([\w.-]+)'.*Key '(\w+)' not in '(\w+)'\s+full_key: (\w+)\.", text, re.S
+        r"In 'experiment/([\w.-]+)'.*Key '(\w+)' not in '(\w+)'\s+full_key: ([\w.]+)", text, re.S
     )
-    if own and own.group(4) in experiment.GROUPS:  # e.g. experiment=digits_demo schedule=cosine
-        name, key, kind, group = own.groups()
-        return (
-            f"experiment={name} sets {group}.{key}, a key this config's {group} ({kind}) does "
-            f"not have: another {group} than the experiment's needs an experiment file of your "
-            "own (docs/runs.md, 'Your own experiments')"
-        )
+    if own:
+        name, _, kind, full = own.groups()
+        group, _, key = full.partition(".")
+        # another option of the group has it (experiment=digits_demo schedule=cosine), else a typo
+        if group in experiment.GROUPS and _having(group, key):
+            return (
+                f"experiment={name} sets {full}, a key this config's {group} ({kind}) does "
+                f"not have: another {group} than the experiment's needs an experiment file of your "
+                "own (docs/runs.md, 'Your own experiments')"
+            )
+        return f"experiment={name} sets {full}, not a key of this config{_elsewhere(full)}"
     absent = re.search(r"override '(\w+)\.([\w.]+)'.*Key '\w+' not in '(\w+)'", text, re.S)
     if absent and absent.group(1) in experiment.GROUPS:  # e.g. mixup.alpha under mixup=none
         return _not_a_key(*absent.groups())
@@ -128,6 +132,15 @@ def describe(exc: BaseException) -> str:
 def _not_a_key(group: str, key: str, kind: str) -> str:
     """One line for ``<group>.<key>=...`` that this config's option of ``group`` (its schema:
     ``kind``) does not have: which options have it."""
+    named = [f"{group}={option}" for option in _having(group, key)]
+    where = (
+        ", ".join([*named[:-2], " and ".join(named[-2:])]) or f"no {group} option{_elsewhere(key)}"
+    )
+    return f"{group}.{key} is not a key of this config's {group} ({kind}); it is a key of {where}"
+
+
+def _having(group: str, key: str) -> list[str]:
+    """The options of ``group`` that have ``key`` (below the group)."""
     unset = object()
     having = []
     for option in experiment.options(group):
@@ -135,11 +148,7 @@ def _not_a_key(group: str, key: str, kind: str) -> str:
             node = experiment.compose_raw([f"{group}={option}"])[group]
             if OmegaConf.select(node, key, default=unset) is not unset:
                 having.append(option)
-    named = [f"{group}={option}" for option in having]
-    where = (
-        ", ".join([*named[:-2], " and ".join(named[-2:])]) or f"no {group} option{_elsewhere(key)}"
-    )
-    return f"{group}.{key} is not a key of this config's {group} ({kind}); it is a key of {where}"
+    return having
 
 
 def _elsewhere(key: str) -> str:
