@@ -187,3 +187,26 @@ def test_a_typo_in_a_user_experiment_names_the_key_it_meant(conf, tmp_path, typo
     proc = run_cli("--config-dir", str(conf), "experiment=mine", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-2000:]
     assert proc.stdout.startswith(f"equinorm: error: experiment=mine {says}")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [  # the package line left out (it trained the base config: 300 epochs of name "default")
+        ("name: plain\nepochs: 3\n", "experiment=mine: its file lacks the first line '# @package"),
+        (MINE.split("\n", 1)[1], "the experiment's file lacks the first line '# @package _global_'"),
+        ("# @package _global_\nname: mine\nepochs: [1\n", "mine.yaml, line 4: not valid YAML ("),
+    ],
+    ids=["no-package-line", "no-package-line-extending-ours", "yaml-syntax"],
+)
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_malformed_user_experiment_file_is_one_line_and_trains_nothing(
+    conf, tmp_path, text, says, sweep
+):
+    (conf / "experiment" / "mine.yaml").write_text(text)
+    out = tmp_path / "r"
+    flags = ["-m"] if sweep else []
+    args = ["--config-dir", str(conf), "experiment=mine", f"results_dir={out}"]
+    proc = run_cli(*flags, *args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-3000:]
+    assert proc.stdout.startswith("equinorm: error: ") and says in proc.stdout
+    assert not out.exists()

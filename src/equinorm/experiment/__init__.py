@@ -31,6 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
 from equinorm.errors import ConfigError
 from equinorm.experiment import identity, schema
@@ -38,6 +39,7 @@ from equinorm.experiment import identity, schema
 GROUPS = ("dataset", "arch", "norm", "schedule", "optim", "mixup")
 OPTIONAL_GROUPS = ("experiment", "debug")  # train.yaml's defaults list leaves them null
 CHOICE_GROUPS = (*GROUPS, *OPTIONAL_GROUPS, "hparams_search")  # ours (Hydra's: hydra/<group>)
+COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, YAMLError)  # a bad command line or file
 # the sweepers (class names) that run every combination of their params: equinorm's
 # (hydra/sweeper=equinorm) and Hydra's basic one (hydra/sweeper=basic)
 GRID_SWEEPERS = ("SkipFinishedSweeper", "BasicSweeper")
@@ -91,7 +93,19 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
                 f"{group}={each}"
             )
     with _hydra():
-        return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+        cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+    if "experiment" in cfg:  # a file without its package line: its keys set nothing
+        raise ConfigError(unpackaged(cfg.hydra.runtime.choices.get("experiment")))
+    return cfg
+
+
+def unpackaged(name: str | None = None) -> str:
+    """One line for an experiment file without ``# @package _global_`` (``name``: if known)."""
+    which = f"experiment={name}: its file" if name else "the experiment's file"
+    return (
+        f"{which} lacks the first line '# @package _global_', so its keys land under "
+        "'experiment.' and set nothing (docs/runs.md, 'Your own experiments')"
+    )
 
 
 def _null_choice(override: str, group: str) -> str:
@@ -159,7 +173,7 @@ def recorded_reference(
         if any(n not in options(g) for g, n in picks):
             return None
         return _reference((*base, *(f"{g}={n}" for g, n in picks))) if picks else own
-    except (HydraException, OmegaConfBaseException):
+    except COMPOSE_ERRORS:
         return None
 
 

@@ -95,7 +95,13 @@ def describe(exc: BaseException) -> str:
             "an interval() is searched, not listed: the grid sweeper runs a,b,c / choice() / "
             "range(); search it with hydra/sweeper=optuna or a preset (hparams_search=optuna_lr)"
         )
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = "; ".join(filter(None, [exc.context, exc.problem]))
+        return f"{mark.name}, line {mark.line + 1}: not valid YAML ({what})"
     text = f"{exc} {exc.__cause__}"
+    if re.search(r"Could not override '\w+@experiment\.", text):  # included @_here_ under it
+        return experiment.unpackaged()
     own = re.search(
         r"In 'experiment/([\w.-]+)'.*Key '(\w+)' not in '(\w+)'\s+full_key: ([\w.]+)", text, re.S
     )
@@ -232,7 +238,7 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
                 if not multirun:
                     raise
                 raise ConfigError(f"job #{number} ({' '.join(job)}): {exc}") from None
-    except (HydraException, OmegaConfBaseException, ConfigError) as exc:
+    except (*experiment.COMPOSE_ERRORS, ConfigError) as exc:
         return describe(exc) + _renamed(given)
     return None
 

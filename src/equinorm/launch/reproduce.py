@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
 from equinorm.argtypes import number
@@ -352,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             table = plan_markdown(
                 [t for t in targets if t != "all"], args.tflops, overrides=overrides
             )
-        except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        except (ConfigError, *experiments.COMPOSE_ERRORS) as exc:
             print(f"equinorm: error: {describe(exc)}", file=sys.stderr)
             return 2
         print(table)

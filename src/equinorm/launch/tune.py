@@ -23,9 +23,7 @@ import argparse
 import subprocess
 import sys
 
-from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment as experiments
 from equinorm.argtypes import number, seeds
@@ -257,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except TuneError as exc:
         print(f"equinorm: error: {exc}", file=sys.stderr)
-    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+    except (ConfigError, *experiments.COMPOSE_ERRORS) as exc:
         print(f"equinorm: error: {describe(exc)}", file=sys.stderr)
     return 2
 

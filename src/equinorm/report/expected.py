@@ -7,9 +7,6 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
-
 from equinorm import experiment as experiments
 
 
@@ -22,7 +19,7 @@ def expected_seeds(experiment: str) -> dict[str, tuple[int, ...]] | None:
         return None
     try:
         jobs = experiments.jobs([f"experiment={experiment}"])
-    except (HydraException, OmegaConfBaseException):
+    except experiments.COMPOSE_ERRORS:
         return None
     out: dict[str, set[int]] = defaultdict(set)
     names: dict[str, str] = {}
