@@ -193,7 +193,7 @@ def test_a_typo_in_a_user_experiment_names_the_key_it_meant(conf, tmp_path, typo
     ("text", "says"),
     [  # the package line left out (it trained the base config: 300 epochs of name "default")
         ("name: plain\nepochs: 3\n", "experiment=mine: its file lacks the first line '# @package"),
-        (MINE.split("\n", 1)[1], "the experiment's file lacks the first line '# @package _global_'"),
+        (MINE.split("\n", 1)[1], "the experiment's file lacks the first line '# @package"),
         ("# @package _global_\nname: mine\nepochs: [1\n", "mine.yaml, line 4: not valid YAML ("),
     ],
     ids=["no-package-line", "no-package-line-extending-ours", "yaml-syntax"],
