@@ -210,3 +210,9 @@ def test_a_malformed_user_experiment_file_is_one_line_and_trains_nothing(
     assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-3000:]
     assert proc.stdout.startswith("equinorm: error: ") and says in proc.stdout
     assert not out.exists()
+
+
+def test_a_key_typed_under_experiment_is_not_taken_for_a_file_without_its_package_line(tmp_path):
+    proc = run_cli("experiment=digits_demo", "+experiment.foo=1", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-3000:]
+    assert proc.stdout.startswith("equinorm: error: experiment.foo is not a key of this config")

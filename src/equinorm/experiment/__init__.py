@@ -94,7 +94,8 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
             )
     with _hydra():
         cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
-    if "experiment" in cfg:  # a file without its package line: its keys set nothing
+    typed = any(o.lstrip("+~").startswith("experiment.") for o in overrides)  # +experiment.x=1
+    if "experiment" in cfg and not typed:  # a file without its package line: its keys set nothing
         raise ConfigError(unpackaged(cfg.hydra.runtime.choices.get("experiment")))
     return cfg
 
