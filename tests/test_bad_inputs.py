@@ -18,6 +18,10 @@ BAD = [  # (command line, what the one line must name)
     ("schedule.lr=abc", "schedule.lr=abc"),
     ("schedule.lr=", "schedule.lr="),
     ("schedule.lr=0", "schedule.lr=0"),
+    ("schedule.lr=nan", "schedule.lr=nan must be a finite number"),  # it trained, diverged
+    ("schedule.lr=1e400", "schedule.lr=inf must be a finite number"),
+    ("optim.weight_decay=inf", "optim.weight_decay=inf must be a finite number"),
+    ("norm=equi norm.eps=-inf", "norm.eps=-inf must be a finite number"),
     ("schedule.momentum=-1", "schedule.momentum"),
     ("schedule.gamma=2", "schedule.gamma"),
     ("schedule.milestones=[400]", "schedule.milestones"),

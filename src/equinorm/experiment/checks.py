@@ -10,6 +10,7 @@ options, the device, the results directory, the data-parallel split, the SLURM r
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from equinorm.data import dataset_info
 from equinorm.data.loaders import COMMON_KEYS
 from equinorm.data.registry import source_options
 from equinorm.errors import ConfigError
+from equinorm.experiment.identity import flatten
 from equinorm.experiment.slurm import check_launcher
 from equinorm.layers import get_norm
 from equinorm.models import arch_options
@@ -33,6 +35,20 @@ def _positive_int(key: str, value, allow_none: bool = False) -> None:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{key}={value!r} must be a positive integer")
+
+
+def _finite(cfg: DictConfig) -> None:
+    """No key of any group holds nan or inf (each range check below compares, and a nan passes
+    every comparison: schedule.lr=nan trained to a divergence)."""
+    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    data.pop("hydra", None)
+    for key, value in flatten(data).items():
+        if any(isinstance(v, float) and not math.isfinite(v) for v in _items(value)):
+            raise ConfigError(f"{key}={value} must be a finite number")
+
+
+def _items(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def _auto_bool(key: str, value) -> None:
@@ -81,6 +97,7 @@ def _spelled(value: str) -> torch.device:
 def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
     """Raise :class:`ConfigError` naming the first invalid key. ``devices_here=False`` (jobs
     submitted to another machine) checks ``train.device``'s spelling, not that it exists here."""
+    _finite(cfg)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
     if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*", str(cfg.name)):
