@@ -192,6 +192,17 @@ def test_a_results_dir_under_an_unexpanded_tilde_is_one_line(tmp_path, monkeypat
     assert not any(tmp_path.iterdir())
 
 
+def test_an_empty_results_dir_is_one_line(tmp_path, monkeypatch, capsys):
+    """results_dir=$OUT with OUT unset: runs/ was written into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    smoke = ["experiment=digits_demo", "debug=smoke", "norm=bn"]  # seconds, where it trained
+    for argv in ([*smoke, "results_dir="], ["-m", *smoke, "results_dir=", "seed=0,1"]):
+        code, err = _main(argv, monkeypatch, capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "results_dir= is empty (an unset shell variable?); results_dir=. writes" in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_full_disk_while_training_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     import errno
 

@@ -178,6 +178,10 @@ def virtual_devices(cfg: DictConfig, world_size: int) -> int:
 
 def check_writable(results_dir: str) -> None:
     """``results_dir`` (or its first existing parent) is a directory this process may write."""
+    if not str(results_dir).strip():  # runs/ would land in the working directory
+        raise ConfigError(
+            "results_dir= is empty (an unset shell variable?); results_dir=. writes runs/ here"
+        )
     if str(results_dir).startswith("~"):  # a folder named '~' in the working directory
         raise ConfigError(
             f"results_dir={results_dir}: '~' is not expanded here (the shell leaves it when "
