@@ -22,6 +22,7 @@ BAD = [  # (command line, what the one line must name)
     ("schedule.lr=1e400", "schedule.lr=inf must be a finite number"),
     ("optim.weight_decay=inf", "optim.weight_decay=inf must be a finite number"),
     ("norm=equi norm.eps=-inf", "norm.eps=-inf must be a finite number"),
+    ("schedule=superconvergence schedule.lr_points=[[0,0.1],[30,nan]]", "must be a finite"),
     ("schedule.momentum=-1", "schedule.momentum"),
     ("schedule.gamma=2", "schedule.gamma"),
     ("schedule.milestones=[400]", "schedule.milestones"),

@@ -43,12 +43,13 @@ def _finite(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     data.pop("hydra", None)
     for key, value in flatten(data).items():
-        if any(isinstance(v, float) and not math.isfinite(v) for v in _items(value)):
+        if any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(value)):
             raise ConfigError(f"{key}={value} must be a finite number")
 
 
-def _items(value) -> list:
-    return value if isinstance(value, list) else [value]
+def _leaves(value) -> list:
+    """A value's numbers, lists flattened (``schedule.lr_points`` is a list of pairs)."""
+    return [x for v in value for x in _leaves(v)] if isinstance(value, list) else [value]
 
 
 def _auto_bool(key: str, value) -> None:
