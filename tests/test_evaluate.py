@@ -124,18 +124,17 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(
         Exception, match=r"seed=8 was trained with train\.checkpoint=false: it kept no"
     ):
         load(unkept)
-    lost = good.parent / "seed=9"  # diverged in its first epoch: it said "no weights yet"
-    lost.mkdir()
-    shutil.copy(good / "config.yaml", lost / "config.yaml")
-    (lost / "summary.json").write_text('{"status": "diverged", "diverged_epoch": 1}')
-    with pytest.raises(Exception, match=r"seed=9 diverged in epoch 1, before any checkpoint"):
-        load(lost)
-    refused = good.parent / "seed=10"  # failed at its first check: it said "no weights yet"
-    refused.mkdir()
-    shutil.copy(good / "config.yaml", refused / "config.yaml")
-    (refused / "error.json").write_text('{"error": "dataset.val_size=5000: must be 0 or 1..199"}')
-    with pytest.raises(Exception, match=r"seed=10 failed before any checkpoint \(dataset\.val_"):
-        load(refused)
+    weightless = [  # each said "no weights yet": (seed, record, what load says)
+        (9, "summary.json", '{"status": "diverged", "diverged_epoch": 1}', r"diverged in epoch 1,"),
+        (10, "error.json", '{"error": "dataset.val_size=9: too big"}', r"failed before any chec"),
+    ]
+    for seed, name, record, says in weightless:
+        lost = good.parent / f"seed={seed}"
+        lost.mkdir()
+        shutil.copy(good / "config.yaml", lost / "config.yaml")
+        (lost / name).write_text(record)
+        with pytest.raises(Exception, match=rf"seed={seed} {says}"):
+            load(lost)
     with pytest.raises(Exception, match="not a run directory"):
         load(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))  # a path as a user writes it in Python
