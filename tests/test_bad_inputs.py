@@ -120,6 +120,8 @@ BAD = [  # (command line, what the one line must name)
     ("-m --info", "-m and --info do not go together"),
     ("experiment=digits_demo -m seed=0,1", "put -m and the other flags before"),  # 2 usages
     ("-m hparams_search=optuna_lr seed=-1", "seed"),
+    ("-m hparams_search=optuna_lr hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 must be"),
+    ("-m hparams_search=optuna_lr hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0 must be a"),
     ("hparams_search=nope", "hparams_search=nope"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
     ("name=../..", "name='../..'"),  # issue 24: outside results_dir

@@ -210,6 +210,9 @@ def check_job(cfg: DictConfig) -> None:
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.to_container(plain, resolve=True, throw_on_missing=True)  # interpolations, ???
     check_config(cfg, devices_here=not remote(cfg))
+    for key in ("n_trials", "n_jobs"):  # a search's (Optuna's): 0 was its traceback
+        if key in cfg.hydra.sweeper:
+            _positive_int(f"hydra.sweeper.{key}", cfg.hydra.sweeper[key])
     if remote(cfg):
         check_launcher(cfg.hydra.launcher)  # the request fits the partition (sinfo)
     check_writable(cfg.results_dir)
