@@ -174,9 +174,11 @@ def test_a_bad_override_launches_no_experiment_and_no_report(monkeypatch, tmp_pa
     [  # each printed a plan for jobs the trainer refuses (only check_config ran)
         ("epochs=3", "schedule.lr_points end at epoch 30 > epochs=3"),
         ("mixup.alpha=-1", "mixup.alpha=-1.0 must be > 0"),
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 must be a positive"),  # 0 runs
     ],
 )
 def test_make_plan_refuses_what_the_trainer_refuses(override, says, capsys):
-    assert reproduce.main(["short", "--plan", "--", override]) == 2
+    search = ["hparams_search=optuna_lr"] if override.startswith("hydra.sweeper") else []
+    assert reproduce.main(["short", "--plan", "--", *search, override]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"equinorm: error: {says}") and err.count("\n") == 1, err

@@ -99,6 +99,10 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
     """Raise :class:`ConfigError` naming the first invalid key. ``devices_here=False`` (jobs
     submitted to another machine) checks ``train.device``'s spelling, not that it exists here."""
     _finite(cfg)
+    sweeper = OmegaConf.select(cfg, "hydra.sweeper") or {}  # composed with the Hydra node
+    for key in ("n_trials", "n_jobs"):  # a search's (Optuna's): 0 was its traceback
+        if key in sweeper:
+            _positive_int(f"hydra.sweeper.{key}", sweeper[key])
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
     if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*", str(cfg.name)):
@@ -210,9 +214,6 @@ def check_job(cfg: DictConfig) -> None:
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.to_container(plain, resolve=True, throw_on_missing=True)  # interpolations, ???
     check_config(cfg, devices_here=not remote(cfg))
-    for key in ("n_trials", "n_jobs"):  # a search's (Optuna's): 0 was its traceback
-        if key in cfg.hydra.sweeper:
-            _positive_int(f"hydra.sweeper.{key}", cfg.hydra.sweeper[key])
     if remote(cfg):
         check_launcher(cfg.hydra.launcher)  # the request fits the partition (sinfo)
     check_writable(cfg.results_dir)
