@@ -38,10 +38,11 @@ def _positive_int(key: str, value, allow_none: bool = False) -> None:
 
 
 def _finite(cfg: DictConfig) -> None:
-    """No key of any group holds nan or inf (each range check below compares, and a nan passes
-    every comparison: schedule.lr=nan trained to a divergence)."""
-    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    data.pop("hydra", None)
+    """Every value resolves (interpolations, no ``???``) and none is nan or inf (each range
+    check below compares, and a nan passes every comparison: schedule.lr=nan trained to a
+    divergence). The Hydra node, where there is one, is Hydra's to resolve."""
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    data = OmegaConf.to_container(plain, resolve=True, throw_on_missing=True, enum_to_str=True)
     for key, value in flatten(data).items():
         if any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(value)):
             raise ConfigError(f"{key}={value} must be a finite number")
@@ -211,9 +212,7 @@ def remote(cfg: DictConfig) -> bool:
 def check_job(cfg: DictConfig) -> None:
     """What a job of the command line must pass before anything is launched or written (a
     composed config with its Hydra node)."""
-    plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    OmegaConf.to_container(plain, resolve=True, throw_on_missing=True)  # interpolations, ???
-    check_config(cfg, devices_here=not remote(cfg))
+    check_config(cfg, devices_here=not remote(cfg))  # interpolations and ??? resolved first
     if remote(cfg):
         check_launcher(cfg.hydra.launcher)  # the request fits the partition (sinfo)
     check_writable(cfg.results_dir)
