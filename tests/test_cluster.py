@@ -7,7 +7,9 @@ import os
 import signal
 
 import pytest
+import torch
 
+from equinorm.errors import ConfigError
 from tests.conftest import compose_cfg, run_cli, run_dir_of
 
 submitit = pytest.importorskip("submitit")
@@ -30,6 +32,50 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
         assert json.loads((run_dir_of(run) / "summary.json").read_text())["status"] == "complete"
     (sweep,) = (tmp_path / "sweeps").iterdir()  # submitit's job logs with the sweep's record
     assert (sweep / ".submitit").is_dir() and (sweep / "tally.txt").is_file()
+
+
+def test_submitit_local_runs_a_batch_the_cpus_hold_and_its_tasks_as_ddp(tmp_path):
+    """submitit's local executor started every job at once, each with torch's threads for the
+    whole machine (4 digits jobs on 2 CPUs: epochs 15x slower), and a job's 2 tasks as 2 copies
+    of one run (the second skipped it as "in use")."""
+    per_task = max(1, len(os.sched_getaffinity(0)) // 2)  # 2 tasks of it: one job at a time
+    args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"]
+    args += [f"hydra.launcher.cpus_per_task={per_task}", "experiment=digits_demo", "debug=smoke"]
+    args += ["norm=bn,equi", "seed=0", f"results_dir={tmp_path}"]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "submitit_local: 1 job(s) at a time" in proc.stdout
+    attempts = []
+    for summary in (tmp_path / "runs").rglob("summary.json"):
+        assert "train.devices=2" in str(summary)  # its identity: the global batch of 2 ranks
+        assert json.loads(summary.read_text())["world_size"] == 2
+        (attempt,) = json.loads((summary.parent / "provenance.json").read_text())["attempts"]
+        attempts.append((attempt["start"], attempt["end"]))
+    first, second = sorted(attempts)
+    assert len(attempts) == 2 and second[0] >= first[1]  # one batch after the other
+    again = run_cli(*args, cwd=tmp_path)
+    assert "sweep of 2 job(s): 2 skipped" in again.stdout, again.stdout[-2000:]
+
+
+def test_submitit_local_shows_a_job_only_the_gpus_it_is_told_to(monkeypatch):
+    """gpus_per_node unset: submitit's local jobs see CUDA_VISIBLE_DEVICES='', so
+    train.device=auto trained a GPU machine's sweep on its CPU without a word."""
+    from equinorm.experiment.checks import check_job
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+    def check(*overrides):
+        check_job(compose_cfg("hydra/launcher=submitit_local", *overrides, return_hydra=True))
+
+    hidden = r"shows each job 0 GPU\(s\) \(.*node=null\), so train.device=auto would train on"
+    with pytest.raises(ConfigError, match=hidden):
+        check("experiment=digits_demo")
+    one = "hydra.launcher.gpus_per_node=1"
+    with pytest.raises(ConfigError, match=r"cuda:1 would find no such device: set .*node=2 "):
+        check(one, "train.device=cuda:1")
+    check(one)  # auto: on GPU 0, the one shown
+    check("train.device=cpu")
 
 
 def test_slurm_launcher_asks_for_one_gpu_per_job_and_requeues(tmp_path, monkeypatch):

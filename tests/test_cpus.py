@@ -21,6 +21,10 @@ CASES = [  # (affinity CPUs, environment, threads)
     (1, {"LOCAL_WORLD_SIZE": "4"}, 1),  # never 0
     (8, {"OMP_NUM_THREADS": "3", "SLURM_CPUS_PER_TASK": "2"}, 3),  # the user said so
     (8, {"SLURM_CPUS_PER_TASK": "junk"}, 8),
+    # a job of submitit's local launcher: its share of the machine (launch.sweeper.local_batch)
+    (8, {"SUBMITIT_EXECUTOR": "local", "EQUINORM_JOB_CPUS": "2"}, 2),
+    (8, {"SUBMITIT_EXECUTOR": "local", "EQUINORM_JOB_CPUS": "4", "LOCAL_WORLD_SIZE": "2"}, 2),
+    (8, {"EQUINORM_JOB_CPUS": "2"}, 8),  # left in the environment of a process not so started
 ]
 
 
@@ -31,6 +35,8 @@ def test_threads_follow_the_cpus_this_process_may_use(cpus, env, threads, monkey
         "LOCAL_WORLD_SIZE",
         "OMP_NUM_THREADS",
         "TORCHELASTIC_RUN_ID",
+        "SUBMITIT_EXECUTOR",
+        "EQUINORM_JOB_CPUS",
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

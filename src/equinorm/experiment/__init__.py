@@ -31,6 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+from submitit import JobEnvironment
 from yaml import YAMLError
 
 from equinorm.errors import ConfigError
@@ -202,11 +203,10 @@ def user_sources(cfg: DictConfig) -> list[str]:
 
 
 def world_size() -> int:
-    """The processes this job runs in: torchrun's, a multi-task SLURM job's (submitit), else 1."""
-    slurm = (
-        os.environ.get("SLURM_NTASKS") if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
-    )
-    return int(os.environ.get("WORLD_SIZE") or slurm or 1)
+    """The processes this job runs in: torchrun's, a multi-task submitit job's, else 1."""
+    if "WORLD_SIZE" not in os.environ and "SUBMITIT_EXECUTOR" in os.environ:
+        return JobEnvironment().num_tasks  # SLURM's tasks or the local executor's
+    return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def locate(cfg: DictConfig, choices, world: int | None = None) -> dict:

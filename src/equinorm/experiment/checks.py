@@ -5,7 +5,8 @@ Types, unknown keys and choices are refused while the config is composed (the sc
 :mod:`equinorm.experiment.schema`); the trainer's own objects check their options when they are
 built (the schedule, mixup: :func:`equinorm.train.build.check`); this module checks the rest --
 ranges, relations between keys, the dataset's and the architecture's options, the norm's layer
-options, the device, the results directory, the data-parallel split, the SLURM request.
+options, the device, the results directory, the data-parallel split, the SLURM request, the
+GPUs submitit's local launcher shows a job.
 """
 
 from __future__ import annotations
@@ -204,17 +205,38 @@ def check_writable(results_dir: str) -> None:
         )
 
 
-def remote(cfg: DictConfig) -> bool:
-    """Jobs that run on another machine (SLURM): its devices are not this one's."""
-    return "Slurm" in (OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+def submitit(cfg: DictConfig) -> str | None:
+    """``slurm`` or ``local``: the submitit launcher the jobs go through; None: another."""
+    target = OmegaConf.select(cfg, "hydra.launcher._target_", default="") or ""
+    kinds = {"SlurmLauncher": "slurm", "LocalLauncher": "local"}
+    return kinds.get(target.rsplit(".", 1)[-1]) if "submitit" in target else None
+
+
+def check_local_gpus(cfg: DictConfig) -> None:
+    """submitit's local launcher shows a job the first ``gpus_per_node`` GPUs (none when unset):
+    ``train.device`` must be among them, or ``auto`` would train on the CPU without a word."""
+    launcher, dev = cfg.hydra.launcher, device(cfg.train.device)
+    gpus, need = int(launcher.get("gpus_per_node") or 0), (dev.index or 0) + 1
+    if dev.type == "cuda" and need > gpus:
+        outcome = "train on the CPU" if cfg.train.device == "auto" else "find no such device"
+        raise ConfigError(
+            f"hydra/launcher=submitit_local shows each job {gpus} GPU(s) "
+            f"(hydra.launcher.gpus_per_node={launcher.get('gpus_per_node') or 'null'}), so "
+            f"train.device={cfg.train.device} would {outcome}: set "
+            f"hydra.launcher.gpus_per_node={need} (the jobs running at once share them) or "
+            "train.device=cpu"
+        )
 
 
 def check_job(cfg: DictConfig) -> None:
     """What a job of the command line must pass before anything is launched or written (a
     composed config with its Hydra node)."""
-    check_config(cfg, devices_here=not remote(cfg))  # interpolations and ??? resolved first
-    if remote(cfg):
+    kind = submitit(cfg)  # SLURM's jobs run on another machine: its devices are not this one's
+    check_config(cfg, devices_here=kind != "slurm")  # interpolations and ??? resolved first
+    if kind == "slurm":
         check_launcher(cfg.hydra.launcher)  # the request fits the partition (sinfo)
+    elif kind == "local":
+        check_local_gpus(cfg)
     check_writable(cfg.results_dir)
     virtual_devices(cfg, int(os.environ.get("WORLD_SIZE", "1")))
 

@@ -5,6 +5,8 @@ does for them what equinorm's sweeper does for its grid.
 - At the start the sweeper's params lose the experiment's grid (its norms x seeds, see
   :func:`equinorm.experiment.sweep_params`), so trials search only what the command line or the
   preset gives; a search scored on the test set (no ``dataset.val_size``) is said in one line.
+- Under submitit's local launcher each trial of a batch (``n_jobs``) uses its share of the CPUs
+  (:func:`equinorm.launch.sweeper.local_batch`).
 - At the end the jobs it launched (each records itself, :mod:`equinorm.run.jobs`) are tallied
   like a grid sweep's -- complete, diverged, failed with its one line -- into ``tally.txt`` beside
   the sweeper's own results (Optuna's ``optimization_results.yaml``); the command exits 1 when a
@@ -20,7 +22,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from equinorm import experiment
-from equinorm.launch.sweeper import report_tally
+from equinorm.experiment.checks import submitit
+from equinorm.launch.sweeper import local_batch, report_tally
 from equinorm.run.jobs import recorded
 
 
@@ -30,6 +33,8 @@ class Search(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if experiment.enumerates(config.hydra.sweeper):
             return
+        if submitit(config) == "local":
+            local_batch(config, config.hydra.sweeper.get("n_jobs"))
         params = experiment.sweep_params(config)
         with read_write(config.hydra), open_dict(config.hydra.sweeper):
             config.hydra.sweeper.params = params

@@ -15,11 +15,18 @@ is printed and kept in ``<results_dir>/sweeps/<time>/tally.txt`` beside the swee
 ``multirun.yaml``; the command exits 1 when a job failed. It reads run records, so jobs that ran
 elsewhere (submitit on SLURM) count the same as local ones. Hydra finds sweepers only in the
 ``hydra_plugins`` package, which re-exports this one.
+
+submitit's local launcher (``hydra/launcher=submitit_local``) starts every job it is handed at
+once, each with torch's threads for the whole machine: four digits jobs on 2 CPUs ran their
+epochs 15x slower than alone. So it is handed as many jobs as the CPUs hold
+(``hydra.sweeper.max_batch_size``, default: CPUs / ``hydra.launcher.cpus_per_task``, 1 each),
+and each job uses its share of the CPUs (:func:`local_batch`, :mod:`equinorm.train.cpus`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -29,7 +36,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 
 from equinorm import experiment
+from equinorm.experiment.checks import submitit
 from equinorm.run.record import RunDir, objective
+from equinorm.train.cpus import JOB_CPUS, cpus_here
 
 log = logging.getLogger("equinorm")
 ORDER = ("complete", "diverged", "skipped", "failed", "in use", "stopped")
@@ -91,11 +100,30 @@ def report_tally(jobs: list[tuple[list[str], RunDir | None, bool]], sweep_dir: s
         sys.exit(1)
 
 
+def local_batch(config, at_once: int | None) -> int:
+    """Jobs that submitit's local launcher runs at once (``at_once``, else as many as the CPUs
+    hold at ``hydra.launcher.cpus_per_task`` per task, default 1); exports each job's CPUs."""
+    launcher = config.hydra.launcher
+    cpus, per_task, tasks = cpus_here(), launcher.get("cpus_per_task"), launcher.tasks_per_node
+    at_once = at_once or max(1, cpus // ((per_task or 1) * tasks))
+    per_job = per_task * tasks if per_task else max(1, cpus // at_once)
+    os.environ[JOB_CPUS] = str(per_job)  # the jobs' environment is this process's
+    log.info(
+        "submitit_local: %d job(s) at a time (hydra.sweeper.max_batch_size), %d CPU(s) each "
+        "(hydra.launcher.cpus_per_task x tasks_per_node)",
+        at_once,
+        per_job,
+    )
+    return at_once
+
+
 class Sweeper(BasicSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = _SkipFinished(self.launcher, self)
         self.jobs: list[tuple[list[str], RunDir | None, bool]] = []
+        if submitit(config) == "local":
+            self.max_batch_size = local_batch(config, self.max_batch_size)
 
     def job(self, overrides: Sequence[str]):
         """(run directory, config) of a job, composed as the launcher composes it; (None, None)
@@ -103,9 +131,8 @@ class Sweeper(BasicSweeper):
         loader = self.hydra_context.config_loader
         try:
             cfg = loader.load_sweep_config(self.config, list(overrides))
-            launcher = cfg.hydra.launcher
-            slurm = "Slurm" in str(launcher.get("_target_", ""))  # its tasks: its processes
-            world = launcher.tasks_per_node * launcher.nodes if slurm else None
+            launcher = cfg.hydra.launcher  # submitit's tasks: the job's processes
+            world = launcher.tasks_per_node * launcher.nodes if submitit(cfg) else None
             experiment.locate(cfg, cfg.hydra.runtime.choices, world)
         except Exception:
             return None, None

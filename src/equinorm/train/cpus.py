@@ -7,12 +7,16 @@ threads than cores, and a step does not just slow down, it collapses (spinning t
 each other). The budget is the process's affinity mask, capped by ``SLURM_CPUS_PER_TASK``, divided
 among torchrun's local processes (``LOCAL_WORLD_SIZE``; a SLURM task's CPUs are its own already,
 so several tasks per job are not divided again); ``OMP_NUM_THREADS``, when set, and
-``train.threads`` override it.
+``train.threads`` override it. submitit's local launcher starts a batch of jobs at once on one
+machine: each job has the CPUs that equinorm's sweeper gave it (``EQUINORM_JOB_CPUS``,
+:func:`equinorm.launch.sweeper.local_batch`).
 """
 
 from __future__ import annotations
 
 import os
+
+JOB_CPUS = "EQUINORM_JOB_CPUS"  # a submitit local job's CPUs, set by the sweeper that starts it
 
 
 def _env_int(name: str) -> int | None:
@@ -23,15 +27,22 @@ def _env_int(name: str) -> int | None:
     return value if value > 0 else None
 
 
+def cpus_here() -> int:
+    """The CPUs this process may run on (its affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def cpu_budget() -> int:
     """Threads for this process (>= 1); see the module docstring."""
     explicit = _env_int("OMP_NUM_THREADS")
     if explicit is not None:
         return explicit
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cpus = os.cpu_count() or 1
+    cpus = cpus_here()
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        cpus = min(cpus, _env_int(JOB_CPUS) or cpus)
     slurm = _env_int("SLURM_CPUS_PER_TASK")
     if slurm is not None:
         cpus = min(cpus, slurm)

@@ -1,9 +1,9 @@
 """DDP via torchrun: process-group set-up, rank helpers and metric reduction.
 
 ``torchrun --nproc_per_node=N -m equinorm.train ...`` starts N processes; each sees
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK``. Under SLURM through the submitit launcher with several
-tasks per job (``hydra.launcher.tasks_per_node=2 hydra.launcher.gpus_per_node=2``) the same
-variables are derived from the job's environment. BatchNorm and EquiNorm statistics stay per
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK``. Through the submitit launcher with several tasks per
+job (``hydra.launcher.tasks_per_node=2 hydra.launcher.gpus_per_node=2``, on SLURM or local) the
+same variables are derived from the job's environment. BatchNorm and EquiNorm statistics stay per
 device (the paper's SVHN runs: 2 GPUs x 128); the backend is NCCL on GPUs and gloo on CPUs.
 """
 
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from submitit import JobEnvironment
+from submitit.helpers import TorchDistributedEnvironment
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,10 @@ class DistInfo:
 
 
 def _export_submitit_env() -> None:
-    """Multi-task submitit/SLURM jobs: set RANK, WORLD_SIZE, MASTER_ADDR, ... for env://."""
-    if "WORLD_SIZE" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+    """Multi-task submitit jobs: set RANK, WORLD_SIZE, MASTER_ADDR, ... for env://."""
+    if "WORLD_SIZE" in os.environ or "SUBMITIT_EXECUTOR" not in os.environ:
         return
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        from submitit.helpers import TorchDistributedEnvironment
-
+    if JobEnvironment().num_tasks > 1:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
