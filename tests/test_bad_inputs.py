@@ -123,6 +123,12 @@ BAD = [  # (command line, what the one line must name)
     ("-m hparams_search=optuna_lr hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 must be"),
     ("-m hparams_search=optuna_lr hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0 must be a"),
     ("hparams_search=nope", "hparams_search=nope"),
+    ("-m hydra.sweeper.max_batch_size=0", "hydra.sweeper.max_batch_size=0 must be a"),  # assert
+    ("-m hydra.sweeper.max_batch_size=abc", "hydra.sweeper.max_batch_size='abc' must be"),
+    ("-m hydra/launcher=submitit_local hydra.launcher.tasks_per_node=0", "tasks_per_node=0 must"),
+    ("-m hydra/launcher=submitit_local hydra.launcher.nodes=2", "submitit_local runs on this"),
+    ("-m hydra/launcher=submitit_slurm_cpu hydra.launcher.cpus_per_task=-1", "task=-1 must"),
+    ("-m hydra/launcher=submitit_slurm_gpu hydra.launcher.gpus_per_node=-1", "an integer >= 0"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
     ("name=../..", "name='../..'"),  # issue 24: outside results_dir
     ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted

@@ -102,9 +102,11 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
     submitted to another machine) checks ``train.device``'s spelling, not that it exists here."""
     _finite(cfg)
     sweeper = OmegaConf.select(cfg, "hydra.sweeper") or {}  # composed with the Hydra node
-    for key in ("n_trials", "n_jobs"):  # a search's (Optuna's): 0 was its traceback
+    for key in ("n_trials", "n_jobs", "max_batch_size"):  # 0 was Optuna's or Hydra's traceback
         if key in sweeper:
-            _positive_int(f"hydra.sweeper.{key}", sweeper[key])
+            _positive_int(f"hydra.sweeper.{key}", sweeper[key], key == "max_batch_size")
+    if submitit(cfg):
+        _launcher_counts(cfg.hydra.launcher)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
     if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*", str(cfg.name)):
@@ -212,10 +214,27 @@ def submitit(cfg: DictConfig) -> str | None:
     return kinds.get(target.rsplit(".", 1)[-1]) if "submitit" in target else None
 
 
-def check_local_gpus(cfg: DictConfig) -> None:
-    """submitit's local launcher shows a job the first ``gpus_per_node`` GPUs (none when unset):
-    ``train.device`` must be among them, or ``auto`` would train on the CPU without a word."""
+def _launcher_counts(launcher: DictConfig) -> None:
+    """submitit's request: a count of 0 (or less) was a ZeroDivisionError, an assert in submitit,
+    or sbatch's error on the cluster."""
+    for key in ("nodes", "tasks_per_node", "timeout_min", "cpus_per_task", "mem_gb"):
+        optional = key in ("cpus_per_task", "mem_gb")  # null: the cluster's default
+        _positive_int(f"hydra.launcher.{key}", launcher.get(key), optional)
+    gpus = launcher.get("gpus_per_node")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+        raise ConfigError(f"hydra.launcher.gpus_per_node={gpus!r} must be an integer >= 0")
+
+
+def check_local(cfg: DictConfig) -> None:
+    """submitit's local launcher runs a job on this one machine, and shows it the first
+    ``gpus_per_node`` GPUs (none when unset): ``train.device`` must be among them, or ``auto``
+    would train on the CPU without a word."""
     launcher, dev = cfg.hydra.launcher, device(cfg.train.device)
+    if launcher.nodes != 1:
+        raise ConfigError(
+            f"hydra.launcher.nodes={launcher.nodes}: submitit_local runs on this machine "
+            "(nodes=1); several machines: hydra/launcher=submitit_slurm_gpu"
+        )
     gpus, need = int(launcher.get("gpus_per_node") or 0), (dev.index or 0) + 1
     if dev.type == "cuda" and need > gpus:
         outcome = "train on the CPU" if cfg.train.device == "auto" else "find no such device"
@@ -236,7 +255,7 @@ def check_job(cfg: DictConfig) -> None:
     if kind == "slurm":
         check_launcher(cfg.hydra.launcher)  # the request fits the partition (sinfo)
     elif kind == "local":
-        check_local_gpus(cfg)
+        check_local(cfg)
     check_writable(cfg.results_dir)
     virtual_devices(cfg, int(os.environ.get("WORLD_SIZE", "1")))
 
