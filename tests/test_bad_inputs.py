@@ -129,6 +129,7 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/launcher=submitit_local hydra.launcher.nodes=2", "submitit_local runs on this"),
     ("-m hydra/launcher=submitit_slurm_cpu hydra.launcher.cpus_per_task=-1", "task=-1 must"),
     ("-m hydra/launcher=submitit_slurm_gpu hydra.launcher.gpus_per_node=-1", "an integer >= 0"),
+    ("-m hydra/launcher=submitit_slurm_gpu hydra.launcher.tasks_per_node=2", "node=2: each of"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
     ("name=../..", "name='../..'"),  # issue 24: outside results_dir
     ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted
