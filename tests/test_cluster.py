@@ -57,6 +57,30 @@ def test_submitit_local_runs_a_batch_the_cpus_hold_and_its_tasks_as_ddp(tmp_path
     assert "sweep of 2 job(s): 2 skipped" in again.stdout, again.stdout[-2000:]
 
 
+@pytest.mark.parametrize(
+    ("launcher", "batch", "at_once", "job_cpus"),
+    [
+        ({}, None, 8, 1),  # as many jobs as CPUs, one thread each
+        ({"cpus_per_task": 2}, None, 4, 2),
+        ({"tasks_per_node": 2}, None, 4, 2),  # 2 DDP processes of 1 CPU each
+        ({}, 2, 2, 4),  # hydra.sweeper.max_batch_size=2 (or Optuna's n_jobs): a share each
+        ({"gpus_per_node": 1}, None, 1, 8),  # every job gets GPU 0: one at a time
+        ({"gpus_per_node": 1}, 3, 3, 2),  # unless asked
+    ],
+)
+def test_submitit_local_batches_fit_the_machine(launcher, batch, at_once, job_cpus, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from equinorm.launch import sweeper
+    from equinorm.train.cpus import JOB_CPUS
+
+    monkeypatch.setattr(sweeper, "cpus_here", lambda: 8)
+    monkeypatch.delenv(JOB_CPUS, raising=False)
+    node = {"cpus_per_task": None, "gpus_per_node": None, "tasks_per_node": 1, **launcher}
+    assert sweeper.local_batch(OmegaConf.create({"hydra": {"launcher": node}}), batch) == at_once
+    assert os.environ[JOB_CPUS] == str(job_cpus)
+
+
 def test_submitit_local_shows_a_job_only_the_gpus_it_is_told_to(monkeypatch):
     """gpus_per_node unset: submitit's local jobs see CUDA_VISIBLE_DEVICES='', so
     train.device=auto trained a GPU machine's sweep on its CPU without a word."""

@@ -247,7 +247,7 @@ def check_local(cfg: DictConfig) -> None:
             f"hydra/launcher=submitit_local shows each job {gpus} GPU(s) "
             f"(hydra.launcher.gpus_per_node={launcher.get('gpus_per_node') or 'null'}), so "
             f"train.device={cfg.train.device} would {outcome}: set "
-            f"hydra.launcher.gpus_per_node={need} (the jobs running at once share them) or "
+            f"hydra.launcher.gpus_per_node={need} (every job gets the same) or "
             "train.device=cpu"
         )
 

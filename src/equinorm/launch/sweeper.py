@@ -19,8 +19,9 @@ elsewhere (submitit on SLURM) count the same as local ones. Hydra finds sweepers
 submitit's local launcher (``hydra/launcher=submitit_local``) starts every job it is handed at
 once, each with torch's threads for the whole machine: four digits jobs on 2 CPUs ran their
 epochs 15x slower than alone. So it is handed as many jobs as the CPUs hold
-(``hydra.sweeper.max_batch_size``, default: CPUs / ``hydra.launcher.cpus_per_task``, 1 each),
-and each job uses its share of the CPUs (:func:`local_batch`, :mod:`equinorm.train.cpus`).
+(``hydra.sweeper.max_batch_size``, default: CPUs / ``hydra.launcher.cpus_per_task``, 1 each;
+one at a time on the GPUs it shows every job), and each job uses its share of the CPUs
+(:func:`local_batch`, :mod:`equinorm.train.cpus`).
 """
 
 from __future__ import annotations
@@ -101,11 +102,13 @@ def report_tally(jobs: list[tuple[list[str], RunDir | None, bool]], sweep_dir: s
 
 
 def local_batch(config, at_once: int | None) -> int:
-    """Jobs that submitit's local launcher runs at once (``at_once``, else as many as the CPUs
-    hold at ``hydra.launcher.cpus_per_task`` per task, default 1); exports each job's CPUs."""
+    """Jobs that submitit's local launcher runs at once (``at_once``; else one where they are
+    shown GPUs, which every job gets the same of; else as many as the CPUs hold at
+    ``hydra.launcher.cpus_per_task`` per task, default 1); exports each job's CPUs."""
     launcher = config.hydra.launcher
     cpus, per_task, tasks = cpus_here(), launcher.get("cpus_per_task"), launcher.tasks_per_node
-    at_once = at_once or max(1, cpus // ((per_task or 1) * tasks))
+    held = 1 if launcher.get("gpus_per_node") else cpus // ((per_task or 1) * tasks)
+    at_once = at_once or max(1, held)
     per_job = per_task * tasks if per_task else max(1, cpus // at_once)
     os.environ[JOB_CPUS] = str(per_job)  # the jobs' environment is this process's
     log.info(
