@@ -275,3 +275,25 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path, monke
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
     assert rows(run_dir) == 40
+
+
+def test_sigterm_to_one_job_of_a_submitit_local_sweep_stops_that_run_alone(tmp_path):
+    """submitit's local executor bypasses SIGTERM: the job stopped its run after a checkpoint,
+    exited 143, and the sweep died of UncompletedJobError's traceback, its other jobs never
+    launched."""
+    one_at_a_time = f"hydra.launcher.cpus_per_task={len(os.sched_getaffinity(0))}"
+    args = ["-m", "hydra/launcher=submitit_local", one_at_a_time, *SHORT, "norm=bn,gn"]
+    args += ["epochs=40", "schedule.milestones=[20,30]", "train.max_train_batches=5"]
+    args += ["train.max_eval_batches=1", f"results_dir={tmp_path}"]
+    proc = start(args, tmp_path)
+    histories = lambda: [p.parent for p in (tmp_path / "runs").rglob("history.csv")]  # noqa: E731
+    assert wait_for(lambda: any(rows(d) >= 1 for d in histories()), proc), proc.communicate()[0]
+    job = subprocess.run(["pgrep", "-f", f"submitit.core._submit {tmp_path}"], capture_output=True)
+    (pid,) = job.stdout.split()
+    os.kill(int(pid), signal.SIGTERM)
+    out = proc.communicate()[0]
+    assert proc.returncode == 0 and "sweep of 2 job(s): 1 complete, 1 stopped" in out, out[-3000:]
+    (stopped,) = [d for d in histories() if "-bn" in str(d)]
+    assert rows(stopped) < 40 and (stopped / "checkpoint.pt").is_file()
+    again = run_cli(*args, cwd=tmp_path)
+    assert "sweep of 2 job(s): 1 complete, 1 skipped" in again.stdout, again.stdout[-3000:]

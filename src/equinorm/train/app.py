@@ -8,8 +8,9 @@
 
 Every job of the command line is composed and checked first (:mod:`equinorm.experiment.command`):
 a bad key or value is one line on stderr and exit code 2, with no file written. A run stopped by
-SIGTERM/SIGUSR1 or Ctrl-C exits with 128 + the signal number after writing its checkpoint; in a
-``-m`` sweep a failing job records why and the others go on (:mod:`equinorm.launch.sweeper`).
+SIGTERM/SIGUSR1 or Ctrl-C exits with 128 + the signal number after writing its checkpoint (a job
+of submitit's local launcher returns instead, so that its sweep goes on); in a ``-m`` sweep a
+failing job records why and the others go on (:mod:`equinorm.launch.sweeper`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def _job(cfg: DictConfig, runtime) -> dict | None:
             return None
         _fail(exc)
     except Preempted as exc:
+        if _multirun() and os.environ.get("SUBMITIT_EXECUTOR") == "local":
+            # a signal submitit did not requeue on (SIGTERM to one job): the sweep waits on this
+            # job's result, so it ends here and the others go on (it was the sweep's traceback)
+            log.warning("%s: %s; run the sweep again to resume it", cfg.run_dir, exc)
+            return None
         _say(f"equinorm: {exc}; {_how_to_resume()}")
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C outside training (building, evaluating) or pressed twice
