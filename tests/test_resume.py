@@ -297,3 +297,30 @@ def test_sigterm_to_one_job_of_a_submitit_local_sweep_stops_that_run_alone(tmp_p
     assert rows(stopped) < 40 and (stopped / "checkpoint.pt").is_file()
     again = run_cli(*args, cwd=tmp_path)
     assert "sweep of 2 job(s): 1 complete, 1 skipped" in again.stdout, again.stdout[-3000:]
+
+
+def test_ctrl_c_in_a_submitit_local_sweep_is_one_line_and_its_runs_resume(tmp_path):
+    """Ctrl-C reached our process while it waited on submitit's jobs: a KeyboardInterrupt
+    traceback through Hydra and submitit, exit 1."""
+    args = ["-m", "hydra/launcher=submitit_local", *SHORT, "norm=bn,gn", "epochs=40"]
+    args += ["schedule.milestones=[20,30]", "train.max_train_batches=5"]
+    args += ["train.max_eval_batches=1", f"results_dir={tmp_path}"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(  # its own process group: a terminal's Ctrl-C reaches every process
+        [sys.executable, "-m", "equinorm.train", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    histories = lambda: [p.parent for p in (tmp_path / "runs").rglob("history.csv")]  # noqa: E731
+    assert wait_for(lambda: any(rows(d) >= 1 for d in histories()), proc), proc.communicate()[0]
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate()[0]
+    assert proc.returncode == 128 + signal.SIGINT, out[-3000:]
+    assert "equinorm: interrupted (Ctrl-C); each run keeps its last checkpoint" in out
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "sweep of 2 job(s): 2 complete" in again.stdout
+    assert all(rows(d) == 40 for d in histories())

@@ -179,5 +179,11 @@ def main() -> None:
         )
     try:
         hydra_main()
+    except KeyboardInterrupt:  # a sweep waiting on its jobs (submitit_local's: they got it too)
+        _say(
+            "equinorm: interrupted (Ctrl-C); each run keeps its last checkpoint: run the same "
+            "command again to resume"
+        )
+        sys.exit(128 + signal.SIGINT)
     finally:  # whatever ended the process: wandb's service goes now, quietly, not in its atexit
         release()
