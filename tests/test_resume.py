@@ -40,7 +40,7 @@ def rows(path: Path) -> int:
         return 0
 
 
-def start(args, cwd):
+def start(args, cwd, **popen):
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "equinorm.train", *args],
@@ -49,6 +49,7 @@ def start(args, cwd):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        **popen,
     )
 
 
@@ -305,16 +306,8 @@ def test_ctrl_c_in_a_submitit_local_sweep_is_one_line_and_its_runs_resume(tmp_pa
     args = ["-m", "hydra/launcher=submitit_local", *SHORT, "norm=bn,gn", "epochs=40"]
     args += ["schedule.milestones=[20,30]", "train.max_train_batches=5"]
     args += ["train.max_eval_batches=1", f"results_dir={tmp_path}"]
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(  # its own process group: a terminal's Ctrl-C reaches every process
-        [sys.executable, "-m", "equinorm.train", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    # its own process group, which a terminal's Ctrl-C reaches as a whole
+    proc = start(args, tmp_path, start_new_session=True)
     histories = lambda: [p.parent for p in (tmp_path / "runs").rglob("history.csv")]  # noqa: E731
     assert wait_for(lambda: any(rows(d) >= 1 for d in histories()), proc), proc.communicate()[0]
     os.killpg(proc.pid, signal.SIGINT)
