@@ -221,8 +221,8 @@ def _launcher_counts(launcher: DictConfig) -> None:
         optional = key in ("cpus_per_task", "mem_gb")  # null: the cluster's default
         _positive_int(f"hydra.launcher.{key}", launcher.get(key), optional)
     gpus, tasks = launcher.get("gpus_per_node"), launcher.tasks_per_node
-    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
-        raise ConfigError(f"hydra.launcher.gpus_per_node={gpus!r} must be an integer >= 0")
+    if gpus is not None and gpus < 0:  # an integer: the plugin's schema says so
+        raise ConfigError(f"hydra.launcher.gpus_per_node={gpus} must be an integer >= 0")
     if gpus and tasks > gpus:  # DDP: rank k trains on GPU k (train/distributed.py)
         raise ConfigError(
             f"hydra.launcher.tasks_per_node={tasks}: each of a job's processes trains on a GPU of "

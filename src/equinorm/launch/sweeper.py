@@ -112,7 +112,8 @@ def local_batch(config, at_once: int | None) -> int:
     per_job = per_task * tasks if per_task else max(1, cpus // at_once)
     os.environ[JOB_CPUS] = str(per_job)  # the jobs' environment is this process's
     log.info(
-        "submitit_local: %d job(s) at a time (hydra.sweeper.max_batch_size), %d CPU(s) each "
+        "submitit_local: %d job(s) at a time (hydra.sweeper.max_batch_size, or n_jobs of a "
+        "search), %d CPU(s) each "
         "(hydra.launcher.cpus_per_task x tasks_per_node)",
         at_once,
         per_job,
