@@ -5,6 +5,7 @@ run is never taken over by a command that computes something else."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -100,6 +101,19 @@ def test_more_epochs_on_a_finished_run_is_another_run_and_leaves_it_untouched(tm
     assert run(longer)["epoch"] == 3
     after = {p.name: p.read_bytes() for p in run_dir_of(short).iterdir() if p.is_file()}
     assert after == before  # model.pt, summary.json, history: as they were
+
+
+def test_a_reruns_batches_are_cut_from_the_jobs_left_to_launch(tmp_path):
+    """hydra.sweeper.max_batch_size (submitit_local's default: what the CPUs hold) cut the batches
+    before the finished jobs were skipped: seeds 1 and 3 of a rerun ran one at a time."""
+    args = ["-m", "experiment=digits_demo", "debug=smoke", "norm=bn", f"results_dir={tmp_path}"]
+    first = run_cli(*args, "seed=0,2", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:]
+    again = run_cli(*args, "seed=0,1,2,3", "hydra.sweeper.max_batch_size=2", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "sweep of 4 job(s): 2 complete, 2 skipped" in again.stdout
+    launches = re.findall(r"Launching (\d+) jobs locally", again.stdout)
+    assert launches == ["2"], again.stdout[-3000:]  # one batch of the two left, not two of one
 
 
 def test_a_sweep_over_an_arch_key_runs_each_value_and_leaves_the_experiments_slot(tmp_path):

@@ -21,7 +21,8 @@ once, each with torch's threads for the whole machine: four digits jobs on 2 CPU
 epochs 15x slower than alone. So it is handed as many jobs as the CPUs hold
 (``hydra.sweeper.max_batch_size``, default: CPUs / ``hydra.launcher.cpus_per_task``, 1 each;
 one at a time on the GPUs it shows every job), and each job uses its share of the CPUs
-(:func:`local_batch`, :mod:`equinorm.train.cpus`).
+(:func:`local_batch`, :mod:`equinorm.train.cpus`). Batches (``max_batch_size``) are cut from the
+jobs left once the finished ones are skipped, so a rerun fills every batch.
 """
 
 from __future__ import annotations
@@ -126,8 +127,10 @@ class Sweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = _SkipFinished(self.launcher, self)
         self.jobs: list[tuple[list[str], RunDir | None, bool]] = []
+        self.batch = self.max_batch_size  # cut by _SkipFinished from the jobs left to launch
         if submitit(config) == "local":
-            self.max_batch_size = local_batch(config, self.max_batch_size)
+            self.batch = local_batch(config, self.max_batch_size)
+        self.max_batch_size = None  # Hydra's one batch; ours are cut once finished jobs are skipped
 
     def job(self, overrides: Sequence[str]):
         """(run directory, config) of a job, composed as the launcher composes it; (None, None)
@@ -177,7 +180,14 @@ class _SkipFinished:
             log.info("%d of %d job(s) already finished: not launched", done, len(job_overrides))
         if repeats:
             log.info("%d job(s) the run of an earlier job (the same config): not launched", repeats)
-        launched = iter(self.launcher.launch(todo, initial_job_idx=initial_job_idx) if todo else [])
+        size = self.sweeper.batch or max(1, len(todo))
+        launched = (  # batch by batch, as the sweep reaches them
+            result
+            for start in range(0, len(todo), size)
+            for result in self.launcher.launch(
+                todo[start : start + size], initial_job_idx=initial_job_idx + start
+            )
+        )
         self.sweeper.jobs += [
             (list(o), rundir, i in finished)
             for i, (o, (rundir, _)) in enumerate(zip(job_overrides, jobs, strict=True))
