@@ -154,6 +154,17 @@ def test_table_holds_our_numbers_beside_the_papers(tree):
     assert rows["bn"]["cells"][5] == "-"
 
 
+def test_a_blown_up_test_loss_reads_in_exponent_form(tree):
+    """A finite test loss of 1.8e15 (BatchNorm's running statistics after a bad step) was
+    written out to its last digit: '1801033869164544.000'."""
+    for seed in range(3):
+        path = tree / f"runs/cifar10_wrn_short/cifar10-wrn-bn/seed={seed}/summary.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"test_loss": 1.8e15 + seed}))
+    md = markdown(collect(tree), "cifar10_wrn_short")
+    assert "| 1.800e+15 (1.800e+15-1.800e+15) |" in md  # BatchNorm's
+    assert "| 0.100 (0.100-0.100) |" in md  # EquiNorm's, fixed point as before
+
+
 def test_failed_runs_and_expected_norms_without_runs_are_counted(tmp_path):
     exp = "cifar10_preresnet152_mixup"  # its sweep: equi, bn, gn x seeds 0-9
     write_run(tmp_path, exp, "cifar10-preact_resnet152-equi", 0, 96.0)

@@ -53,8 +53,13 @@ TEX_NOTE = (
 COUNTS = ("complete", "diverged", "failed", "unfinished", "missing")
 
 
+def _number(value: float, digits: int) -> str:
+    """Fixed point; from 1e5 on (a test loss blown up by bad running statistics) exponent form."""
+    return f"{value:.{digits}{'e' if abs(value) >= 1e5 else 'f'}}"
+
+
 def _range(m: float, lo: float, hi: float, digits: int = 2) -> str:
-    return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+    return f"{_number(m, digits)} ({_number(lo, digits)}-{_number(hi, digits)})"
 
 
 def cell_title(dataset: str, arch: str, variant: str) -> str:
