@@ -82,6 +82,47 @@ def test_changed_files_are_named_exactly_and_new_files_count_as_changes(tmp_path
         provenance.code.cache_clear()
 
 
+def test_an_attempt_with_uncommitted_changes_keeps_a_diff_that_gives_back_its_code(
+    tmp_path, monkeypatch
+):
+    """provenance.json said only "dirty" and the first changed files: the code a result came
+    from was lost with the next edit."""
+    repo, run_dir = tmp_path / "repo", tmp_path / "run"
+    run_dir.mkdir()
+
+    def git(*args, cwd=repo):
+        subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True)
+
+    git("init", "-q", str(repo), cwd=tmp_path)
+    (repo / "layer.py").write_text("eps = 0\n")
+    (repo / "logo.png").write_bytes(b"\x89PNG\0a")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    monkeypatch.setattr(provenance, "SOURCE", repo)
+    provenance.code.cache_clear()
+    provenance.changes.cache_clear()
+    try:
+        provenance.start_attempt(run_dir, torch.device("cpu"), 1)  # clean: nothing kept
+        (repo / "layer.py").write_text("eps = 1e-6\n")
+        (repo / "mine.yaml").write_text("name: x\n")  # untracked code
+        (repo / "logo.png").write_bytes(b"\x89PNG\0b")  # binary: named only
+        provenance.code.cache_clear()
+        provenance.start_attempt(run_dir, torch.device("cpu"), 1)
+    finally:
+        provenance.code.cache_clear()
+        provenance.changes.cache_clear()
+    clean, dirty = _attempts(run_dir)
+    assert "diff" not in clean and dirty["diff"] == "code-2.diff"
+    assert sorted(p.name for p in run_dir.glob("*.diff")) == ["code-2.diff"]
+    patch = (run_dir / "code-2.diff").read_text()
+    assert "# not copied: logo.png (binary)" in patch
+    copy = tmp_path / "copy"
+    git("clone", "-q", str(repo), str(copy), cwd=tmp_path)
+    git("apply", str(run_dir / "code-2.diff"), cwd=copy)  # the commit + the diff: the code run
+    assert (copy / "layer.py").read_text() == "eps = 1e-6\n"
+    assert (copy / "mine.yaml").read_text() == "name: x\n"
+
+
 def test_an_install_from_a_git_url_records_its_commit(tmp_path, monkeypatch):
     """`pip install git+https://...@rev` (a cluster's usual install) ran as "commit unknown":
     pip's PEP 610 record of the commit is read outside a checkout."""

@@ -7,6 +7,8 @@ end of every attempt.
 Every run directory holds ``provenance.json`` -- ``{"attempts": [...]}``, one entry per time the
 run was started or resumed (:func:`start_attempt`, :func:`end_attempt`) -- and the report warns
 about, or filters on, runs of one cell made by different commits (:mod:`equinorm.report.collect`).
+An attempt made with uncommitted changes keeps them beside it (``code-<k>.diff``, :func:`changes`):
+``git checkout <commit> && git apply code-<k>.diff`` gives back the code it ran.
 """
 
 from __future__ import annotations
@@ -47,19 +49,48 @@ def device_name(device: torch.device) -> str:
     return f"{cpu} ({os.cpu_count()} cores)"
 
 
-def _git(*args: str) -> str | None:
-    """git's output as it printed it (``status --porcelain`` lines start with a blank)."""
+def _git(*args: str, exit_codes: tuple[int, ...] = (0,)) -> str | None:
+    """git's output as it printed it (``status --porcelain`` lines start with a blank); None when
+    git is missing or exits otherwise than ``exit_codes`` (``diff --no-index``: 1, different)."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(SOURCE), *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
+            ["git", "-C", str(SOURCE), *args], capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout
+    return out.stdout if out.returncode in exit_codes else None
+
+
+#: an untracked file larger than this is named in the diff, not copied into it (data, not code)
+UNTRACKED_MAX_BYTES = 1_000_000
+
+
+@lru_cache(maxsize=1)
+def changes() -> str:
+    """The uncommitted changes of the checkout as one patch against its commit (``git apply``
+    takes it): the tracked files' (staged or not) and every untracked file git does not ignore,
+    as a new file; binary files and large untracked ones are only named ('' when clean or
+    outside a checkout)."""
+    if not (SOURCE / ".git").exists():
+        return ""
+    numstat = (_git("diff", "HEAD", "--no-renames", "--numstat", "-z") or "").split("\0")
+    binary = [line[4:] for line in numstat if line.startswith("-\t-\t")]
+    parts = [f"# not copied: {name} (binary)\n" for name in binary]
+    excluded = [f":(exclude,literal){name}" for name in binary]
+    parts.append(_git("diff", "HEAD", "--no-renames", "--", ".", *excluded) or "")
+    for name in (_git("ls-files", "--others", "--exclude-standard", "-z") or "").split("\0"):
+        path = SOURCE / name
+        if not name or not path.is_file():
+            continue
+        with open(path, "rb") as f:
+            head = f.read(8192)
+        size = path.stat().st_size
+        if b"\0" in head or size > UNTRACKED_MAX_BYTES:
+            why = "binary" if b"\0" in head else f"{size} bytes"
+            parts.insert(0, f"# not copied: {name} ({why})\n")
+            continue
+        parts.append(_git("diff", "--no-index", "--", os.devnull, name, exit_codes=(0, 1)) or "")
+    return "".join(parts)
 
 
 def _installed_commit() -> dict:
@@ -176,7 +207,14 @@ def _write(run_dir: Path, attempts: list[dict]) -> None:
 def start_attempt(
     run_dir: str | Path, device: torch.device, world_size: int, overrides=None, **execution
 ) -> None:
-    _write(Path(run_dir), [*read(run_dir), attempt(device, world_size, overrides, **execution)])
+    """Record a new attempt; one made with uncommitted changes keeps them in ``code-<k>.diff``."""
+    attempts = read(run_dir)
+    entry = attempt(device, world_size, overrides, **execution)
+    patch = changes() if entry.get("dirty") else ""
+    if patch:
+        entry["diff"] = f"code-{len(attempts) + 1}.diff"
+        (Path(run_dir) / entry["diff"]).write_text(patch)
+    _write(Path(run_dir), [*attempts, entry])
 
 
 def end_attempt(run_dir: str | Path, outcome: str) -> None:
@@ -225,6 +263,7 @@ def commit_label(info: dict, full: bool = False) -> str:
 __all__ = [
     "EXECUTION",
     "FILE",
+    "changes",
     "code",
     "commit_label",
     "device_name",
