@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -113,6 +114,8 @@ def test_an_attempt_with_uncommitted_changes_keeps_a_diff_that_gives_back_its_co
         provenance.changes.cache_clear()
     clean, dirty = _attempts(run_dir)
     assert "diff" not in clean and dirty["diff"] == "code-2.diff"
+    digest = hashlib.sha256((run_dir / "code-2.diff").read_bytes()).hexdigest()
+    assert provenance.commit_label(dirty).endswith(f"+dirty.{digest[:7]}")  # what the report shows
     assert sorted(p.name for p in run_dir.glob("*.diff")) == ["code-2.diff"]
     patch = (run_dir / "code-2.diff").read_text()
     assert "# not copied: logo.png (binary)" in patch

@@ -206,6 +206,28 @@ def test_runs_from_different_commits_are_warned_about_and_can_be_filtered(tmp_pa
     assert "| 2 / 0 / 0 / 0 / 8 (10) |" in (out / "tables" / f"{exp}.md").read_text()
 
 
+def test_runs_of_one_commit_with_other_uncommitted_changes_are_told_apart(tmp_path, capsys):
+    """Both were "abc1234+dirty": seeds trained before and after an uncommitted edit of the layer
+    were pooled without a word."""
+    exp, commit = "cifar10_wrn_short", "c" * 40
+    for seed, diff in enumerate(["1" * 64, "1" * 64, "2" * 64]):
+        d = write_run(tmp_path, exp, "cifar10-wrn-equi", seed, 94.0)
+        attempt = {"commit": commit, "dirty": True, "diff_sha256": diff}
+        (d / "provenance.json").write_text(json.dumps({"attempts": [attempt]}))
+
+    def report(*args: str) -> tuple[str, str]:
+        out = tmp_path / "out"
+        assert main(["--results", str(tmp_path), "--out", str(out), *args]) == 0
+        return capsys.readouterr().err, (out / "tables" / f"{exp}.md").read_text()
+
+    err, _ = report()
+    assert "different commits: ccccccc+dirty.1111111 (2 runs), ccccccc+dirty.2222222 (1 run)" in err
+    err, table = report("--commit", "ccccccc+dirty.111")
+    assert "different commits" not in err and "| 2 / 0 / 0 / 0 / 8 (10) |" in table
+    _, table = report("--commit", "ccccccc+dirty")  # with any uncommitted changes
+    assert "| 3 / 0 / 0 / 0 / 7 (10) |" in table
+
+
 def test_commit_filter_takes_exact_hashes_and_says_what_there_is(tmp_path, capsys):
     exp, old, new = "cifar10_wrn_short", "a" * 40, "ab" + "c" * 38
     for seed, commit in enumerate([old, new, new + "+"]):

@@ -11,7 +11,8 @@ another way (a validation split, a debug run) are in their hparam comparisons on
 Incomplete sweeps are the normal case: missing, failed, unfinished and diverged runs are counted
 and shown. Runs of one experiment made by different commits are warned about (stderr and the
 table); ``--commit SHA`` keeps only the runs every attempt of which ran that commit clean
-(``SHA+dirty``: with uncommitted changes). A run resumed under other execution settings (threads,
+(``SHA+dirty``: with uncommitted changes, ``SHA+dirty.5f3a9c1``: with those, by their diff's
+hash). A run resumed under other execution settings (threads,
 device, ``train.channels_last``, ``train.compile``, ``norm.impl``) is named too: its last digits
 differ from an uninterrupted run's.
 """
@@ -44,11 +45,15 @@ class NoRuns(Exception):
 
 def only_commit(results: Results, commit: str) -> Results:
     """The runs whose every attempt ran ``commit`` (a hash or a prefix of 7+ hex digits; with
-    ``+dirty``: the runs of that commit with uncommitted changes, else only its clean ones)."""
-    match = re.fullmatch(r"([0-9a-f]{7,40})(\+dirty)?", commit.strip().lower())
+    ``+dirty``: the runs of that commit with uncommitted changes, ``+dirty.5f3a9c1`` with those
+    changes (their diff's hash, as the tables name it), else only its clean ones)."""
+    match = re.fullmatch(r"([0-9a-f]{7,40})(\+dirty(\.[0-9a-f]{1,64})?)?", commit.strip().lower())
     if match is None:
-        raise ReportError(f"--commit {commit}: give 7 to 40 hex digits of a hash, +dirty optional")
-    prefix, dirty = match.group(1), bool(match.group(2))
+        raise ReportError(
+            f"--commit {commit}: give 7 to 40 hex digits of a hash, then +dirty or "
+            "+dirty.<diff hash> if you like"
+        )
+    prefix, dirty = match.group(1), match.group(2) or ""
     labels = results.runs["commit_full"].map(lambda x: x.split(" / ") if isinstance(x, str) else [])
     hashes = {label.split("+")[0] for parts in labels for label in parts} - {"unknown"}
     found = sorted(h for h in hashes if h.startswith(prefix))
@@ -57,8 +62,12 @@ def only_commit(results: Results, commit: str) -> Results:
     if len(found) != 1:
         what = "is a prefix of " + ", ".join(f[:12] for f in found) if found else "trained no run"
         raise ReportError(f"--commit {commit} {what}; the runs come from: {listed}")
-    wanted = found[0] + ("+dirty" if dirty else "")
-    keep = results.runs[labels.map(lambda parts: parts == [wanted])]
+    wanted = found[0] + dirty
+
+    def ran(label: str) -> bool:  # +dirty: with any changes; +dirty.5f3a: with those
+        return label.startswith(wanted) if dirty else label == wanted
+
+    keep = results.runs[labels.map(lambda parts: bool(parts) and all(map(ran, parts)))]
     if not len(keep):
         raise ReportError(f"no run ran {wanted} in every attempt; the runs come from: {listed}")
     return subset(results, keep)
@@ -189,7 +198,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "--commit",
         default=None,
         help="only runs trained by this git commit (7+ hex digits of its hash; SHA+dirty: with "
-        "uncommitted changes; see each run's provenance.json)",
+        "uncommitted changes, SHA+dirty.<diff hash>: with those; see each run's provenance.json)",
     )
     parser.add_argument(
         "--target",

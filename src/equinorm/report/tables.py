@@ -150,7 +150,7 @@ def commit_note(runs: pd.DataFrame) -> str:
     listed = ", ".join(f"{label} ({n} run{'s' * (n > 1)})" for label, n in counts.items())
     return (
         f"Warning: these runs come from different commits: {listed} "
-        "(equinorm-report --commit SHA, or SHA+dirty, keeps one commit's)."
+        "(equinorm-report --commit with one of these labels keeps its runs)."
     )
 
 

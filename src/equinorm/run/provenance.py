@@ -14,6 +14,7 @@ An attempt made with uncommitted changes keeps them beside it (``code-<k>.diff``
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -211,8 +212,9 @@ def start_attempt(
     attempts = read(run_dir)
     entry = attempt(device, world_size, overrides, **execution)
     patch = changes() if entry.get("dirty") else ""
-    if patch:
+    if patch:  # its hash tells two runs of one commit with other changes apart (commit_label)
         entry["diff"] = f"code-{len(attempts) + 1}.diff"
+        entry["diff_sha256"] = hashlib.sha256(patch.encode()).hexdigest()
         (Path(run_dir) / entry["diff"]).write_text(patch)
     _write(Path(run_dir), [*attempts, entry])
 
@@ -252,12 +254,16 @@ def version_line() -> str:
 
 
 def commit_label(info: dict, full: bool = False) -> str:
-    """``abc1234`` / ``abc1234+dirty`` / ``unknown`` for one attempt's code (``full``: the whole
-    hash)."""
+    """``abc1234`` / ``abc1234+dirty.5f3a9c1`` (the first digits of its diff's SHA-256: other
+    uncommitted changes, another label) / ``abc1234+dirty`` (no diff kept) / ``unknown`` for one
+    attempt's code (``full``: the whole commit hash)."""
     commit = info.get("commit")
     if not commit:
         return "unknown"
-    return (commit if full else commit[:7]) + ("+dirty" if info.get("dirty") else "")
+    label = commit if full else commit[:7]
+    if not info.get("dirty"):
+        return label
+    return f"{label}+dirty" + (f".{info['diff_sha256'][:7]}" if info.get("diff_sha256") else "")
 
 
 __all__ = [
