@@ -133,6 +133,8 @@ BAD = [  # (command line, what the one line must name)
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
     ("name=../..", "name='../..'"),  # issue 24: outside results_dir
     ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted
+    ("schedule.lr=${oops}", "error: schedule.lr=${oops}: Interpolation key 'oops' not found"),
+    ("-m seed=0,1 optim.weight_decay=${oc.env:NO_SUCH_VAR_42}", "decay: Environment variable"),
 ]
 
 
@@ -161,6 +163,16 @@ def test_hydra_mode_multirun_is_checked_as_a_sweep():
     checked = []
     assert preflight(["hydra.mode=MULTIRUN", "norm=bn,gn", "seed=0"], checked.append) is None
     assert [cfg.norm.name for cfg in checked] == ["bn", "gn"]  # it was "Ambiguous value"
+
+
+def test_an_unresolvable_results_dir_is_named_not_hydras_dir_of_it(monkeypatch):
+    """It was "hydra.sweep.dir: KeyError raised while resolving interpolation: ...", a key the
+    user never typed."""
+    from equinorm.experiment.command import preflight
+
+    monkeypatch.delenv("NO_SUCH_VAR_42", raising=False)
+    line = preflight(["-m", "seed=0,1", "results_dir=${oc.env:NO_SUCH_VAR_42}/x"], print)
+    assert line == "results_dir: Environment variable 'NO_SUCH_VAR_42' not found", line
 
 
 def test_the_command_line_says_it_in_one_line_and_writes_nothing(tmp_path):

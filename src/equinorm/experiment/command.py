@@ -126,13 +126,26 @@ def describe(exc: BaseException) -> str:
         return f"{unknown.group(1)} is not a key of this config{_elsewhere(unknown.group(1))}"
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
-        text = one_line(exc)
+        if key and key.startswith("hydra."):  # Hydra's copy of the command line, or a dir of it
+            key = _typed(exc) or key
+        text = one_line(exc)  # oc.env's KeyError: "Environment variable 'X' not found"
+        text = re.sub(r'^\w+ raised while resolving interpolation: "?(.*?)"?$', r"\1", text)
         return f"{key}: {text}" if key and key not in text else text
     text = one_line(exc).rstrip(".").removeprefix("Error merging override ")
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     if cause is not None and one_line(cause) not in text:
         text = f"{text}: {one_line(cause)}"
     return text
+
+
+def _typed(exc: OmegaConfBaseException) -> str | None:
+    """What the user typed behind an interpolation error in Hydra's node: the override as typed
+    (``hydra.overrides.task[1]`` holds ``schedule.lr=${oops}``), else the keys the node
+    interpolates (``hydra.sweep.dir``: ``${results_dir}/sweeps/...``)."""
+    value = str(getattr(exc, "child_node", None) or "")
+    if str(exc.full_key).startswith("hydra.overrides."):
+        return value or None
+    return ", ".join(re.findall(r"\$\{([A-Za-z_][\w.]*)\}", value)) or None
 
 
 def _not_a_key(group: str, key: str, kind: str) -> str:
