@@ -81,6 +81,7 @@ def test_changed_files_are_named_exactly_and_new_files_count_as_changes(tmp_path
         assert sorted(info["changed"]) == ["README.md", "new_experiment.yaml"]
     finally:
         provenance.code.cache_clear()
+        provenance.changes.cache_clear()  # this repository's, not the suite's
 
 
 def test_an_attempt_with_uncommitted_changes_keeps_a_diff_that_gives_back_its_code(
@@ -109,6 +110,8 @@ def test_an_attempt_with_uncommitted_changes_keeps_a_diff_that_gives_back_its_co
         (repo / "logo.png").write_bytes(b"\x89PNG\0b")  # binary: named only
         provenance.code.cache_clear()
         provenance.start_attempt(run_dir, torch.device("cpu"), 1)
+        label = provenance.commit_label(_attempts(run_dir)[-1])
+        assert f"(commit {label});" in provenance.version_line()  # --version: what runs record
     finally:
         provenance.code.cache_clear()
         provenance.changes.cache_clear()

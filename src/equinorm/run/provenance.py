@@ -125,6 +125,9 @@ def code() -> dict:
         info["dirty"] = bool(changed)
         if changed:
             info["changed"] = changed[:20]
+        patch = changes() if changed else ""
+        if patch:  # tells two runs of one commit with other changes apart (commit_label)
+            info["diff_sha256"] = hashlib.sha256(patch.encode()).hexdigest()
     return info
 
 
@@ -211,11 +214,9 @@ def start_attempt(
     """Record a new attempt; one made with uncommitted changes keeps them in ``code-<k>.diff``."""
     attempts = read(run_dir)
     entry = attempt(device, world_size, overrides, **execution)
-    patch = changes() if entry.get("dirty") else ""
-    if patch:  # its hash tells two runs of one commit with other changes apart (commit_label)
+    if entry.get("diff_sha256"):
         entry["diff"] = f"code-{len(attempts) + 1}.diff"
-        entry["diff_sha256"] = hashlib.sha256(patch.encode()).hexdigest()
-        (Path(run_dir) / entry["diff"]).write_text(patch)
+        (Path(run_dir) / entry["diff"]).write_text(changes())
     _write(Path(run_dir), [*attempts, entry])
 
 
