@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -103,20 +104,25 @@ def test_an_attempt_with_uncommitted_changes_keeps_a_diff_that_gives_back_its_co
     monkeypatch.setattr(provenance, "SOURCE", repo)
     provenance.code.cache_clear()
     provenance.changes.cache_clear()
+    outputs = repo / "ablation"  # a results_dir inside the checkout that git does not ignore
+    (outputs / "runs").mkdir(parents=True)
+    (outputs / "runs" / "history.csv").write_text("epoch\n1\n")  # runs are not code
     try:
-        provenance.start_attempt(run_dir, torch.device("cpu"), 1)  # clean: nothing kept
+        provenance.start_attempt(run_dir, torch.device("cpu"), 1, outputs=outputs)  # clean
         (repo / "layer.py").write_text("eps = 1e-6\n")
         (repo / "mine.yaml").write_text("name: x\n")  # untracked code
         (repo / "logo.png").write_bytes(b"\x89PNG\0b")  # binary: named only
         provenance.code.cache_clear()
-        provenance.start_attempt(run_dir, torch.device("cpu"), 1)
+        provenance.start_attempt(run_dir, torch.device("cpu"), 1, outputs=outputs)
         label = provenance.commit_label(_attempts(run_dir)[-1])
-        assert f"(commit {label});" in provenance.version_line()  # --version: what runs record
+        shutil.rmtree(outputs)  # --version (which knows no results_dir) says what runs record
+        assert f"(commit {label});" in provenance.version_line()
     finally:
         provenance.code.cache_clear()
         provenance.changes.cache_clear()
     clean, dirty = _attempts(run_dir)
-    assert "diff" not in clean and dirty["diff"] == "code-2.diff"
+    assert clean["dirty"] is False and "diff" not in clean and dirty["diff"] == "code-2.diff"
+    assert sorted(dirty["changed"]) == ["layer.py", "logo.png", "mine.yaml"]
     digest = hashlib.sha256((run_dir / "code-2.diff").read_bytes()).hexdigest()
     assert provenance.commit_label(dirty).endswith(f"+dirty.{digest[:7]}")  # what the report shows
     assert sorted(p.name for p in run_dir.glob("*.diff")) == ["code-2.diff"]

@@ -13,6 +13,7 @@ An attempt made with uncommitted changes keeps them beside it (``code-<k>.diff``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -66,20 +67,33 @@ def _git(*args: str, exit_codes: tuple[int, ...] = (0,)) -> str | None:
 UNTRACKED_MAX_BYTES = 1_000_000
 
 
-@lru_cache(maxsize=1)
-def changes() -> str:
-    """The uncommitted changes of the checkout as one patch against its commit (``git apply``
-    takes it): the tracked files' (staged or not) and every untracked file git does not ignore,
-    as a new file; binary files and large untracked ones are only named ('' when clean or
-    outside a checkout)."""
+def _paths(outputs: str | None) -> list[str]:
+    """git's pathspec for the checkout less ``outputs`` (a results_dir inside it: runs are not
+    code, and each would make the next run's code differ)."""
+    spec = ["--", "."]
+    with contextlib.suppress(ValueError):  # outputs outside the checkout: nothing to leave out
+        inside = Path(outputs).resolve().relative_to(SOURCE.resolve()) if outputs else None
+        if inside is not None and inside.parts:
+            spec.append(f":(exclude,literal){inside.as_posix()}")
+    return spec
+
+
+@lru_cache(maxsize=4)
+def changes(outputs: str | None = None) -> str:
+    """The uncommitted changes of the checkout (less ``outputs``) as one patch against its commit
+    (``git apply`` takes it): the tracked files' (staged or not) and every untracked file git
+    does not ignore, as a new file; binary files and large untracked ones are only named ('' when
+    clean or outside a checkout)."""
     if not (SOURCE / ".git").exists():
         return ""
-    numstat = (_git("diff", "HEAD", "--no-renames", "--numstat", "-z") or "").split("\0")
+    paths = _paths(outputs)
+    numstat = (_git("diff", "HEAD", "--no-renames", "--numstat", "-z", *paths) or "").split("\0")
     binary = [line[4:] for line in numstat if line.startswith("-\t-\t")]
     parts = [f"# not copied: {name} (binary)\n" for name in binary]
     excluded = [f":(exclude,literal){name}" for name in binary]
-    parts.append(_git("diff", "HEAD", "--no-renames", "--", ".", *excluded) or "")
-    for name in (_git("ls-files", "--others", "--exclude-standard", "-z") or "").split("\0"):
+    parts.append(_git("diff", "HEAD", "--no-renames", *paths, *excluded) or "")
+    untracked = _git("ls-files", "--others", "--exclude-standard", "-z", *paths) or ""
+    for name in untracked.split("\0"):
         path = SOURCE / name
         if not name or not path.is_file():
             continue
@@ -107,17 +121,17 @@ def _installed_commit() -> dict:
     return {"commit": vcs["commit_id"], "dirty": False, "source": direct.get("url")}
 
 
-@lru_cache(maxsize=1)
-def code() -> dict:
+@lru_cache(maxsize=4)
+def code(outputs: str | None = None) -> dict:
     """``commit`` (None outside a git checkout, e.g. an installed wheel, but for an install from a
     git URL), ``dirty`` (files changed since that commit, new files that git does not ignore
-    included: a new experiment file is code) and the first changed files, with the package version.
-    """
+    included: a new experiment file is code; ``outputs``, a results_dir, left out), the first
+    changed files and the hash of their :func:`changes`, with the package version."""
     info: dict = {"version": __version__, "commit": None, "dirty": None}
     if not (SOURCE / ".git").exists():
         return info | _installed_commit()
     commit = (_git("rev-parse", "HEAD") or "").strip()
-    status = _git("status", "--porcelain", "--untracked-files=all")
+    status = _git("status", "--porcelain", "--untracked-files=all", *_paths(outputs))
     if commit:
         info["commit"] = commit
     if status is not None:
@@ -125,7 +139,7 @@ def code() -> dict:
         info["dirty"] = bool(changed)
         if changed:
             info["changed"] = changed[:20]
-        patch = changes() if changed else ""
+        patch = changes(outputs) if changed else ""
         if patch:  # tells two runs of one commit with other changes apart (commit_label)
             info["diff_sha256"] = hashlib.sha256(patch.encode()).hexdigest()
     return info
@@ -163,10 +177,15 @@ def libraries() -> dict:
 
 
 def attempt(
-    device: torch.device, world_size: int, overrides: list[str] | None = None, **execution
+    device: torch.device,
+    world_size: int,
+    overrides: list[str] | None = None,
+    outputs: str | None = None,
+    **execution,
 ) -> dict:
     """What one start (or resume) of a run ran on; ``end`` and ``outcome`` come later;
-    ``overrides``: the command line's, as typed (None outside the command line); ``execution``:
+    ``overrides``: the command line's, as typed (None outside the command line); ``outputs``: the
+    results_dir, which is not code (:func:`code`); ``execution``:
     the settings that change the numbers' last digits but not what is computed
     (``channels_last``, ``compile``, ``impl``), which the report compares across a run's attempts
     (:data:`EXECUTION`)."""
@@ -174,7 +193,7 @@ def attempt(
         "start": _now(),
         "end": None,
         "outcome": None,
-        **code(),
+        **code(None if outputs is None else str(outputs)),
         "overrides": None if overrides is None else list(overrides),
         "argv": sys.argv[1:],
         **libraries(),
@@ -209,14 +228,19 @@ def _write(run_dir: Path, attempts: list[dict]) -> None:
 
 
 def start_attempt(
-    run_dir: str | Path, device: torch.device, world_size: int, overrides=None, **execution
+    run_dir: str | Path,
+    device: torch.device,
+    world_size: int,
+    overrides=None,
+    outputs: str | None = None,
+    **execution,
 ) -> None:
     """Record a new attempt; one made with uncommitted changes keeps them in ``code-<k>.diff``."""
-    attempts = read(run_dir)
-    entry = attempt(device, world_size, overrides, **execution)
+    attempts, outputs = read(run_dir), None if outputs is None else str(outputs)
+    entry = attempt(device, world_size, overrides, outputs, **execution)
     if entry.get("diff_sha256"):
         entry["diff"] = f"code-{len(attempts) + 1}.diff"
-        (Path(run_dir) / entry["diff"]).write_text(changes())
+        (Path(run_dir) / entry["diff"]).write_text(changes(outputs))
     _write(Path(run_dir), [*attempts, entry])
 
 

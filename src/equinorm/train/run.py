@@ -125,7 +125,9 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         impl = getattr(cfg.norm.get("impl"), "value", None)  # EquiNorm's only
         layout = build.resolve_channels_last(cfg, device)
         execution = {"channels_last": layout, "compile": bool(cfg.train.compile), "impl": impl}
-        provenance.start_attempt(rundir.path, device, dist.world_size, overrides, **execution)
+        provenance.start_attempt(  # results_dir: runs inside the checkout are not its code
+            rundir.path, device, dist.world_size, overrides, cfg.results_dir, **execution
+        )
     if (cfg.train.threads or 0) > budget:  # a step collapses, it does not just slow down
         log.warning(
             "train.threads=%d is more than the %d CPU(s) this process may use: OpenMP threads "
