@@ -193,7 +193,7 @@ def attempt(
         "start": _now(),
         "end": None,
         "outcome": None,
-        **code(None if outputs is None else str(outputs)),
+        **code(outputs),
         "overrides": None if overrides is None else list(overrides),
         "argv": sys.argv[1:],
         **libraries(),
@@ -236,7 +236,7 @@ def start_attempt(
     **execution,
 ) -> None:
     """Record a new attempt; one made with uncommitted changes keeps them in ``code-<k>.diff``."""
-    attempts, outputs = read(run_dir), None if outputs is None else str(outputs)
+    attempts = read(run_dir)
     entry = attempt(device, world_size, overrides, outputs, **execution)
     if entry.get("diff_sha256"):
         entry["diff"] = f"code-{len(attempts) + 1}.diff"
