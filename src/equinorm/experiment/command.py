@@ -126,10 +126,11 @@ def describe(exc: BaseException) -> str:
         return f"{unknown.group(1)} is not a key of this config{_elsewhere(unknown.group(1))}"
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
-        if key and key.startswith("hydra."):  # Hydra's copy of the command line, or a dir of it
-            key = _typed(exc) or key
         text = one_line(exc)  # oc.env's KeyError: "Environment variable 'X' not found"
         text = re.sub(r'^\w+ raised while resolving interpolation: "?(.*?)"?$', r"\1", text)
+        typed = _typed(exc) if key and key.startswith("hydra.") else None
+        if typed and typed not in text:  # Hydra's copy of the command line, or a dir of it
+            key = typed
         return f"{key}: {text}" if key and key not in text else text
     text = one_line(exc).rstrip(".").removeprefix("Error merging override ")
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
