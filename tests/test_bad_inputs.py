@@ -134,6 +134,7 @@ BAD = [  # (command line, what the one line must name)
     ("name=../..", "name='../..'"),  # issue 24: outside results_dir
     ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted
     ("schedule.lr=${oops}", "error: schedule.lr=${oops}: Interpolation key 'oops' not found"),
+    ("-m hydra.sweep.dir=${oops}", "error: hydra.sweep.dir: Interpolation key 'oops' not"),
     ("-m seed=0,1 optim.weight_decay=${oc.env:NO_SUCH_VAR_42}", "decay: Environment variable"),
 ]
 
