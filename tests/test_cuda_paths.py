@@ -117,6 +117,21 @@ def test_inductor_compiled_training_step_equals_eager(norm):
         torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-5)
 
 
+def test_the_compiled_equinorm_layers_need_no_autocast_probe(monkeypatch):
+    """On the H200's torch 2.11, dynamo could not trace ``torch.amp.is_autocast_available``
+    (``torch._C._is_autocast_available``), which the float32 region of EquiNorm's nodes asked:
+    fullgraph=True failed, and without it every layer broke the graph. The probe is made
+    untraceable here as it was there."""
+    probe = torch.amp.is_autocast_available
+    monkeypatch.setattr(torch.amp, "is_autocast_available", torch._dynamo.disable(probe))
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = mini_net("equi")
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, backend="inductor", fullgraph=True)
+    _assert_same_step(eager, twin, compiled, torch.rand(4, 3, 8, 8), torch.arange(4))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("norm", ["equi", "bn"])
 def test_inductor_compiles_a_whole_network_with_the_mixup_hook(norm, monkeypatch):

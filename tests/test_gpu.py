@@ -78,7 +78,9 @@ def test_device_loader_on_cuda_gives_the_cpu_loaders_batches():
         _loader(*data).iterate(2), _loader(*data, device=CUDA).iterate(2), strict=True
     ):
         assert xg.device.type == "cuda"
-        torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=0)
+        # the same images, crops and flips; CUDA's fused multiply-add rounds the standardization
+        # once where the CPU rounds twice (H200: 1 ulp in a third of the pixels)
+        torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=2e-7)
         assert torch.equal(yg.cpu(), yc)
 
 

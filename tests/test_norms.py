@@ -113,3 +113,31 @@ def test_an_empty_training_batch_leaves_the_running_means_as_they_were(make):
     torch.testing.assert_close(layer.running_mean, before)
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
     assert torch.isfinite(layer.eval()(torch.rand(2, 3, 6, 6))).all()
+
+
+def test_channel_affine_is_exact_under_older_torchs_batch_norm_rule(monkeypatch):
+    """torch 2.11 (the GPU image's) refuses batch_norm's eps 0 even in evaluation: every
+    EquiNorm pre-activation network failed its first step there."""
+    from torch.nn import functional as F
+
+    original = F.batch_norm
+
+    def batch_norm(*args, **kwargs):
+        eps = args[7] if len(args) > 7 else kwargs.get("eps", 1e-5)
+        if eps <= 0.0:
+            raise ValueError(f"batch_norm eps must be positive, but got {eps}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(F, "batch_norm", batch_norm)
+    affine = ChannelAffine(3)
+    with torch.no_grad():
+        affine.weight.copy_(torch.tensor([0.5, -2.0, 3.0]))
+        affine.bias.copy_(torch.tensor([1.0, 0.0, -0.25]))
+    for dtype in (torch.float32, torch.float64):
+        layer = affine.to(dtype)
+        x = torch.randn(2, 3, 4, 4, dtype=dtype)
+        zero, one = torch.zeros(3, dtype=dtype), torch.ones(3, dtype=dtype)
+        exact = original(x, zero, one, layer.weight, layer.bias, False, 0.0, 0.0)  # this torch's
+        torch.testing.assert_close(layer(x), exact, rtol=0, atol=0)  # bit for bit: the demo's
+        affine_map = x * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+        torch.testing.assert_close(layer(x), affine_map)  # up to the kernel's rounding

@@ -20,11 +20,17 @@ from torch.nn import functional as F
 __all__ = ["ChannelAffine", "GroupNorm", "MeanOnlyBatchNorm2d"]
 
 
+#: batch_norm's eps: torch 2.11 (the GPU image's) refuses 0 even in evaluation ("eps must be
+#: positive"); 1 + 1e-20 rounds to 1 in float32 and float64, so the variance term stays exactly 1
+TINY = 1e-20
+
+
 class ChannelAffine(nn.Module):
     """``y[:, c] = weight[c] * x[:, c] + bias[c]``; scale 1 and shift 0 at init.
 
-    Computed as an evaluation-mode ``batch_norm`` with mean 0, variance 1 and eps 0 -- exactly the
-    affine map, in one native kernel with a fused backward (fewer ops than ``x * w + b``). The
+    Computed as an evaluation-mode ``batch_norm`` with mean 0, variance 1 and eps :data:`TINY` --
+    exactly the affine map, in one native kernel with a fused backward (fewer ops than
+    ``x * w + b``). The
     zeros and ones are made at each call, not kept as buffers: a module built on the meta device
     and loaded from a checkpoint (which holds no such buffers) would compute with garbage.
 
@@ -50,7 +56,7 @@ class ChannelAffine(nn.Module):
             return x
         zero = self.weight.new_zeros(self.num_channels)
         one = self.weight.new_ones(self.num_channels)
-        return F.batch_norm(x, zero, one, self.weight, self.bias, False, 0.0, 0.0)
+        return F.batch_norm(x, zero, one, self.weight, self.bias, False, 0.0, TINY)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}" + (", folded into the preceding conv" if self.folded else "")
