@@ -8,6 +8,8 @@
         --input-size 8 --norms equi bn gn --name cpu-2cores-digits   # the demo's setting
     python scripts/bench.py step --equi-impls fused reference    # EquiNorm's two implementations
     python scripts/bench.py step --archs wrn --csv DIR/bench.csv --append   # add rows to a file
+    python scripts/bench.py profile --archs wrn --norms bn equi --equi-impls reference \
+        --modes eager default reduce-overhead --md DIR/profile.md   # what bounds a step
 
 Rows are written as each architecture's are measured (an interrupted benchmark keeps them).
 
@@ -27,7 +29,8 @@ from equinorm.argtypes import number
 from equinorm.bench.env import device_slug, environment, steady_allocator
 from equinorm.bench.loader import loader_throughput
 from equinorm.bench.output import label, plot, write_rows
-from equinorm.bench.step import step_times
+from equinorm.bench.profile import markdown, profiles
+from equinorm.bench.step import step_times, variants
 from equinorm.errors import EquinormError
 from equinorm.experiment.checks import device as parse_device
 from equinorm.layers import NORMS, get_norm
@@ -87,6 +90,35 @@ def run_steps(args, device: torch.device) -> list[dict]:
     return rows
 
 
+def run_profiles(args, device: torch.device) -> None:
+    """Each arch's (norm, impl) x compile modes profiled; the Markdown rewritten after each."""
+    cuda = device.type == "cuda"
+    archs = args.archs or ["wrn"]
+    modes = {"eager": False, "default": True, "reduce-overhead": "reduce-overhead"}
+    path = args.md or args.out / f"{device_slug(device)}-profile.md"
+    size = {
+        "batch_size": args.batch_size or (128 if cuda else 32),
+        "width_mult": args.width or (1.0 if cuda else 0.25),
+        "input_size": args.input_size,
+        "precision": "bf16" if cuda else "fp32",
+        "channels_last": cuda,
+    }
+    found = []
+    before = path.read_text() + "\n" if args.append and path.is_file() else ""
+    for arch in archs:
+        keys = variants(args.norms, tuple(args.equi_impls))
+        chosen = [(n, i, modes[m]) for m in args.modes for n, i in keys]
+        found += profiles(arch, chosen, device, rounds=args.rounds, log=print, **size)
+        env = environment(device)
+        title = (
+            f"Training-step profile: {env['device']}, torch {env['torch']}, batch "
+            f"{size['batch_size']}, {size['precision']}, {env['date']}"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(before + markdown(found, title))
+        print(f"wrote {path}", flush=True)
+
+
 def _norm(name: str) -> str:
     """An argparse type: a norm name (ours, or a package's through its entry point)."""
     try:
@@ -98,7 +130,7 @@ def _norm(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["step", "loader", "all"])
+    parser.add_argument("what", choices=["step", "loader", "all", "profile"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -113,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", help="output file name (default: the device's)")
     parser.add_argument("--csv", type=Path, help="the step CSV (default: OUT/NAME.csv)")
     parser.add_argument(
-        "--append", action="store_true", help="add rows to --csv's (no figure: gpu_check draws it)"
+        "--append",
+        action="store_true",
+        help="add rows to --csv's (no figure: gpu_check draws it); profile: add to --md's",
     )
     parser.add_argument(
         "--equi-impls",
@@ -134,6 +168,14 @@ def main(argv: list[str] | None = None) -> None:
         help="torch.compile the models: off, on (--compile alone) or both, in one file",
     )
     parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["eager", "default"],
+        choices=["eager", "default", "reduce-overhead"],
+        help="profile: eager, torch.compile's default mode, reduce-overhead (CUDA graphs)",
+    )
+    parser.add_argument("--md", type=Path, help="profile: the Markdown (default: OUT/NAME.md)")
+    parser.add_argument(
         "--images", type=number(int), default=50_000, help="loader benchmark images"
     )
     parser.add_argument(
@@ -150,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc).replace("train.device", "--device"))
     if device.type == "cpu" and steady_allocator():
         print("glibc: freed memory kept in the process (steadier CPU timings)")
+    if args.what == "profile":
+        run_profiles(args, device)
+        return
     steps = run_steps(args, device) if args.what in ("step", "all") else []
     if args.what in ("loader", "all"):
         print(f"loader throughput on {environment(device)['device']}")

@@ -13,15 +13,19 @@ lease) leaves every finished row and log behind. A step that no longer fits is s
   a. env                 GPU, driver, torch, CUDA, cuDNN (env.json); pytest -m gpu (gpu-tests)
   b. bench-eager, bench-compiled-wrn, bench-compiled-preact_resnet152: the rows that decide the
      paper's claim -- wrn and preact_resnet152 at batch 128, 32x32, bf16 autocast, channels_last,
-     EquiNorm (fused and reference implementations) vs BatchNorm (and GroupNorm, eager);
-     torch.compile's time is the first step's (first_step_s), reported, not hidden
+     EquiNorm (fused and reference implementations eager; compiled, the fused node is traced as
+     the reference's plain ops) vs BatchNorm (and GroupNorm, eager); torch.compile's time is the
+     first step's (first_step_s), reported, not hidden
+     profile             what bounds the step: device busy vs wall time and the top kernels of
+                         wrn (eager, compiled, CUDA graphs) and preact_resnet152 (eager)
   c. smoke               one CUDA run of every experiment with EquiNorm (debug=smoke, data
                          fabricated in the real formats), each scored again (equinorm-evaluate)
   d. bench-others-eager, bench-resnet50 (224 px), demo (the digits sweep and its report),
      bench-others-compiled -- while budget remains
 
 DIR ends with at most 8 files (what a device lease returns): env.json, steps.csv (step, status,
-seconds, detail), bench.csv and bench.png, smoke.csv, demo.md and log.txt (every step's output);
+seconds, detail), bench.csv and bench.png, profile.md, smoke.csv, demo.md and log.txt (every
+step's output); --only runs its steps in the order given;
 scratch files (fabricated data, runs) go to --work. Runs from the source tree with the Python
 that holds the machine's own torch; docs/performance.md gives the one-line device command.
 """
@@ -209,6 +213,15 @@ def bench(args, archs, norms, compiled: bool, impls=("fused", "reference"), **si
     return cmd
 
 
+def profile(args, archs, norms, modes, impls=("reference",)) -> list[str]:
+    cmd = python("scripts/bench.py", "profile", "--device", args.device, "--archs", *archs)
+    cmd += ["--norms", *norms, "--equi-impls", *impls, "--modes", *modes]
+    cmd += ["--md", str(args.out / "profile.md"), "--append"]
+    if args.quick:
+        cmd += ["--width", "0.125", "--batch-size", "8", "--input-size", "16", "--rounds", "3"]
+    return cmd
+
+
 def train(args, *overrides: str) -> list[str]:
     return python(
         "-m",
@@ -318,10 +331,23 @@ def steps() -> list[Step]:
         Step("bench-eager", 150, lambda a: [bench(a, CLAIM_ARCHS, [*claim, "gn"], False)]),
     ]
     steps += [
-        Step(f"bench-compiled-{arch}", 240, lambda a, arch=arch: [bench(a, [arch], claim, True)])
+        Step(
+            f"bench-compiled-{arch}",
+            240,
+            lambda a, arch=arch: [bench(a, [arch], claim, True, ("reference",))],
+        )
         for arch in CLAIM_ARCHS
     ]
     steps += [
+        Step(
+            "profile",
+            200,
+            lambda a: [
+                profile(a, ["wrn"], claim, ["eager"], ("fused", "reference")),
+                profile(a, ["wrn"], claim, ["default", "reduce-overhead"]),
+                profile(a, ["preact_resnet152"], claim, ["eager"]),
+            ],
+        ),
         Step("smoke", 180, smoke_commands, smoke_after),
         Step(
             "bench-others-eager",
@@ -344,6 +370,12 @@ def steps() -> list[Step]:
         ),
     ]
     return steps
+
+
+def choose(only: list[str] | None, skip: list[str]) -> list[Step]:
+    """Every step in the default order, or ``only``'s in the order given; less ``skip``."""
+    by_name = {s.name: s for s in steps()}
+    return [by_name[n] for n in dict.fromkeys(only or by_name) if n not in skip]
 
 
 def cuda_missing(device: str) -> str | None:
@@ -382,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         type=number(float),
         help=f"multiplies each step's cap (default 1; {QUICK_CAP} with --quick); the budget binds",
     )
-    parser.add_argument("--only", nargs="+", choices=names, help="these steps only")
+    parser.add_argument(
+        "--only", nargs="+", choices=names, help="these steps only, in the order given"
+    )
     parser.add_argument("--skip", nargs="+", default=[], choices=names, help="steps to leave out")
     args = parser.parse_args(argv)
     if args.cap_scale is None:
@@ -394,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.absolute()
     args.out.mkdir(parents=True, exist_ok=True)
     args.work = (args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))).absolute()
-    chosen = [s for s in steps() if s.name in (args.only or names) and s.name not in args.skip]
+    chosen = choose(args.only, args.skip)
     runner = Runner(args.out / "log.txt")
     runner.write(
         f"gpu-check: {args.device}, budget {args.budget:.0f} s, {len(chosen)} steps; "

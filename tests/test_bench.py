@@ -11,6 +11,7 @@ import torch
 
 from equinorm.bench.loader import loader_throughput
 from equinorm.bench.output import plot, write_rows
+from equinorm.bench.profile import _busy_us, kind, markdown, profiles
 from equinorm.bench.step import step_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +87,70 @@ def test_a_bad_bench_argument_is_one_line(args, says, capsys):
         bench.main(["step", *args])
     assert stop.value.code == 2
     assert says in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_busy_time_is_the_union_of_the_device_events_intervals():
+    # overlapping kernels (two streams) count once; a gap is idle time
+    assert _busy_us([(20.0, 30.0), (0.0, 10.0), (5.0, 15.0), (12.0, 14.0)]) == 25.0
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [  # names as the H200's profiler writes them: cuDNN's norm kernels are not convolutions
+        ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "convolution"),
+        ("void at::native::batch_norm_collect_statistics_channels_last_kernel<>", "normalization"),
+        ("cudnn::bn_fw_tr_1C11_kernel_NCHW<float, float, int, 512, true, 1>", "normalization"),
+        ("triton_red_fused__to_copy_mean_0", "triton (inductor)"),
+        ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float>>", "reduction"),
+        ("void at::native::vectorized_elementwise_kernel<4, FillFunctor>", "elementwise"),
+    ],
+)
+def test_kernels_are_sorted_into_kinds(name, expected):
+    assert kind(name) == expected
+
+
+def test_a_profile_says_how_busy_the_device_was_and_what_filled_it():
+    logged = []
+    variants = [("bn", "", False), ("equi", "reference", False), ("equi", "fused", "no-such-mode")]
+    found = profiles(
+        "wrn",
+        variants,
+        torch.device("cpu"),
+        rounds=2,
+        steps=2,
+        top=5,
+        log=logged.append,
+        batch_size=2,
+        width_mult=0.125,
+        input_size=8,
+    )
+    assert [p.label for p in found] == ["wrn bn, eager", "wrn equi/reference, eager"]
+    assert "wrn equi/fused, no-such-mode: failed" in logged[-1]  # the others kept
+    for p in found:
+        assert 0 < p.busy_ms <= sum(p.by_kind.values()) + 1e-9  # the union, at most the sum
+        assert p.wall_ms > 0 and p.events > 0
+        times = [ms for _, _, ms in p.top]
+        assert len(times) == 5 and times == sorted(times, reverse=True)
+    assert found[0].by_kind.get("normalization", 0) > 0  # bn's own operators
+    assert found[1].by_kind.get("reduction", 0) > found[0].by_kind.get("reduction", 0)  # m_c
+    text = markdown(found, "t")
+    assert text.count("| wrn ") == 2 and text.count("## wrn ") == 2
+
+
+def test_each_panel_of_the_bench_figure_shows_only_what_it_measured(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    eager = [("wrn", "bn", "1.0"), ("wrn", "equi", "1.4"), ("preact_resnet152", "bn", "1.0")]
+    rows = [
+        {"arch": a, "norm": n, "impl": "", "compile": c, "ratio_to_bn": r, "width_mult": "1.0"}
+        for c, group in (("False", eager), ("True", eager[:2]))
+        for a, n, r in group
+    ]
+    figures = []
+    keep = lambda fig, *a, **k: figures.append(fig)  # noqa: E731
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    plot(rows, "t", tmp_path / "b.png")
+    eager_ax, compiled_ax = figures[0].axes
+    ticks = [t.get_text().split("\n")[0] for t in compiled_ax.get_xticklabels()]
+    assert ticks == ["wrn"]  # no empty preact_resnet152 slot
+    assert len(eager_ax.get_xticklabels()) == 2

@@ -160,3 +160,11 @@ def test_a_bad_argument_is_one_line_and_checks_nothing(gpu_check, args, says, tm
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(says)
     assert not (tmp_path / "out").exists()
+
+
+def test_only_runs_its_steps_in_the_order_given(gpu_check):
+    # a lease's call puts what it must know first (the smoke runs before the long compiles)
+    chosen = gpu_check.choose(["smoke", "profile", "env", "smoke"], skip=["env"])
+    assert [s.name for s in chosen] == ["smoke", "profile"]
+    default = [s.name for s in gpu_check.choose(None, skip=[])]
+    assert default[:2] == ["env", "gpu-tests"] and "profile" in default

@@ -67,13 +67,14 @@ def plot(rows: list[dict], title: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     archs = list(dict.fromkeys(r["arch"] for r in rows))
-    labels = list(dict.fromkeys(label(r) for r in rows))
     modes = list(dict.fromkeys(_compiled(r) for r in rows))
     fig, axes = plt.subplots(
         len(modes), 1, figsize=(max(6.0, 1.8 + 1.9 * len(archs)), 3.8 * len(modes)), squeeze=False
     )
     for ax, mode in zip(axes[:, 0], modes, strict=True):
-        _panel(ax, [r for r in rows if _compiled(r) == mode], archs, labels)
+        panel = [r for r in rows if _compiled(r) == mode]  # its own archs and norms: no empty slot
+        keys = (r["arch"] for r in panel), (label(r) for r in panel)
+        _panel(ax, panel, *(list(dict.fromkeys(k)) for k in keys))
         ax.set_title(f"{title}, {'torch.compile' if mode else 'eager'}", fontsize=9, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=150)

@@ -33,14 +33,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(model, optimizer, x, y, precision: str, device: torch.device):
+def make_step(model, optimizer, x, y, precision: str, graphs: bool = False):
+    """A training step on the fixed batch; ``graphs``: each step begins a new CUDA graph replay."""
     autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
+        torch.autocast(x.device.type, dtype=torch.bfloat16)
         if precision == "bf16"
         else contextlib.nullcontext()
     )
 
     def step():
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             loss = F.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -56,6 +59,46 @@ def variants(norms: list[str], equi_impls: tuple[str, ...] = ("fused",)) -> list
     for norm in norms:
         out += [(norm, impl) for impl in equi_impls] if norm == "equi" else [(norm, "")]
     return out
+
+
+def build_steps(
+    arch: str,
+    keys: list[tuple[str, str]],
+    device: torch.device,
+    *,
+    batch_size: int = 32,
+    width_mult: float = 1.0,
+    input_size: int | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool | str = False,
+) -> tuple[dict, int]:
+    """One training step (a closure) per (norm, impl) of :func:`variants`, and the image size.
+
+    ``compile``: False (eager), True (``torch.compile``'s default mode) or a mode's name
+    (``reduce-overhead``: CUDA graphs, each step marked as a new one)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    size = input_size or INPUT_SIZE.get(arch, 32)
+    classes = 1000 if arch == "resnet50" else 10
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, 3, size, size, generator=g).to(device, memory_format=fmt)
+    y = torch.randint(0, classes, (batch_size,), generator=g).to(device)
+    steps = {}
+    for norm, impl in keys:
+        torch.manual_seed(0)
+        options = {"width_mult": width_mult}
+        if arch == "resnet50" and size < 64:
+            options["small_input"] = True
+        norm_options = {"impl": impl} if impl else None
+        model = build_model(arch, norm, classes, norm_options=norm_options, **options)
+        model = model.to(device, memory_format=fmt)
+        mode = compile if isinstance(compile, str) else None
+        run = torch.compile(model, mode=mode) if compile else model
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        steps[norm, impl] = make_step(run, opt, x, y, precision, mode == "reduce-overhead")
+    return steps, size
 
 
 def step_times(
@@ -75,27 +118,18 @@ def step_times(
     log=None,
 ) -> list[dict]:
     """One row per (norm, impl); ``log(text)`` hears each model's first step as it is taken."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    size = input_size or INPUT_SIZE.get(arch, 32)
-    classes = 1000 if arch == "resnet50" else 10
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, 3, size, size, generator=g).to(device, memory_format=fmt)
-    y = torch.randint(0, classes, (batch_size,), generator=g).to(device)
     keys = variants(norms, equi_impls)
-    steps = {}
-    for norm, impl in keys:
-        torch.manual_seed(0)
-        options = {"width_mult": width_mult}
-        if arch == "resnet50" and size < 64:
-            options["small_input"] = True
-        norm_options = {"impl": impl} if impl else None
-        model = build_model(arch, norm, classes, norm_options=norm_options, **options)
-        model = model.to(device, memory_format=fmt)
-        run = torch.compile(model) if compile else model
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        steps[norm, impl] = make_step(run, opt, x, y, precision, device)
+    steps, size = build_steps(
+        arch,
+        keys,
+        device,
+        batch_size=batch_size,
+        width_mult=width_mult,
+        input_size=input_size,
+        precision=precision,
+        channels_last=channels_last,
+        compile=compile,
+    )
     peak, first, warm = {}, {}, {}
     for key in keys:  # the first step (compilation), warm-up, the peak memory of one step alone
         if device.type == "cuda":
