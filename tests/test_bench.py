@@ -12,7 +12,7 @@ import torch
 from equinorm.bench.loader import loader_throughput
 from equinorm.bench.output import plot, write_rows
 from equinorm.bench.profile import _busy_us, kind, markdown, profiles
-from equinorm.bench.step import step_times
+from equinorm.bench.step import build_steps, step_times
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,3 +154,18 @@ def test_each_panel_of_the_bench_figure_shows_only_what_it_measured(tmp_path, mo
     ticks = [t.get_text().split("\n")[0] for t in compiled_ax.get_xticklabels()]
     assert ticks == ["wrn"]  # no empty preact_resnet152 slot
     assert len(eager_ax.get_xticklabels()) == 2
+
+
+def test_a_bf16_step_autocasts_on_the_batchs_device():
+    # the GPU rows are bf16; a step that lost its device name failed only there (a NameError)
+    steps, size = build_steps(
+        "wrn",
+        [("equi", "reference")],
+        torch.device("cpu"),
+        batch_size=2,
+        width_mult=0.125,
+        input_size=8,
+        precision="bf16",
+    )
+    steps["equi", "reference"]()
+    assert size == 8
