@@ -20,8 +20,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from equinorm.data.device_loader import DeviceLoader
+from equinorm.experiment.schema import CompileMode
 from equinorm.layers import NORMS, get_norm
 from equinorm.models.fold import fold_affines
+from equinorm.train.build import compiled
 from equinorm.train.run import run
 from equinorm.train.trainer import CHECK_EVERY
 from tests.conftest import compose_cfg, fabricated
@@ -270,3 +272,21 @@ def test_no_host_sync_per_training_step(mixup, data_root, tmp_path):
     many = _syncs_of_one_epoch(24, data_root, tmp_path, mixup)
     extra = len(many) - len(few)
     assert extra <= math.ceil(20 / CHECK_EVERY) + 1, (extra, sorted(set(many)))
+
+
+@pytest.mark.parametrize(
+    ("mode", "torch_mode", "marks"),
+    [("default", "default", 0), ("reduce_overhead", "reduce-overhead", 2)],
+)
+def test_a_compile_mode_that_replays_cuda_graphs_marks_each_call_a_new_step(
+    mode, torch_mode, marks, monkeypatch
+):
+    # reduce-overhead measured 2.5x faster on the H200 (docs/performance.md); each replay
+    # overwrites the last one's outputs, so every forward must say that a new step begins
+    asked, marked = [], []
+    monkeypatch.setattr(torch, "compile", lambda m, mode=None: asked.append(mode) or m)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marked.append(1))
+    model = compiled(torch.nn.Linear(2, 2), CompileMode(mode))
+    model(torch.ones(1, 2))
+    model(torch.ones(1, 2))
+    assert asked == [torch_mode] and len(marked) == marks

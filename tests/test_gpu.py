@@ -4,6 +4,7 @@ and tests/test_cuda_paths.py check on the CPU, under CUDA's real autocast, layou
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -110,3 +111,29 @@ def test_training_steps_never_wait_for_the_gpu(experiment, data_root, tmp_path, 
         results=tmp_path,
     )
     assert run(cfg)["status"] == "complete"
+
+
+@pytest.mark.parametrize("norm", ["equi", "bn"])
+def test_training_with_cuda_graphs_matches_training_without(norm, data_root, tmp_path):
+    """train.compile_mode=reduce_overhead (CUDA graphs; docs/performance.md: 2.5x the wrn's
+    step on an H200) trains what the default mode trains: mixup's three mix points, the
+    evaluation's last short batch and the running statistics' updates all replay correctly."""
+    runs = {}
+    for mode in ("default", "reduce_overhead"):
+        torch._dynamo.reset()
+        cfg = compose_cfg(
+            "experiment=cifar10_wrn_short",
+            f"norm={norm}",
+            "debug=smoke",
+            "train.device=cuda",
+            "train.compile=true",
+            f"train.compile_mode={mode}",
+            "train.max_train_batches=6",
+            *fabricated(data_root),
+            results=tmp_path / mode,
+        )
+        runs[mode] = run(cfg)
+    assert all(r["status"] == "complete" for r in runs.values())
+    for key in ("test_loss", "test_acc"):
+        graphs, plain = runs["reduce_overhead"][key], runs["default"][key]
+        assert math.isfinite(graphs) and graphs == pytest.approx(plain, rel=0.05, abs=1.0), key

@@ -40,6 +40,7 @@ def test_a_run_records_commit_overrides_versions_device_and_times(tmp_path):
     kernels = a["cpu_kernels"].split(", ")  # AVX2, AVX512, ...; then the caps the shell set
     assert kernels[0] == torch.backends.cpu.get_cpu_capability()
     assert a["compile"] is False and a["impl"] == "fused"  # what changes the last digits
+    assert a["compile_mode"] is None  # only a compiled run has one
     assert a["channels_last"] is False  # train.channels_last=auto, on a CPU
     start, end = dt.datetime.fromisoformat(a["start"]), dt.datetime.fromisoformat(a["end"])
     assert start <= end
@@ -188,6 +189,11 @@ def test_execution_changes_between_attempts_are_named():
     assert provenance.execution_changes(moved) == "threads 4 -> 2"  # compile: one attempt knew it
     moved[0]["compile"] = False
     assert provenance.execution_changes(moved) == "threads 4 -> 2, compile False -> True"
+    moved[0] |= {"compile": True, "compile_mode": "default"}
+    moved[1] |= {"compile_mode": "reduce_overhead"}  # CUDA graphs: another kernel schedule
+    assert provenance.execution_changes(moved) == (
+        "threads 4 -> 2, compile_mode default -> reduce_overhead"
+    )
     layouts = [{"channels_last": False}, {"channels_last": True}]  # resumed on a GPU's default
     assert provenance.execution_changes(layouts) == "channels_last False -> True"
 

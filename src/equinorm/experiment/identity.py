@@ -42,6 +42,7 @@ NON_SEMANTIC = (
     "train.checkpoint",
     "train.resume",
     "train.compile",
+    "train.compile_mode",
     "train.equilibrium_stats",
     "train.fail_on_divergence",
     "wandb",

@@ -27,6 +27,13 @@ class Loader(str, Enum):
     torch = "torch"
 
 
+class CompileMode(str, Enum):  # torch.compile's modes, "-" written "_" (Hydra takes names)
+    default = "default"
+    reduce_overhead = "reduce_overhead"
+    max_autotune = "max_autotune"
+    max_autotune_no_cudagraphs = "max_autotune_no_cudagraphs"
+
+
 class Impl(str, Enum):
     fused = "fused"
     reference = "reference"
@@ -209,6 +216,7 @@ class Train:
     precision: Precision = Precision.auto
     channels_last: Any = "auto"  # auto | true | false
     compile: bool = False
+    compile_mode: CompileMode = CompileMode.default
     threads: int | None = None
     max_train_batches: int | None = None
     max_eval_batches: int | None = None

@@ -255,7 +255,15 @@ def end_attempt(run_dir: str | Path, outcome: str) -> None:
 
 #: what a resume must keep to continue bit for bit (the run's identity aside): a run whose
 #: attempts differ in one of these is flagged by the report
-EXECUTION = ("device", "threads", "cpu_kernels", "channels_last", "compile", "impl")
+EXECUTION = (
+    "device",
+    "threads",
+    "cpu_kernels",
+    "channels_last",
+    "compile",
+    "compile_mode",
+    "impl",
+)
 
 
 def execution_changes(attempts: list[dict]) -> str:

@@ -137,8 +137,8 @@ def trainer(
             model, device_ids=[device.index] if cuda else None
         )
     if t.compile:
-        train_model = torch.compile(train_model)
-        eval_model = torch.compile(model)
+        train_model = compiled(train_model, t.compile_mode)
+        eval_model = compiled(model, t.compile_mode)
     # wandb: group = <experiment>/<dataset>-<arch>-<norm>[/<variant>], name = seed=<k>
     cell = rundir.path.parent.relative_to(Path(cfg.results_dir) / "runs")
     logger = WandbLogger(
@@ -179,6 +179,20 @@ def trainer(
         },
     )
     return trainer, logger
+
+
+GRAPH_MODES = ("reduce_overhead", "max_autotune")  # the modes that replay CUDA graphs
+
+
+def compiled(model: torch.nn.Module, mode) -> torch.nn.Module:
+    """``torch.compile(model)`` in ``mode`` (train.compile_mode). Where the mode replays CUDA
+    graphs, each call is marked as a new step: a replay overwrites the previous one's outputs,
+    and every forward here (a training step's, each micro-batch's, an evaluation batch's) is done
+    with its outputs before the next begins."""
+    out = torch.compile(model, mode=mode.value.replace("_", "-"))
+    if mode.value in GRAPH_MODES:
+        out.register_forward_pre_hook(lambda m, args: torch.compiler.cudagraph_mark_step_begin())
+    return out
 
 
 __all__ = [

@@ -124,7 +124,10 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
             log.warning("%s", note)
         impl = getattr(cfg.norm.get("impl"), "value", None)  # EquiNorm's only
         layout = build.resolve_channels_last(cfg, device)
-        execution = {"channels_last": layout, "compile": bool(cfg.train.compile), "impl": impl}
+        compiled = bool(cfg.train.compile)
+        mode = cfg.train.compile_mode.value if compiled else None
+        execution = {"channels_last": layout, "compile": compiled, "compile_mode": mode}
+        execution["impl"] = impl
         provenance.start_attempt(  # results_dir: runs inside the checkout are not its code
             rundir.path, device, dist.world_size, overrides, cfg.results_dir, **execution
         )
