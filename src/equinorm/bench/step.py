@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from equinorm.models import build_model
+from equinorm.train.compiling import compiled
 
 INPUT_SIZE = {"resnet50": 224}  # CIFAR-style nets see 32x32
 
@@ -33,8 +34,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(model, optimizer, x, y, precision: str, graphs: bool = False):
-    """A training step on the fixed batch; ``graphs``: each step begins a new CUDA graph replay."""
+def make_step(model, optimizer, x, y, precision: str):
     autocast = (
         torch.autocast(x.device.type, dtype=torch.bfloat16)
         if precision == "bf16"
@@ -42,8 +42,6 @@ def make_step(model, optimizer, x, y, precision: str, graphs: bool = False):
     )
 
     def step():
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             loss = F.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -94,10 +92,10 @@ def build_steps(
         norm_options = {"impl": impl} if impl else None
         model = build_model(arch, norm, classes, norm_options=norm_options, **options)
         model = model.to(device, memory_format=fmt)
-        mode = compile if isinstance(compile, str) else None
-        run = torch.compile(model, mode=mode) if compile else model
+        mode = compile if isinstance(compile, str) else "default"
+        run = compiled(model, mode) if compile else model
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        steps[norm, impl] = make_step(run, opt, x, y, precision, mode == "reduce-overhead")
+        steps[norm, impl] = make_step(run, opt, x, y, precision)
     return steps, size
 
 

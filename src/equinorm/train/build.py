@@ -23,6 +23,7 @@ from equinorm.experiment.checks import check_config, check_job, virtual_devices
 from equinorm.layers import get_norm
 from equinorm.run.record import RunDir
 from equinorm.run.trained import network
+from equinorm.train.compiling import compiled
 from equinorm.train.distributed import DistInfo
 from equinorm.train.mixup import Mixup
 from equinorm.train.optim import build_optimizer
@@ -179,20 +180,6 @@ def trainer(
         },
     )
     return trainer, logger
-
-
-GRAPH_MODES = ("reduce_overhead", "max_autotune")  # the modes that replay CUDA graphs
-
-
-def compiled(model: torch.nn.Module, mode) -> torch.nn.Module:
-    """``torch.compile(model)`` in ``mode`` (train.compile_mode). Where the mode replays CUDA
-    graphs, each call is marked as a new step: a replay overwrites the previous one's outputs,
-    and every forward here (a training step's, each micro-batch's, an evaluation batch's) is done
-    with its outputs before the next begins."""
-    out = torch.compile(model, mode=mode.value.replace("_", "-"))
-    if mode.value in GRAPH_MODES:
-        out.register_forward_pre_hook(lambda m, args: torch.compiler.cudagraph_mark_step_begin())
-    return out
 
 
 __all__ = [
