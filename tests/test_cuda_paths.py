@@ -22,8 +22,8 @@ from torch.nn import functional as F
 from equinorm.data.device_loader import DeviceLoader
 from equinorm.experiment.schema import CompileMode
 from equinorm.layers import NORMS, get_norm
+from equinorm.models.compiling import compiled
 from equinorm.models.fold import fold_affines
-from equinorm.train.compiling import compiled
 from equinorm.train.run import run
 from equinorm.train.trainer import CHECK_EVERY
 from tests.conftest import compose_cfg, fabricated

@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from equinorm.models import build_model
-from equinorm.train.compiling import compiled
+from equinorm.models.compiling import compiled
 
 INPUT_SIZE = {"resnet50": 224}  # CIFAR-style nets see 32x32
 

@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from equinorm.data import build_loaders, seeding
 from equinorm.experiment.checks import check_config, check_job, virtual_devices
 from equinorm.layers import get_norm
+from equinorm.models.compiling import compiled
 from equinorm.run.record import RunDir
 from equinorm.run.trained import network
-from equinorm.train.compiling import compiled
 from equinorm.train.distributed import DistInfo
 from equinorm.train.mixup import Mixup
 from equinorm.train.optim import build_optimizer
