@@ -99,35 +99,27 @@ def build_steps(
     return steps, size
 
 
+#: build_steps's defaults, which every row records
+SETTING = {"width_mult": 1.0, "batch_size": 32, "precision": "fp32", "channels_last": False}
+
+
 def step_times(
     arch: str,
     norms: list[str],
     device: torch.device,
     *,
-    batch_size: int = 32,
-    width_mult: float = 1.0,
-    input_size: int | None = None,
-    precision: str = "fp32",
-    channels_last: bool = False,
-    compile: bool = False,
     warmup: int = 5,
     rounds: int = 25,
     equi_impls: tuple[str, ...] = ("fused",),
     log=None,
+    **setting,
 ) -> list[dict]:
-    """One row per (norm, impl); ``log(text)`` hears each model's first step as it is taken."""
+    """One row per (norm, impl); ``setting``: :func:`build_steps`'s batch_size, width_mult,
+    input_size, precision, channels_last, compile; ``log(text)`` hears each model's first step as
+    it is taken."""
     keys = variants(norms, equi_impls)
-    steps, size = build_steps(
-        arch,
-        keys,
-        device,
-        batch_size=batch_size,
-        width_mult=width_mult,
-        input_size=input_size,
-        precision=precision,
-        channels_last=channels_last,
-        compile=compile,
-    )
+    setting = SETTING | {"compile": False, "input_size": None} | setting
+    steps, size = build_steps(arch, keys, device, **setting)
     peak, first, warm = {}, {}, {}
     for key in keys:  # the first step (compilation), warm-up, the peak memory of one step alone
         if device.type == "cuda":
@@ -167,17 +159,15 @@ def step_times(
                 "arch": arch,
                 "norm": norm,
                 "impl": impl,
-                "width_mult": width_mult,
-                "batch_size": batch_size,
+                "width_mult": setting["width_mult"],
+                "batch_size": setting["batch_size"],
                 "input_size": size,
-                "precision": precision,
-                "channels_last": channels_last,
-                "compile": compile,
+                **{k: setting[k] for k in ("precision", "channels_last", "compile")},
                 "rounds": rounds,
                 "step_ms": round(float(med), 3),
                 "step_ms_q25": round(float(q25), 3),
                 "step_ms_q75": round(float(q75), 3),
-                "images_per_s": round(batch_size / (med / 1e3), 1),
+                "images_per_s": round(setting["batch_size"] / (med / 1e3), 1),
                 "peak_mem_mb": round(peak[key], 1),
                 "first_step_s": round(first[key], 3),  # with torch.compile: the compilation
                 "warmup_s": round(warm[key], 3),
