@@ -95,6 +95,7 @@ BAD = [  # (command line, what the one line must name)
     ("train.threads=0", "train.threads"),
     ("train.precision=fp8", "train.precision"),
     ("train.compile_mode=reduce-overhead", "train.compile_mode"),  # torch's spelling: names _
+    ("train.compile_mode=reduce_overhead", "train.compile=true"),  # a mode of nothing compiled
     ("train.progress=maybe", "train.progress"),
     ("train.device=tpu", "train.device"),
     ("train.device=mps", "train.device"),  # a torch device, but not one the suite runs on

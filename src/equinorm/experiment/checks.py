@@ -168,6 +168,10 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
         _positive_int(f"train.{key}", t[key], allow_none=True)
     _auto_bool("train.channels_last", t.channels_last)
     _auto_bool("train.progress", t.progress)
+    if t.compile_mode != "default" and not t.compile:  # else the mode would go unused, silently
+        raise ConfigError(
+            f"train.compile_mode={t.compile_mode.value} compiles nothing without train.compile=true"
+        )
     if devices_here:
         device(t.device)
     elif t.device != "auto":
