@@ -153,6 +153,7 @@ def test_each_panel_of_the_bench_figure_shows_only_what_it_measured(tmp_path, mo
     eager_ax, compiled_ax = figures[0].axes
     ticks = [t.get_text().split("\n")[0] for t in compiled_ax.get_xticklabels()]
     assert ticks == ["wrn"]  # no empty preact_resnet152 slot
+    assert compiled_ax.get_xlim() == eager_ax.get_xlim()  # bars as wide in both panels
     assert len(eager_ax.get_xticklabels()) == 2
 
 

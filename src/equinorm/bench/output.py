@@ -75,6 +75,7 @@ def plot(rows: list[dict], title: str, path: Path) -> Path:
         panel = [r for r in rows if _compiled(r) == mode]  # its own archs and norms: no empty slot
         keys = (r["arch"] for r in panel), (label(r) for r in panel)
         _panel(ax, panel, *(list(dict.fromkeys(k)) for k in keys))
+        ax.set_xlim(-0.5, len(archs) - 0.5)  # each slot as wide as in the fullest panel
         ax.set_title(f"{title}, {'torch.compile' if mode else 'eager'}", fontsize=9, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=150)
