@@ -101,6 +101,8 @@ def test_busy_time_is_the_union_of_the_device_events_intervals():
         ("void at::native::batch_norm_collect_statistics_channels_last_kernel<>", "normalization"),
         ("cudnn::bn_fw_tr_1C11_kernel_NCHW<float, float, int, 512, true, 1>", "normalization"),
         ("triton_red_fused__to_copy_mean_0", "triton (inductor)"),
+        ("triton_poi_fused_convolution_relu_3", "triton (inductor)"),  # a conv's epilogue
+        ("triton_red_fused__native_batch_norm_legit_functional_1", "normalization"),
         ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float>>", "reduction"),
         ("void at::native::vectorized_elementwise_kernel<4, FillFunctor>", "elementwise"),
     ],

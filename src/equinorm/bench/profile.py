@@ -23,12 +23,14 @@ from torch.profiler import ProfilerActivity, profile
 
 from equinorm.bench.step import build_steps
 
-#: kernel kinds, first match wins (cuDNN/CUTLASS convolutions and GEMMs, inductor's Triton
-#: kernels, cuDNN's or native batch/group norm, ATen's elementwise and reduction kernels)
+#: kernel kinds by name, first match wins: normalization (cuDNN's, ATen's or inductor's kernels
+#: named after batch/group norm), inductor's other Triton kernels (a convolution's fused bias or
+#: ReLU is named after it, but is elementwise work), cuDNN/CUTLASS convolutions and GEMMs, ATen's
+#: reduction, copy and elementwise kernels
 KINDS = (
     ("normalization", r"batch_?norm|bn_|group_?norm|layer_?norm|welford"),
-    ("convolution", r"conv|xmma|cudnn|cutlass|gemm|wgrad|dgrad|implicit|nhwckrsc|sm90_"),
     ("triton (inductor)", r"^triton_"),
+    ("convolution", r"conv|xmma|cudnn|cutlass|gemm|wgrad|dgrad|implicit|nhwckrsc|sm90_"),
     ("reduction", r"reduce|sum|mean"),
     ("copy/layout", r"copy|memcpy|memset|transpose|nchw|nhwc|cat"),
     ("elementwise", r"elementwise|vectorized|unrolled|foreach|multi_tensor"),
@@ -166,7 +168,8 @@ def markdown(results: list[Profile], title: str) -> str:
         f"# {title}",
         "",
         "Per training step (forward, backward, SGD). Wall: median step without the profiler; "
-        "busy: the device's events' union; kinds in ms of device time.",
+        "busy: the device's events' union; kinds in ms of device time, by kernel name "
+        "(equinorm/bench/profile.py's KINDS, first match).",
         "",
         "| variant | wall ms | busy ms | busy/wall | events | "
         + " | ".join(kinds)
