@@ -42,37 +42,50 @@ GPU_ARCHS = {"wrn": 1.0, "preact_resnet152": 1.0, "resnet50": 1.0}
 CPU_ARCHS = {"preact_resnet18": 1.0, "wrn": 0.25, "preact_resnet152": 0.25}
 
 
+def arch_widths(args, cuda: bool, default: list[str] | None = None) -> dict[str, float]:
+    """{arch: width multiplier}: --archs (else ``default``, else the device's set) at --width
+    (else the device's width for it)."""
+    archs = dict(GPU_ARCHS if cuda else CPU_ARCHS)
+    names = args.archs or default or list(archs)
+    return {a: args.width or archs.get(a, 1.0 if cuda else 0.25) for a in names}
+
+
+def setting(args, cuda: bool) -> dict:
+    """The measurement's setting but the width: the paper's on a GPU (batch 128, bf16 autocast,
+    channels_last), batch 32 in fp32 on a CPU; --batch-size and --input-size override."""
+    return {
+        "batch_size": args.batch_size or (128 if cuda else 32),
+        "input_size": args.input_size,
+        "precision": "bf16" if cuda else "fp32",
+        "channels_last": cuda,
+    }
+
+
 def run_steps(args, device: torch.device) -> list[dict]:
     cuda = device.type == "cuda"
-    archs = dict(GPU_ARCHS if cuda else CPU_ARCHS)
-    if args.archs:
-        archs = {a: args.width or archs.get(a, 1.0 if cuda else 0.25) for a in args.archs}
-    elif args.width:
-        archs = dict.fromkeys(archs, args.width)
+    archs = arch_widths(args, cuda)
+    size = setting(args, cuda)
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     name = args.name or device_slug(device) + ("-compile" if args.compile == "on" else "")
     csv_path = args.csv or args.out / f"{name}.csv"
     rows = []
     for compiled in modes:
         for arch, width in archs.items():
-            batch = args.batch_size or (128 if cuda else 32)
             print(
-                f"{arch} (width x{width}, batch {batch}{', compiled' if compiled else ''}) "
+                f"{arch} (width x{width}, batch {size['batch_size']}"
+                f"{', compiled' if compiled else ''}) "
                 f"on {environment(device)['device']}"
             )
             out = step_times(
                 arch,
                 args.norms,
                 device,
-                batch_size=batch,
-                input_size=args.input_size,
                 width_mult=width,
-                precision="bf16" if cuda else "fp32",
-                channels_last=cuda,
                 compile=compiled,
                 rounds=args.rounds,
                 equi_impls=tuple(args.equi_impls),
                 log=lambda text: print(text, flush=True),
+                **size,
             )
             for r in out:
                 ratio = "" if r["ratio_to_bn"] is None else f"x{r['ratio_to_bn']:.3f} of bn"
@@ -93,26 +106,21 @@ def run_steps(args, device: torch.device) -> list[dict]:
 def run_profiles(args, device: torch.device) -> None:
     """Each arch's (norm, impl) x compile modes profiled; the Markdown rewritten after each."""
     cuda = device.type == "cuda"
-    archs = args.archs or ["wrn"]
     modes = {"eager": False, "default": True, "reduce-overhead": "reduce-overhead"}
+    keys = variants(args.norms, tuple(args.equi_impls))
+    chosen = [(n, i, modes[m]) for m in args.modes for n, i in keys]
+    size = setting(args, cuda)
+    env = environment(device)
+    title = (
+        f"Training-step profile: {env['device']}, torch {env['torch']}, batch "
+        f"{size['batch_size']}, {size['precision']}, {env['date']}"
+    )
     path = args.md or args.out / f"{device_slug(device)}-profile.md"
-    size = {
-        "batch_size": args.batch_size or (128 if cuda else 32),
-        "width_mult": args.width or (1.0 if cuda else 0.25),
-        "input_size": args.input_size,
-        "precision": "bf16" if cuda else "fp32",
-        "channels_last": cuda,
-    }
-    found = []
     before = path.read_text() + "\n" if args.append and path.is_file() else ""
-    for arch in archs:
-        keys = variants(args.norms, tuple(args.equi_impls))
-        chosen = [(n, i, modes[m]) for m in args.modes for n, i in keys]
-        found += profiles(arch, chosen, device, rounds=args.rounds, log=print, **size)
-        env = environment(device)
-        title = (
-            f"Training-step profile: {env['device']}, torch {env['torch']}, batch "
-            f"{size['batch_size']}, {size['precision']}, {env['date']}"
+    found = []
+    for arch, width in arch_widths(args, cuda, default=["wrn"]).items():
+        found += profiles(
+            arch, chosen, device, rounds=args.rounds, log=print, width_mult=width, **size
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(before + markdown(found, title))

@@ -202,24 +202,23 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def bench(args, archs, norms, compiled: bool, impls=("fused", "reference"), **size) -> list[str]:
-    cmd = python("scripts/bench.py", "step", "--device", args.device, "--archs", *archs)
-    cmd += ["--norms", *norms, "--equi-impls", *impls, "--compile", "on" if compiled else "off"]
-    cmd += ["--csv", str(args.out / "bench.csv"), "--append"]
-    if args.quick:  # a check of the check: tiny models, few rounds
-        size = {"width": 0.125, "batch-size": 8, "input-size": 16, "rounds": 3}
-    for key, value in size.items():
-        cmd += [f"--{key}", str(value)]
+def bench_script(args, what: str, archs, norms, impls, *options: str) -> list[str]:
+    """``scripts/bench.py WHAT`` on the device; with --quick tiny models and few rounds."""
+    cmd = python("scripts/bench.py", what, "--device", args.device, "--archs", *archs)
+    cmd += ["--norms", *norms, "--equi-impls", *impls, *options]
+    if args.quick:  # a check of the check
+        cmd += ["--width", "0.125", "--batch-size", "8", "--input-size", "16", "--rounds", "3"]
     return cmd
+
+
+def bench(args, archs, norms, compiled: bool, impls=("fused", "reference")) -> list[str]:
+    options = ["--compile", "on" if compiled else "off", "--csv", str(args.out / "bench.csv")]
+    return bench_script(args, "step", archs, norms, impls, *options, "--append")
 
 
 def profile(args, archs, norms, modes, impls=("reference",)) -> list[str]:
-    cmd = python("scripts/bench.py", "profile", "--device", args.device, "--archs", *archs)
-    cmd += ["--norms", *norms, "--equi-impls", *impls, "--modes", *modes]
-    cmd += ["--md", str(args.out / "profile.md"), "--append"]
-    if args.quick:
-        cmd += ["--width", "0.125", "--batch-size", "8", "--input-size", "16", "--rounds", "3"]
-    return cmd
+    options = ["--modes", *modes, "--md", str(args.out / "profile.md")]
+    return bench_script(args, "profile", archs, norms, impls, *options, "--append")
 
 
 def train(args, *overrides: str) -> list[str]:

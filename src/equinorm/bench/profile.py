@@ -13,7 +13,6 @@ kernels themselves bound the step (docs/performance.md reads the H200's table).
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from equinorm.bench.step import build_steps
+from equinorm.bench.step import build_steps, timed
 
 #: kernel kinds by name, first match wins: normalization (cuDNN's, ATen's or inductor's kernels
 #: named after batch/group norm), inductor's other Triton kernels (a convolution's fused bias or
@@ -86,7 +85,8 @@ def profile_step(step, device: torch.device, steps: int) -> tuple[float, float, 
         calls_us = names.setdefault(e.name, [0.0, 0.0])
         calls_us[0] += 1
         calls_us[1] += us
-        kinds[kind(e.name)] = kinds.get(kind(e.name), 0.0) + us
+        k = kind(e.name)
+        kinds[k] = kinds.get(k, 0.0) + us
     per = 1.0 / steps
     return (
         _busy_us(intervals) * per,
@@ -118,19 +118,10 @@ def profiles(
         try:
             steps_, _ = build_steps(arch, [(norm, impl)], device, compile=compiled, **size)
             step = steps_[norm, impl]
-            t0 = time.perf_counter()
-            step()
-            _sync(device)
-            first = time.perf_counter() - t0
+            first = timed(step, device)
             for _ in range(5):
                 step()
-            times = []
-            for _ in range(rounds):
-                _sync(device)
-                t0 = time.perf_counter()
-                step()
-                _sync(device)
-                times.append(time.perf_counter() - t0)
+            times = [timed(step, device) for _ in range(rounds)]
             busy, count, kinds, names = profile_step(step, device, steps)
         except Exception as exc:
             log(f"{label}: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
@@ -154,11 +145,6 @@ def profiles(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def markdown(results: list[Profile], title: str) -> str:

@@ -34,6 +34,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(step, device: torch.device) -> float:
+    """Seconds of one ``step()``, the device's queue drained before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def make_step(model, optimizer, x, y, precision: str):
     autocast = (
         torch.autocast(x.device.type, dtype=torch.bfloat16)
@@ -99,10 +108,6 @@ def build_steps(
     return steps, size
 
 
-#: build_steps's defaults, which every row records
-SETTING = {"width_mult": 1.0, "batch_size": 32, "precision": "fp32", "channels_last": False}
-
-
 def step_times(
     arch: str,
     norms: list[str],
@@ -118,7 +123,7 @@ def step_times(
     input_size, precision, channels_last, compile; ``log(text)`` hears each model's first step as
     it is taken."""
     keys = variants(norms, equi_impls)
-    setting = SETTING | {"compile": False, "input_size": None} | setting
+    setting = build_steps.__kwdefaults__ | setting  # every row records the whole setting
     steps, size = build_steps(arch, keys, device, **setting)
     peak, first, warm = {}, {}, {}
     for key in keys:  # the first step (compilation), warm-up, the peak memory of one step alone
@@ -142,11 +147,7 @@ def step_times(
     times = {key: [] for key in keys}
     for _ in range(rounds):
         for key in keys:
-            _sync(device)
-            t0 = time.perf_counter()
-            steps[key]()
-            _sync(device)
-            times[key].append(time.perf_counter() - t0)
+            times[key].append(timed(steps[key], device))
     rows = []
     base = np.array(times["bn", ""]) if ("bn", "") in times else None
     for key in keys:

@@ -125,9 +125,12 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         impl = getattr(cfg.norm.get("impl"), "value", None)  # EquiNorm's only
         layout = build.resolve_channels_last(cfg, device)
         compiled = bool(cfg.train.compile)
-        mode = cfg.train.compile_mode.value if compiled else None
-        execution = {"channels_last": layout, "compile": compiled, "compile_mode": mode}
-        execution["impl"] = impl
+        execution = {
+            "channels_last": layout,
+            "compile": compiled,
+            "compile_mode": cfg.train.compile_mode.value if compiled else None,
+            "impl": impl,
+        }
         provenance.start_attempt(  # results_dir: runs inside the checkout are not its code
             rundir.path, device, dist.world_size, overrides, cfg.results_dir, **execution
         )
