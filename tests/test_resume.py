@@ -306,8 +306,12 @@ def test_ctrl_c_in_a_submitit_local_sweep_is_one_line_and_its_runs_resume(tmp_pa
     args = ["-m", "hydra/launcher=submitit_local", *SHORT, "norm=bn,gn", "epochs=40"]
     args += ["schedule.milestones=[20,30]", "train.max_train_batches=5"]
     args += ["train.max_eval_batches=1", f"results_dir={tmp_path}"]
-    # its own process group, which a terminal's Ctrl-C reaches as a whole
-    proc = start(args, tmp_path, start_new_session=True)
+    # started as a terminal starts a foreground command: its own process group, which Ctrl-C
+    # reaches as a whole, and SIGINT at its default action (a shell without job control runs
+    # `cmd &` with SIGINT ignored, which Python and its children inherit: a test suite started
+    # that way, e.g. `nohup make test &`, would otherwise test an ignored Ctrl-C)
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = start(args, tmp_path, start_new_session=True, preexec_fn=default_sigint)
     histories = lambda: [p.parent for p in (tmp_path / "runs").rglob("history.csv")]  # noqa: E731
     assert wait_for(lambda: any(rows(d) >= 1 for d in histories()), proc), proc.communicate()[0]
     os.killpg(proc.pid, signal.SIGINT)
