@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,11 @@ from pathlib import Path
 # OMP_NUM_THREADS): on this 2-core machine, with the cores also busy with another training, two
 # threads per process made OpenMP spin and a 4 s test took 228 s; one thread took 4.4 s.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Ctrl-C as from a terminal, for this process and every CLI it starts: a suite started as `cmd &`
+# by a shell without job control (`nohup make test &`) inherits SIGINT ignored, which Python and
+# the trainer honour, so the tests of Ctrl-C would test an ignored one.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 import torch

@@ -116,6 +116,29 @@ def test_signal_is_handed_on_to_a_previous_handler_after_the_checkpoint(tmp_path
     assert ckpt.load(run_dir_of(cfg) / "checkpoint.pt")["batch"] == 4
 
 
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path, monkeypatch):
+    """`cmd &` from a shell without job control starts with SIGINT ignored, so that the
+    terminal's Ctrl-C to its process group is not the run's: Python leaves it ignored, and so does
+    the trainer (it stopped the run, while the sweep above it, ignoring it, went on)."""
+    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
+    from equinorm.train import trainer as trainer_mod
+
+    real_poll = trainer_mod.Trainer._poll
+
+    def poll(self, b, guard):
+        if self.state.epoch == 1 and b == 3:
+            signal.raise_signal(signal.SIGINT)  # handled (or ignored) before it returns
+        return real_poll(self, b, guard)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_poll", poll)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert run(cfg)["status"] == "complete"
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_second_process_on_the_same_run_refuses(tmp_path):
     cfg = compose_cfg(*SHORT, results=tmp_path)
     holder = RunDir(run_dir_of(cfg))
@@ -306,12 +329,8 @@ def test_ctrl_c_in_a_submitit_local_sweep_is_one_line_and_its_runs_resume(tmp_pa
     args = ["-m", "hydra/launcher=submitit_local", *SHORT, "norm=bn,gn", "epochs=40"]
     args += ["schedule.milestones=[20,30]", "train.max_train_batches=5"]
     args += ["train.max_eval_batches=1", f"results_dir={tmp_path}"]
-    # started as a terminal starts a foreground command: its own process group, which Ctrl-C
-    # reaches as a whole, and SIGINT at its default action (a shell without job control runs
-    # `cmd &` with SIGINT ignored, which Python and its children inherit: a test suite started
-    # that way, e.g. `nohup make test &`, would otherwise test an ignored Ctrl-C)
-    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = start(args, tmp_path, start_new_session=True, preexec_fn=default_sigint)
+    # its own process group, which a terminal's Ctrl-C reaches as a whole
+    proc = start(args, tmp_path, start_new_session=True)
     histories = lambda: [p.parent for p in (tmp_path / "runs").rglob("history.csv")]  # noqa: E731
     assert wait_for(lambda: any(rows(d) >= 1 for d in histories()), proc), proc.communicate()[0]
     os.killpg(proc.pid, signal.SIGINT)

@@ -7,6 +7,11 @@ installed before (submitit's, which requeues the job through the Hydra launcher'
 and exits), or, if there was none (and always for SIGINT, whose default handler would print a
 traceback), by raising :class:`Preempted` so that the process exits with 128 + signal number and
 can be started again to resume. A second Ctrl-C before the checkpoint stops at once.
+
+A process that starts with SIGINT ignored keeps ignoring it, as Python itself does: a shell
+without job control runs ``cmd &`` that way so that the terminal's Ctrl-C, which reaches its whole
+process group, is not meant for it. (Catching it here made a backgrounded sweep's jobs stop while
+the sweep itself, ignoring it, reported them "stopped" and exited 0.)
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ class Preempted(Exception):
 
 
 def _signals() -> list[int]:
-    sigs = [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
+    sigs = [signal.SIGTERM, signal.SIGUSR1]
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:  # ignored: not ours (``cmd &``)
+        sigs.append(signal.SIGINT)
     if "SUBMITIT_EXECUTOR" in os.environ or "SLURM_JOB_ID" in os.environ:
         name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
         sig = getattr(signal, f"SIG{name}", None)
