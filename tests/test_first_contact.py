@@ -215,3 +215,12 @@ def test_the_readme_layer_example_runs_and_its_transform_is_the_layers():
     conv, x = ns["conv"], ns["x"]
     assert ns["y"].shape == (8, 128, 32, 32)
     assert torch.allclose(ns["w2"], conv.normalized_weight(x), rtol=1e-5, atol=1e-6)
+
+
+def test_the_epoch_line_s_time_left_rounds_up_and_reads_in_hours_past_one():
+    from equinorm.train.trainer import eta
+
+    assert eta(0.6) == "  eta 0m01s"  # one epoch of 0.6 s left is not "0m00s"
+    assert eta(61) == "  eta 1m01s"
+    assert eta(2.5 * 3600) == "  eta 2h30m"  # a 300-epoch run, not "150m00s"
+    assert eta(0) == ""

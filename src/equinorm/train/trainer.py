@@ -50,6 +50,15 @@ log = logging.getLogger("equinorm")
 CHECK_EVERY = 20
 
 
+def eta(seconds: float) -> str:
+    """The epoch line's time left: rounded up (never "0m00s" with work left), hours past one."""
+    s = math.ceil(seconds)
+    if s <= 0:
+        return ""
+    left = f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    return f"  eta {left}"
+
+
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of ``train.precision`` (resolved: bf16 or fp32); None: none."""
     return torch.bfloat16 if precision == "bf16" else None
@@ -458,7 +467,7 @@ class Trainer:
             else "",
             epoch_time,
             row["images_per_s"],
-            f"  eta {int(left) // 60}m{int(left) % 60:02d}s" if left else "",
+            eta(left),
         )
 
     def equilibrium(self, epoch: int) -> list[dict]:
