@@ -301,10 +301,19 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path, monke
     assert rows(run_dir) == 40
 
 
-def test_sigterm_to_one_job_of_a_submitit_local_sweep_stops_that_run_alone(tmp_path):
+ONE_JOB_ENDS = [  # (signal to one job's process, the sweep's exit code and tally)
+    (signal.SIGTERM, 0, "1 complete, 1 stopped"),
+    (signal.SIGKILL, 1, "1 complete, 1 failed"),  # out of memory: no checkpoint, no result
+]
+
+
+@pytest.mark.parametrize(("signum", "code", "tally"), ONE_JOB_ENDS, ids=["SIGTERM", "SIGKILL"])
+def test_a_signal_to_one_job_of_a_submitit_local_sweep_ends_that_run_alone(
+    tmp_path, signum, code, tally
+):
     """submitit's local executor bypasses SIGTERM: the job stopped its run after a checkpoint,
     exited 143, and the sweep died of UncompletedJobError's traceback, its other jobs never
-    launched."""
+    launched; a job killed outright (SIGKILL: the out-of-memory killer) did the same."""
     one_at_a_time = f"hydra.launcher.cpus_per_task={len(os.sched_getaffinity(0))}"
     args = ["-m", "hydra/launcher=submitit_local", one_at_a_time, *SHORT, "norm=bn,gn"]
     args += ["epochs=40", "schedule.milestones=[20,30]", "train.max_train_batches=5"]
@@ -314,13 +323,17 @@ def test_sigterm_to_one_job_of_a_submitit_local_sweep_stops_that_run_alone(tmp_p
     assert wait_for(lambda: any(rows(d) >= 1 for d in histories()), proc), proc.communicate()[0]
     job = subprocess.run(["pgrep", "-f", f"submitit.core._submit {tmp_path}"], capture_output=True)
     (pid,) = job.stdout.split()
-    os.kill(int(pid), signal.SIGTERM)
+    os.kill(int(pid), signum)
     out = proc.communicate()[0]
-    assert proc.returncode == 0 and "sweep of 2 job(s): 1 complete, 1 stopped" in out, out[-3000:]
-    (stopped,) = [d for d in histories() if "-bn" in str(d)]
-    assert rows(stopped) < 40 and (stopped / "checkpoint.pt").is_file()
+    assert proc.returncode == code and f"sweep of 2 job(s): {tally}" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    (ended,) = [d for d in histories() if "-bn" in str(d)]
+    assert rows(ended) < 40 and (ended / "checkpoint.pt").is_file()
+    if signum == signal.SIGKILL:  # the tally's line, from the run's error.json
+        assert "failed: norm=bn: its process ended without a result (killed" in out, out[-3000:]
     again = run_cli(*args, cwd=tmp_path)
     assert "sweep of 2 job(s): 1 complete, 1 skipped" in again.stdout, again.stdout[-3000:]
+    assert rows(ended) == 40
 
 
 def test_ctrl_c_in_a_submitit_local_sweep_is_one_line_and_its_runs_resume(tmp_path):

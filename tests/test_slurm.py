@@ -179,6 +179,24 @@ def test_a_sigusr2_time_limit_requeues_and_resumes_exactly(cluster, tmp_path, re
     assert [a["outcome"] for a in attempts] == ["stopped", "complete"]
 
 
+def test_a_cancelled_job_fails_alone_and_the_sweep_ends_with_its_tally(cluster, tmp_path):
+    """scancel (or the out-of-memory killer) ends a job without a result: submitit's
+    UncompletedJobError ended the whole sweep with its traceback, and no tally."""
+    proc = _sweep(tmp_path, *LONG, "norm=bn,equi", f"results_dir={tmp_path}")
+    histories = lambda: list((tmp_path / "runs").rglob("history.csv"))  # noqa: E731
+    while not any(len(h.read_text().splitlines()) >= 2 for h in histories()):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.2)
+    job = _running_job(cluster)
+    assert job is not None
+    subprocess.run(["scancel", job], check=True, env=cluster.env())
+    out = proc.communicate()[0]
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    last = out.splitlines()[-2:]
+    assert last[0] == "sweep of 2 job(s): 1 complete, 1 failed", out[-3000:]
+    assert "its process ended without a result" in last[1] and "CANCELLED" in last[1], last[1]
+
+
 def test_two_tasks_per_job_train_one_run_with_ddp(cluster, tmp_path):
     args = ["experiment=digits_demo", "debug=smoke", "norm=bn", "seed=0"]
     proc = run_cli(

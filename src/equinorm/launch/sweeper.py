@@ -9,7 +9,8 @@ composes it and left out when its run directory holds a finished run of the same
 job whose run is an earlier job's (``schedule.lr=0.1,1e-1``: one config, one run).
 
 A job that fails records why in its run directory (``error.json``) and returns, so that the
-others go on (:mod:`equinorm.train.app`). At the end the tally -- complete, diverged, skipped
+others go on (:mod:`equinorm.train.app`); so does, through this sweeper, a submitit job whose
+process ended without a result (:mod:`equinorm.launch.lost`). At the end the tally -- complete, diverged, skipped
 (finished before this sweep), failed (with its one line), in use by another process, stopped --
 is printed and kept in ``<results_dir>/sweeps/<time>/tally.txt`` beside the sweep's
 ``multirun.yaml``; the command exits 1 when a job failed. It reads run records, so jobs that ran
@@ -39,8 +40,10 @@ from hydra.core.utils import JobReturn, JobStatus
 
 from equinorm import experiment
 from equinorm.experiment.checks import submitit
+from equinorm.launch.lost import JobLostError, Lost, lost_jobs_fail_alone
 from equinorm.run.record import RunDir, objective
 from equinorm.train.cpus import JOB_CPUS, cpus_here
+from equinorm.train.run import identity
 
 log = logging.getLogger("equinorm")
 ORDER = ("complete", "diverged", "skipped", "failed", "in use", "stopped")
@@ -184,12 +187,23 @@ class _SkipFinished:
         launched = (  # batch by batch, as the sweep reaches them
             result
             for start in range(0, len(todo), size)
-            for result in self.launcher.launch(
-                todo[start : start + size], initial_job_idx=initial_job_idx + start
-            )
+            for result in self._launch(todo[start : start + size], initial_job_idx + start)
         )
         self.sweeper.jobs += [
             (list(o), rundir, i in finished)
             for i, (o, (rundir, _)) in enumerate(zip(job_overrides, jobs, strict=True))
         ]
         return [finished[i] if i in finished else next(launched) for i in range(len(job_overrides))]
+
+    def _launch(self, batch: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        """One batch; a job lost on the way (:mod:`equinorm.launch.lost`) records why."""
+        with lost_jobs_fail_alone():
+            results = list(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
+        for overrides, result in zip(batch, results, strict=True):
+            if isinstance(result, Lost):
+                log.error("job failed: %s: %s", " ".join(overrides), result.why)
+                result.overrides = list(overrides)
+                rundir, cfg = self.sweeper.job(overrides)
+                if rundir is not None:
+                    rundir.write_error(JobLostError(result.why), **identity(cfg, cfg.variant))
+        return results

@@ -1,0 +1,61 @@
+"""A job of submitit's launchers whose process ended without a result -- killed (SIGKILL: the
+kernel's out-of-memory killer, ``kill -9``), its node lost, cancelled with ``scancel`` -- fails
+alone, as a job that raised does (paper section 6.5's sweeps are 10 seeds x every cell: one lost
+job must not cost the others).
+
+Hydra's submitit launcher collects its jobs' results in one list (``job.results()`` for each), so
+submitit's ``UncompletedJobError`` for the first lost job ended the whole sweep with a traceback:
+no tally, the later batches never launched. While equinorm's sweeper waits on a batch,
+:func:`lost_jobs_fail_alone` has such a job return a :class:`Lost` instead; the sweeper records
+why in the run's ``error.json``, so the tally says "failed" with that line and a rerun of the
+sweep resumes the run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from hydra.core.utils import JobReturn, JobStatus
+
+from equinorm.errors import EquinormError
+
+
+class JobLostError(EquinormError):
+    """A job's process ended without a result (its ``error.json`` says how)."""
+
+
+@dataclass
+class Lost(JobReturn):
+    """The return of a job that ended without a result; ``why``: one line."""
+
+    why: str = ""
+
+
+def why(job) -> str:
+    """One line on ``job`` (a submitit job): what may have ended it, and where its log is."""
+    return (
+        "its process ended without a result (killed: out of memory, kill -9? its node lost, "
+        f"or the job cancelled; submitit's state {job.state}); its log: {job.paths.stdout}"
+    )
+
+
+@contextlib.contextmanager
+def lost_jobs_fail_alone():
+    """While open, a submitit job that has no result returns ``[Lost(...)]`` from ``results()``
+    rather than raising (a job that raised keeps its own exception)."""
+    from submitit.core import core, utils
+
+    results = core.Job.results
+
+    def tolerant(job):
+        try:
+            return results(job)
+        except utils.UncompletedJobError:
+            return [Lost(status=JobStatus.COMPLETED, _return_value=None, why=why(job))]
+
+    core.Job.results = tolerant
+    try:
+        yield
+    finally:
+        core.Job.results = results
