@@ -10,12 +10,12 @@ job whose run is an earlier job's (``schedule.lr=0.1,1e-1``: one config, one run
 
 A job that fails records why in its run directory (``error.json``) and returns, so that the
 others go on (:mod:`equinorm.train.app`); so does, through this sweeper, a submitit job whose
-process ended without a result (:mod:`equinorm.launch.lost`). At the end the tally -- complete, diverged, skipped
-(finished before this sweep), failed (with its one line), in use by another process, stopped --
-is printed and kept in ``<results_dir>/sweeps/<time>/tally.txt`` beside the sweep's
-``multirun.yaml``; the command exits 1 when a job failed. It reads run records, so jobs that ran
-elsewhere (submitit on SLURM) count the same as local ones. Hydra finds sweepers only in the
-``hydra_plugins`` package, which re-exports this one.
+process ended without a result (:mod:`equinorm.launch.lost`). At the end the tally -- complete,
+diverged, skipped (finished before this sweep), failed (with its one line), in use by another
+process, stopped -- is printed and kept in ``<results_dir>/sweeps/<time>/tally.txt`` beside the
+sweep's ``multirun.yaml``; the command exits 1 when a job failed. It reads run records, so jobs
+that ran elsewhere (submitit on SLURM) count the same as local ones. Hydra finds sweepers only in
+the ``hydra_plugins`` package, which re-exports this one.
 
 submitit's local launcher (``hydra/launcher=submitit_local``) starts every job it is handed at
 once, each with torch's threads for the whole machine: four digits jobs on 2 CPUs ran their
