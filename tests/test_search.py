@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ import yaml
 from equinorm import experiment
 from equinorm.report.cli import main as report_main
 from equinorm.run.record import objective
-from tests.conftest import run_cli
+from tests.conftest import SHORT, run_cli
+from tests.test_resume import rows, start, wait_for
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 
@@ -84,6 +88,27 @@ def test_a_diverged_trial_is_a_failed_trial_and_the_study_goes_on(tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"schedule.lr": 0.1}
     assert "Traceback" not in proc.stdout
+
+
+def test_a_trial_killed_under_submitit_is_a_failed_trial_and_the_search_goes_on(tmp_path):
+    """SIGKILL (the out-of-memory killer) to a trial's process ended the whole search with
+    submitit's UncompletedJobError traceback; now it is one failed trial in the tally."""
+    args = ["-m", "hydra/launcher=submitit_local", "hparams_search=optuna_lr", *SHORT, "norm=bn"]
+    args += ["dataset.val_size=300", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
+    args += ["epochs=40", "schedule.milestones=[20,30]", "train.max_train_batches=5"]
+    args += ["train.max_eval_batches=1"]
+    proc = start([*args, f"results_dir={tmp_path}"], tmp_path)
+    histories = lambda: [p.parent for p in (tmp_path / "runs").rglob("history.csv")]  # noqa: E731
+    assert wait_for(lambda: any(rows(d) >= 1 for d in histories()), proc), proc.communicate()[0]
+    (killed,) = histories()  # one trial at a time: the first
+    job = subprocess.run(["pgrep", "-f", f"submitit.core._submit {tmp_path}"], capture_output=True)
+    (pid,) = job.stdout.split()
+    os.kill(int(pid), signal.SIGKILL)
+    out = proc.communicate()[0]
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert "sweep of 2 job(s): 1 complete, 1 failed" in out, out[-3000:]
+    error = json.loads((killed / "error.json").read_text())  # the lost trial's own run
+    assert error["error"].startswith("its process ended without a result")
 
 
 def test_the_optuna_lr_preset_searches_one_norm_on_the_validation_split(tmp_path):

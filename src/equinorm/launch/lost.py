@@ -41,9 +41,10 @@ def why(job) -> str:
 
 
 @contextlib.contextmanager
-def lost_jobs_fail_alone():
+def lost_jobs_fail_alone(lost: list[Lost] | None = None):
     """While open, a submitit job that has no result returns ``[Lost(...)]`` from ``results()``
-    rather than raising (a job that raised keeps its own exception)."""
+    rather than raising (a job that raised keeps its own exception); each also goes to ``lost``.
+    Its overrides are those Hydra's launcher submitted it with (the call's first argument)."""
     from submitit.core import core, utils
 
     results = core.Job.results
@@ -52,7 +53,11 @@ def lost_jobs_fail_alone():
         try:
             return results(job)
         except utils.UncompletedJobError:
-            return [Lost(status=JobStatus.COMPLETED, _return_value=None, why=why(job))]
+            overrides = list(job.submission().args[0])
+            one = Lost(overrides=overrides, status=JobStatus.COMPLETED, why=why(job))
+            if lost is not None:
+                lost.append(one)
+            return [one]
 
     core.Job.results = tolerant
     try:

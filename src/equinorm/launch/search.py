@@ -7,6 +7,8 @@ does for them what equinorm's sweeper does for its grid.
   preset gives; a search scored on the test set (no ``dataset.val_size``) is said in one line.
 - Under submitit's local launcher each trial of a batch (``n_jobs``) uses its share of the CPUs
   (:func:`equinorm.launch.sweeper.local_batch`).
+- Under submitit's launchers a trial whose process ended without a result (killed: out of
+  memory, ``scancel``) is a failed trial, as under the grid sweeper (:mod:`equinorm.launch.lost`).
 - At the end the jobs it launched (each records itself, :mod:`equinorm.run.jobs`) are tallied
   like a grid sweep's -- complete, diverged, failed with its one line -- into ``tally.txt`` beside
   the sweeper's own results (Optuna's ``optimization_results.yaml``); the command exits 1 when a
@@ -16,6 +18,7 @@ does for them what equinorm's sweeper does for its grid.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from hydra.experimental.callback import Callback
@@ -23,16 +26,29 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from equinorm import experiment
 from equinorm.experiment.checks import submitit
-from equinorm.launch.sweeper import local_batch, report_tally
+from equinorm.launch.lost import Lost, lost_jobs_fail_alone
+from equinorm.launch.sweeper import local_batch, located, record_lost, report_tally
 from equinorm.run.jobs import recorded
 
 
 class Search(Callback):
     """Does nothing under a grid sweeper (equinorm's tallies its own jobs)."""
 
+    def __init__(self) -> None:
+        self.lost: list[Lost] = []  # trials whose process ended without a result
+        self.waiting = contextlib.ExitStack()
+
+    def __getstate__(self) -> dict:  # submitit pickles it with each job: not what waits here
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if experiment.enumerates(config.hydra.sweeper):
             return
+        if submitit(config):  # a lost trial is a failed one, not the search's end
+            self.waiting.enter_context(lost_jobs_fail_alone(self.lost))
         if submitit(config) == "local":
             local_batch(config, config.hydra.sweeper.get("n_jobs"))
         params = experiment.sweep_params(config)
@@ -47,5 +63,12 @@ class Search(Callback):
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if not experiment.enumerates(config.hydra.sweeper):
-            report_tally(recorded(config.hydra.sweep.dir), config.hydra.sweep.dir)
+        if experiment.enumerates(config.hydra.sweeper):
+            return
+        self.waiting.close()
+        jobs = recorded(config.hydra.sweep.dir)  # as each job recorded itself: not a lost one
+        for lost in self.lost:
+            rundir, cfg = located(lambda o=lost.overrides: experiment.compose_raw(o))
+            record_lost(lost, rundir, cfg)
+            jobs.append((list(lost.overrides), rundir, False))
+        report_tally(jobs, config.hydra.sweep.dir)

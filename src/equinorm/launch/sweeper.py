@@ -37,6 +37,7 @@ from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig
 
 from equinorm import experiment
 from equinorm.experiment.checks import submitit
@@ -125,6 +126,27 @@ def local_batch(config, at_once: int | None) -> int:
     return at_once
 
 
+def located(compose) -> tuple[RunDir | None, DictConfig | None]:
+    """(run directory, config) of the job whose config (with its Hydra node) ``compose()``
+    returns, located as the job locates it; (None, None) if it cannot be composed."""
+    try:
+        cfg = compose()
+        launcher = cfg.hydra.launcher  # submitit's tasks: the job's processes
+        world = launcher.tasks_per_node * launcher.nodes if submitit(cfg) else None
+        experiment.locate(cfg, cfg.hydra.runtime.choices, world)
+    except Exception:
+        return None, None
+    return RunDir(cfg.run_dir), cfg
+
+
+def record_lost(lost: Lost, rundir: RunDir | None, cfg: DictConfig | None) -> None:
+    """Say at once that a job was lost (:mod:`equinorm.launch.lost`); its run's ``error.json``
+    says why, for the tally and the report."""
+    log.error("job failed: %s: %s", " ".join(lost.overrides), lost.why)
+    if rundir is not None:
+        rundir.write_error(JobLostError(lost.why), **identity(cfg, cfg.variant))
+
+
 class Sweeper(BasicSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -138,15 +160,9 @@ class Sweeper(BasicSweeper):
     def job(self, overrides: Sequence[str]):
         """(run directory, config) of a job, composed as the launcher composes it; (None, None)
         if it cannot be (the job itself then fails and says why)."""
-        loader = self.hydra_context.config_loader
-        try:
-            cfg = loader.load_sweep_config(self.config, list(overrides))
-            launcher = cfg.hydra.launcher  # submitit's tasks: the job's processes
-            world = launcher.tasks_per_node * launcher.nodes if submitit(cfg) else None
-            experiment.locate(cfg, cfg.hydra.runtime.choices, world)
-        except Exception:
-            return None, None
-        return RunDir(cfg.run_dir), cfg
+        return located(
+            lambda: self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        )
 
     def sweep(self, arguments: list[str]):
         returns = super().sweep(arguments)
@@ -199,11 +215,7 @@ class _SkipFinished:
         """One batch; a job lost on the way (:mod:`equinorm.launch.lost`) records why."""
         with lost_jobs_fail_alone():
             results = list(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
-        for overrides, result in zip(batch, results, strict=True):
+        for result in results:
             if isinstance(result, Lost):
-                log.error("job failed: %s: %s", " ".join(overrides), result.why)
-                result.overrides = list(overrides)
-                rundir, cfg = self.sweeper.job(overrides)
-                if rundir is not None:
-                    rundir.write_error(JobLostError(result.why), **identity(cfg, cfg.variant))
+                record_lost(result, *self.sweeper.job(result.overrides))
         return results
