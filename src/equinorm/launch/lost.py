@@ -5,9 +5,10 @@ job must not cost the others).
 
 Hydra's submitit launcher collects its jobs' results in one list (``job.results()`` for each), so
 submitit's ``UncompletedJobError`` for the first lost job ended the whole sweep with a traceback:
-no tally, the later batches never launched. While equinorm's sweeper waits on a batch,
-:func:`lost_jobs_fail_alone` has such a job return a :class:`Lost` instead; the sweeper records
-why in the run's ``error.json``, so the tally says "failed" with that line and a rerun of the
+no tally, the later batches never launched. While equinorm's sweeper waits on a batch (or a
+searching sweeper on its trials, :mod:`equinorm.launch.search`), :func:`lost_jobs_fail_alone`
+has such a job return a :class:`Lost` instead; :func:`equinorm.launch.sweeper.record_lost` writes
+why into the run's ``error.json``, so the tally says "failed" with that line and a rerun of the
 sweep resumes the run from its last checkpoint.
 """
 

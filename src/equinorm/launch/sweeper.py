@@ -140,8 +140,8 @@ def located(compose) -> tuple[RunDir | None, DictConfig | None]:
 
 
 def record_lost(lost: Lost, rundir: RunDir | None, cfg: DictConfig | None) -> None:
-    """Say at once that a job was lost (:mod:`equinorm.launch.lost`); its run's ``error.json``
-    says why, for the tally and the report."""
+    """Say that a job was lost (:mod:`equinorm.launch.lost`); its run's ``error.json`` says
+    why, for the tally and the report."""
     log.error("job failed: %s: %s", " ".join(lost.overrides), lost.why)
     if rundir is not None:
         rundir.write_error(JobLostError(lost.why), **identity(cfg, cfg.variant))
