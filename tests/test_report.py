@@ -626,7 +626,8 @@ def test_reports_are_byte_identical_when_the_runs_are(tree):
     assert main(["--results", str(tree), "--out", str(first)]) == 0
     assert main(["--results", str(tree), "--out", str(second)]) == 0
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert len(files) == 8  # figure, equilibrium figure, table, time to target: png+pdf, md+tex
+    assert len(files) == 9  # figure, equilibrium figure, table, time to target: png+pdf, md+tex
+    assert first / ".equinorm-cifar10_wrn_short.json" in [first / f for f in files]  # their list
     for name in files:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
@@ -697,6 +698,29 @@ def test_the_report_never_replaces_tracked_files_unless_asked(tree, capsys):
     assert "left 1 file(s) that git tracks as they were" in err and "--overwrite-tracked" in err
     assert main(["--results", str(tree), "--overwrite-tracked"]) == 0
     assert table.read_text().startswith("# cifar10_wrn_short")
+
+
+def test_a_report_removes_what_its_previous_one_drew_from_runs_now_gone(tmp_path, capsys):
+    """Deleting a sweep's runs left its comparison figure and table beside today's report."""
+    exp = "cifar10_wrn_overfit"
+    for seed in range(2):
+        for norm in ("equi", "bn"):
+            _lr_run(tmp_path, exp, norm, {}, seed, 94.0)
+            _lr_run(tmp_path, exp, norm, {"schedule.lr": "0.4"}, seed, 92.0)
+    assert main(["--results", str(tmp_path)]) == 0
+    drawn = [p for p in tmp_path.glob("*/*") if "schedule.lr" in p.name]
+    assert drawn  # the lr comparison's figure and table
+    mine = tmp_path / "figures" / "my_notes.txt"  # not the report's: never touched
+    mine.write_text("mine\n")
+    for d in (tmp_path / "runs" / exp).glob("*/*schedule.lr=0.4*"):
+        shutil.rmtree(d)
+    capsys.readouterr()
+    assert main(["--results", str(tmp_path)]) == 0
+    assert not any(p.exists() for p in drawn) and mine.read_text() == "mine\n"
+    assert f"equinorm: {exp}: removed {len(drawn)} file(s) of its previous report" in (
+        capsys.readouterr().err
+    )
+    assert (tmp_path / "figures" / f"{exp}.png").is_file()  # today's are all there
 
 
 def test_ctrl_c_during_a_report_is_one_line_and_leaves_no_partial_file(tree, capsys, monkeypatch):

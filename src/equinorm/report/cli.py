@@ -28,7 +28,7 @@ from equinorm.argtypes import number
 from equinorm.report.collect import KEYS, Results, collect
 from equinorm.report.figures import WIDTH, plot_experiment
 from equinorm.report.hparams import PROTOCOL, write_comparisons
-from equinorm.report.output import publish, staging
+from equinorm.report.output import publish, retire, staging
 from equinorm.report.tables import commit_note, markdown, resumed_note, write_tables
 from equinorm.report.target import write_time_to_target
 from equinorm.report.tuning import markdown as tuned_markdown
@@ -134,6 +134,14 @@ def write_report(
                 staged += write_tuning(everything, study, stage, width)
             done, left = publish(stage, staged, out, overwrite_tracked)
         written, kept = written + done, kept + left
+        removed = retire(out, experiment, done + left, overwrite_tracked)
+        if removed:
+            print(
+                f"equinorm: {experiment}: removed {len(removed)} file(s) of its previous report "
+                f"that these runs no longer give ({', '.join(p.name for p in removed[:3])}"
+                f"{', ...' if len(removed) > 3 else ''})",
+                file=sys.stderr,
+            )
         runs = results.runs[results.runs["experiment"] == experiment]
         apart = len(runs) - (main.runs["experiment"] == experiment).sum()
         if apart:

@@ -6,12 +6,14 @@ renames each file into place (``os.replace``: atomic on one file system), so Ctr
 a failing figure leaves every earlier file whole and no truncated PDF. A destination that git
 tracks (the README's demo figures and tables in ``results/``) is left as it is unless
 ``overwrite_tracked`` -- ``make figures`` over your own runs in ``results/`` cannot silently
-replace the committed artefacts.
+replace the committed artefacts. What an experiment's previous report placed and this one does not
+(a variant's runs deleted) is removed (:func:`retire`), so the folder holds one report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -69,4 +71,29 @@ def publish(
     return written, kept
 
 
-__all__ = ["publish", "staging", "tracked"]
+def retire(
+    out_dir: Path, experiment: str, placed: list[Path], overwrite_tracked: bool = False
+) -> list[Path]:
+    """Remove the files that the previous report of ``experiment`` placed in ``out_dir`` and this
+    one did not (``placed``): the figure of a variant whose runs are gone must not be read as
+    today's. Only the report's own files go (``.equinorm-<experiment>.json`` lists them), never one
+    that git tracks unless ``overwrite_tracked``; returns those removed."""
+    manifest = out_dir / f".equinorm-{experiment}.json"
+    try:
+        before = {out_dir / name for name in json.loads(manifest.read_text())}
+    except (OSError, ValueError, TypeError):
+        before = set()
+    root = out_dir.resolve()
+    stale = sorted(p for p in before - set(placed) if p.resolve().is_relative_to(root))
+    keep = set() if overwrite_tracked else tracked(stale, out_dir)
+    removed = [p for p in stale if p not in keep and p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    names = sorted(str(p.relative_to(out_dir)) for p in placed)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(names, indent=0) + "\n")
+    os.replace(tmp, manifest)
+    return removed
+
+
+__all__ = ["publish", "retire", "staging", "tracked"]
