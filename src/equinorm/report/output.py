@@ -91,8 +91,9 @@ def retire(
         path.unlink(missing_ok=True)
     names = sorted(str(p.relative_to(out_dir)) for p in placed)
     tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(names, indent=0) + "\n")
-    os.replace(tmp, manifest)
+    with contextlib.suppress(OSError):  # the report is written; only the next one's removal lost
+        tmp.write_text(json.dumps(names, indent=0) + "\n")
+        os.replace(tmp, manifest)
     return removed
 
 
