@@ -47,9 +47,10 @@ class Search(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if experiment.enumerates(config.hydra.sweeper):
             return
-        if submitit(config):  # a lost trial is a failed one, not the search's end
+        launcher = submitit(config)
+        if launcher:  # a lost trial is a failed one, not the search's end
             self.waiting.enter_context(lost_jobs_fail_alone(self.lost))
-        if submitit(config) == "local":
+        if launcher == "local":
             local_batch(config, config.hydra.sweeper.get("n_jobs"))
         params = experiment.sweep_params(config)
         with read_write(config.hydra), open_dict(config.hydra.sweeper):

@@ -179,6 +179,7 @@ class _SkipFinished:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         finished: dict[int, JobReturn] = {}
         jobs = [self.sweeper.job(overrides) for overrides in job_overrides]
+        known = {tuple(o): job for o, job in zip(job_overrides, jobs, strict=True)}
         seen = {rundir.path for _, rundir, _ in self.sweeper.jobs if rundir is not None}
         repeats = 0  # jobs whose run is an earlier job's (schedule.lr=0.1,1e-1: one config)
         for i, (overrides, (rundir, cfg)) in enumerate(zip(job_overrides, jobs, strict=True)):
@@ -203,7 +204,7 @@ class _SkipFinished:
         launched = (  # batch by batch, as the sweep reaches them
             result
             for start in range(0, len(todo), size)
-            for result in self._launch(todo[start : start + size], initial_job_idx + start)
+            for result in self._launch(todo[start : start + size], initial_job_idx + start, known)
         )
         self.sweeper.jobs += [
             (list(o), rundir, i in finished)
@@ -211,11 +212,12 @@ class _SkipFinished:
         ]
         return [finished[i] if i in finished else next(launched) for i in range(len(job_overrides))]
 
-    def _launch(self, batch: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-        """One batch; a job lost on the way (:mod:`equinorm.launch.lost`) records why."""
+    def _launch(self, batch, initial_job_idx: int, known: dict) -> list[JobReturn]:
+        """One batch; a job lost on the way (:mod:`equinorm.launch.lost`) records why in its run
+        (``known``: each job's (run directory, config), by its overrides)."""
         with lost_jobs_fail_alone():
             results = list(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
         for result in results:
             if isinstance(result, Lost):
-                record_lost(result, *self.sweeper.job(result.overrides))
+                record_lost(result, *known.get(tuple(result.overrides), (None, None)))
         return results
