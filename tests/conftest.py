@@ -19,6 +19,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # the trainer honour, so the tests of Ctrl-C would test an ignored one.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# A CLI that dies of a fatal signal (a C++ abort, a segfault) prints its threads' Python stacks:
+# a DDP rank's rare abort at exit after a complete run has shown up only in whole-suite runs.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 import pytest
 import torch

@@ -240,7 +240,7 @@ def test_torchrun_two_cpu_processes_write_exactly_one_run_directory(tmp_path):
         cwd=tmp_path,
         launcher=launcher,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.returncode == 0, proc.stdout[-8000:]
     runs = sorted(p.parent for p in (tmp_path / "runs").rglob("summary.json"))
     assert [p.relative_to(tmp_path) for p in runs] == [  # 2 devices: not the 1-process run
         Path("runs/digits_demo/digits-preact_resnet18-bn/debug=smoke,train.devices=2/seed=0")
@@ -296,7 +296,7 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path, monke
     assert (run_dir / "checkpoint.pt").is_file()
     assert out.count("stopped by SIGTERM after writing a checkpoint") == 2  # both ranks
     resumed = run_cli(*args, cwd=tmp_path, launcher=[*torchrun, "--nproc_per_node=2", "-m"])
-    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert resumed.returncode == 0, resumed.stdout[-8000:]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
     assert rows(run_dir) == 40
 
