@@ -787,3 +787,25 @@ def test_titles_and_captions_wrap_at_spaces_only():
     for tenths in range(20, 80):
         lines = wrap(text, tenths / 10).splitlines()
         assert " ".join(lines).split() == text.split(), tenths / 10
+
+
+def test_the_legend_of_every_row_fits_in_the_figure(tmp_path, monkeypatch):
+    """Three norms whose labels are a few characters shorter than the demo's: the column count,
+    guessed from their length, put three columns in a figure that holds two, and the saved
+    figure cut the third off (the legend stays out of the tight bounding box)."""
+    exp = "digits_demo"
+    accs = {"equi": (6.25, 6.25, 7.81), "bn": (9.0, 9.5, 9.9), "gn": (6.25, 9.38, 9.38)}
+    for norm, values in accs.items():
+        for seed, acc in enumerate(values):
+            write_run(tmp_path, exp, f"digits-preact_resnet18-{norm}", seed, acc)
+    import equinorm.report.figures as figures
+
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.plot_experiment(collect(tmp_path), exp, tmp_path / "figures")
+    fig = closed[0]
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert len(legends) == 1 and len(legends[0].get_texts()) == 3
+    box = legends[0].get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)

@@ -225,12 +225,31 @@ def _row(axes, key, results, experiment, cell, fin, expected, diverged, log_loss
         ax.set_xlabel("Epoch")
         ax.grid(alpha=0.3)
     ax_zoom.set_xlabel(f"Epoch (zoom: {zoom_from:g}-{last:g})")
-    handles, labels = ax_acc.get_legend_handles_labels()
     key.axis("off")
-    fits = int(width * 72 / (0.55 * 7 * (max(map(len, labels), default=1) + 6)))  # 7 pt entries
-    legend = key.legend(handles, labels, loc="center", ncol=max(1, min(len(labels), fits)))
+    _key_legend(key, *ax_acc.get_legend_handles_labels())
+
+
+def _key_legend(key, handles: list, labels: list[str], ncol: int | None = None) -> None:
+    """The row's legend, centred in its ``key`` axes under the panels; one line of entries
+    until :func:`_fit_legend` measures it in the laid-out figure."""
+    legend = key.legend(handles, labels, loc="center", ncol=ncol or max(1, len(labels)))
     legend.set_frame_on(False)
     legend.set_in_layout(False)  # its row is reserved by the grid; the panels keep the width
+
+
+def _fit_legend(fig, key) -> None:
+    """Take columns off ``key``'s legend until it fits in the figure around the row's centre,
+    measured once the figure is laid out (a column count guessed from the labels' length let
+    the saved figure cut the last entries off: the legend is outside its tight bounding box)."""
+    renderer = fig.canvas.get_renderer()
+    box = key.get_window_extent(renderer)
+    room = 2 * min(box.x0 + box.width / 2, fig.bbox.width - box.x0 - box.width / 2)
+    legend = key.get_legend()
+    handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    ncol = len(labels)
+    while ncol > 1 and key.get_legend().get_window_extent(renderer).width > room:
+        ncol -= 1
+        _key_legend(key, handles, labels, ncol)
 
 
 def _grid(fig, cells: int, columns: int) -> list[tuple[list, object]]:
@@ -282,9 +301,11 @@ def plot_experiment(
             columns = 3 if width >= 6 else 1  # a single column stacks a row's panels
             height = (2.9 if columns == 3 else 7.4) * len(shown)
             fig = plt.figure(figsize=(width, height))
+            keys = []
             for (panels, key), cell in zip(_grid(fig, len(shown), columns), shown, strict=True):
                 args = (fin, expected, diverged, log_loss, width)
                 _row(panels, key, results, experiment, cell, *args)
+                keys.append(key)
             caption = "median over seeds; bands: 25%-75%"
             if not divergences(hist).empty:
                 caption += "; " + CAPTIONS[diverged]
@@ -295,6 +316,8 @@ def plot_experiment(
                     cell_title(*c) for c in lost
                 )
             fig.tight_layout()
+            for key in keys:
+                _fit_legend(fig, key)
             fig.text(0.0, -0.01, wrap(caption, width, 7), ha="left", va="top", fontsize=7)
             written += save(fig, out_dir, experiment)
         eq = results.equilibrium
