@@ -218,3 +218,28 @@ def test_final_norm_lets_weight_standardization_train_a_preact_resnet():
     assert count_parameters(with_norm) - count_parameters(without) == 2 * 512  # one BN, 512 ch
     assert _digits_loss_after_steps(final_norm=True) < 1.0  # chance: ln 10 = 2.3
     assert _digits_loss_after_steps(final_norm=False) > 10.0  # or not finite
+
+
+@pytest.mark.parametrize("final_norm", [False, True])
+def test_a_run_of_weight_standardization_without_a_final_norm_is_warned_about(
+    tmp_path, monkeypatch, caplog, final_norm
+):
+    """norm=ws_gn on a PreActResNet as the reference code builds it (no norm before the head)
+    diverges or stays at chance at every lr (the test above); such a run started without a word."""
+    from equinorm.train import build
+    from equinorm.train.run import run
+    from tests.conftest import compose_cfg
+
+    class Built(Exception):
+        """Raised where the trainer would be built: the warning comes before."""
+
+    def stop(*args, **kwargs):
+        raise Built
+
+    monkeypatch.setattr(build, "trainer", stop)
+    args = ["experiment=digits_demo", "debug=smoke", "norm=ws_gn", f"arch.final_norm={final_norm}"]
+    with pytest.raises(Built):
+        run(compose_cfg(*args, results=tmp_path))
+    assert ("norm=ws_gn on preact_resnet18 without arch.final_norm=true" in caplog.text) == (
+        not final_norm
+    )

@@ -141,6 +141,14 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
             cfg.train.threads,
             budget,
         )
+    if cfg.norm.name == "ws_gn" and cfg.arch.get("final_norm") is False:
+        log.warning(
+            "norm=ws_gn on %s without arch.final_norm=true: the classifier reads a residual "
+            "stream about sqrt(fan) times larger than under the other norms; on the demo lr 0.003 "
+            "to 0.1 diverged or stayed at chance (docs/spec.md section 2); arch.final_norm=true "
+            "adds a norm-ReLU before pooling (give every norm it, to compare one network)",
+            cfg.arch.name,
+        )
     outcome = "failed"
     try:
         trainer, logger = build.trainer(cfg, device, dist, rundir, named)
