@@ -809,3 +809,28 @@ def test_the_legend_of_every_row_fits_in_the_figure(tmp_path, monkeypatch):
     assert len(legends) == 1 and len(legends[0].get_texts()) == 3
     box = legends[0].get_window_extent(renderer)
     assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)
+
+
+@pytest.mark.parametrize("ws_gn", [True, False])
+def test_the_equilibrium_figure_of_every_norm_stays_readable(tmp_path, monkeypatch, ws_gn):
+    """Six norms, WS+GroupNorm's contributions 25 times EquiNorm's (its kernels have variance
+    1): the panel was linear, every other norm a flat line at 0; the legend's 13 entries
+    squeezed the panel until they covered its x label; 3 epochs were ticked 1.25, 1.5, ..."""
+    from equinorm.report import figures
+
+    exp = "digits_demo"
+    norms = ["equi", "bn", "gn", "wn", "none"] + (["ws_gn"] if ws_gn else [])
+    for norm in norms:
+        d = write_run(tmp_path, exp, f"digits-preact_resnet18-{norm}", 0, 90.0, epochs=3, total=3)
+        scale = 25 if norm == "ws_gn" else 2 if norm == "bn" else 1
+        rows = [f"{e},c{i},{scale + i / 10},{-scale - i / 10}" for e in (1, 2, 3) for i in (0, 1)]
+        (d / "equilibrium.csv").write_text("\n".join(["epoch,layer,positive,negative", *rows]))
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.plot_equilibrium(collect(tmp_path).equilibrium, exp, tmp_path)
+    (ax,) = closed[0].axes
+    renderer = closed[0].canvas.get_renderer()
+    assert ax.get_yscale() == ("symlog" if ws_gn else "linear")  # the demo's stays linear
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    legend, axis = ax.get_legend().get_window_extent(renderer), ax.xaxis.get_tightbbox(renderer)
+    assert legend.y1 <= axis.y0, (legend, axis)  # under the x label, not over it

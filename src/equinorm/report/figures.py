@@ -27,7 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+from matplotlib.transforms import offset_copy
 
 from equinorm.data import dataset_info
 from equinorm.report.collect import Results
@@ -38,6 +39,7 @@ from equinorm.report.tables import cell_title
 
 FORMATS = ("png", "pdf")
 ZOOM_FROM = 2 / 3  # the zoomed panel shows the last third of the epochs
+EQ_LINEAR_REACH = 20.0  # the equilibrium panel is symlog past 20x EquiNorm's +-1
 WIDTH = 7.0  # inches: a two-column paper's text width (scripts/report.py --width 3.3: a column)
 #: type sized for print at WIDTH: 7-8 pt, as a paper's own figures
 STYLE = {
@@ -335,13 +337,19 @@ def plot_equilibrium(
     equilibrium at +-1 drawn and named; one panel per cell (dataset, arch, variant)."""
     shown = cells(eq)
     panel = min(width, 5.0)  # one panel: not wider than it needs
-    fig, axes = plt.subplots(len(shown), 1, figsize=(panel, 3.6 * len(shown)), squeeze=False)
+    # the legend: two entries a norm, the +-1 line, two a row; each row past the demo's four (its
+    # 3 norms) adds to the figure, not taken from the panel
+    rows = 1 + max(in_cell(eq, c)["norm"].nunique() for c in shown)
+    height = 3.6 + 0.18 * max(0, rows - 4)
+    fig, axes = plt.subplots(len(shown), 1, figsize=(panel, height * len(shown)), squeeze=False)
     for ax, cell in zip(axes[:, 0], shown, strict=True):
         title = f"{experiment}: positive vs negative weight contributions (paper Fig. 1)"
         if len(shown) > 1:
             title = f"{title}; {cell_title(*cell)}"
         _equilibrium_panel(ax, in_cell(eq, cell), wrap(title, panel))
     fig.tight_layout()
+    for ax in axes[:, 0]:
+        _legend_under_axis(fig, ax)
     caption = (
         "Mean over the network's convolutions of the positive and the negative weights' output "
         "per output element; lines: median over seeds, bands: 25%-75%. EquiNorm holds +1 / -1 "
@@ -353,10 +361,13 @@ def plot_equilibrium(
 
 def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
     per_run = eq.groupby(["norm", "seed", "epoch"])[["positive", "negative"]].mean().reset_index()
+    reach = 0.0
     for norm, g in sorted(per_run.groupby("norm"), key=lambda kv: norm_sort_key(kv[0])):
         color = norm_color(norm)
         for part, style in (("positive", "-"), ("negative", "--")):
             stats = pd.DataFrame([{"epoch": e, **iqr(v[part])} for e, v in g.groupby("epoch")])
+            band = stats[["q25", "q75"]].astype(float).abs().max().max()  # NaN if none finite
+            reach = max(reach, band)  # max() keeps reach over a NaN
             ax.plot(
                 stats["epoch"],
                 stats["median"],
@@ -371,7 +382,28 @@ def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
     ax.axhline(-1, color="0.35", lw=0.9, ls=":")
     ax.axhline(0, color="0.8", lw=0.6)
     ax.set_xlabel("Epoch")
-    ax.set_ylabel("Contribution per output element")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # a norm far from the equilibrium (WS's unit-variance kernels: tens) would flatten the others
+    # to a line at 0: logarithmic past +-1, linear inside, where EquiNorm's lines are
+    symlog = reach > EQ_LINEAR_REACH
+    if symlog:
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.yaxis.get_major_locator().set_params(numticks=9)  # every other decade past 8 of them
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))  # 1, 10, 1e+06; not 10^0
+    ax.set_ylabel("Contribution (symlog scale)" if symlog else "Contribution per output element")
     ax.set_title(title, loc="left")
     ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.grid(alpha=0.3)
+
+
+def _legend_under_axis(fig, ax) -> None:
+    """Move ``ax``'s legend (placed 0.16 panel heights under it) to just under its x label if
+    it covers it once laid out: a tall legend squeezes its panel, and the offset with it."""
+    renderer = fig.canvas.get_renderer()
+    legend, axis = ax.get_legend(), ax.xaxis.get_tightbbox(renderer)
+    if legend.get_window_extent(renderer).y1 <= axis.y0:
+        return
+    drop = (ax.get_window_extent(renderer).y0 - axis.y0) * 72 / fig.dpi + 4  # points, a gap
+    under = offset_copy(ax.transAxes, fig=fig, y=-drop, units="points")
+    legend.set_bbox_to_anchor((0.5, 0.0), transform=under)
+    fig.tight_layout()
