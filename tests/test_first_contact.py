@@ -67,6 +67,20 @@ def test_help_names_the_configs_folder_wherever_it_is_run(tmp_path, monkeypatch)
     assert f"<group>/<option>.yaml under {experiment.CONF_DIR};" in " ".join(usage().split())
 
 
+def test_every_launcher_the_help_names_is_one_a_sweep_takes():
+    """The help listed our SLURM presets alone: submitit_local, which runs a sweep's jobs side by
+    side here (docs/cluster.md), was in no list but an error's."""
+    from equinorm.experiment.command import preflight
+    from equinorm.experiment.usage import LAUNCHERS
+
+    names = [name.split()[0] for name in LAUNCHERS] + experiment.options("hydra/launcher")
+    assert "submitit_local" in names
+    for name in names:
+        argv = ["-m", "experiment=digits_demo", "debug=smoke", f"hydra/launcher={name}"]
+        assert preflight(argv, lambda cfg: None) is None, name
+    assert "is not one of" in preflight(["-m", "hydra/launcher=nope"], lambda cfg: None)
+
+
 def test_hydra_help_after_overrides_is_hydra_s_help(tmp_path, monkeypatch, capsys):
     """``experiment=X --hydra-help``: Hydra composes its help without our config, so our keys
     failed it with a traceback ("Could not override 'experiment'"); only Hydra's keys reach it."""

@@ -21,12 +21,16 @@ EXAMPLES = """\
   torchrun --nproc_per_node=2 -m equinorm.train experiment=svhn_wrn_mixup norm=bn seed=0"""
 
 
+# Hydra's and the submitit plugin's launchers, listed before our SLURM presets (conf/hydra/launcher)
+LAUNCHERS = ("basic (here)", "submitit_local (jobs side by side, here)")
+
+
 def usage() -> str:
     groups = [("experiment", options("experiment")), *((g, options(g)) for g in GROUPS)]
     groups += [
         ("hparams_search", options("hparams_search")),
         ("debug", options("debug")),
-        ("hydra/launcher", ["basic (here)", *options("hydra/launcher")]),
+        ("hydra/launcher", [*LAUNCHERS, *options("hydra/launcher")]),
     ]
     width = max(len(g) for g, _ in groups)
     # the configs' folder as the user can open it: conf/ in a checkout, inside site-packages in a
