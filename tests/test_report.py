@@ -322,6 +322,9 @@ def test_legend_reads_like_the_papers(tree):
         "BatchNorm (93.00 IQR 92.95-93.25, n=3, 1 diverged)"
     )
     assert legend_label("gn", fin.loc["gn"], 5) == "GroupNorm (no complete run)"
+    one = fin.loc["equi"].copy()
+    one["complete"] = 1
+    assert legend_label("equi", one, 5) == "EquiNorm (94.10, n=1)"  # not "IQR 94.10-94.10"
 
 
 def test_no_runs_is_a_clear_message_not_a_crash(tmp_path, capsys):

@@ -126,10 +126,9 @@ def legend_label(norm: str, final: pd.Series | None, expected_seeds: int | None 
     tail = f", {diverged} diverged" if diverged else ""
     if final is None or not final["complete"]:
         return f"{norm_label(norm)} (no complete run{tail})"
-    text = (
-        f"{norm_label(norm)} ({final['acc_median']:.2f} IQR "
-        f"{final['acc_q25']:.2f}-{final['acc_q75']:.2f}"
-    )
+    text = f"{norm_label(norm)} ({final['acc_median']:.2f}"
+    if final["complete"] > 1:  # one run's IQR is its value twice
+        text += f" IQR {final['acc_q25']:.2f}-{final['acc_q75']:.2f}"
     if expected_seeds is None or final["complete"] != expected_seeds:
         text += f", n={final['complete']}"
     return text + tail + ")"
