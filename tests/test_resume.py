@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,6 +152,32 @@ def test_a_second_process_on_the_same_run_refuses(tmp_path):
     finally:
         holder.unlock()
     assert not (run_dir_of(cfg) / "history.csv").exists()
+
+
+def test_the_same_sweep_once_per_gpu_trains_each_run_once(tmp_path):
+    """How a sweep spreads over a machine's GPUs (docs/cluster.md): the same command once per
+    GPU. A run that another one holds is left to it ("in use"; held here as that sweep would),
+    a finished one skipped; each run is trained once, and the tally says what the others had."""
+    args = ["-m", "experiment=digits_demo", "debug=smoke", "norm=bn,equi", "seed=0,1"]
+    args.append(f"results_dir={tmp_path}")
+    one = ["experiment=digits_demo", "debug=smoke", "norm=bn", "seed=0"]
+    held = RunDir(run_dir_of(compose_cfg(*one, results=tmp_path)))
+    held.lock()
+    try:
+        first = run_cli(*args, cwd=tmp_path)
+    finally:
+        held.unlock()
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "sweep of 4 job(s): 3 complete, 1 in use" in first.stdout, first.stdout[-3000:]
+    second = run_cli(*args, cwd=tmp_path)  # the sweep on the other GPU, once it has the run
+    assert "sweep of 4 job(s): 1 complete, 3 skipped" in second.stdout, second.stdout[-3000:]
+    again = run_cli(*one, f"results_dir={tmp_path}", cwd=tmp_path).stdout  # one finished run
+    assert re.search(r"is complete \(epoch 2/2, test acc \d+\.\d\d\): skipping", again), again
+    summaries = list((tmp_path / "runs").rglob("summary.json"))
+    assert len(summaries) == 4
+    for summary in summaries:
+        provenance = json.loads((summary.parent / "provenance.json").read_text())
+        assert len(provenance["attempts"]) == 1, summary  # trained by one sweep, not both
 
 
 def test_resume_with_a_different_config_refuses_naming_the_difference(tmp_path):

@@ -86,7 +86,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                 s["status"],
                 s.get("epoch"),
                 s.get("epochs"),
-                s.get("test_acc"),
+                _percent(s.get("test_acc")),
             )
             return {**s, "skipped": True}  # finished before: not trained by this job
         state = decision.get("state")
@@ -94,12 +94,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             state = ckpt.load(Path(decision["checkpoint"]))
         summary = _train(cfg, device, dist, rundir, named, state, decision, overrides)
         if summary.get("status") == "complete":
-            acc = {k: summary.get(k) for k in ("test_acc", "best_test_acc")}
-            acc = {k: f"{v:.2f}" if isinstance(v, float) else "n/a" for k, v in acc.items()}
             log.info(
                 "complete: test acc %s (best %s) after %d epochs, %.0f s of training; %s",
-                acc["test_acc"],
-                acc["best_test_acc"],
+                _percent(summary.get("test_acc")),
+                _percent(summary.get("best_test_acc")),
                 summary["epoch"],
                 summary["wall_time_s"],
                 rundir.path,
@@ -108,6 +106,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     finally:
         rundir.unlock()
         distributed.shutdown()
+
+
+def _percent(value) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else "n/a"
 
 
 def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict:
