@@ -347,8 +347,11 @@ def plot_equilibrium(
             title = f"{title}; {cell_title(*cell)}"
         _equilibrium_panel(ax, in_cell(eq, cell), wrap(title, panel))
     fig.tight_layout()
-    for ax in axes[:, 0]:
-        _legend_under_axis(fig, ax)
+    renderer = fig.canvas.get_renderer()
+    if any(_covers_its_axis(ax, renderer) for ax in axes[:, 0]):
+        for ax in axes[:, 0]:
+            _legend_under_axis(fig, ax, renderer)
+        fig.tight_layout()
     caption = (
         "Mean over the network's convolutions of the positive and the negative weights' output "
         "per output element; lines: median over seeds, bands: 25%-75%. EquiNorm holds +1 / -1 "
@@ -395,14 +398,14 @@ def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _legend_under_axis(fig, ax) -> None:
-    """Move ``ax``'s legend (placed 0.16 panel heights under it) to just under its x label if
-    it covers it once laid out: a tall legend squeezes its panel, and the offset with it."""
-    renderer = fig.canvas.get_renderer()
-    legend, axis = ax.get_legend(), ax.xaxis.get_tightbbox(renderer)
-    if legend.get_window_extent(renderer).y1 <= axis.y0:
-        return
-    drop = (ax.get_window_extent(renderer).y0 - axis.y0) * 72 / fig.dpi + 4  # points, a gap
-    under = offset_copy(ax.transAxes, fig=fig, y=-drop, units="points")
-    legend.set_bbox_to_anchor((0.5, 0.0), transform=under)
-    fig.tight_layout()
+def _covers_its_axis(ax, renderer) -> bool:
+    """Whether ``ax``'s legend, placed 0.16 panel heights under it, covers its x label once
+    laid out: a tall legend squeezes its panel, and the offset with it."""
+    return ax.get_legend().get_window_extent(renderer).y1 > ax.xaxis.get_tightbbox(renderer).y0
+
+
+def _legend_under_axis(fig, ax, renderer) -> None:
+    """Anchor ``ax``'s legend a fixed distance under its x label, whatever the panel's height."""
+    drop = ax.get_window_extent(renderer).y0 - ax.xaxis.get_tightbbox(renderer).y0
+    under = offset_copy(ax.transAxes, fig=fig, y=-(drop * 72 / fig.dpi + 4), units="points")
+    ax.get_legend().set_bbox_to_anchor((0.5, 0.0), transform=under)
