@@ -814,6 +814,28 @@ def test_the_legend_of_every_row_fits_in_the_figure(tmp_path, monkeypatch):
     assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)
 
 
+@pytest.mark.parametrize("width", [7.0, 3.3])
+def test_the_equilibrium_figure_fits_a_one_column_width(tmp_path, monkeypatch, width):
+    """--width 3.3 (one column of a paper): the legend's two columns of the demo's 7 entries
+    were wider than the figure, so the layout squeezed the panel to a sliver whose epoch ticks
+    ran together, and the saved figure was 4.5 in wide, not 3.3."""
+    from equinorm.report import figures
+
+    for norm in ("equi", "bn", "gn"):
+        config = f"digits-preact_resnet18-{norm}"
+        write_run(tmp_path, "digits_demo", config, 0, 90.0, equilibrium=True)
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.plot_equilibrium(collect(tmp_path).equilibrium, "digits_demo", tmp_path, width)
+    fig = closed[0]
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.width <= width * fig.dpi, legend  # the saved figure (its tight box) holds it
+    assert ax.get_position().width > 0.6  # of the figure's width: not squeezed by the legend
+    assert len(ax.get_legend().get_texts()) == 7
+
+
 @pytest.mark.parametrize("ws_gn", [True, False])
 def test_the_equilibrium_figure_of_every_norm_stays_readable(tmp_path, monkeypatch, ws_gn):
     """Six norms, WS+GroupNorm's contributions 25 times EquiNorm's (its kernels have variance
@@ -837,3 +859,22 @@ def test_the_equilibrium_figure_of_every_norm_stays_readable(tmp_path, monkeypat
     assert all(float(t).is_integer() for t in ax.get_xticks())
     legend, axis = ax.get_legend().get_window_extent(renderer), ax.xaxis.get_tightbbox(renderer)
     assert legend.y1 <= axis.y0, (legend, axis)  # under the x label, not over it
+
+
+def test_a_one_column_figure_of_six_norms_keeps_its_legend_under_the_panels(tmp_path, monkeypatch):
+    """--width 3.3 stacks a row's panels over a legend of one entry per line: the legend row
+    held three, and six ran up over the loss panel's x label."""
+    from equinorm.report import figures
+
+    for norm in ("equi", "bn", "gn", "ws_gn", "wn", "none"):
+        write_run(tmp_path, "digits_demo", f"digits-preact_resnet18-{norm}", 0, 90.0)
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.plot_experiment(collect(tmp_path), "digits_demo", tmp_path / "figures", width=3.3)
+    fig = closed[0]
+    renderer = fig.canvas.get_renderer()
+    (key,) = [ax for ax in fig.axes if ax.get_legend()]
+    loss = [ax for ax in fig.axes if ax.axison][-1]  # the lowest panel
+    legend = key.get_legend().get_window_extent(renderer)
+    assert len(key.get_legend().get_texts()) == 6
+    assert legend.y1 <= loss.xaxis.get_tightbbox(renderer).y0, legend

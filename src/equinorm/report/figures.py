@@ -253,11 +253,12 @@ def _fit_legend(fig, key) -> None:
         _key_legend(key, handles, labels, ncol)
 
 
-def _grid(fig, cells: int, columns: int) -> list[tuple[list, object]]:
-    """Per cell: its three panels (a row, or stacked in one column) and a legend row under them,
-    all in one grid so the layout leaves room for each (the legend is as wide as the figure)."""
+def _grid(fig, cells: int, columns: int, key: float) -> list[tuple[list, object]]:
+    """Per cell: its three panels (a row, or stacked in one column) and a legend row under them
+    (``key``: its height, in panel heights), all in one grid so the layout leaves room for each
+    (the legend is as wide as the figure)."""
     per = 3 // columns  # rows of panels per cell
-    ratios = ([1.0] * per + [0.18 if columns == 3 else 0.35]) * cells
+    ratios = ([1.0] * per + [key]) * cells
     widths = [1.15, 0.8, 1.15] if columns == 3 else None
     grid = fig.add_gridspec(len(ratios), columns, height_ratios=ratios, width_ratios=widths)
     out = []
@@ -300,10 +301,15 @@ def plot_experiment(
         if shown:
             log_loss = _log_loss(curves(hist, "test_loss", diverged, _classes))
             columns = 3 if width >= 6 else 1  # a single column stacks a row's panels
-            height = (2.9 if columns == 3 else 7.4) * len(shown)
-            fig = plt.figure(figsize=(width, height))
+            cell_height, key_height = (2.9, 0.18) if columns == 3 else (7.4, 0.35)
+            if columns == 1:  # one entry a line: each past the demo's 3 adds 0.16 in, 7 pt type
+                extra = 0.16 * max(0, max(in_cell(fin, c)["norm"].nunique() for c in shown) - 3)
+                key_height += extra * (3 + key_height) / cell_height  # panels keep theirs
+                cell_height += extra
+            fig = plt.figure(figsize=(width, cell_height * len(shown)))
             keys = []
-            for (panels, key), cell in zip(_grid(fig, len(shown), columns), shown, strict=True):
+            grid = _grid(fig, len(shown), columns, key_height)
+            for (panels, key), cell in zip(grid, shown, strict=True):
                 args = (fin, expected, diverged, log_loss, width)
                 _row(panels, key, results, experiment, cell, *args)
                 keys.append(key)
@@ -336,29 +342,32 @@ def plot_equilibrium(
     equilibrium at +-1 drawn and named; one panel per cell (dataset, arch, variant)."""
     shown = cells(eq)
     panel = min(width, 5.0)  # one panel: not wider than it needs
-    # the legend: two entries a norm, the +-1 line, two a row; each row past the demo's four (its
-    # 3 norms) adds to the figure, not taken from the panel
-    rows = 1 + max(in_cell(eq, c)["norm"].nunique() for c in shown)
-    height = 3.6 + 0.18 * max(0, rows - 4)
-    fig, axes = plt.subplots(len(shown), 1, figsize=(panel, height * len(shown)), squeeze=False)
-    for ax, cell in zip(axes[:, 0], shown, strict=True):
-        title = f"{experiment}: positive vs negative weight contributions (paper Fig. 1)"
-        if len(shown) > 1:
-            title = f"{title}; {cell_title(*cell)}"
-        _equilibrium_panel(ax, in_cell(eq, cell), wrap(title, panel))
-    fig.tight_layout()
-    renderer = fig.canvas.get_renderer()
-    if any(_covers_its_axis(ax, renderer) for ax in axes[:, 0]):
-        for ax in axes[:, 0]:
-            _legend_under_axis(fig, ax, renderer)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(shown), 1, figsize=(panel, 3.6 * len(shown)), squeeze=False)
+        for ax, cell in zip(axes[:, 0], shown, strict=True):
+            title = f"{experiment}: positive vs negative weight contributions (paper Fig. 1)"
+            if len(shown) > 1:
+                title = f"{title}; {cell_title(*cell)}"
+            _equilibrium_panel(ax, in_cell(eq, cell), wrap(title, panel))
+        renderer = fig.canvas.get_renderer()
+        # legend rows past the demo's four (3 norms in 2 columns) add to the figure's height,
+        # not taken from the panel's
+        rows = max(_legend_rows(ax, renderer, width * fig.dpi) for ax in axes[:, 0])
+        fig.set_figheight((3.6 + 0.18 * max(0, rows - 4)) * len(shown))
         fig.tight_layout()
-    caption = (
-        "Mean over the network's convolutions of the positive and the negative weights' output "
-        "per output element; lines: median over seeds, bands: 25%-75%. EquiNorm holds +1 / -1 "
-        "exactly with cyclic padding and stride 1; zero padding and strides pull it inside."
-    )
-    fig.text(0.0, -0.01, wrap(caption, panel, 7), ha="left", va="top", fontsize=7)
-    return save(fig, out_dir, f"{experiment}_equilibrium")
+        renderer = fig.canvas.get_renderer()  # of the figure at its height
+        if any(_covers_its_axis(ax, renderer) for ax in axes[:, 0]):
+            for ax in axes[:, 0]:
+                _legend_under_axis(fig, ax, renderer)
+            fig.tight_layout()
+        caption = (
+            "Mean over the network's convolutions of the positive and the negative weights' "
+            "output per output element; lines: median over seeds, bands: 25%-75%. EquiNorm holds "
+            "+1 / -1 exactly with cyclic padding and stride 1; zero padding and strides pull it "
+            "inside."
+        )
+        fig.text(0.0, -0.01, wrap(caption, panel, 7), ha="left", va="top", fontsize=7)
+        return save(fig, out_dir, f"{experiment}_equilibrium")
 
 
 def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
@@ -396,6 +405,17 @@ def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
     ax.set_title(title, loc="left")
     ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.grid(alpha=0.3)
+
+
+def _legend_rows(ax, renderer, room: float) -> int:
+    """Give ``ax``'s legend one column where two are wider than ``room`` (pixels: the page's
+    width; ``--width 3.3``, one column of a paper); its rows."""
+    legend = ax.get_legend()
+    handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    if legend.get_window_extent(renderer).width > room:
+        ax.legend(handles, labels, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        return len(labels)
+    return math.ceil(len(labels) / 2)
 
 
 def _covers_its_axis(ax, renderer) -> bool:
