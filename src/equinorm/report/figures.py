@@ -403,8 +403,14 @@ def _equilibrium_panel(ax, eq: pd.DataFrame, title: str) -> None:
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))  # 1, 10, 1e+06; not 10^0
     ax.set_ylabel("Contribution (symlog scale)" if symlog else "Contribution per output element")
     ax.set_title(title, loc="left")
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    _under_panel(ax, *ax.get_legend_handles_labels(), ncol=2)
     ax.grid(alpha=0.3)
+
+
+def _under_panel(ax, handles: list, labels: list[str], ncol: int) -> None:
+    """An equilibrium panel's legend, centred 0.16 panel heights under it."""
+    anchor = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16)}
+    ax.legend(handles, labels, frameon=False, ncol=ncol, **anchor)
 
 
 def _legend_rows(ax, renderer, room: float) -> int:
@@ -413,7 +419,7 @@ def _legend_rows(ax, renderer, room: float) -> int:
     legend = ax.get_legend()
     handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
     if legend.get_window_extent(renderer).width > room:
-        ax.legend(handles, labels, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        _under_panel(ax, handles, labels, ncol=1)
         return len(labels)
     return math.ceil(len(labels) / 2)
 
