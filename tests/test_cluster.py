@@ -161,3 +161,42 @@ def test_under_slurm_the_preemption_signal_is_guarded(monkeypatch):
     assert signal.SIGUSR2 not in _signals()
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     assert set(_signals()) == {signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT}
+
+
+def test_a_requeued_job_is_waited_for_not_taken_for_lost(tmp_path, monkeypatch):
+    """A SLURM job requeued at its time limit (SIGUSR2) showed FAILED for a moment, between its
+    first attempt's end and the requeue: submitit raised UncompletedJobError and the job was
+    recorded lost ("1 failed") while it ran again. A job SLURM still has is waited for; one it
+    has not (cancelled, killed) is lost."""
+    from types import SimpleNamespace
+
+    from submitit.core import core, utils
+
+    from equinorm.launch.lost import Lost, lost_jobs_fail_alone
+
+    class Job:
+        def __init__(self, states):
+            self.states, self.asked = list(states), 0
+            pickle = tmp_path / "absent.pkl"
+            self.paths = SimpleNamespace(result_pickle=pickle, stdout=tmp_path / "log.out")
+            self.state = "FAILED"
+
+        def submission(self):
+            return SimpleNamespace(args=(["norm=bn", "seed=0"],))
+
+        def done(self, force_check=False):
+            return self.states.pop(0) != "PENDING"
+
+    def results(job):
+        job.asked += 1
+        if job.asked == 1:  # the first attempt's end, before the requeue showed
+            raise utils.UncompletedJobError("has not produced any output (state: FAILED)")
+        return ["trained"]
+
+    monkeypatch.setattr(core.Job, "results", results)
+    requeued, cancelled = Job(["PENDING"]), Job(["CANCELLED"])
+    with lost_jobs_fail_alone(lost := []):
+        assert core.Job.results(requeued) == ["trained"] and requeued.asked == 2
+        (gone,) = core.Job.results(cancelled)
+    assert isinstance(gone, Lost) and lost == [gone] and cancelled.asked == 1
+    assert gone.overrides == ["norm=bn", "seed=0"]

@@ -45,15 +45,21 @@ def why(job) -> str:
 def lost_jobs_fail_alone(lost: list[Lost] | None = None):
     """While open, a submitit job that has no result returns ``[Lost(...)]`` from ``results()``
     rather than raising (a job that raised keeps its own exception); each also goes to ``lost``.
-    Its overrides are those Hydra's launcher submitted it with (the call's first argument)."""
+    Its overrides are those Hydra's launcher submitted it with (the call's first argument). A job
+    that the scheduler still has (requeued) is waited for again."""
     from submitit.core import core, utils
 
     results = core.Job.results
 
     def tolerant(job):
-        try:
-            return results(job)
-        except utils.UncompletedJobError:
+        while True:
+            try:
+                return results(job)
+            except utils.UncompletedJobError:
+                # SLURM shows a job requeued at its time limit FAILED for a moment, between the
+                # first attempt's end and the requeue: asked again, it is pending, so wait on
+                if job.paths.result_pickle.exists() or not job.done(force_check=True):
+                    continue
             overrides = list(job.submission().args[0])
             one = Lost(overrides=overrides, status=JobStatus.COMPLETED, why=why(job))
             if lost is not None:
