@@ -238,6 +238,11 @@ def _key_legend(key, handles: list, labels: list[str], ncol: int | None = None) 
     legend.set_in_layout(False)  # its row is reserved by the grid; the panels keep the width
 
 
+def _entries(legend) -> tuple[list, list[str]]:
+    """A drawn legend's handles and labels, to draw it again in other columns."""
+    return legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+
+
 def _fit_legend(fig, key) -> None:
     """Take columns off ``key``'s legend until it fits in the figure around the row's centre,
     measured once the figure is laid out (a column count guessed from the labels' length let
@@ -245,8 +250,7 @@ def _fit_legend(fig, key) -> None:
     renderer = fig.canvas.get_renderer()
     box = key.get_window_extent(renderer)
     room = 2 * min(box.x0 + box.width / 2, fig.bbox.width - box.x0 - box.width / 2)
-    legend = key.get_legend()
-    handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    handles, labels = _entries(key.get_legend())
     ncol = len(labels)
     while ncol > 1 and key.get_legend().get_window_extent(renderer).width > room:
         ncol -= 1
@@ -417,7 +421,7 @@ def _legend_rows(ax, renderer, room: float) -> int:
     """Give ``ax``'s legend one column where two are wider than ``room`` (pixels: the page's
     width; ``--width 3.3``, one column of a paper); its rows."""
     legend = ax.get_legend()
-    handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    handles, labels = _entries(legend)
     if legend.get_window_extent(renderer).width > room:
         _under_panel(ax, handles, labels, ncol=1)
         return len(labels)
