@@ -383,3 +383,39 @@ def test_an_online_wandb_run_that_cannot_reach_wandb_logs_offline(tmp_path, monk
     (offline,) = (tmp_path / "wandb").glob("offline-run-*")
     assert _logged_epochs(next(offline.glob("*.wandb"))) == [1, 2]
     assert "logging offline" in caplog.text and "no such host" in caplog.text
+
+
+OFFLINE_RUN = """
+import sys
+from equinorm.train.wandb_logger import WandbLogger, release
+cfg = {"mode": "offline", "project": "p", "entity": None, "dir": sys.argv[1]}
+logger = WandbLogger(cfg, run_path="r", group="g", name="seed=0", config={})
+logger.log({"loss": 1.0}, step=1)
+logger.finish()
+release()
+"""
+
+
+def test_an_offline_wandb_run_opens_no_connection(tmp_path):
+    """Offline means no network: wandb 0.31 sends its own usage metrics to its server (from an
+    exit hook) unless the process-wide mode is offline too; a server that accepts but never
+    answers held each run's exit for 10 s. Here the server is a socket of this test's that
+    nobody answers: after the process has ended, no connection may be waiting on it."""
+    import select
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as server:
+        env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+        env.pop("WANDB_MODE", None)  # a user's environment: wandb's own default mode (online)
+        env["WANDB_BASE_URL"] = f"http://127.0.0.1:{server.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "-c", OFFLINE_RUN, str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert list((tmp_path / "wandb").glob("offline-run-*/*.wandb")), "nothing was logged"
+        waiting, _, _ = select.select([server], [], [], 0)
+        assert not waiting, "an offline run connected to wandb's server"

@@ -3,7 +3,9 @@
 Offline by default (files under ``<wandb.dir>/wandb``; ``wandb sync`` uploads them later),
 ``wandb.mode=online`` uploads live (where it cannot -- no network or login on a compute node --
 it logs offline; a server it cannot connect to is known in seconds, not after wandb's 90 s
-init timeout), ``disabled`` turns it off (tests). The wandb run id is derived
+init timeout), ``disabled`` turns it off (tests). Offline opens no connection: wandb 0.31 sends its
+own usage metrics to its server unless the process-wide mode (``wandb.setup``) is offline, and
+a server that accepts but never answers held every run's exit for 10 s. The wandb run id is derived
 from the run directory, so a resumed run continues the same wandb run; each run is finished, so the
 jobs of a multirun never share one. wandb failing -- on shutdown when a scheduler's SIGTERM reached
 its service process too, on a lost network -- is a warning: the run, its checkpoint and the signal
@@ -60,14 +62,16 @@ class WandbLogger:
         run_id = hashlib.sha1(run_path.encode()).hexdigest()[:16]
         init = dict(project=wandb_cfg["project"], entity=wandb_cfg.get("entity"), group=group)
         init |= dict(name=name, id=run_id, resume="allow", dir=str(wandb_cfg["dir"]), config=config)
-        settings = wandb.Settings(console="off", silent=True)
         # online without a network or a login (a compute node): offline keeps the curves
         attempts = [mode, "offline"] if mode == "online" else [mode]
         failure = _unreachable(wandb) if mode == "online" else None
         if failure:  # wandb.init would retry for its init_timeout (90 s) in every job
             attempts = ["offline"]
         for attempt in attempts:
+            settings = wandb.Settings(console="off", silent=True, mode=attempt)
             try:
+                # the process's mode too: wandb's own telemetry is off only when that is offline
+                wandb.setup(settings=settings)
                 self.run = wandb.init(**init, mode=attempt, settings=settings)
             except Exception as exc:  # logging must never cost a training run
                 failure = _one_line(exc)
