@@ -4,10 +4,12 @@ damaged file ever turns a finished or resumable run into a dead end."""
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import importlib.util
 import json
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,80 @@ def test_a_batch_of_one_image_for_batchnorm_on_1x1_maps_is_one_line(tmp_path):
         run(compose_cfg(*args, results=tmp_path))
     args = [*SHORT, "norm=gn", "train.batch_size=1", "train.max_train_batches=2", "epochs=1"]
     assert run(compose_cfg(*args, "schedule.milestones=[]", results=tmp_path))["epoch"] == 1
+
+
+# runs the module named by its first argument with files limited to 1 MiB (as `ulimit -f 1024`)
+SMALL_FILES = (
+    "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20)); "
+    "sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
+
+
+def test_a_sweep_whose_checkpoints_cannot_be_written_fails_each_job_in_one_line(tmp_path):
+    """A full disk or quota: each job fails in one line naming the cause and its run directory
+    (it was torch's "unexpected pos 1007936 vs 1007824" and a traceback asking for a bug
+    report), the sweep exits 1, and no half-written checkpoint is left on the full disk."""
+    results = tmp_path / "results"
+    args = ["experiment=digits_demo", "debug=smoke", "seed=0", f"results_dir={results}"]
+    proc = run_cli(
+        "-m", *args, "norm=equi,bn", cwd=tmp_path, launcher=[sys.executable, "-c", SMALL_FILES]
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout and "a bug?" not in proc.stdout, proc.stdout[-3000:]
+    tail = proc.stdout.splitlines()[-3:]
+    assert tail[0] == "sweep of 2 job(s): 2 failed", tail
+    for norm, line in zip(("equi", "bn"), tail[1:], strict=True):
+        run_dir = run_dir_of(compose_cfg(*args, f"norm={norm}"))
+        assert line == f"  failed: norm={norm}: File too large (writing under {run_dir})", line
+        assert json.loads((run_dir / "error.json").read_text())["type"] == "EquinormError"
+    assert not list(results.rglob(".*.tmp-*")), "a partial write was left behind"
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_the_one_before_and_nothing_else(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save_atomic({"epoch": 1}, path, keep_previous=True)
+
+    def full_disk(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            ckpt.save_atomic({"epoch": 2}, path, keep_previous=True)
+    assert torch.load(path) == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_the_partial_write_of_a_killed_owner_is_removed_by_the_next(tmp_path):
+    from equinorm.run.record import RunDir
+
+    ckpt.save_atomic({"epoch": 1}, tmp_path / "checkpoint.pt")
+    (tmp_path / ".checkpoint.pt.tmp-99999").write_bytes(b"x" * 1000)  # SIGKILL mid-save
+    rundir = RunDir(tmp_path)
+    rundir.lock()
+    try:
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.pt"]
+    finally:
+        rundir.unlock()
+
+
+def test_only_the_machines_errors_become_one_line():
+    from equinorm.errors import machine_error
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as full:
+            raise RuntimeError("[enforce fail] unexpected pos 2817344 vs 2817232") from full
+    except RuntimeError as exc:  # as torch.save reports a full disk
+        assert str(machine_error(exc, "/r")) == "No space left on device (writing under /r)"
+    try:
+        try:
+            Path("/nonexistent/file").read_text()
+        except FileNotFoundError:
+            {}["key"]
+    except KeyError as exc:  # a bug while handling a missing file keeps its traceback
+        assert machine_error(exc) is None

@@ -6,6 +6,7 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import re
 
 
@@ -34,3 +35,27 @@ def one_line(exc: BaseException) -> str:
         return type(exc).__name__
     line = lines[-1] if any("Traceback (most recent call last)" in x for x in lines) else lines[0]
     return _QUALIFIED.sub("", line)
+
+
+# the machine's errors: a full disk, a quota or file size limit, a read-only or lost (NFS)
+# mount, a failing disk
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ESTALE, errno.EIO}
+
+
+def machine_error(exc: BaseException, where: str | None = None) -> EquinormError | None:
+    """One line for an error of the machine, not of the code: ``exc`` an ``OSError`` that names
+    its file, or one with an errno of MACHINE_ERRNOS anywhere in its chain (``torch.save``
+    reports a full disk as a RuntimeError caused by one); ``where``: the folder being written,
+    said when the error names no file. None for anything else: a bug keeps its traceback."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for i, error in enumerate(chain):
+        named = i == 0 and getattr(error, "filename", None)
+        if isinstance(error, OSError) and (error.errno in MACHINE_ERRNOS or named):
+            text = error.strerror or one_line(error)
+            if error.filename:
+                return EquinormError(f"{text}: {error.filename}")
+            return EquinormError(f"{text} (writing under {where})" if where else text)
+    return None

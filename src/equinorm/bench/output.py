@@ -8,11 +8,11 @@ leaves every row it finished.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import torch
 
+from equinorm import atomic
 from equinorm.bench.env import environment
 
 
@@ -33,12 +33,10 @@ def write_rows(path: Path, device: torch.device, rows: list[dict], append: bool 
         rows = read_rows(path) + rows
     fields = list(dict.fromkeys(k for row in rows for k in row))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic.replacing(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 

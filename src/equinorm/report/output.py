@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from equinorm import atomic
+
 
 @contextlib.contextmanager
 def staging(out_dir: Path) -> Iterator[Path]:
@@ -90,10 +92,8 @@ def retire(
     for path in removed:
         path.unlink(missing_ok=True)
     names = sorted(str(p.relative_to(out_dir)) for p in placed)
-    tmp = manifest.with_suffix(".tmp")
     with contextlib.suppress(OSError):  # the report is written; only the next one's removal lost
-        tmp.write_text(json.dumps(names, indent=0) + "\n")
-        os.replace(tmp, manifest)
+        atomic.write_text(manifest, json.dumps(names, indent=0) + "\n")
     return removed
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from equinorm import atomic
 from equinorm.data import dataset_info
 from equinorm.report.collect import Results
 from equinorm.report.figures import (
@@ -75,9 +76,7 @@ class Study:
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
+        atomic.write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
     def tuning_variant(self, value: str) -> dict:
         """The variant a stage-1 run at ``value`` records."""

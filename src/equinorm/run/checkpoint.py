@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from equinorm import atomic
 from equinorm.errors import EquinormError
 
 
@@ -51,25 +52,14 @@ def previous(path: Path) -> Path:
 
 
 def save_atomic(obj, path: Path, keep_previous: bool = False) -> None:
-    """Write ``obj`` to ``path`` atomically; ``keep_previous`` first renames the old ``path`` to
-    :func:`previous` (a kill between the renames leaves that one: :func:`load_latest` reads it)."""
+    """Write ``obj`` to ``path`` atomically and durably; ``keep_previous`` first renames the old
+    ``path`` to :func:`previous` (a kill between the renames leaves that one: :func:`load_latest`
+    reads it)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic.replacing(
+        path, "wb", durable=True, previous=previous(path) if keep_previous else None
+    ) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_previous and path.exists():
-        os.replace(path, previous(path))
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def exists(path: Path) -> bool:

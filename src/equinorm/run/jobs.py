@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from equinorm.run.record import RunDir, atomic_text
+from equinorm import atomic
+from equinorm.run.record import RunDir
 
 
 def record(
@@ -19,7 +20,8 @@ def record(
     whether the run had finished before (a value drawn twice: skipped, not trained again)."""
     path = Path(sweep_dir) / "jobs" / f"{number}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_text(path, json.dumps({"overrides": overrides, "run_dir": run_dir, "skipped": skipped}))
+    job = {"overrides": overrides, "run_dir": run_dir, "skipped": skipped}
+    atomic.write_text(path, json.dumps(job))
 
 
 def recorded(sweep_dir: str | Path) -> list[tuple[list[str], RunDir | None, bool]]:

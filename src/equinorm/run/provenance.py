@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from equinorm import __version__
+from equinorm import __version__, atomic
 
 FILE = "provenance.json"
 SOURCE = Path(__file__).resolve().parents[3]  # the checkout's root in a source install
@@ -221,10 +221,7 @@ def read(run_dir: str | Path) -> list[dict]:
 
 
 def _write(run_dir: Path, attempts: list[dict]) -> None:
-    path = Path(run_dir) / FILE
-    tmp = path.with_name(f".{FILE}.tmp")
-    tmp.write_text(json.dumps({"attempts": attempts}, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(Path(run_dir) / FILE, json.dumps({"attempts": attempts}, indent=2) + "\n")
 
 
 def start_attempt(

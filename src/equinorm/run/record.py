@@ -26,6 +26,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from equinorm import atomic
 from equinorm.errors import ConfigError, EquinormError, one_line
 from equinorm.experiment.identity import config_diff, semantic
 
@@ -200,6 +201,8 @@ class RunDir:
                 "wait for it to finish or stop it"
             ) from None
         self._lock_fd = fd
+        for partial in atomic.leftovers(self.path):  # a write of a killed owner (SIGKILL)
+            partial.unlink(missing_ok=True)
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -226,7 +229,7 @@ class RunDir:
 
     # -- writing (only by the owner) -------------------------------------------------------------
     def write_config(self, cfg) -> None:
-        atomic_text(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+        atomic.write_text(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
 
     def write_history(self, rows: list[dict]) -> None:
         self.write_table(self.history_path, rows)
@@ -235,18 +238,16 @@ class RunDir:
         """Rewrite the CSV ``path`` from ``rows`` atomically."""
         if not rows:
             return
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic.replacing(path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
 
     def write_summary(self, **fields) -> None:
         previous = self.summary() or {}
         summary = {**previous, **fields, "updated": _now()}
         summary.setdefault("started", summary["updated"])
-        atomic_text(self.summary_path, json.dumps(_plain(summary), indent=2) + "\n")
+        atomic.write_text(self.summary_path, json.dumps(_plain(summary), indent=2) + "\n")
 
     def write_error(self, exc: BaseException, **identity) -> None:
         """``error.json``: time, host, the error's type and one line, and the run's identity; a
@@ -260,7 +261,7 @@ class RunDir:
         }
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            atomic_text(self.error_path, json.dumps(_plain(record), indent=2) + "\n")
+            atomic.write_text(self.error_path, json.dumps(_plain(record), indent=2) + "\n")
         except OSError:
             pass
 
@@ -286,19 +287,11 @@ def _plain(obj):
     return obj
 
 
-def atomic_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 __all__ = [
     "ERROR_FILE",
     "FINISHED",
     "RunDir",
     "RunLockedError",
-    "atomic_text",
     "objective",
     "run_dirs",
     "summarize",

@@ -27,7 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from equinorm import experiment
-from equinorm.errors import EquinormError, one_line
+from equinorm.errors import EquinormError, machine_error, one_line
 from equinorm.experiment.command import preflight
 from equinorm.experiment.usage import maybe_help
 from equinorm.run import provenance
@@ -93,8 +93,7 @@ def _job(cfg: DictConfig, runtime) -> dict | None:
         )
         sys.exit(128 + signal.SIGINT)
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.filename:  # read-only or full disk, a lost mount
-            exc = EquinormError(f"{exc.strerror}: {exc.filename}")
+        exc = machine_error(exc, cfg.get("run_dir")) or exc  # a full disk, a lost mount
         if not _multirun():
             if isinstance(exc, EquinormError):
                 _fail(exc)

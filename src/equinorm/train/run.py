@@ -170,7 +170,10 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         raise
     finally:
         if dist.is_main:
-            provenance.end_attempt(rundir.path, outcome)
+            try:
+                provenance.end_attempt(rundir.path, outcome)
+            except OSError as exc:  # a full disk: the training's own error, if any, goes on
+                log.warning("could not record the attempt's end in provenance.json: %s", exc)
         if file_log is not None:
             logging.getLogger().removeHandler(file_log)
             file_log.close()
