@@ -280,3 +280,18 @@ def test_only_the_machines_errors_become_one_line():
             {}["key"]
     except KeyError as exc:  # a bug while handling a missing file keeps its traceback
         assert machine_error(exc) is None
+
+
+def test_a_file_system_without_flock_is_one_line(tmp_path, monkeypatch):
+    """Lustre mounted without flock (ENOSYS): every job said "a bug? please report it"."""
+    from equinorm.errors import EquinormError
+    from equinorm.run import record
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(record.fcntl, "flock", no_flock)
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+    with pytest.raises(EquinormError, match=r"\.lock \(Function not implemented\): .* -o flock"):
+        run(cfg)
+    assert not record.RunDir(cfg.run_dir).in_use()

@@ -193,8 +193,11 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            taken = _try_lock(fd, self.path / ".lock")
+        except EquinormError:
+            os.close(fd)
+            raise
+        if not taken:
             os.close(fd)
             raise RunLockedError(
                 f"{self.path} is in use by another process (it holds {self.path / '.lock'}); "
@@ -224,6 +227,8 @@ class RunDir:
             return False
         except BlockingIOError:
             return True
+        except OSError:  # a file system without flock: nobody can hold it
+            return False
         finally:
             os.close(fd)
 
@@ -264,6 +269,20 @@ class RunDir:
             atomic.write_text(self.error_path, json.dumps(_plain(record), indent=2) + "\n")
         except OSError:
             pass
+
+
+def _try_lock(fd: int, path: Path) -> bool:
+    """Take ``fd``'s exclusive lock without waiting; False: another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:  # ENOSYS, EOPNOTSUPP, ENOLCK: e.g. Lustre mounted without flock
+        raise EquinormError(
+            f"cannot lock {path} ({exc.strerror}): runs are owned through flock, which this file "
+            "system does not provide; put results_dir on one that does (Lustre: mount -o flock)"
+        ) from None
+    return True
 
 
 def run_dirs(root: Path) -> list[Path]:
