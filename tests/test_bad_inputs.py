@@ -195,6 +195,21 @@ def _main(argv, monkeypatch, capsys) -> tuple[int, str]:
     return stop.value.code, capsys.readouterr().err
 
 
+def test_a_sweep_under_torchrun_is_one_line(tmp_path, monkeypatch, capsys):
+    """Each torchrun process ran the whole sweep, and the second job's process group hung in its
+    first barrier for good (`torchrun --nproc_per_node=2 -m equinorm.train -m ...`)."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # what torchrun gives its processes
+    monkeypatch.setattr(app, "hydra_main", lambda: pytest.fail("passed the preflight"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["-m", "experiment=digits_demo", "norm=equi,bn", f"results_dir={tmp_path / 'r'}"]
+    code, err = _main(argv, monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "-m under torchrun" in err and "hydra.launcher.tasks_per_node=N" in err, err
+    assert not any(tmp_path.iterdir())
+    monkeypatch.setattr(app, "hydra_main", lambda: sys.exit(0))
+    assert _main(argv[1:2], monkeypatch, capsys)[0] == 0  # one run under torchrun: its use
+
+
 def test_a_results_dir_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("")

@@ -237,6 +237,12 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
             f"{placed[0]}: runs are not written there; they go to <results_dir>/runs/<name>/..., "
             "so choose the place with results_dir=DIR"
         )
+    if multirun and "TORCHELASTIC_RUN_ID" in os.environ:  # every process would run the sweep,
+        return (  # and a second job's process group hung in its first barrier (torch 2.15)
+            "-m under torchrun: each of its processes would run the whole sweep; start one "
+            "torchrun per job (scripts/reproduce.py --nproc N does), or let the launcher start "
+            "each job's processes: -m hydra/launcher=submitit_local hydra.launcher.tasks_per_node=N"
+        )
     sweep_only = [o for o in given if o.lstrip("+").startswith(MULTIRUN_ONLY)]
     sweep_only = [o for o in sweep_only if o != "hparams_search=grid"]
     if sweep_only and not multirun:  # Hydra would quietly train the one run, here
