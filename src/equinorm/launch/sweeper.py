@@ -39,7 +39,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 
-from equinorm import experiment
+from equinorm import atomic, experiment
 from equinorm.experiment.checks import submitit
 from equinorm.launch.lost import JobLostError, Lost, lost_jobs_fail_alone
 from equinorm.run.record import RunDir, objective
@@ -99,7 +99,7 @@ def report_tally(jobs: list[tuple[list[str], RunDir | None, bool]], sweep_dir: s
     print(text, file=sys.stderr, flush=True)
     out = Path(sweep_dir) / "tally.txt"
     try:
-        out.write_text(text + "\n")
+        atomic.write_text(out, text + "\n")
     except OSError as exc:
         print(f"equinorm: could not write {out} ({exc})", file=sys.stderr)
     if failed:

@@ -237,7 +237,7 @@ def start_attempt(
     entry = attempt(device, world_size, overrides, outputs, **execution)
     if entry.get("diff_sha256"):
         entry["diff"] = f"code-{len(attempts) + 1}.diff"
-        (Path(run_dir) / entry["diff"]).write_text(changes(outputs))
+        atomic.write_text(Path(run_dir) / entry["diff"], changes(outputs))
     _write(Path(run_dir), [*attempts, entry])
 
 
