@@ -320,3 +320,27 @@ def test_the_study_file_round_trips(tmp_path):
     path = Path(tmp_path) / "tuned.json"
     STUDY.write(path)
     assert Study.read(path) == STUDY
+
+
+def test_a_stage_2_failure_is_the_study_s_exit_code(tmp_path, monkeypatch, capsys):
+    """A stage-2 sweep that failed was said in a line, and equinorm-tune then exited 0 (the
+    report's code), unlike make reproduce-* and the sweeps themselves."""
+    from types import SimpleNamespace
+
+    from equinorm.launch import tune
+
+    calls = []
+
+    def train(argv, wait=True):  # stage 1 trains; the stage-2 sweep fails
+        calls.append(argv)
+        return 0 if len(calls) == 1 else 1
+
+    pick = {"value": "0.1", "edge": False, "median_val_acc": 90.0}
+    monkeypatch.setattr(tune, "_train", train)
+    monkeypatch.setattr(tune, "collect", lambda results: SimpleNamespace(runs=None))
+    monkeypatch.setattr(tune, "stage1", lambda runs, study: None)
+    monkeypatch.setattr(tune, "pick", lambda tuning, study: ({"bn": pick}, []))
+    monkeypatch.setattr(tune, "report", lambda argv: 0)
+    argv = ["experiment=digits_demo", "norm=bn", f"results_dir={tmp_path}", "--grid", "0.1,0.2"]
+    assert tune.main(argv) == 1 and len(calls) == 2
+    assert "a stage-2 sweep had failures" in capsys.readouterr().err

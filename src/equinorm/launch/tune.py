@@ -210,8 +210,9 @@ def run(args) -> int:
             codes = [proc.wait() for proc in [_train(a, wait=False) for a in argvs]]
         else:
             codes = [_train(a) for a in argvs]
-        if any(codes):
+        if any(codes):  # the report still shows what finished; the exit says it is not all
             print("equinorm: a stage-2 sweep had failures (see its tally)", file=sys.stderr)
+            return report(["--results", results_dir, "--experiment", study.experiment]) or 1
     return report(["--results", results_dir, "--experiment", study.experiment])
 
 
