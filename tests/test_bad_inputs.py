@@ -138,6 +138,9 @@ BAD = [  # (command line, what the one line must name)
     ("schedule.lr=${oops}", "error: schedule.lr=${oops}: Interpolation key 'oops' not found"),
     ("-m hydra.sweep.dir=${oops}", "error: hydra.sweep.dir: Interpolation key 'oops' not"),
     ("-m seed=0,1 optim.weight_decay=${oc.env:NO_SUCH_VAR_42}", "decay: Environment variable"),
+    # each job ran in sweeps/<time>/: results_dir=rel put its runs there, and the tally, reading
+    # ./rel/runs, said "2 stopped"
+    ("-m hydra.job.chdir=true seed=0,1", "hydra.job.chdir=true: each job of a sweep"),
 ]
 
 

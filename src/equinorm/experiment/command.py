@@ -252,6 +252,12 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
         if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
             print(f"equinorm: checking {len(overrides)} jobs before launching any", file=sys.stderr)
         for number, (job, cfg) in enumerate(composed(overrides)):
+            if multirun and cfg.hydra.job.chdir:  # relative paths would be read from its folder
+                return (
+                    "hydra.job.chdir=true: each job of a sweep would run in its own folder under "
+                    "the sweep's, where relative paths (results_dir, dataset.root) are not the "
+                    "ones given; runs are placed by results_dir=DIR: drop hydra.job.chdir"
+                )
             try:
                 check(cfg)
             except ConfigError as exc:
