@@ -141,6 +141,9 @@ BAD = [  # (command line, what the one line must name)
     # each job ran in sweeps/<time>/: results_dir=rel put its runs there, and the tally, reading
     # ./rel/runs, said "2 stopped"
     ("-m hydra.job.chdir=true seed=0,1", "hydra.job.chdir=true: each job of a sweep"),
+    # Hydra warned that the search path was not available, then failed in three lines
+    ("--config-dir /nonexistent experiment=mine", "--config-dir /nonexistent: no such directory"),
+    ("--config-name cifar10_wrn_short", "chosen with experiment=cifar10_wrn_short"),  # 8 lines
 ]
 
 

@@ -218,7 +218,17 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
             "before them (python -m equinorm.train -m KEY=VALUE ...)"
         )
     given = list(args.overrides)
+    if args.config_name not in (None, "train"):  # Hydra: "Cannot find primary config" in 8 lines
+        return (
+            f"--config-name {args.config_name}: the trainer has one config, train "
+            f"(conf/train.yaml); an experiment is chosen with experiment={args.config_name}"
+        )
     if args.config_dir:  # --config-dir DIR is one more search-path entry, checked the same way
+        if not Path(args.config_dir).is_dir():  # Hydra: a warning, then its error in 3 lines
+            return (
+                f"--config-dir {args.config_dir}: no such directory (the folder that holds your "
+                "experiment/<name>.yaml: docs/runs.md, 'Your own experiments')"
+            )
         if any(o.split("=", 1)[0] == "hydra.searchpath" for o in given):
             return None  # both: Hydra merges them itself
         given.append(f"hydra.searchpath=[file://{Path(args.config_dir).absolute()}]")
