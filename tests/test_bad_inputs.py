@@ -144,6 +144,8 @@ BAD = [  # (command line, what the one line must name)
     # Hydra warned that the search path was not available, then failed in three lines
     ("--config-dir /nonexistent experiment=mine", "--config-dir /nonexistent: no such directory"),
     ("--config-name cifar10_wrn_short", "chosen with experiment=cifar10_wrn_short"),  # 8 lines
+    ("nrom=bn", "nrom is not a key of this config (norm?)"),  # it was "(a typo?)"
+    ("shedule=step", "shedule is not a key of this config (schedule?)"),
 ]
 
 

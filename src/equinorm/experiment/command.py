@@ -181,6 +181,8 @@ def _elsewhere(key: str) -> str:
     leaf = key.rsplit(".", 1)[-1]
     found = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k != key]
     found = found or difflib.get_close_matches(key, keys, n=2, cutoff=0.8)
+    groups = [g for g in experiment.GROUPS if g in cfg]  # nrom=bn: two letters swapped
+    found = found or difflib.get_close_matches(key, groups, n=1, cutoff=0.7)
     return f" ({' or '.join(found)}?)" if found else " (a typo?)"
 
 
