@@ -146,6 +146,7 @@ BAD = [  # (command line, what the one line must name)
     ("--config-name cifar10_wrn_short", "chosen with experiment=cifar10_wrn_short"),  # 8 lines
     ("nrom=bn", "nrom is not a key of this config (norm?)"),  # it was "(a typo?)"
     ("shedule=step", "shedule is not a key of this config (schedule?)"),
+    ("~norm", "~norm: a norm must be chosen, one of bn, equi"),  # "Key 'norm' is not in struct"
 ]
 
 

@@ -87,6 +87,8 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
         group, _, value = override.lstrip("+").partition("=")
         if value == "null" and group in CHOICE_GROUPS:  # Hydra's ValueError and traceback
             raise ConfigError(_null_choice(override, group))
+        if override.startswith("~") and group.lstrip("~") in GROUPS:  # "Key 'norm' is not in
+            raise ConfigError(_null_choice(override, group.lstrip("~")))  # struct", later
         if value.startswith("[") and group in CHOICE_GROUPS:  # Hydra merges them: one config
             each = value.strip("[]")
             raise ConfigError(
