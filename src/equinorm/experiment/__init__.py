@@ -87,8 +87,9 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
         group, _, value = override.lstrip("+").partition("=")
         if value == "null" and group in CHOICE_GROUPS:  # Hydra's ValueError and traceback
             raise ConfigError(_null_choice(override, group))
-        if override.startswith("~") and group.lstrip("~") in GROUPS:  # "Key 'norm' is not in
-            raise ConfigError(_null_choice(override, group.lstrip("~")))  # struct", later
+        removed = group.removeprefix("~")  # ~norm: "Key 'norm' is not in struct", later
+        if removed != group and removed in GROUPS:
+            raise ConfigError(_null_choice(override, removed))
         if value.startswith("[") and group in CHOICE_GROUPS:  # Hydra merges them: one config
             each = value.strip("[]")
             raise ConfigError(

@@ -201,6 +201,7 @@ def run(args) -> int:
     if missing:
         print(f"equinorm: {_unfinished(tuning, missing)}", file=sys.stderr)
         return 1
+    failed = False
     if args.stage in ("2", "all"):
         argvs = [
             [*_without(base, "norm"), f"norm={n}", f"{study.key}={p['value']}"]
@@ -210,10 +211,10 @@ def run(args) -> int:
             codes = [proc.wait() for proc in [_train(a, wait=False) for a in argvs]]
         else:
             codes = [_train(a) for a in argvs]
-        if any(codes):  # the report still shows what finished; the exit says it is not all
+        failed = any(codes)  # the report still shows what finished; the exit says not all did
+        if failed:
             print("equinorm: a stage-2 sweep had failures (see its tally)", file=sys.stderr)
-            return report(["--results", results_dir, "--experiment", study.experiment]) or 1
-    return report(["--results", results_dir, "--experiment", study.experiment])
+    return report(["--results", results_dir, "--experiment", study.experiment]) or int(failed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,15 +193,18 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            taken = _try_lock(fd, self.path / ".lock")
-        except EquinormError:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             os.close(fd)
-            raise
-        if not taken:
-            os.close(fd)
-            raise RunLockedError(
-                f"{self.path} is in use by another process (it holds {self.path / '.lock'}); "
-                "wait for it to finish or stop it"
+            if isinstance(exc, BlockingIOError):
+                raise RunLockedError(
+                    f"{self.path} is in use by another process (it holds {self.path / '.lock'}); "
+                    "wait for it to finish or stop it"
+                ) from None
+            raise EquinormError(  # ENOSYS, EOPNOTSUPP, ENOLCK: e.g. Lustre mounted without flock
+                f"cannot lock {self.path / '.lock'} ({exc.strerror}): runs are owned through "
+                "flock, which this file system does not provide; put results_dir on one that "
+                "does (Lustre: mount -o flock)"
             ) from None
         self._lock_fd = fd
         for partial in atomic.leftovers(self.path):  # a write of a killed owner (SIGKILL)
@@ -269,20 +272,6 @@ class RunDir:
             atomic.write_text(self.error_path, json.dumps(_plain(record), indent=2) + "\n")
         except OSError:
             pass
-
-
-def _try_lock(fd: int, path: Path) -> bool:
-    """Take ``fd``'s exclusive lock without waiting; False: another process holds it."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError as exc:  # ENOSYS, EOPNOTSUPP, ENOLCK: e.g. Lustre mounted without flock
-        raise EquinormError(
-            f"cannot lock {path} ({exc.strerror}): runs are owned through flock, which this file "
-            "system does not provide; put results_dir on one that does (Lustre: mount -o flock)"
-        ) from None
-    return True
 
 
 def run_dirs(root: Path) -> list[Path]:
