@@ -8,6 +8,7 @@ import errno
 import hashlib
 import importlib.util
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -168,6 +169,69 @@ def test_an_error_in_a_dataloader_worker_keeps_its_message_and_file(tmp_path):
     assert proc.returncode == 2, proc.stdout[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith(f"equinorm: error: imagenet: cannot read {broken} ("), last
+
+
+# the module named by its first argument, with DataLoader workers that the machine kills as it
+# fetches their first image: SIGKILL (the out-of-memory killer) in seed 0, SIGBUS (a full
+# /dev/shm) otherwise
+KILLED_WORKERS = (
+    "import os, runpy, signal, sys, torch.utils.data as d; from equinorm.data import torch_loader"
+    " as t; kill = lambda s: os.kill(os.getpid(), signal.SIGKILL if s.seed == 0 else "
+    "signal.SIGBUS); t.SeededDataset.__getitem__ = lambda s, key: kill(s) if d.get_worker_info()"
+    " else None; sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__', "
+    "alter_sys=True)"
+)
+
+
+def test_a_dataloader_worker_killed_by_the_machine_is_one_line(tmp_path, data_root):
+    """A worker killed by the out-of-memory killer or by a full /dev/shm -- ImageNet's usual
+    failures on a shared node -- was "job failed with an unexpected error (a bug? please report
+    it)" and torch's traceback."""
+    args = ["experiment=imagenet_resnet50", "norm=bn", "debug=smoke", "dataset.workers=1"]
+    proc = run_cli(
+        "-m",
+        *args,
+        "seed=0,1",
+        *fabricated(data_root),
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+        launcher=[sys.executable, "-c", KILLED_WORKERS],
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout and "a bug?" not in proc.stdout, proc.stdout[-3000:]
+    tail = proc.stdout.splitlines()[-3:]
+    assert tail[0] == "sweep of 2 job(s): 2 failed", tail
+    assert re.fullmatch(
+        r"  failed: seed=0: a DataLoader worker \(pid \d+\) was killed "
+        r"\(SIGKILL: most often the kernel's out-of-memory killer; .*\)",
+        tail[1],
+    )
+    assert re.fullmatch(r"  failed: seed=1: .* \(SIGBUS: .*/dev/shm.*\)", tail[2]), tail[2]
+
+
+def test_a_device_out_of_memory_is_one_line(tmp_path, monkeypatch):
+    """CUDA's out of memory (simulated: there is no GPU here) was a bug's traceback."""
+    from equinorm.errors import EquinormError, machine_error
+
+    said = (
+        "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.72 GiB "
+        "of which 1.06 GiB is free. Including non-PyTorch memory, this process has 138.64 GiB "
+        "memory in use. Of the allocated memory 137.1 GiB is allocated by PyTorch"
+    )
+
+    def step(*args, **kwargs):
+        raise torch.OutOfMemoryError(said)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "step", step)
+    with pytest.raises(torch.OutOfMemoryError) as raised:
+        run(compose_cfg(*SHORT, results=tmp_path))
+    line = machine_error(raised.value)
+    assert isinstance(line, EquinormError)
+    assert str(line) == (
+        "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.72 "
+        "GiB of which 1.06 GiB is free: the run needs less memory: a smaller train.batch_size "
+        "(in evaluation: train.eval_batch_size), or a device with more memory"
+    )
 
 
 def test_the_finiteness_study_runs_and_locates_a_zero_denominator(tmp_path):

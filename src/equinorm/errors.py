@@ -38,20 +38,53 @@ def one_line(exc: BaseException) -> str:
 
 
 # the machine's errors: a full disk, a quota or file size limit, a read-only or lost (NFS)
-# mount, a failing disk
+# mount, a failing disk (and memory that ran out: out_of_memory)
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ESTALE, errno.EIO}
+
+
+# torch's words for a DataLoader worker ended by a signal, and the machine's reasons for the two
+# signals it does not send itself
+_WORKER_KILLED = re.compile(
+    r"DataLoader worker \(pid (\d+)\) is killed by signal: (Killed|Bus error)"
+)
+_WORKER_CAUSE = {
+    "Killed": "SIGKILL: most often the kernel's out-of-memory killer; fewer dataset.workers or "
+    "more memory for the job",
+    "Bus error": "SIGBUS: the shared memory that workers hand batches through (/dev/shm) is full; "
+    "a larger /dev/shm (docker run --shm-size) or fewer dataset.workers",
+}
+
+
+def out_of_memory(error: BaseException) -> EquinormError | None:
+    """One line for a device that ran out of memory (torch's ``OutOfMemoryError``, named here
+    so that this module imports no torch) or a DataLoader worker killed by the machine."""
+    if type(error).__name__ == "OutOfMemoryError":
+        head, free, _ = one_line(error).partition(" is free")  # torch's sentences up to there
+        return EquinormError(
+            f"{head}{free}: the run needs less memory: a smaller train.batch_size (in evaluation: "
+            "train.eval_batch_size), or a device with more memory"
+        )
+    killed = _WORKER_KILLED.search(str(error))
+    if killed:
+        pid, signal = killed.groups()
+        cause = _WORKER_CAUSE[signal]
+        return EquinormError(f"a DataLoader worker (pid {pid}) was killed ({cause})")
+    return None
 
 
 def machine_error(exc: BaseException, where: str | None = None) -> EquinormError | None:
     """One line for an error of the machine, not of the code: ``exc`` an ``OSError`` that names
     its file, or one with an errno of MACHINE_ERRNOS anywhere in its chain (``torch.save``
-    reports a full disk as a RuntimeError caused by one); ``where``: the folder being written,
-    said when the error names no file. None for anything else: a bug keeps its traceback."""
+    reports a full disk as a RuntimeError caused by one), or memory that ran out
+    (:func:`out_of_memory`); ``where``: the folder being written, said when the error names no
+    file. None for anything else: a bug keeps its traceback."""
     chain: list[BaseException] = []
     while exc is not None and exc not in chain:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
     for i, error in enumerate(chain):
+        if line := out_of_memory(error):
+            return line
         named = i == 0 and getattr(error, "filename", None)
         if isinstance(error, OSError) and (error.errno in MACHINE_ERRNOS or named):
             text = error.strerror or one_line(error)
