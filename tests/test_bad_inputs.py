@@ -147,6 +147,10 @@ BAD = [  # (command line, what the one line must name)
     ("nrom=bn", "nrom is not a key of this config (norm?)"),  # it was "(a typo?)"
     ("shedule=step", "shedule is not a key of this config (schedule?)"),
     ("~norm", "~norm: a norm must be chosen, one of bn, equi"),  # "Key 'norm' is not in struct"
+    # Optuna's default direction: the study minimized accuracy, and named the worst lr its best
+    ("-m hydra/sweeper=optuna schedule.lr=interval(0.01,1)", "direction=minimize: each job"),
+    ("-m hparams_search=optuna_lr hydra.sweeper.direction=minimize", "add hydra.sweeper.direct"),
+    ("-m hparams_search=optuna_lr hydra.sweeper.direction=[maximize,minimize]", "=maximize,mini"),
 ]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from equinorm import experiment
@@ -93,7 +93,8 @@ def describe(exc: BaseException) -> str:
     if "Can only enumerate CHOICE and RANGE sweeps" in str(exc):  # interval() under a grid
         return (
             "an interval() is searched, not listed: the grid sweeper runs a,b,c / choice() / "
-            "range(); search it with hydra/sweeper=optuna or a preset (hparams_search=optuna_lr)"
+            "range(); search it with a preset (hparams_search=optuna_lr) or hydra/sweeper=optuna "
+            "hydra.sweeper.direction=maximize"
         )
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
@@ -263,7 +264,9 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
         overrides = experiment.jobs(given, multirun)
         if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
             print(f"equinorm: checking {len(overrides)} jobs before launching any", file=sys.stderr)
+        sweeper = None  # one for every job; none when a sweep has no job (seed='range(0,0)')
         for number, (job, cfg) in enumerate(composed(overrides)):
+            sweeper = cfg.hydra.sweeper
             if multirun and cfg.hydra.job.chdir:  # relative paths would be read from its folder
                 return (
                     "hydra.job.chdir=true: each job of a sweep would run in its own folder under "
@@ -278,7 +281,25 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
                 raise ConfigError(f"job #{number} ({' '.join(job)}): {exc}") from None
     except (*experiment.COMPOSE_ERRORS, ConfigError) as exc:
         return describe(exc) + _renamed(given)
-    return None
+    return _direction(sweeper) if multirun else None
+
+
+def _direction(sweeper: DictConfig | None) -> str | None:
+    """The line for a searching sweeper told to minimize: every job returns its accuracy
+    (:func:`equinorm.run.record.objective`), and Optuna's default direction is minimize -- its
+    study would find the worst learning rate and call it best."""
+    direction = None if sweeper is None else sweeper.get("direction")  # Optuna's: an enum,
+    if direction is None:  # a string, or a list (multi-objective)
+        return None
+    directions = direction if isinstance(direction, ListConfig) else [direction]
+    names = [getattr(d, "name", str(d)) for d in directions]
+    if names == ["maximize"]:
+        return None
+    return (
+        f"hydra.sweeper.direction={','.join(names)}: each job returns one number, its accuracy "
+        "(final validation accuracy, else test), which a search maximizes: add "
+        "hydra.sweeper.direction=maximize (hparams_search=optuna_lr sets it)"
+    )
 
 
 def _renamed(given: list[str]) -> str:
