@@ -234,6 +234,18 @@ def test_a_device_out_of_memory_is_one_line(tmp_path, monkeypatch):
     )
 
 
+def test_torch_compile_without_a_compiler_is_one_line(tmp_path):
+    """train.compile=true on a node without g++ (CXX names none here) was torch's 100-line
+    traceback ending in "InvalidCxxCompiler"."""
+    env = {"CXX": str(tmp_path / "no-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["experiment=digits_demo", "debug=smoke", "train.compile=true", "train.device=cpu"]
+    proc = run_cli(*args, f"results_dir={tmp_path / 'r'}", cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("equinorm: error: train.compile=true needs a compiler"), last
+    assert "No working C++ compiler found" in last and "Traceback" not in proc.stdout, last
+
+
 def test_the_finiteness_study_runs_and_locates_a_zero_denominator(tmp_path):
     """scripts/finiteness.py (results/finiteness/) raised AttributeError on its first run (its
     argument `experiment` shadowed the module it composed with). The committed study's second

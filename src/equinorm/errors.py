@@ -72,18 +72,36 @@ def out_of_memory(error: BaseException) -> EquinormError | None:
     return None
 
 
+# torch.compile builds its kernels with a compiler: inductor's CPU kernels with a C++ one (CXX,
+# g++ by default), Triton's GPU launchers with a C one (CC); torch's and Triton's words for none
+_NO_COMPILER = re.compile(r"No working C\+\+ compiler found[^\n]*|Failed to find C compiler")
+
+
+def no_compiler(error: BaseException) -> EquinormError | None:
+    """One line for ``train.compile=true`` on a machine without a working compiler."""
+    found = _NO_COMPILER.search(str(error))
+    if found is None:
+        return None
+    return EquinormError(
+        f"train.compile=true needs a compiler to build torch.compile's kernels ({found[0]}): "
+        "install one (g++), name it in CXX (CPU kernels) or CC (GPU: Triton's), or set "
+        "train.compile=false"
+    )
+
+
 def machine_error(exc: BaseException, where: str | None = None) -> EquinormError | None:
     """One line for an error of the machine, not of the code: ``exc`` an ``OSError`` that names
     its file, or one with an errno of MACHINE_ERRNOS anywhere in its chain (``torch.save``
-    reports a full disk as a RuntimeError caused by one), or memory that ran out
-    (:func:`out_of_memory`); ``where``: the folder being written, said when the error names no
-    file. None for anything else: a bug keeps its traceback."""
+    reports a full disk as a RuntimeError caused by one), memory that ran out
+    (:func:`out_of_memory`) or a compiler that is not there (:func:`no_compiler`); ``where``: the
+    folder being written, said when the error names no file. None for anything else: a bug keeps
+    its traceback."""
     chain: list[BaseException] = []
     while exc is not None and exc not in chain:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
     for i, error in enumerate(chain):
-        if line := out_of_memory(error):
+        if line := out_of_memory(error) or no_compiler(error):
             return line
         named = i == 0 and getattr(error, "filename", None)
         if isinstance(error, OSError) and (error.errno in MACHINE_ERRNOS or named):
