@@ -216,3 +216,40 @@ def test_a_key_typed_under_experiment_is_not_taken_for_a_file_without_its_packag
     proc = run_cli("experiment=digits_demo", "+experiment.foo=1", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-3000:]
     assert proc.stdout.startswith("equinorm: error: experiment.foo is not a key of this config")
+
+
+@pytest.mark.parametrize("where", ["searchpath", "config-dir"])
+def test_an_edited_copy_of_one_of_our_files_is_one_line_not_silently_ignored(conf, tmp_path, where):
+    """A user's experiment/digits_demo.yaml with epochs: 3 trained our digits_demo for 15
+    epochs without a word: Hydra reads the suite's config dir first."""
+    from equinorm.experiment import CONF_DIR
+    from equinorm.experiment.command import preflight
+
+    ours = (CONF_DIR / "experiment" / "digits_demo.yaml").read_text()
+    assert "\nepochs: 15\n" in ours
+    (conf / "experiment" / "digits_demo.yaml").write_text(ours.replace("epochs: 15", "epochs: 3"))
+    located = (
+        [f"hydra.searchpath=[file://{conf}]"]
+        if where == "searchpath"
+        else ["--config-dir", str(conf)]
+    )
+    out = tmp_path / "r"
+    proc = run_cli(*located, "experiment=digits_demo", f"results_dir={out}", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-3000:]
+    assert proc.stdout.startswith(
+        f"equinorm: error: {conf / 'experiment' / 'digits_demo.yaml'} is never read: the suite's "
+        "own experiment/digits_demo.yaml comes first"
+    ), proc.stdout
+    assert "(experiment=digits_demo_mine)" in proc.stdout and not out.exists()
+    # any run from that dir is refused (the file would be ignored whenever chosen); an
+    # identical copy is harmless, as is a dir of one's own files only
+    assert "is never read" in preflight([*located, "experiment=mine"], lambda cfg: None)
+    (conf / "experiment" / "digits_demo.yaml").write_text(ours)
+    (conf / "train.yaml").write_text((CONF_DIR / "train.yaml").read_text())
+    assert preflight([*located, "experiment=mine"], lambda cfg: None) is None
+    (conf / "train.yaml").write_text("epochs: 3\n")
+    line = preflight([*located, "experiment=mine"], lambda cfg: None)
+    assert line.endswith(
+        "train.yaml comes first in Hydra's search path; set its keys in an "
+        "experiment of yours instead"
+    ), line

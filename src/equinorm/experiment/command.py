@@ -266,6 +266,8 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
             print(f"equinorm: checking {len(overrides)} jobs before launching any", file=sys.stderr)
         sweeper = None  # one for every job; none when a sweep has no job (seed='range(0,0)')
         for number, (job, cfg) in enumerate(composed(overrides)):
+            if number == 0 and (unread := _shadowed(experiment.user_sources(cfg))):
+                return unread  # the jobs' config dirs: the same for every job
             sweeper = cfg.hydra.sweeper
             if multirun and cfg.hydra.job.chdir:  # relative paths would be read from its folder
                 return (
@@ -282,6 +284,34 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
     except (*experiment.COMPOSE_ERRORS, ConfigError) as exc:
         return describe(exc) + _renamed(given)
     return _direction(sweeper) if multirun else None
+
+
+def _shadowed(sources: list[str]) -> str | None:
+    """The line for a file of a user's config dir (``sources``: search-path entries) that has
+    the path of one of the suite's own and other contents: Hydra finds the suite's first (its
+    dir leads the search path), so an edited copy of ours would be silently never read."""
+    for source in sources:
+        if not source.startswith("file://"):
+            continue
+        root = Path(source[len("file://") :])
+        for ours in sorted(experiment.CONF_DIR.rglob("*.yaml")):
+            path = ours.relative_to(experiment.CONF_DIR)
+            theirs = root / path
+            if not theirs.is_file() or theirs.read_bytes() == ours.read_bytes():
+                continue
+            if path.parent == Path("."):  # train.yaml: the base config
+                fix = "set its keys in an experiment of yours instead"
+            else:
+                group, name = path.parent.as_posix(), path.stem
+                fix = (
+                    f"give yours its own name ({group}={name}_mine); it may extend ours: "
+                    f"defaults: [/{group}/{name}@_here_, _self_]"
+                )
+            return (
+                f"{theirs} is never read: the suite's own {path.as_posix()} comes first in "
+                f"Hydra's search path; {fix}"
+            )
+    return None
 
 
 def _direction(sweeper: DictConfig | None) -> str | None:
