@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from equinorm.errors import EquinormError
+from equinorm.experiment import CONF_DIR
 from equinorm.train import app
 from tests.conftest import run_cli
 
@@ -151,6 +152,9 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/sweeper=optuna schedule.lr=interval(0.01,1)", "direction=minimize: each job"),
     ("-m hparams_search=optuna_lr hydra.sweeper.direction=minimize", "add hydra.sweeper.direct"),
     ("-m hparams_search=optuna_lr hydra.sweeper.direction=[maximize,minimize]", "=maximize,mini"),
+    # --config-path skipped every check: a sweep's bad value was Hydra's 8 lines after sweeps/
+    (f"-m --config-path {CONF_DIR} norm=equi,bn norm.stat_fraction=2", "stat_fraction must be"),
+    ("-cp myconf", "--config-path myconf: not a folder holding train.yaml"),  # Hydra: 4 lines
 ]
 
 

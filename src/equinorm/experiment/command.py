@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
+from hydra import initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -241,8 +242,18 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
             f"-m and --{shown[0].replace('_', '-')} do not go together: it shows one job; "
             "drop -m and give one value per key"
         )
-    if any(getattr(args, flag) for flag in INFORMATIONAL) or args.config_path:
+    if any(getattr(args, flag) for flag in INFORMATIONAL):
         return None
+    primary = contextlib.nullcontext()  # where train.yaml is read: conf/, or --config-path's
+    if args.config_path:
+        path = Path(args.config_path)
+        if not path.is_absolute() or not (path / "train.yaml").is_file():  # Hydra: 5-8 lines
+            return (
+                f"--config-path {args.config_path}: not a folder holding train.yaml (Hydra reads "
+                "a relative one as a package beside the trainer's code); to add configs to the "
+                "suite's: --config-dir DIR (docs/runs.md, 'Your own experiments')"
+            )
+        primary = initialize_config_dir(config_dir=str(path), version_base="1.3")
     multirun = args.multirun or "hydra.mode=MULTIRUN" in given  # Hydra's two spellings of -m
     placed = [o for o in given if o.lstrip("+~").startswith("hydra.run.dir")]
     if placed:  # Hydra's habit (lightning-hydra-template's output dir): an empty folder here
@@ -260,6 +271,12 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
     sweep_only = [o for o in sweep_only if o != "hparams_search=grid"]
     if sweep_only and not multirun:  # Hydra would quietly train the one run, here
         return f"{sweep_only[0]} applies to sweeps: add -m (python -m equinorm.train -m ...)"
+    with primary:
+        return _checked(given, multirun, check)
+
+
+def _checked(given: list[str], multirun: bool, check: Callable[[DictConfig], None]) -> str | None:
+    """The preflight's composing part: every job of the command line, checked."""
     try:
         overrides = experiment.jobs(given, multirun)
         if len(overrides) >= ANNOUNCE:  # composing takes a while: say what is going on
