@@ -367,3 +367,12 @@ def test_a_null_group_is_one_line_for_every_composer(command, capsys):
     assert {"tune": tune, "reproduce": reproduce}[command].main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "norm=null: a norm must be chosen, one of bn, " in err, err
+
+
+def test_the_quoting_fix_keeps_a_value_with_a_space_whole():
+    """'results_dir=résultats ü' was told to quote "résultats", which would drop " ü"."""
+    from equinorm.experiment.command import preflight
+
+    line = preflight(["results_dir=résultats ü"], lambda cfg: None)
+    assert line.endswith("""quote it: 'results_dir="résultats ü"'"""), line
+    assert preflight(['results_dir="résultats ü"'], lambda cfg: None) is None  # the fix works

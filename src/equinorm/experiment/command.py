@@ -67,7 +67,7 @@ def describe(exc: BaseException) -> str:
             if kind in ("launcher", "sweeper"):  # Hydra's other plugins are packages
                 line += f" (a plugin of Hydra's? pip install hydra-{choice}-{kind})"
             return line
-    lexer = re.match(r"LexerNoViableAltException: ([^=\s]+)=(\S*)", str(exc))
+    lexer = re.match(r"LexerNoViableAltException: ([^=\s]+)=([^\n]*)", str(exc))
     if lexer:  # e.g. a non-ASCII letter, unquoted
         key, value = lexer.groups()
         fix = f"quote it: '{key}=\"{value}\"'"
