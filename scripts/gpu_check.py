@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 START = time.monotonic()  # the budget counts from the process's start
@@ -84,7 +84,6 @@ class Outcome:
     status: str  # ok, failed, timeout, skipped
     seconds: float
     detail: str = ""
-    started: float = field(default=0.0, repr=False)
 
 
 class Runner:
