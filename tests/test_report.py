@@ -596,6 +596,27 @@ def test_a_comparison_figure_marks_the_values_swept_as_typed(tmp_path, monkeypat
     assert len(ticks["train.batch_size"]) < 10  # its 30 values side by side would overlap
 
 
+def test_a_comparison_over_categories_joins_no_points_and_sets_norms_apart(tmp_path, monkeypatch):
+    """mixup=none,input,manifold was drawn as a curve through the categories, and one norm's
+    points hid under another's where they were equal."""
+    exp = "digits_demo"  # its own mixup: none
+    for seed in range(2):
+        for config in ("digits-preact_resnet18-equi", "digits-preact_resnet18-bn"):
+            for variant in ({}, {"mixup": "input"}, {"mixup": "manifold"}):
+                write_run(tmp_path, exp, config, seed, 90.0, variant=variant)
+    import equinorm.report.figures as figures
+
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    assert main(["--results", str(tmp_path), "--experiment", exp]) == 0
+    (ax,) = [ax for fig in closed for ax in fig.axes if ax.axison and ax.get_xlabel() == "mixup"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["input", "manifold", "none"]
+    drawn = [bars.lines[0] for bars in ax.containers]  # each norm's medians
+    assert len(drawn) == 2 and all(line.get_linestyle() == "None" for line in drawn)
+    (equi, bn) = (line.get_xdata() for line in drawn)
+    assert all(abs(a - b) > 0.05 and round(a) == round(b) for a, b in zip(equi, bn, strict=True))
+
+
 def test_the_equilibrium_figure_has_a_panel_per_cell_and_variant(tmp_path):
     exp = "digits_demo"
     for seed in range(2):

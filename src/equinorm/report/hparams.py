@@ -223,9 +223,12 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
     for ax, ((dataset, arch), g) in zip(axes.flat, groups, strict=False):
         order, numeric = _order(g["value"].unique())
         x_of = {v: float(v) if numeric else i for i, v in enumerate(order)}
-        for norm in sorted(g["norm"].unique(), key=norm_sort_key):
+        norms = sorted(g["norm"].unique(), key=norm_sort_key)
+        for i, norm in enumerate(norms):
             n = g[g["norm"] == norm]
-            n = n.assign(x=n["value"].map(x_of)).sort_values("x")
+            # categories (mixup=none,manifold): no line between them, each norm a little aside
+            shift = 0.0 if numeric else 0.12 * (i - (len(norms) - 1) / 2)
+            n = n.assign(x=n["value"].map(x_of) + shift).sort_values("x")
             ok = n[n["complete"] > 0]
             color = norm_color(norm)
             # plain lists: matplotlib probes an error bar's first element with float(), which
@@ -236,7 +239,7 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
                 ok["median"].tolist(),
                 yerr=[below.tolist(), above.tolist()],
                 color=color,
-                ls=norm_line(norm),
+                ls=norm_line(norm) if numeric else "none",
                 marker=norm_marker(norm),
                 capsize=3,
                 label=norm_label(norm),
@@ -258,6 +261,7 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
         if not numeric:  # e.g. lists: wrapped and tilted, never over each other
             labels = [wrap(v, panel / max(len(order), 1), 7) for v in order]
             ax.set_xticks(range(len(order)), labels, rotation=30 if len(order) > 3 else 0)
+            ax.set_xlim(-0.5, len(order) - 0.5)
         cell = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
         setup = describe(cell)
         title = f"{dataset} / {arch}: {read} vs {against}" + (f"; {setup}" if setup else "")
