@@ -180,6 +180,20 @@ def test_the_same_sweep_once_per_gpu_trains_each_run_once(tmp_path):
         assert len(provenance["attempts"]) == 1, summary  # trained by one sweep, not both
 
 
+def test_sweeps_started_together_keep_their_own_folders(tmp_path):
+    """The same command started once per GPU in one loop (docs/cluster.md) shared one
+    sweeps/<second>/ folder: one multirun.yaml and one tally.txt for both, and a searching
+    sweeper's job records were overwritten by the other's."""
+    args = ["-m", "experiment=digits_demo", "seed=range(0,0)", f"results_dir={tmp_path}"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "equinorm.train", *args]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env) for _ in range(2)]
+    assert [p.wait() for p in procs] == [0, 0]
+    sweeps = sorted((tmp_path / "sweeps").iterdir())
+    assert len(sweeps) == 2, sweeps
+    assert all((s / "tally.txt").read_text() == "sweep of 0 job(s): no jobs\n" for s in sweeps)
+
+
 def test_resume_with_a_different_config_refuses_naming_the_difference(tmp_path):
     cfg = compose_cfg(*SHORT, results=tmp_path)
     run(cfg)
