@@ -155,6 +155,7 @@ BAD = [  # (command line, what the one line must name)
     # --config-path skipped every check: a sweep's bad value was Hydra's 8 lines after sweeps/
     (f"-m --config-path {CONF_DIR} norm=equi,bn norm.stat_fraction=2", "stat_fraction must be"),
     ("-cp myconf", "--config-path myconf: not a folder holding train.yaml"),  # Hydra: 4 lines
+    ("--experimental-rerun x/config.pickle", "no .hydra/config.pickle"),  # Hydra: a traceback
 ]
 
 

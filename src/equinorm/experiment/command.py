@@ -222,6 +222,12 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
             "before them (python -m equinorm.train -m KEY=VALUE ...)"
         )
     given = list(args.overrides)
+    if args.experimental_rerun:  # Hydra: a traceback, whatever the file
+        return (
+            "--experimental-rerun: the suite keeps no .hydra/config.pickle to rerun "
+            "(hydra.output_subdir=null); run a run's command again (its provenance.json records "
+            "the overrides): a finished run is skipped, an unfinished one resumes"
+        )
     if args.config_name not in (None, "train"):  # Hydra: "Cannot find primary config" in 8 lines
         return (
             f"--config-name {args.config_name}: the trainer has one config, train "
