@@ -220,7 +220,7 @@ def test_a_key_typed_under_experiment_is_not_taken_for_a_file_without_its_packag
 
 @pytest.mark.parametrize("where", ["searchpath", "config-dir"])
 def test_an_edited_copy_of_one_of_our_files_is_one_line_not_silently_ignored(conf, tmp_path, where):
-    """A user's experiment/digits_demo.yaml with epochs: 3 trained our digits_demo for 15
+    """A user's copy of conf/experiment/digits_demo.yaml with epochs: 3 trained ours for 15
     epochs without a word: Hydra reads the suite's config dir first."""
     from equinorm.experiment import CONF_DIR
     from equinorm.experiment.command import preflight
@@ -238,7 +238,7 @@ def test_an_edited_copy_of_one_of_our_files_is_one_line_not_silently_ignored(con
     assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-3000:]
     assert proc.stdout.startswith(
         f"equinorm: error: {conf / 'experiment' / 'digits_demo.yaml'} is never read: the suite's "
-        "own experiment/digits_demo.yaml comes first"
+        "own conf/experiment/digits_demo.yaml comes first"
     ), proc.stdout
     assert "(experiment=digits_demo_mine)" in proc.stdout and not out.exists()
     # any run from that dir is refused (the file would be ignored whenever chosen); an
@@ -250,6 +250,6 @@ def test_an_edited_copy_of_one_of_our_files_is_one_line_not_silently_ignored(con
     (conf / "train.yaml").write_text("epochs: 3\n")
     line = preflight([*located, "experiment=mine"], lambda cfg: None)
     assert line.endswith(
-        "train.yaml comes first in Hydra's search path; set its keys in an "
+        "conf/train.yaml comes first in Hydra's search path; set its keys in an "
         "experiment of yours instead"
     ), line

@@ -331,7 +331,7 @@ def _shadowed(sources: list[str]) -> str | None:
                     f"defaults: [/{group}/{name}@_here_, _self_]"
                 )
             return (
-                f"{theirs} is never read: the suite's own {path.as_posix()} comes first in "
+                f"{theirs} is never read: the suite's own conf/{path.as_posix()} comes first in "
                 f"Hydra's search path; {fix}"
             )
     return None
