@@ -38,7 +38,7 @@ def one_line(exc: BaseException) -> str:
 
 
 # the machine's errors: a full disk, a quota or file size limit, a read-only or lost (NFS)
-# mount, a failing disk (and memory that ran out: out_of_memory)
+# mount, a failing disk
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ESTALE, errno.EIO}
 
 
