@@ -63,10 +63,15 @@ def register() -> None:
     schema.register()
 
 
+def config_dirs(sources: Sequence[str]) -> list[Path]:
+    """The folders of the search-path entries ``sources`` that are ``file://`` ones."""
+    return [Path(s[len("file://") :]) for s in sources if s.startswith("file://")]
+
+
 def options(group: str, sources: Sequence[str] = ()) -> list[str]:
     """The choices of a config group (``norm`` -> bn, equi, ...), with those of the config dirs
     ``sources`` (search-path entries: ``file://`` ones are read)."""
-    dirs = [CONF_DIR, *(Path(s[len("file://") :]) for s in sources if s.startswith("file://"))]
+    dirs = [CONF_DIR, *config_dirs(sources)]
     return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
 
 
@@ -327,6 +332,7 @@ __all__ = [
     "GROUPS",
     "compose",
     "compose_raw",
+    "config_dirs",
     "enumerates",
     "expand",
     "job_choices",

@@ -313,10 +313,7 @@ def _shadowed(sources: list[str]) -> str | None:
     """The line for a file of a user's config dir (``sources``: search-path entries) that has
     the path of one of the suite's own and other contents: Hydra finds the suite's first (its
     dir leads the search path), so an edited copy of ours would be silently never read."""
-    for source in sources:
-        if not source.startswith("file://"):
-            continue
-        root = Path(source[len("file://") :])
+    for root in experiment.config_dirs(sources):
         for ours in sorted(experiment.CONF_DIR.rglob("*.yaml")):
             path = ours.relative_to(experiment.CONF_DIR)
             theirs = root / path
