@@ -48,13 +48,18 @@ def test_gpu_hours_from_macs_follow_the_cost_model(tmp_path):
 
 def test_gpu_hours_use_measured_throughput_when_benchmarked(tmp_path):
     (tmp_path / "h100.csv").write_text(
-        "device_type,arch,norm,width_mult,images_per_s\n"
-        "cuda,wrn,equi,1.0,20000\ncuda,wrn,bn,1.0,10000\ncpu,wrn,bn,0.25,50\n"
+        "device_type,arch,norm,width_mult,input_size,images_per_s\n"
+        "cuda,wrn,equi,1.0,32,20000\ncuda,wrn,bn,1.0,32,10000\ncpu,wrn,bn,0.25,32,50\n"
+        "cuda,resnet50,bn,1.0,224,1000\n"
     )
     (row,) = reproduce.plan("short", bench_dir=tmp_path)
     per_epoch = 50_000 + 10_000 / 3
     expected = 10 * 30 * per_epoch * (1 / 20_000 + 1 / 10_000) / 3600
     assert row.basis == ("measured",) and row.gpu_hours == pytest.approx(expected)
+    # a throughput measured on 224x224 crops is not that of 32x32 images, nor the reverse
+    for target, args in [("short", ["arch=resnet50", "norm=bn"]), ("imagenet", ["arch=wrn"])]:
+        (other,) = reproduce.plan(target, args, bench_dir=tmp_path)
+        assert other.basis == ("MACs",), (target, args)
 
 
 def test_the_plan_counts_the_jobs_the_command_launches_at_their_width(tmp_path, capsys):

@@ -63,13 +63,15 @@ def _macs(arch: str, classes: int, size: int, options: tuple) -> int:
     return forward_macs(arch, "bn", classes, size, **dict(options))
 
 
-def measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
-    """Training images/s per (arch, norm) from GPU rows of results/bench/*.csv (paper size; the
-    default implementation, eager: what a run does unless told otherwise)."""
-    out: dict[tuple[str, str], float] = {}
+def measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str, int], float]:
+    """Training images/s per (arch, norm, input size) from GPU rows of results/bench/*.csv (full
+    width; the default implementation, eager: what a run does unless told otherwise). The input
+    size is part of the key: a network's cost grows with its pixels (ResNet-50 on 32x32 CIFAR
+    images is ~50x cheaper than on 224x224 ImageNet crops)."""
+    out: dict[tuple[str, str, int], float] = {}
     for path in sorted(Path(bench_dir).glob("*.csv")):
         frame = pd.read_csv(path)
-        if not {"arch", "norm", "images_per_s", "device_type"} <= set(frame.columns):
+        if not {"arch", "norm", "input_size", "images_per_s", "device_type"} <= set(frame.columns):
             continue
         gpu = frame[(frame["device_type"] == "cuda") & (frame.get("width_mult", 1.0) == 1.0)]
         if "impl" in gpu.columns:
@@ -77,7 +79,7 @@ def measured_images_per_s(bench_dir: Path) -> dict[tuple[str, str], float]:
         if "compile" in gpu.columns:
             gpu = gpu[~gpu["compile"].astype(str).str.lower().isin(["true", "1"])]
         for _, row in gpu.iterrows():
-            out[(row["arch"], row["norm"])] = float(row["images_per_s"])
+            out[(row["arch"], row["norm"], int(row["input_size"]))] = float(row["images_per_s"])
     return out
 
 
@@ -101,14 +103,15 @@ def job_seconds(
     cfg, measured: dict, tflops: float, val_size: int | None = None
 ) -> tuple[float, str]:
     """Training seconds of one composed job and what the estimate rests on: measured images/s
-    (GPU rows at full width), else forward MACs at the job's width, classes and resolution. Each
-    epoch trains on the training set less the validation split (``val_size``, default the
-    config's) and evaluates the split and the test set."""
+    (GPU rows at full width and the dataset's image size), else forward MACs at the job's width,
+    classes and resolution. Each epoch trains on the training set less the validation split
+    (``val_size``, default the config's) and evaluates the split and the test set."""
     info = dataset_info(cfg.dataset.name)
     held_out = cfg.dataset.val_size if val_size is None else val_size
     trained, evaluated = info.train_size - held_out, info.test_size + held_out
     arch = {"in_channels": info.channels, **options(cfg, "arch")}
-    ips = measured.get((cfg.arch.name, cfg.norm.name)) if arch.get("width_mult", 1.0) == 1 else None
+    key = (cfg.arch.name, cfg.norm.name, info.image_size)
+    ips = measured.get(key) if arch.get("width_mult", 1.0) == 1 else None
     if ips:
         return cfg.epochs * (trained + evaluated / 3) / ips, "measured"
     macs = _macs(cfg.arch.name, info.num_classes, info.image_size, tuple(sorted(arch.items())))
