@@ -33,11 +33,11 @@ from equinorm.bench.profile import markdown, profiles
 from equinorm.bench.step import step_times, variants
 from equinorm.errors import EquinormError
 from equinorm.experiment.checks import device as parse_device
+from equinorm.launch.reproduce import BENCH_DIR  # where make plan reads the rows
 from equinorm.layers import NORMS, get_norm
 from equinorm.layers.equiconv import IMPLS
 from equinorm.models import ARCHS
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench"
 GPU_ARCHS = {"wrn": 1.0, "preact_resnet152": 1.0, "resnet50": 1.0}
 CPU_ARCHS = {"preact_resnet18": 1.0, "wrn": 0.25, "preact_resnet152": 0.25}
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["step", "loader", "all", "profile"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=BENCH_DIR)
     parser.add_argument(
         "--archs", nargs="+", choices=list(ARCHS), help="architectures (default: per device)"
     )

@@ -243,6 +243,24 @@ def test_tune_plan_counts_both_stages(capsys):
     assert "cifar10_wrn_short: schedule.lr in {0.025, 0.05, 0.1, 0.2, 0.4}" in out
 
 
+def test_plans_read_the_checkouts_benchmarks_from_any_working_directory(
+    tmp_path, monkeypatch, capsys
+):
+    """equinorm-tune --plan run where the results live (not the checkout) read no benchmark and
+    said 4x fewer GPU-hours for ImageNet than make plan, without a word; both read the rows
+    scripts/bench.py writes, and name what the estimate rests on."""
+    from equinorm.launch.reproduce import plan
+    from equinorm.launch.tune import main
+
+    monkeypatch.chdir(tmp_path)
+    (row,) = plan("imagenet")
+    assert row.basis == ("measured",)
+    assert main(["experiment=imagenet_resnet50", "--plan"]) == 0
+    stage1 = capsys.readouterr().out.splitlines()[-2].split("|")
+    assert int(stage1[2]) == row.tune_jobs and f"{row.tune_hours:,.1f}" == stage1[3].strip()
+    assert stage1[4].strip() == "measured"
+
+
 def test_a_bad_tune_request_is_one_line(capsys):
     from equinorm.launch.tune import main
 

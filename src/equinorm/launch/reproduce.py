@@ -48,6 +48,9 @@ TARGETS["all"] = [
     e for t in ("cifar10", "cifar100", "svhn", "imagenet", "short") for e in TARGETS[t]
 ]
 DEFAULT_TFLOPS = 175.0  # = WRN (1.46 GMACs/image, x6 for a training step) at 20k images/s
+# where scripts/bench.py writes its rows: the checkout's results/bench, whatever the working
+# directory (an installed wheel has none: every estimate is then from MACs)
+BENCH_DIR = Path(__file__).resolve().parents[3] / "results" / "bench"
 
 
 def sweep_jobs(experiment: str, overrides: list[str] = ()) -> list[list[str]]:
@@ -123,7 +126,7 @@ def plan(
     target: str,
     overrides: list[str] = (),
     tflops: float = DEFAULT_TFLOPS,
-    bench_dir: Path = Path("results/bench"),
+    bench_dir: Path = BENCH_DIR,
 ) -> list[PlanRow]:
     """Per experiment of ``target``: exactly the jobs ``make reproduce-<target> ARGS=...`` would
     launch, each composed and checked as the trainer checks it (a bad override raises)."""
@@ -165,7 +168,7 @@ def _trials(sweeper) -> int:
 def plan_markdown(
     targets: list[str],
     tflops: float = DEFAULT_TFLOPS,
-    bench_dir: Path = Path("results/bench"),
+    bench_dir: Path = BENCH_DIR,
     overrides: list[str] = (),
 ) -> str:
     """The plan table of ``targets`` under the Hydra ``overrides`` (e.g. ``seed=0,1,2``,

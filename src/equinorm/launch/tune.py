@@ -30,7 +30,13 @@ from equinorm.argtypes import number, seeds
 from equinorm.errors import ConfigError
 from equinorm.experiment.command import composed, describe
 from equinorm.experiment.identity import value_text
-from equinorm.launch.reproduce import DEFAULT_TFLOPS, job_seconds, measured_images_per_s, on_slurm
+from equinorm.launch.reproduce import (
+    BENCH_DIR,
+    DEFAULT_TFLOPS,
+    job_seconds,
+    measured_images_per_s,
+    on_slurm,
+)
 from equinorm.report.cli import main as report
 from equinorm.report.collect import collect
 from equinorm.report.tuning import (
@@ -166,15 +172,16 @@ def plan(args) -> str:
     """Runs and estimated GPU-hours of both stages (stage 2 at the experiment's value: each
     norm's pick changes its cost little; a pick equal to it adds no run)."""
     study, argv1, base, _ = design(args)
-    measured = measured_images_per_s("results/bench")
-    lines = ["| stage | runs | est. GPU-hours |", "|---|---:|---:|"]
+    measured = measured_images_per_s(BENCH_DIR)
+    lines = ["| stage | runs | est. GPU-hours | basis |", "|---|---:|---:|---|"]
     for stage, argv in (("1 (tuning)", argv1), ("2 (final)", base)):
         jobs = experiments.jobs(argv)
-        hours = 0.0
+        hours, bases = 0.0, set()
         for _, cfg in composed(jobs):
             build.check(cfg, devices_here=False)
-            hours += job_seconds(cfg, measured, args.tflops)[0] / 3600
-        lines.append(f"| {stage} | {len(jobs)} | {hours:,.1f} |")
+            seconds, basis = job_seconds(cfg, measured, args.tflops)
+            hours, bases = hours + seconds / 3600, bases | {basis}
+        lines.append(f"| {stage} | {len(jobs)} | {hours:,.1f} | {', '.join(sorted(bases))} |")
     grid = ", ".join(study.grid)
     return "\n".join([f"{study.experiment}: {study.key} in {{{grid}}}", *lines])
 
