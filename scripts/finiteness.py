@@ -22,6 +22,7 @@ from equinorm.argtypes import number
 from equinorm.data.fabricate import write_cifar, write_imagenet
 from equinorm.train.run import run
 
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "finiteness"  # the checkout's
 EXPERIMENTS = {  # one per architecture and recipe
     "cifar10_wrn_overfit": "wrn",
     "cifar10_preresnet152_mixup": "preact_resnet152",
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=number(int), default=300)
     p.add_argument("--batches", type=number(int), default=25, help="steps per epoch")
     p.add_argument("--threads", type=number(int), default=2)
-    p.add_argument("--out", type=Path, default=Path("results/finiteness/cpu-2cores.csv"))
+    p.add_argument("--out", type=Path, default=RESULTS / "cpu-2cores.csv")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
