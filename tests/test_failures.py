@@ -223,8 +223,9 @@ def test_a_device_out_of_memory_is_one_line(tmp_path, monkeypatch):
         raise torch.OutOfMemoryError(said)
 
     monkeypatch.setattr(trainer_mod.Trainer, "step", step)
+    cfg = compose_cfg(*SHORT, results=tmp_path)
     with pytest.raises(torch.OutOfMemoryError) as raised:
-        run(compose_cfg(*SHORT, results=tmp_path))
+        run(cfg)
     line = machine_error(raised.value)
     assert isinstance(line, EquinormError)
     assert str(line) == (
@@ -232,6 +233,22 @@ def test_a_device_out_of_memory_is_one_line(tmp_path, monkeypatch):
         "GiB of which 1.06 GiB is free: the run needs less memory: a smaller train.batch_size "
         "(in evaluation: train.eval_batch_size), or a device with more memory"
     )
+    # the run's own log ends with it (it ended at its last epoch line, without a word)
+    last = (Path(cfg.run_dir) / "train.log").read_text().splitlines()[-1]
+    assert last.endswith(f"[ERROR] failed: {line}"), last
+
+
+def test_a_failed_runs_log_ends_with_a_bugs_traceback(tmp_path, monkeypatch):
+    def step(*args, **kwargs):
+        raise ZeroDivisionError("a bug of ours")
+
+    monkeypatch.setattr(trainer_mod.Trainer, "step", step)
+    cfg = compose_cfg(*SHORT, results=tmp_path)
+    with pytest.raises(ZeroDivisionError):
+        run(cfg)
+    text = (Path(cfg.run_dir) / "train.log").read_text()
+    said = text[text.index("[ERROR] failed with an unexpected error (a bug? please report it)") :]
+    assert "Traceback" in said and said.rstrip().endswith("ZeroDivisionError: a bug of ours")
 
 
 def test_torch_compile_without_a_compiler_is_one_line(tmp_path):

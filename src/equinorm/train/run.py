@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from equinorm.data.loaders import source_of
-from equinorm.errors import EquinormError
+from equinorm.errors import EquinormError, machine_error, one_line
 from equinorm.experiment.checks import device as resolve_device
 from equinorm.experiment.checks import virtual_devices
 from equinorm.run import checkpoint as ckpt
@@ -108,6 +109,27 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         distributed.shutdown()
 
 
+def _last_words(handler: logging.FileHandler, exc: Exception, run_dir: Path) -> None:
+    """End the run's train.log with why it failed, as the console says it (the job logs that
+    there): the one line of the suite's and the machine's errors, else a bug's traceback."""
+    exc = machine_error(exc, run_dir) or exc
+    known = isinstance(exc, EquinormError)
+    record = logging.makeLogRecord(
+        {
+            "name": log.name,
+            "levelno": logging.ERROR,
+            "levelname": "ERROR",
+            "msg": f"failed: {one_line(exc)}"
+            if known
+            else "failed with an unexpected error (a bug? please report it)",
+            "exc_info": None if known else (type(exc), exc, exc.__traceback__),
+        }
+    )
+    with contextlib.suppress(OSError, ValueError):  # a full disk: the error itself goes on
+        handler.stream.write(handler.format(record) + handler.terminator)
+        handler.stream.flush()
+
+
 def _percent(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else "n/a"
 
@@ -167,6 +189,10 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         return summary
     except (Preempted, KeyboardInterrupt, SystemExit):  # SystemExit: submitit requeued the job
         outcome = "stopped"
+        raise
+    except Exception as exc:
+        if file_log is not None:
+            _last_words(file_log, exc, rundir.path)
         raise
     finally:
         if dist.is_main:
