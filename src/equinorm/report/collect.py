@@ -41,13 +41,17 @@ class Results:
         return sorted(self.runs["experiment"].unique()) if len(self.runs) else []
 
 
-def _read_csv(path: Path, numeric: bool = False) -> pd.DataFrame:
-    """The table (``numeric``: every value a number, or empty/nan); raises ``ValueError`` naming
-    what is wrong, ``FileNotFoundError`` when there is none."""
+def _read_csv(path: Path, numeric: bool = False, needs: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The table (``numeric``: every value a number, or empty/nan; ``needs``: columns it must
+    have); raises ``ValueError`` naming what is wrong, ``FileNotFoundError`` when there is
+    none."""
     try:
         frame = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ValueError(str(exc).strip().splitlines()[-1]) from exc
+    missing = [c for c in needs if c not in frame.columns]
+    if missing:  # a damaged header: a header of other columns, or a line of text
+        raise ValueError(f"no {', '.join(missing)} column (its header: {', '.join(frame.columns)})")
     if numeric:
         for col in frame.columns:
             values = pd.to_numeric(frame[col], errors="coerce")
@@ -101,7 +105,7 @@ def collect(results_dir: str | Path) -> Results:
             continue
         history, unread = None, ""  # unread: why a run that has epochs has no curves
         try:
-            history = _read_csv(rundir.history_path, numeric=True)
+            history = _read_csv(rundir.history_path, numeric=True, needs=("epoch",))
         except FileNotFoundError:
             if (summary or {}).get("status") in ("complete", "diverged"):
                 unread = "no history.csv"
