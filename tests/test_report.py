@@ -693,6 +693,7 @@ def test_a_damaged_tree_still_gets_every_other_figure_and_table(tree, capsys):
     (cell / "cifar10-wrn-bn" / "seed=0" / "history.csv").unlink()  # complete, no history
     no_epochs = cell / "cifar10-wrn-bn" / "seed=1" / "history.csv"  # a header of other words
     no_epochs.write_text("lr,test_acc\n0.1,50\n")  # was a KeyError: 'epoch'
+    (cell / "cifar10-wrn-equi" / "seed=3" / "equilibrium.csv").write_text("foo,bar\n1,2\n")
     assert main(["--results", str(tree)]) == 0
     err = capsys.readouterr().err
     assert "seed=1/history.csv: line 32: epoch = 'garbage' is not a number" in err
@@ -700,6 +701,7 @@ def test_a_damaged_tree_still_gets_every_other_figure_and_table(tree, capsys):
     assert "cifar10-wrn-gn/seed=0/config.yaml: no readable identity" in err
     assert "cifar10-wrn-bn/seed=0/history.csv: not found" in err
     assert "bn/seed=1/history.csv: no epoch column (its header: lr, test_acc)" in err
+    assert "seed=3/equilibrium.csv: no epoch, layer, positive, negative columns" in err
     table = (tree / "tables" / f"{exp}.md").read_text()
     assert "Unreadable: EquiNorm seed 1: history.csv line 32" in table
     assert "Unreadable: BatchNorm seed 0: no history.csv" in table

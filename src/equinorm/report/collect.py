@@ -41,6 +41,9 @@ class Results:
         return sorted(self.runs["experiment"].unique()) if len(self.runs) else []
 
 
+EQUILIBRIUM = ("epoch", "layer", "positive", "negative")  # equilibrium.csv's columns
+
+
 def _read_csv(path: Path, numeric: bool = False, needs: tuple[str, ...] = ()) -> pd.DataFrame:
     """The table (``numeric``: every value a number, or empty/nan; ``needs``: columns it must
     have); raises ``ValueError`` naming what is wrong, ``FileNotFoundError`` when there is
@@ -51,7 +54,9 @@ def _read_csv(path: Path, numeric: bool = False, needs: tuple[str, ...] = ()) ->
         raise ValueError(str(exc).strip().splitlines()[-1]) from exc
     missing = [c for c in needs if c not in frame.columns]
     if missing:  # a damaged header: a header of other columns, or a line of text
-        raise ValueError(f"no {', '.join(missing)} column (its header: {', '.join(frame.columns)})")
+        named, header = ", ".join(missing), ", ".join(frame.columns)
+        plural = "s" if len(missing) > 1 else ""
+        raise ValueError(f"no {named} column{plural} (its header: {header})")
     if numeric:
         for col in frame.columns:
             values = pd.to_numeric(frame[col], errors="coerce")
@@ -161,7 +166,7 @@ def collect(results_dir: str | Path) -> Results:
         if history is not None and len(history):
             histories.append(history.assign(**key, status=status))
         try:
-            eq = _read_csv(seed_dir / "equilibrium.csv")
+            eq = _read_csv(seed_dir / "equilibrium.csv", needs=EQUILIBRIUM)
         except FileNotFoundError:
             eq = None
         except (ValueError, OSError) as exc:
