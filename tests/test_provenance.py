@@ -134,6 +134,18 @@ def test_an_attempt_with_uncommitted_changes_keeps_a_diff_that_gives_back_its_co
     git("apply", str(run_dir / "code-2.diff"), cwd=copy)  # the commit + the diff: the code run
     assert (copy / "layer.py").read_text() == "eps = 1e-6\n"
     assert (copy / "mine.yaml").read_text() == "name: x\n"
+    # a damaged record was replaced without a word, and the next dirty attempt's diff
+    # overwrote code-1.diff/code-2.diff, the code of an earlier attempt: both are kept now
+    (run_dir / "provenance.json").write_text("{ damaged")
+    kept = (run_dir / "code-2.diff").read_bytes()
+    try:
+        provenance.start_attempt(run_dir, torch.device("cpu"), 1, outputs=outputs)
+    finally:
+        provenance.code.cache_clear()
+        provenance.changes.cache_clear()
+    assert (run_dir / "provenance.json.bad").read_text() == "{ damaged"
+    ((again),) = _attempts(run_dir)
+    assert again["diff"] == "code-3.diff" and (run_dir / "code-2.diff").read_bytes() == kept
 
 
 def test_an_install_from_a_git_url_records_its_commit(tmp_path, monkeypatch):

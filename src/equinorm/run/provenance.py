@@ -17,6 +17,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import socket
@@ -30,6 +31,7 @@ import torch
 
 from equinorm import __version__, atomic
 
+log = logging.getLogger("equinorm")
 FILE = "provenance.json"
 SOURCE = Path(__file__).resolve().parents[3]  # the checkout's root in a source install
 
@@ -210,14 +212,21 @@ def attempt(
     }
 
 
+def _attempts(path: Path) -> list[dict] | None:
+    """The attempts recorded in ``path``: [] when there is no record, None when it is damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        return None
+    attempts = data.get("attempts") if isinstance(data, dict) else None
+    return attempts if isinstance(attempts, list) else None
+
+
 def read(run_dir: str | Path) -> list[dict]:
     """The attempts recorded in ``run_dir`` ([] when none or unreadable)."""
-    try:
-        data = json.loads((Path(run_dir) / FILE).read_text())
-    except (OSError, ValueError):
-        return []
-    attempts = data.get("attempts") if isinstance(data, dict) else None
-    return attempts if isinstance(attempts, list) else []
+    return _attempts(Path(run_dir) / FILE) or []
 
 
 def _write(run_dir: Path, attempts: list[dict]) -> None:
@@ -232,11 +241,24 @@ def start_attempt(
     outputs: str | None = None,
     **execution,
 ) -> None:
-    """Record a new attempt; one made with uncommitted changes keeps them in ``code-<k>.diff``."""
-    attempts = read(run_dir)
+    """Record a new attempt; one made with uncommitted changes keeps them in ``code-<k>.diff``
+    (``k``: the attempt's number, or past every earlier attempt's diff). A damaged
+    record is kept as ``provenance.json.bad``, and said, before a new one starts."""
+    path = Path(run_dir) / FILE
+    attempts = _attempts(path)
+    if attempts is None:
+        path.replace(path.with_name(f"{FILE}.bad"))
+        log.warning(
+            "%s was unreadable: kept as %s.bad; the attempts before this one are recorded there "
+            "only",
+            path,
+            FILE,
+        )
+        attempts = []
     entry = attempt(device, world_size, overrides, outputs, **execution)
     if entry.get("diff_sha256"):
-        entry["diff"] = f"code-{len(attempts) + 1}.diff"
+        earlier = [int(d.stem[5:]) for d in path.parent.glob("code-*.diff") if d.stem[5:].isdigit()]
+        entry["diff"] = f"code-{max([len(attempts), *earlier]) + 1}.diff"  # never an earlier one
         atomic.write_text(Path(run_dir) / entry["diff"], changes(outputs))
     _write(Path(run_dir), [*attempts, entry])
 
