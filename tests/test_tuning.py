@@ -332,6 +332,10 @@ def test_stage_1_failures_are_named_not_offered_a_resume():
     assert "1 failed, e.g. " + error + " (--val-size sets it): fix that" in line
     assert "resume" not in line and "2 job(s) (bn schedule.lr=0.05 seed 0, ...)" in line
     assert _unfinished(runs.iloc[1:], missing[1:]).endswith("run the same command again to resume")
+    # --stage 2 before stage 1 was told to run itself again, which found the same nothing
+    assert _unfinished(runs.iloc[1:], missing[1:], ran=False).endswith(
+        ": run stage 1 (--stage 1, or no --stage)"
+    )
 
 
 def test_the_study_file_round_trips(tmp_path):

@@ -150,21 +150,23 @@ def _train(argv: list[str], wait: bool = True):
     return proc.wait() if wait else proc
 
 
-def _unfinished(tuning, missing: list[str]) -> str:
-    """Why stage 1 has no pick yet: runs to resume, or failures to fix first (their error)."""
+def _unfinished(tuning, missing: list[str], ran: bool = True) -> str:
+    """Why stage 1 has no pick yet: runs to resume, or failures to fix first (their error);
+    ``ran``: whether this command ran stage 1 (``--stage 2`` does not: stage 1 trains them)."""
     jobs = f"{missing[0]}{', ...' if len(missing) > 1 else ''}"
+    again = "run the same command again" if ran else "run stage 1 (--stage 1, or no --stage)"
     failed = tuning[tuning["status"] == "failed"]
     if failed.empty:
         return (
-            f"stage 1 has no finished run for {len(missing)} job(s) ({jobs}): run the same "
-            "command again to resume"
+            f"stage 1 has no finished run for {len(missing)} job(s) ({jobs}): {again}"
+            f"{' to resume' if ran else ''}"
         )
     error = failed["error"].iloc[0]
     if error.startswith(f"{VAL_KEY}="):
         error += " (--val-size sets it)"
     return (
         f"stage 1 has no finished run for {len(missing)} job(s) ({jobs}); {len(failed)} failed, "
-        f"e.g. {error}: fix that, then run the same command again"
+        f"e.g. {error}: fix that, then {again}"
     )
 
 
@@ -206,7 +208,7 @@ def run(args) -> int:
         print(f"{norm}: {study.key}={p['value']}, median val acc {p['median_val_acc']:.2f}{edge}")
     print(f"wrote {path}", flush=True)
     if missing:
-        print(f"equinorm: {_unfinished(tuning, missing)}", file=sys.stderr)
+        print(f"equinorm: {_unfinished(tuning, missing, args.stage != '2')}", file=sys.stderr)
         return 1
     failed = False
     if args.stage in ("2", "all"):
