@@ -5,6 +5,8 @@ calibrating a torchvision net, and the fold through ONNX + onnxruntime."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -110,9 +112,16 @@ def test_convert_swaps_plain_convolutions_and_calibrates_only_their_means():
     assert torch.equal(net.bn1.running_mean, bn_before)  # calibration touches only EquiNorm
     assert not net.training and not net.conv1.training  # modes restored
     assert net.conv1.momentum == 0.1
-    assert calibrate(net, iter(batches), batches=2) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pixels in [0, 1]: nothing to say
+        assert calibrate(net, iter(batches), batches=2) == 2
     expected = torch.stack([b.mean(dim=(0, 2, 3)) for b in batches[:2]]).mean(0)
     torch.testing.assert_close(net.conv1.running_mean, expected)
+    # standardized images (torchvision's recipe) into a converted stem: an EquiConv2d's output
+    # std was 871 on zero-mean inputs where [0, 1] pixels give 0.3, and nothing said so
+    standardized = [torch.randn(4, 3, 32, 32) - 0.5 for _ in range(2)]
+    with pytest.warns(UserWarning, match=r"channel means below 0 \(conv1\).*\[0, 1\] pixels"):
+        calibrate(net, standardized, batches=2)
 
 
 def test_convert_where_picks_the_convolutions_by_qualified_name():

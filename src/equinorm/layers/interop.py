@@ -3,7 +3,7 @@ protocol, converting a trained network's plain convolutions, and calibrating the
 that evaluation uses.
 
     model = timm.create_model("resnetv2_18", conv_layer=TimmEquiConv2d)
-    convert_to_equinorm(torchvision.models.resnet18(weights=...), calibrate=loader, batches=20)
+    convert_to_equinorm(torchvision.models.resnet18(weights=...), calibrate_on=loader, batches=20)
 
 FX tracing (torchvision's and timm's feature extractors), ``torch.jit.trace`` and strict loads of
 plain ``Conv2d`` checkpoints work on the layer itself (:mod:`equinorm.layers.equiconv`).
@@ -11,6 +11,7 @@ plain ``Conv2d`` checkpoints work on the layer itself (:mod:`equinorm.layers.equ
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -142,4 +143,15 @@ def calibrate(model: nn.Module, data: Iterable, batches: int = 10) -> int:
             m.train(training)
     for layer in layers if seen else []:
         layer.running_mean.copy_(sums[layer] / seen)
+    names = {m: name for name, m in model.named_modules()}
+    signed = [names[m] or "the model" for m in layers if seen and (m.running_mean < 0).any()]
+    if signed:  # standardized images into a converted stem: the denominator crosses zero
+        more = f" and {len(signed) - 3} more" if len(signed) > 3 else ""
+        warnings.warn(
+            f"EquiConv2d inputs with channel means below 0 ({', '.join(signed[:3])}{more}): "
+            "EquiNorm assumes inputs >= 0 (pixels in [0, 1] or a ReLU's output; paper 5.2), and "
+            "its denominator crosses zero with signed ones; feed [0, 1] pixels (no "
+            "standardization), or leave those layers out (convert_to_equinorm's where=)",
+            stacklevel=2,
+        )
     return seen
