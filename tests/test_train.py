@@ -385,6 +385,18 @@ def test_an_online_wandb_run_that_cannot_reach_wandb_logs_offline(tmp_path, monk
     assert "logging offline" in caplog.text and "no such host" in caplog.text
 
 
+def test_wandbs_own_older_mode_names_are_its_modes(monkeypatch):
+    """A WANDB_MODE=dryrun set for other projects (wandb accepts it: offline) failed every run:
+    "Invalid value 'dryrun', expected one of [offline, online, disabled]"."""
+    from equinorm import experiment
+    from equinorm.experiment.schema import WandbMode
+
+    for given, mode in [("dryrun", WandbMode.offline), ("run", WandbMode.online)]:
+        monkeypatch.setenv("WANDB_MODE", given)
+        assert experiment.compose(list(SHORT)).wandb.mode is mode  # the environment's
+        assert compose_cfg(*SHORT, f"wandb.mode={given}").wandb.mode is mode
+
+
 OFFLINE_RUN = """
 import sys
 from equinorm.train.wandb_logger import WandbLogger, release

@@ -58,6 +58,8 @@ class WandbMode(str, Enum):
     offline = "offline"
     online = "online"
     disabled = "disabled"
+    dryrun = "offline"  # wandb's own older names (a WANDB_MODE=dryrun of other projects'), aliases
+    run = "online"
 
 
 # -- dataset ------------------------------------------------------------------------------------
