@@ -156,6 +156,9 @@ BAD = [  # (command line, what the one line must name)
     (f"-m --config-path {CONF_DIR} norm=equi,bn norm.stat_fraction=2", "stat_fraction must be"),
     ("-cp myconf", "--config-path myconf: not a folder holding train.yaml"),  # Hydra: 4 lines
     ("--experimental-rerun x/config.pickle", "no .hydra/config.pickle"),  # Hydra: a traceback
+    # Hydra: "Sweeping over Hydra's configuration is not supported", in 3 lines and exit 1
+    ("-m hydra.sweeper.params.seed=range(2)", "not a sweep; sweep seed itself: -m seed=range(2)"),
+    ("-m hydra.verbose=true,false", "hydra.verbose=true,false: a key of Hydra's own takes one"),
 ]
 
 

@@ -307,6 +307,14 @@ def probes(overrides: Sequence[str], params=None) -> list[list[str]]:
 def _sweep_config(overrides: Sequence[str]) -> DictConfig:
     """A sweep's config under its command line's fixed overrides (its sweeper, its params)."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
+    for o in parsed:
+        if o.is_sweep_override() and o.is_hydra_override():  # Hydra: its error in 3 lines
+            key, value = o.key_or_group, o.input_line.partition("=")[2]
+            param = key.removeprefix("hydra.sweeper.params.")
+            raise ConfigError(
+                f"{o.input_line}: a key of Hydra's own takes one value, not a sweep"
+                + (f"; sweep {param} itself: -m {param}={value}" if param != key else "")
+            )
     return compose_raw([o.input_line for o in parsed if not o.is_sweep_override()])
 
 
