@@ -119,6 +119,7 @@ class Progress:
     history: list[dict] = field(default_factory=list)
     equilibrium: list[dict] = field(default_factory=list)
     elapsed: float = 0.0
+    epoch_elapsed: float = 0.0  # seconds the epoch in progress took before a preemption
 
 
 class Trainer:
@@ -185,6 +186,7 @@ class Trainer:
             "history": s.history,
             "equilibrium": s.equilibrium,
             "elapsed": s.elapsed,
+            "epoch_elapsed": s.epoch_elapsed,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -211,6 +213,7 @@ class Trainer:
             list(state["history"]),
             list(state["equilibrium"]),
             float(state["elapsed"]),
+            float(state.get("epoch_elapsed", 0.0)),  # older checkpoints: the resumed part only
         )
         self.sums = Sums.from_state(state["sums"], self.device)
 
@@ -256,8 +259,10 @@ class Trainer:
                 self.snapshot()
                 start = time.perf_counter()
                 stopped = self.train_epoch(epoch, guard)
-                self.state.elapsed += time.perf_counter() - start
-                if stopped == "preempted":
+                spent = time.perf_counter() - start
+                self.state.elapsed += spent
+                if stopped == "preempted":  # the resumed attempt adds the rest of the epoch
+                    self.state.epoch_elapsed += spent
                     self.save_checkpoint()
                     self.write_summary("running")
                     log.warning("preempted during epoch %d: checkpoint written", epoch + 1)
@@ -267,7 +272,8 @@ class Trainer:
                 if stopped == "diverged" or not math.isfinite(train["train_loss"]):
                     return self.diverge(epoch, train)
                 scores = self.evaluate()
-                epoch_time = time.perf_counter() - start
+                epoch_time = self.state.epoch_elapsed + time.perf_counter() - start
+                self.state.epoch_elapsed = 0.0
                 self.end_epoch(epoch, train, scores, epoch_time)
         return self.finish()
 
