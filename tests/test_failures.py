@@ -255,6 +255,16 @@ def test_a_device_out_of_memory_is_one_line(tmp_path, monkeypatch):
         "GiB of which 1.06 GiB is free: the run needs less memory: a smaller train.batch_size "
         "(in evaluation: train.eval_batch_size), or a device with more memory"
     )
+    # the CPU's allocator says it in a RuntimeError (it was "a bug? please report it")
+    refused = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 10000000000000 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    assert str(machine_error(refused)) == (
+        "the CPU's memory ran out (DefaultCPUAllocator: can't allocate memory: you tried to "
+        "allocate 10000000000000 bytes): the run needs less memory: a smaller train.batch_size "
+        "(in evaluation: train.eval_batch_size), or more memory for the job"
+    )
     # the run's own log ends with it (it ended at its last epoch line, without a word)
     last = (Path(cfg.run_dir) / "train.log").read_text().splitlines()[-1]
     assert last.endswith(f"[ERROR] failed: {line}"), last

@@ -47,6 +47,7 @@ MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ES
 _WORKER_KILLED = re.compile(
     r"DataLoader worker \(pid (\d+)\) is killed by signal: (Killed|Bus error)"
 )
+_CPU_ALLOC = re.compile(r"DefaultCPUAllocator: can't allocate memory: [^.]*")  # torch's words
 _WORKER_CAUSE = {
     "Killed": "SIGKILL: most often the kernel's out-of-memory killer; fewer dataset.workers or "
     "more memory for the job",
@@ -57,12 +58,19 @@ _WORKER_CAUSE = {
 
 def out_of_memory(error: BaseException) -> EquinormError | None:
     """One line for a device that ran out of memory (torch's ``OutOfMemoryError``, named here
-    so that this module imports no torch) or a DataLoader worker killed by the machine."""
+    so that this module imports no torch; on the CPU, its allocator's RuntimeError) or a
+    DataLoader worker killed by the machine."""
     if type(error).__name__ == "OutOfMemoryError":
         head, free, _ = one_line(error).partition(" is free")  # torch's sentences up to there
         return EquinormError(
             f"{head}{free}: the run needs less memory: a smaller train.batch_size (in evaluation: "
             "train.eval_batch_size), or a device with more memory"
+        )
+    cpu = _CPU_ALLOC.search(str(error))
+    if cpu:  # malloc refused (a request larger than the machine can give): a RuntimeError
+        return EquinormError(
+            f"the CPU's memory ran out ({cpu[0]}): the run needs less memory: a smaller "
+            "train.batch_size (in evaluation: train.eval_batch_size), or more memory for the job"
         )
     killed = _WORKER_KILLED.search(str(error))
     if killed:
