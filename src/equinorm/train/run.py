@@ -113,18 +113,13 @@ def _last_words(handler: logging.FileHandler, exc: Exception, run_dir: Path) -> 
     """End the run's train.log with why it failed, as the console says it (the job logs that
     there): the one line of the suite's and the machine's errors, else a bug's traceback."""
     exc = machine_error(exc, run_dir) or exc
-    known = isinstance(exc, EquinormError)
-    record = logging.makeLogRecord(
-        {
-            "name": log.name,
-            "levelno": logging.ERROR,
-            "levelname": "ERROR",
-            "msg": f"failed: {one_line(exc)}"
-            if known
-            else "failed with an unexpected error (a bug? please report it)",
-            "exc_info": None if known else (type(exc), exc, exc.__traceback__),
-        }
-    )
+    if isinstance(exc, EquinormError):
+        why, trace = f"failed: {one_line(exc)}", None
+    else:
+        why = "failed with an unexpected error (a bug? please report it)"
+        trace = (type(exc), exc, exc.__traceback__)
+    fields = {"name": log.name, "levelno": logging.ERROR, "levelname": "ERROR"}
+    record = logging.makeLogRecord({**fields, "msg": why, "exc_info": trace})
     with contextlib.suppress(OSError, ValueError):  # a full disk: the error itself goes on
         handler.stream.write(handler.format(record) + handler.terminator)
         handler.stream.flush()
