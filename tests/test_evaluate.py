@@ -139,6 +139,17 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(
         load(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))  # a path as a user writes it in Python
     assert load(f"~/{good.relative_to(tmp_path)}").epoch == 2
+    # a norm whose package is not installed here: its sentence, not a KeyError's quoted repr
+    foreign = good.parent.parent / "digits-preact_resnet18-cwn" / "seed=0"
+    shutil.copytree(good, foreign)
+    config = (foreign / "config.yaml").read_text()
+    (foreign / "config.yaml").write_text(config.replace("name: bn", "name: cwn"))
+    capsys.readouterr()
+    assert cli.main([str(foreign)]) == 1
+    assert capsys.readouterr().err == (
+        f"equinorm-evaluate: {foreign}: unknown norm 'cwn'; valid norms: equi, bn, gn, ws_gn, wn, "
+        "none\n"
+    )
 
 
 def test_datasets_that_moved_are_one_line_and_found_with_data_root(data_root, tmp_path, capsys):

@@ -29,8 +29,12 @@ _QUALIFIED = re.compile(r"^(?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*(?:Error|Exception):
 
 def one_line(exc: BaseException) -> str:
     """An exception's sentence: its message's first line, or -- for an error re-raised with a
-    worker's traceback in its message -- the last one; its type when it has no message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    worker's traceback in its message -- the last one; its type when it has no message. A
+    ``KeyError``'s sentence without the quotes its ``str`` adds."""
+    text = str(exc)
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        text = exc.args[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     line = lines[-1] if any("Traceback (most recent call last)" in x for x in lines) else lines[0]
