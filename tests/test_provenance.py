@@ -144,7 +144,7 @@ def test_an_attempt_with_uncommitted_changes_keeps_a_diff_that_gives_back_its_co
         provenance.code.cache_clear()
         provenance.changes.cache_clear()
     assert (run_dir / "provenance.json.bad").read_text() == "{ damaged"
-    ((again),) = _attempts(run_dir)
+    (again,) = _attempts(run_dir)
     assert again["diff"] == "code-3.diff" and (run_dir / "code-2.diff").read_bytes() == kept
 
 
