@@ -96,6 +96,15 @@ def test_launch_runs_a_multirun_or_one_torchrun_per_job_then_the_report(monkeypa
     assert len(runs) == 4 and all("--nproc_per_node=2" in c for c in runs)
     assert runs[0][-4:] == ["norm=equi", "seed=0", "experiment=cifar10_wrn_short", "debug=smoke"]
     assert runs[3][-4:-2] == ["norm=bn", "seed=1"]
+    # ARGS="results_dir=DIR" trained there and reported on results/: "no runs", exit 1
+    for argv, where in [
+        (["short", "--", "results_dir=/tmp/elsewhere", "seed=0"], "/tmp/elsewhere"),
+        (["short", "--results", "/tmp/mine", "--", "results_dir=/tmp/other"], "/tmp/mine"),
+    ]:
+        calls.clear()
+        assert reproduce.main(argv) == 0
+        assert [o for o in calls[0] if o.startswith("results_dir=")][-1] == f"results_dir={where}"
+        assert calls[-1][:3] == ["report", "--results", where], calls[-1]
 
 
 def test_make_plan_honours_overrides_and_the_readme_shows_what_it_prints(capsys):

@@ -227,6 +227,7 @@ def _launch_cluster(target: str, overrides: list[str], nproc, results_dir, detac
     jobs = [["-m", f"experiment={e}", *overrides] for e in TARGETS[target]]
     if not _checked(target, overrides):  # against the partition too, before any submission
         return 2
+    results_dir = results_dir or _results_dir(target, overrides)
     logs = Path(results_dir) / "sweeps"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -261,6 +262,13 @@ def _launch_cluster(target: str, overrides: list[str], nproc, results_dir, detac
     return code
 
 
+def _results_dir(target: str, overrides: list[str]) -> str:
+    """Where the target's jobs write their runs -- ``results_dir`` as its first job composes it
+    (``--results`` or a ``results_dir=`` of the overrides) -- and so where its report reads."""
+    first = sweep_jobs(TARGETS[target][0], overrides)[0]
+    return str(experiments.compose(first).results_dir)
+
+
 def _report(target: str, results_dir: str) -> int:
     args = ["--results", results_dir]
     for experiment in TARGETS[target]:
@@ -272,17 +280,19 @@ def launch(
     target: str,
     overrides: list[str],
     nproc: int = 1,
-    results_dir: str = "results",
+    results_dir: str | None = None,
     detach: bool = False,
 ) -> int:
-    """Run every experiment of ``target`` (skipping finished runs), then the report. A failing job
-    or experiment does not stop the others; the exit code is 1 if any failed. On SLURM
+    """Run every experiment of ``target`` (skipping finished runs), then the report of
+    ``results_dir`` (default: where the jobs write). A failing job or experiment does not stop
+    the others; the exit code is 1 if any failed. On SLURM
     (``hydra/launcher=submitit_slurm_*``): every experiment submitted at once, ``nproc`` tasks per
     job, and with ``detach`` no waiting (:func:`_launch_cluster`)."""
     if on_slurm(overrides):
         return _launch_cluster(target, overrides, nproc, results_dir, detach)
     if not _checked(target, overrides):  # none launched: not the first experiments only
         return 2
+    results_dir = results_dir or _results_dir(target, overrides)
     searched = nproc > 1 and [  # one torchrun per job spells out a grid; a search draws its own
         e for e in TARGETS[target] if experiments.searches([f"experiment={e}", *overrides])
     ]
@@ -345,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_TFLOPS,
         help="assumed sustained TFLOP/s where nothing was measured",
     )
-    parser.add_argument("--results", default="results", help="results directory (for the report)")
+    parser.add_argument(
+        "--results",
+        default="results",
+        help="where the runs go and the report reads (default: results, or a results_dir= of "
+        "the overrides)",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
@@ -363,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.results != "results":
         overrides.append(f"results_dir={args.results}")
-    return launch(args.target, overrides, args.nproc, args.results, args.detach)
+    return launch(args.target, overrides, args.nproc, detach=args.detach)
 
 
 if __name__ == "__main__":
