@@ -162,6 +162,15 @@ def test_a_local_search_under_torchrun_is_one_line(monkeypatch, tmp_path, capsys
     assert reproduce.launch("short", grid, nproc=2, results_dir=str(tmp_path)) == 1
 
 
+def test_detach_without_slurm_is_one_line_not_a_foreground_run(monkeypatch, capsys):
+    """DETACH=1 without a SLURM launcher ran every sweep in the foreground, as if not given."""
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("launched"))
+    with pytest.raises(SystemExit) as stop:
+        reproduce.main(["short", "--detach", "--", "seed=0"])
+    assert stop.value.code == 2
+    assert "--detach (DETACH=1) returns once a SLURM launcher" in capsys.readouterr().err
+
+
 def test_on_slurm_a_request_that_does_not_fit_submits_nothing(monkeypatch, tmp_path, capsys):
     fits = "hydra.launcher.mem_gb=64 exceeds"
     monkeypatch.setattr(reproduce, "preflight", lambda argv, check: fits)

@@ -376,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(table)
         return 0
+    if args.detach and not on_slurm(overrides):  # the sweeps would run here all the same
+        parser.error(
+            "--detach (DETACH=1) returns once a SLURM launcher has submitted the jobs; without "
+            "one (hydra/launcher=submitit_slurm_*) they run in this process: use nohup or tmux"
+        )
     if args.results != "results":
         overrides.append(f"results_dir={args.results}")
     return launch(args.target, overrides, args.nproc, detach=args.detach)
