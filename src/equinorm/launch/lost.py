@@ -15,11 +15,17 @@ sweep resumes the run from its last checkpoint.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 from hydra.core.utils import JobReturn, JobStatus
 
 from equinorm.errors import EquinormError
+
+#: how long a SLURM job without a result may show FAILED before it counts as lost, and how often
+#: the scheduler is asked meanwhile: a job requeued at its time limit shows FAILED for a moment,
+#: until the requeue reaches the accounting records that sacct reads
+GRACE_S, POLL_S = 30.0, 2.0
 
 
 class JobLostError(EquinormError):
@@ -41,6 +47,21 @@ def why(job) -> str:
     )
 
 
+def scheduled_again(job, slurm: bool) -> bool:
+    """Whether ``job``, which ended without a result, has one after all or is scheduled again.
+    submitit's watcher keeps a finished state for good, so its cache is cleared (its public
+    ``clear``) before each question; a SLURM job that shows FAILED is asked again for
+    :data:`GRACE_S` (a cancelled one, CANCELLED, is lost at once)."""
+    deadline = time.monotonic() + (GRACE_S if slurm else 0.0)
+    while True:
+        job.watcher.clear()
+        if job.paths.result_pickle.exists() or not job.done(force_check=True):
+            return True
+        if time.monotonic() >= deadline or str(job.state).upper() != "FAILED":
+            return False
+        time.sleep(POLL_S)
+
+
 @contextlib.contextmanager
 def lost_jobs_fail_alone(lost: list[Lost] | None = None):
     """While open, a submitit job that has no result returns ``[Lost(...)]`` from ``results()``
@@ -48,6 +69,7 @@ def lost_jobs_fail_alone(lost: list[Lost] | None = None):
     Its overrides are those Hydra's launcher submitted it with (the call's first argument). A job
     that the scheduler still has (requeued) is waited for again."""
     from submitit.core import core, utils
+    from submitit.slurm.slurm import SlurmJob
 
     results = core.Job.results
 
@@ -58,7 +80,7 @@ def lost_jobs_fail_alone(lost: list[Lost] | None = None):
             except utils.UncompletedJobError:
                 # SLURM shows a job requeued at its time limit FAILED for a moment, between the
                 # first attempt's end and the requeue: asked again, it is pending, so wait on
-                if job.paths.result_pickle.exists() or not job.done(force_check=True):
+                if scheduled_again(job, isinstance(job, SlurmJob)):
                     continue
             overrides = list(job.submission().args[0])
             one = Lost(overrides=overrides, status=JobStatus.COMPLETED, why=why(job))
