@@ -35,6 +35,7 @@ from equinorm.experiment.checks import options
 from equinorm.experiment.command import composed, describe, preflight
 from equinorm.report.cli import main as report
 from equinorm.report.tuning import KEY, POINTS, SEEDS, VAL_KEY, tuning_val_size
+from equinorm.run.provenance import SOURCE  # the checkout's root
 from equinorm.train import build
 
 TARGETS: dict[str, list[str]] = {
@@ -50,7 +51,7 @@ TARGETS["all"] = [
 DEFAULT_TFLOPS = 175.0  # = WRN (1.46 GMACs/image, x6 for a training step) at 20k images/s
 # where scripts/bench.py writes its rows: the checkout's results/bench, whatever the working
 # directory (an installed wheel has none: every estimate is then from MACs)
-BENCH_DIR = Path(__file__).resolve().parents[3] / "results" / "bench"
+BENCH_DIR = SOURCE / "results" / "bench"
 
 
 def sweep_jobs(experiment: str, overrides: list[str] = ()) -> list[list[str]]:
