@@ -139,6 +139,27 @@ def test_the_optuna_lr_preset_searches_one_norm_on_the_validation_split(tmp_path
     assert rows == len({s["variant"]["schedule.lr"] for s in trials})
 
 
+def test_a_stored_study_run_again_adds_new_trials_not_copies(tmp_path):
+    """Rerunning a study kept in a storage (what docs/tuning.md says adds trials) drew the first
+    run's values again with the preset's seeded sampler: every trial a skipped run, and the study
+    holding each value twice."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["-m", "experiment=digits_demo", "hparams_search=optuna_lr", "norm=bn", "debug=smoke"]
+    args += ["dataset.val_size=300", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}"]
+    args += ["hydra.sweeper.study_name=bn_lr", f"results_dir={tmp_path / 'r'}"]
+    first = run_cli(*args, cwd=tmp_path)
+    again = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == again.returncode == 0, again.stdout[-3000:]
+    assert "sweep of 2 job(s): 2 complete" in again.stdout, again.stdout[-3000:]
+    assert "holds 2 trial(s)" in again.stdout
+    trials = optuna.load_study(study_name="bn_lr", storage=storage).trials
+    assert len({t.params["schedule.lr"] for t in trials}) == len(trials) == 4
+    unnamed = run_cli(*args[:-2], "hydra.sweeper.n_trials=1", args[-1], cwd=tmp_path)
+    assert "without hydra.sweeper.study_name keeps this search as a new study" in unnamed.stdout
+
+
 def test_a_searching_sweeper_gets_its_params_without_the_experiments_grid():
     grid = ["experiment=digits_demo"]
     assert len(experiment.jobs(grid)) == 15  # equinorm's sweeper: 3 norms x 5 seeds

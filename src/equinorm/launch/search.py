@@ -9,6 +9,10 @@ does for them what equinorm's sweeper does for its grid.
   (:func:`equinorm.launch.sweeper.local_batch`).
 - Under submitit's launchers a trial whose process ended without a result (killed: out of
   memory, ``scancel``) is a failed trial, as under the grid sweeper (:mod:`equinorm.launch.lost`).
+- A study kept in a storage (Optuna's ``storage`` and ``study_name``) and run again draws new
+  trials: its seeded sampler would draw the first run's values again, each a finished run
+  skipped and a copy in the study, so its seed moves on by the trials the study holds
+  (:func:`continued`); a storage without a study name is a new study each time, said in one line.
 - At the end the jobs it launched (each records itself, :mod:`equinorm.run.jobs`) are tallied
   like a grid sweep's -- complete, diverged, failed with its one line -- into ``tally.txt`` beside
   the sweeper's own results (Optuna's ``optimization_results.yaml``); the command exits 1 when a
@@ -22,7 +26,7 @@ import contextlib
 import sys
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from equinorm import experiment
 from equinorm.experiment.checks import submitit
@@ -55,12 +59,11 @@ class Search(Callback):
         params = experiment.sweep_params(config)
         with read_write(config.hydra), open_dict(config.hydra.sweeper):
             config.hydra.sweeper.params = params
+            continued(config.hydra.sweeper)
         if not config.dataset.get("val_size"):
-            print(
-                "equinorm: the search is scored on the test set (no validation split): add "
-                "dataset.val_size=N to score it on N held-out training images",
-                file=sys.stderr,
-                flush=True,
+            say(
+                "the search is scored on the test set (no validation split): add "
+                "dataset.val_size=N to score it on N held-out training images"
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -73,3 +76,36 @@ class Search(Callback):
             record_lost(lost, rundir, cfg)
             jobs.append((list(lost.overrides), rundir, False))
         report_tally(jobs, config.hydra.sweep.dir)
+
+
+def continued(sweeper: DictConfig) -> None:
+    """Moves a stored study's sampler seed on by the trials the study holds (Optuna's sweeper
+    builds its sampler after this callback), so that a rerun adds trials rather than copies."""
+    storage = sweeper.get("storage")
+    if not storage or "study_name" not in sweeper:  # not a stored Optuna study
+        return
+    if sweeper.study_name is None:
+        say(
+            "hydra.sweeper.storage without hydra.sweeper.study_name keeps this search as a new "
+            "study; name it (hydra.sweeper.study_name=NAME) to add a later run's trials to it"
+        )
+        return
+    seed = OmegaConf.select(sweeper, "sampler.seed")
+    if seed is None:  # an unseeded sampler draws anew anyway
+        return
+    import optuna  # the sweeper's own dependency: only when it is the sweeper
+
+    try:
+        held = len(optuna.load_study(study_name=sweeper.study_name, storage=storage).trials)
+    except KeyError:  # no such study yet: the seed as given
+        return
+    if held:
+        sweeper.sampler.seed = seed + held
+        say(
+            f"study {sweeper.study_name!r} holds {held} trial(s): its sampler draws with seed "
+            f"{seed} + {held}, not the first run's values again"
+        )
+
+
+def say(line: str) -> None:
+    print(f"equinorm: {line}", file=sys.stderr, flush=True)
