@@ -165,6 +165,21 @@ def test_a_blown_up_test_loss_reads_in_exponent_form(tree):
     assert "| 0.100 (0.100-0.100) |" in md  # EquiNorm's, fixed point as before
 
 
+def test_a_test_loss_that_is_not_finite_is_counted_not_left_out_silently(tree):
+    """Complete runs whose test loss was NaN (a network that overflows in evaluation mode only)
+    left the loss column without a word: 'nan (nan-nan)', or a median over the other seeds."""
+
+    def nan_loss(seeds):
+        for seed in seeds:
+            path = tree / f"runs/cifar10_wrn_short/cifar10-wrn-bn/seed={seed}/summary.json"
+            path.write_text(json.dumps(json.loads(path.read_text()) | {"test_loss": None}))
+        return markdown(collect(tree), "cifar10_wrn_short")
+
+    assert "| 0.100 (0.100-0.100); 2 not finite |" in nan_loss([0, 1])  # BatchNorm's 3 seeds
+    assert "| not finite |" in nan_loss([2])
+    assert "| 0.100 (0.100-0.100) |" in nan_loss([])  # EquiNorm's, all finite, as before
+
+
 def test_failed_runs_and_expected_norms_without_runs_are_counted(tmp_path):
     exp = "cifar10_preresnet152_mixup"  # its sweep: equi, bn, gn x seeds 0-9
     write_run(tmp_path, exp, "cifar10-preact_resnet152-equi", 0, 96.0)

@@ -431,3 +431,33 @@ def test_an_offline_wandb_run_opens_no_connection(tmp_path):
         assert list((tmp_path / "wandb").glob("offline-run-*/*.wandb")), "nothing was logged"
         waiting, _, _ = select.select([server], [], [], 0)
         assert not waiting, "an offline run connected to wandb's server"
+
+
+def test_an_image_whose_outputs_are_not_finite_scores_as_wrong(caplog):
+    """argmax picks a NaN's class (0 for all-NaN outputs): a network overflowing in evaluation
+    mode scored the share of class-0 images; now those images are wrong, and the run says why."""
+    import math
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import torch
+
+    from equinorm.train.trainer import Trainer, score
+
+    class Images:
+        def iterate(self, epoch):
+            yield torch.zeros(4, 3), torch.tensor([0, 0, 0, 2])
+
+    def model(x):  # predicts class 0; image 1's outputs overflowed
+        out = torch.tensor([[1.0, 0.0, 0.0]]).repeat(len(x), 1)
+        out[1] = float("nan")
+        return out
+
+    scores = score(model, {"test": Images()}, nullcontext, "cpu")
+    assert scores["test_acc"] == 50.0 and math.isnan(scores["test_loss"])  # was 75
+    row = {"epoch": 3, "train_loss": 0.5, **scores, "val_loss": 1.0}
+    trainer = SimpleNamespace(_overflow_said=False, dist=SimpleNamespace(is_main=True))
+    for _ in range(2):
+        Trainer._say_overflow(trainer, row)
+    (said,) = [r.getMessage() for r in caplog.records]  # once a run
+    assert said.startswith("epoch 3: the test loss is not finite while the training loss is")

@@ -113,6 +113,7 @@ def finals(runs: pd.DataFrame) -> pd.DataFrame:
                 "loss_median": loss["median"],
                 "loss_q25": loss["q25"],
                 "loss_q75": loss["q75"],
+                "loss_n": loss["n"],  # complete runs whose test loss is finite
                 "complete": int((g["status"] == "complete").sum()),
                 "diverged": int((g["status"] == "diverged").sum()),
                 "failed": int((g["status"] == "failed").sum()),

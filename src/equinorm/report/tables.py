@@ -62,6 +62,16 @@ def _range(m: float, lo: float, hi: float, digits: int = 2) -> str:
     return f"{_number(m, digits)} ({_number(lo, digits)}-{_number(hi, digits)})"
 
 
+def _loss(f) -> str:
+    """The test loss over complete runs, saying how many of them it leaves out as not finite
+    (a network that overflows in evaluation mode only)."""
+    left_out = int(f["complete"]) - int(f["loss_n"])
+    if not f["loss_n"]:
+        return "not finite"
+    text = _range(f["loss_median"], f["loss_q25"], f["loss_q75"], 3)
+    return text + (f"; {left_out} not finite" if left_out else "")
+
+
 def cell_title(dataset: str, arch: str, variant: str) -> str:
     return f"{dataset} / {arch}" + (f" / {variant}" if variant else "")
 
@@ -129,7 +139,7 @@ def _row(dataset, arch, variant, norm, f, cell, paper, expected) -> dict:
             f"{diff:+.2f}" if not math.isnan(diff) else "-",
             overlap(ours, ref),
             versus,
-            _range(f["loss_median"], f["loss_q25"], f["loss_q75"], 3) if done else "-",
+            _loss(f) if done else "-",
             _counts_text(counts),
         ],
         "acc_median": ours["median"],

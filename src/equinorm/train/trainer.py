@@ -73,14 +73,15 @@ def autocast(device_type: str, dtype: torch.dtype | None):
 def score(model: nn.Module, splits: dict, autocast, device) -> dict:
     """``<split>_loss`` (cross-entropy) and ``<split>_acc`` (%) of ``model`` over every image of
     each loader of ``splits`` (``{name: loader}``; under DDP each rank's share), inside the
-    context ``autocast()``."""
+    context ``autocast()``. An image whose outputs are not all finite is wrong: argmax would
+    pick a NaN's class (0 for all-NaN outputs), scoring a network that overflows at chance."""
     s = torch.zeros(len(splits), 3, dtype=torch.float64, device=device)
     for i, loader in enumerate(splits.values()):
         for x, y in loader.iterate(0):
             with autocast():
                 logits = model(x)
             s[i, 0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
-            s[i, 1] += (logits.argmax(1) == y).sum()
+            s[i, 1] += ((logits.argmax(1) == y) & torch.isfinite(logits).all(1)).sum()
             s[i, 2] += len(y)
     scores = {}
     for name, (loss, correct, count) in zip(splits, all_reduce_sum(s).tolist(), strict=True):
@@ -159,6 +160,7 @@ class Trainer:
         self.state = Progress()
         self.sums = Sums.zeros(device)
         self._probe: Tensor | None = None
+        self._overflow_said = False  # the warning of a non-finite evaluation loss, said once
         self._pending = None  # DDP: the last step's all-reduced (signalled, non-finite) flags
         self._epoch_start: dict | None = None  # state at the epoch's start, for a replay
 
@@ -474,6 +476,24 @@ class Trainer:
             epoch_time,
             row["images_per_s"],
             eta(left),
+        )
+        self._say_overflow(row)
+
+    def _say_overflow(self, row: dict) -> None:
+        """Warns, once a run, when an evaluation loss is not finite while training's is: the
+        network overflows in evaluation mode only (BatchNorm's running variance, say)."""
+        bad = [k[: -len("_loss")] for k in ("test_loss", "val_loss") if k in row]
+        bad = [split for split in bad if not math.isfinite(row[f"{split}_loss"])]
+        said = self._overflow_said or not self.dist.is_main
+        if said or not bad or not math.isfinite(row["train_loss"]):
+            return
+        self._overflow_said = True
+        log.warning(
+            "epoch %d: the %s not finite while the training loss is: the network "
+            "overflows in evaluation mode (e.g. BatchNorm's running statistics); images whose "
+            "outputs are not finite count as wrong",
+            row["epoch"],
+            " and ".join(bad) + (" losses are" if len(bad) > 1 else " loss is"),
         )
 
     def equilibrium(self, epoch: int) -> list[dict]:
