@@ -22,7 +22,7 @@ from equinorm.errors import ConfigError
 from equinorm.report import collect
 from equinorm.report.cli import main as report
 from equinorm.report.target import rows_for
-from equinorm.report.tuning import Study, pick, stage1
+from equinorm.report.tuning import Study, pick, stage1, table
 from tests.conftest import write_run
 
 DIGITS = {"name": "digits", "val_size": 300, "workers": 0, "standardize": False}
@@ -134,6 +134,31 @@ def test_each_norm_gets_the_value_with_the_best_median_validation_accuracy():
     assert picks["bn"]["evidence"]["0.2"]["diverged"] == 2
     assert [n for n, p in picks.items() if p["edge"]] == ["gn"]
     assert missing == ["wn schedule.lr=0.2 seed 2"]
+
+
+def test_the_tuned_table_names_the_seeds_its_medians_leave_out():
+    """A final seed that diverged at the pick left the tuned column as 'n=4' beside BatchNorm's
+    'n=5', without a word: the norm that diverged read as if it had fewer seeds."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    runs = _tuning_runs(lambda *_: 50.0)
+    picks, _ = pick(stage1(runs, STUDY), STUDY)
+    study = replace(STUDY, picks=picks, norms=["equi", "bn"])
+    finals = [
+        {"norm": norm, "seed": seed, "status": status, "test_acc": 90.0 + seed}
+        for norm in ("equi", "bn")
+        for seed, status in enumerate(["complete"] * 3 + ["diverged", "failed"])
+        if norm == "equi" or seed < 3  # BatchNorm: 3 complete seeds
+    ]
+    finals = pd.DataFrame(finals).assign(
+        experiment=STUDY.experiment, val_acc=np.nan, wall_time_s=1.0, items=[{}] * len(finals)
+    )
+    both = pd.concat([runs.assign(wall_time_s=1.0), finals], ignore_index=True)
+    rows, _ = table(SimpleNamespace(runs=both), study)
+    by_norm = {row[0]: row for row in rows}
+    assert by_norm["EquiNorm"][3] == "91.00 (90.50-91.50), n=3; 1 diverged; 1 failed"
+    assert by_norm["BatchNorm"][3] == "91.00 (90.50-91.50), n=3"
 
 
 def test_choosing_never_reads_test_accuracy():

@@ -162,12 +162,16 @@ def stage2(runs: pd.DataFrame, study: Study, norm: str) -> pd.DataFrame:
     return mine[[items == want for items in mine["items"]]]
 
 
-def _acc(frame: pd.DataFrame) -> tuple[str, int]:
+def _acc(frame: pd.DataFrame) -> str:
+    """Test accuracy over the complete seeds, naming the seeds that are not (a norm that diverges
+    more is not flattered by a median over its survivors)."""
     done = frame[frame["status"] == "complete"]
+    others = frame.loc[frame["status"] != "complete", "status"].value_counts().sort_index()
+    rest = "".join(f"; {n} {status}" for status, n in others.items())
     if done.empty:
-        return "not run" if frame.empty else "no complete run", 0
+        return ("not run" if frame.empty else "no complete run") + rest
     s = iqr(done["test_acc"])
-    return f"{s['median']:.2f} ({s['q25']:.2f}-{s['q75']:.2f})", int(s["n"])
+    return f"{s['median']:.2f} ({s['q25']:.2f}-{s['q75']:.2f}), n={s['n']}{rest}"
 
 
 def _versus(frame: pd.DataFrame, norm: str) -> str:
@@ -202,18 +206,16 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
     for norm in sorted(set(tuning["norm"]) | set(study.norms), key=norm_sort_key):
         p = study.picks.get(norm)
         mine_tuning, mine_final = tuning[tuning["norm"] == norm], finals[finals["norm"] == norm]
-        text, n = _acc(mine_final)
         mine_untuned = untuned[untuned["norm"] == norm]
-        plain, m = _acc(mine_untuned)
         if mine_untuned.empty:
             unrun.append(norm)
         runs_used = len(mine_tuning) + len(mine_final)
         rows.append(
             [
                 norm_label(norm),
-                f"{plain}, n={m}" if m else plain,
+                _acc(mine_untuned),
                 (f"{p['value']}" + (" (grid edge)" if p["edge"] else "")) if p else "not picked",
-                f"{text}, n={n}" if n else text,
+                _acc(mine_final),
                 _versus(finals, norm) if p else "-",
                 f"{p['median_val_acc']:.2f}" if p else "-",
                 f"{runs_used}, {_hours(pd.concat([mine_tuning, mine_final])):.2f}",
