@@ -136,6 +136,21 @@ def test_each_norm_gets_the_value_with_the_best_median_validation_accuracy():
     assert missing == ["wn schedule.lr=0.2 seed 2"]
 
 
+def test_a_tie_in_images_goes_to_the_smaller_value_whatever_the_float_noise():
+    """Two tuning seeds' median is their mean: (290 + 294) / 2 and 292 of 300 held-out images
+    tie, but their accuracies in % differ in the last bit, and the larger lr was picked."""
+    study = Study("digits_demo", "schedule.lr", ["0.05", "0.1"], 300, [0, 1], "0.1")
+    acc = lambda images: 100.0 * images / 300  # noqa: E731 -- as the trainer scores
+    assert (acc(290) + acc(294)) / 2 != acc(292)  # the noise
+    rows = [
+        {"norm": "bn", "value": value, "seed": seed, "status": "complete", "val_acc": acc(k)}
+        for value, images in (("0.05", [292, 292]), ("0.1", [290, 294]))
+        for seed, k in enumerate(images)
+    ]
+    picks, _ = pick(pd.DataFrame(rows), study)
+    assert picks["bn"]["value"] == "0.05"
+
+
 def test_the_tuned_table_names_the_seeds_its_medians_leave_out():
     """A final seed that diverged at the pick left the tuned column as 'n=4' beside BatchNorm's
     'n=5', without a word: the norm that diverged read as if it had fewer seeds."""
@@ -191,6 +206,22 @@ def test_time_to_target_counts_the_seeds_that_never_reach_it(tmp_path):
     table = (tmp_path / "tables" / f"{exp}_time_to_target.md").read_text()
     assert "target 80.00 % (set by --target)" in table
     assert "| EquiNorm | 1 / 3 | 27.0 (27.0-27.0) | 27.0 (27.0-27.0) | 2 |" in table
+
+
+def test_an_accuracy_at_the_target_in_images_reaches_it_whatever_the_float_noise():
+    """BatchNorm's median of 93.00 and 93.04 % (9,300 and 9,304 of 10,000 images) minus 1 is
+    92.02000000000001: a seed at 92.02 % (9,202 images), exactly the target, was a miss."""
+    from equinorm.report.target import reached, target_of
+
+    bn = pd.DataFrame({"norm": "bn", "status": "complete", "test_acc": [93.0, 93.04]})
+    goal = target_of(bn, None)
+    history = pd.DataFrame(
+        {"experiment": "e", "dataset": "cifar10", "arch": "wrn", "variant": "", "norm": "equi"}
+        | {"seed": 0, "epoch": [1, 2], "test_acc": [50.0, 100.0 * 9202 / 10_000]}
+        | {"epoch_time_s": [1.0, 1.0]}
+    )
+    assert goal > 100.0 * 9202 / 10_000  # the noise
+    assert reached(history, goal)["at_epoch"].tolist() == [2.0]
 
 
 # -- the command -------------------------------------------------------------------------------
