@@ -321,6 +321,18 @@ def test_equal_paired_differences_tie_whatever_their_float_noise():
     assert noisy == exact and noisy.p_value == pytest.approx(0.2109375)
 
 
+def test_a_papers_median_on_our_quartile_agrees_whatever_the_float_noise():
+    """Our 25% quartile of 96.01 and 96.05 is interpolated to 96.02000000000001: the paper's
+    96.02 read as outside our IQR, and the verdict 'differs'."""
+    from equinorm.report.paper import PaperResult
+    from equinorm.report.stats import iqr
+    from equinorm.report.verdict import overlap
+
+    ours = iqr([80.0, 81.0, 96.01, 96.05, 99.0, 99.5, 99.6, 99.7, 99.8, 99.9])
+    assert ours["q25"] > 96.02  # the noise
+    assert overlap(ours, PaperResult(96.02)) == "agrees (paper's median in our IQR)"
+
+
 def test_report_script_writes_figures_and_tables_on_an_unseen_tree(tree, capsys):
     assert main(["--results", str(tree)]) == 0
     for name in (

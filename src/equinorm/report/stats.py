@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+#: accuracies (%) closer than this are equal: float noise (a mean of two, an interpolated
+#: quartile) sits in the last bits, one image of any test set at 0.002 or more
+NOISE = 1e-9
 CELL = ["dataset", "arch", "variant"]  # a cell of runs within an experiment (a table section)
 GROUP = ["experiment", *CELL, "norm"]  # one line of a figure, one row of a table (over seeds)
 

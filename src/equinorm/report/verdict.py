@@ -25,6 +25,7 @@ import numpy as np
 from scipy import stats
 
 from equinorm.report.paper import PaperResult
+from equinorm.report.stats import NOISE
 
 RESAMPLES = 10_000
 LEVEL = 0.95
@@ -102,9 +103,9 @@ def overlap(ours: dict, paper: PaperResult | None) -> str:
     if ours["n"] < MIN_SEEDS:
         return f"n too small (n = {ours['n']})"
     reasons = []
-    if ours["q25"] <= paper.median <= ours["q75"]:
+    if ours["q25"] - NOISE <= paper.median <= ours["q75"] + NOISE:  # our quartiles interpolate
         reasons.append("paper's median in our IQR")
-    if paper.q25 is not None and paper.q25 <= ours["median"] <= paper.q75:
+    if paper.q25 is not None and paper.q25 - NOISE <= ours["median"] <= paper.q75 + NOISE:
         reasons.append("our median in the paper's IQR")
     return f"agrees ({'; '.join(reasons)})" if reasons else "differs"
 
