@@ -160,6 +160,30 @@ def test_a_stored_study_run_again_adds_new_trials_not_copies(tmp_path):
     assert "without hydra.sweeper.study_name keeps this search as a new study" in unnamed.stdout
 
 
+def test_a_stored_studys_trial_a_stopped_search_left_running_is_asked_again_first(tmp_path):
+    """Ctrl-C during a stored study's trial left it running in the study for good, and the
+    rerun's new draws never came back to it: its run's checkpoint was never resumed."""
+    import optuna
+    from omegaconf import OmegaConf
+
+    from equinorm.launch.search import continued
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="bn_lr", storage=storage, direction="maximize")
+    study.tell(study.ask({"schedule.lr": optuna.distributions.LogUniformDistribution(0.01, 1)}), 90)
+    stopped = study.ask()
+    lr = stopped.suggest_float("schedule.lr", 0.01, 1.0, log=True)
+    sweeper = OmegaConf.create(
+        {"storage": storage, "study_name": "bn_lr", "sampler": {"seed": 0}, "n_trials": 2}
+    )
+    continued(sweeper)
+    states = [t.state.name for t in optuna.load_study(study_name="bn_lr", storage=storage).trials]
+    assert states == ["COMPLETE", "FAIL", "WAITING"]  # the stopped one failed, and queued again
+    again = study.ask()  # as the sweeper asks: the stopped trial's value first
+    assert again.suggest_float("schedule.lr", 0.01, 1.0, log=True) == lr
+    assert sweeper.sampler.seed == 2  # then new draws
+
+
 def test_a_searching_sweeper_gets_its_params_without_the_experiments_grid():
     grid = ["experiment=digits_demo"]
     assert len(experiment.jobs(grid)) == 15  # equinorm's sweeper: 3 norms x 5 seeds

@@ -9,10 +9,11 @@ does for them what equinorm's sweeper does for its grid.
   (:func:`equinorm.launch.sweeper.local_batch`).
 - Under submitit's launchers a trial whose process ended without a result (killed: out of
   memory, ``scancel``) is a failed trial, as under the grid sweeper (:mod:`equinorm.launch.lost`).
-- A study kept in a storage (Optuna's ``storage`` and ``study_name``) and run again draws new
-  trials: its seeded sampler would draw the first run's values again, each a finished run
-  skipped and a copy in the study, so its seed moves on by the trials the study holds
-  (:func:`continued`); a storage without a study name is a new study each time, said in one line.
+- A study kept in a storage (Optuna's ``storage`` and ``study_name``) and run again resumes the
+  trials a stopped search left running, then draws new ones: its seeded sampler would draw the
+  first run's values again, each a finished run skipped and a copy in the study, so its seed
+  moves on by the trials the study holds (:func:`continued`); a storage without a study name is
+  a new study each time, said in one line.
 - At the end the jobs it launched (each records itself, :mod:`equinorm.run.jobs`) are tallied
   like a grid sweep's -- complete, diverged, failed with its one line -- into ``tally.txt`` beside
   the sweeper's own results (Optuna's ``optimization_results.yaml``); the command exits 1 when a
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -79,31 +81,44 @@ class Search(Callback):
 
 
 def continued(sweeper: DictConfig) -> None:
-    """Moves a stored study's sampler seed on by the trials the study holds (Optuna's sweeper
-    builds its sampler after this callback), so that a rerun adds trials rather than copies."""
+    """A stored study run again (Optuna's sweeper builds its study and sampler after this
+    callback): the trials a stopped search left running are failed and asked again first, so
+    their runs resume; and a seeded sampler's seed moves on by the trials the study holds, so
+    that the rerun adds trials rather than copies of the first run's."""
     storage = sweeper.get("storage")
     if not storage or "study_name" not in sweeper:  # not a stored Optuna study
         return
-    if sweeper.study_name is None:
+    name = sweeper.study_name
+    if name is None:
         say(
             "hydra.sweeper.storage without hydra.sweeper.study_name keeps this search as a new "
             "study; name it (hydra.sweeper.study_name=NAME) to add a later run's trials to it"
         )
         return
-    seed = OmegaConf.select(sweeper, "sampler.seed")
-    if seed is None:  # an unseeded sampler draws anew anyway
-        return
     import optuna  # the sweeper's own dependency: only when it is the sweeper
 
     try:
-        held = len(optuna.load_study(study_name=sweeper.study_name, storage=storage).trials)
-    except KeyError:  # no such study yet: the seed as given
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no such study yet
         return
-    if held:
+    held = len(study.trials)
+    stopped = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for trial in stopped:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        with warnings.catch_warnings():  # Optuna 2.10 calls enqueue_trial experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.enqueue_trial(trial.params)
+    if stopped:
+        say(
+            f"study {name!r}: {len(stopped)} trial(s) a stopped search left running are recorded "
+            "failed and asked again first (their runs resume)"
+        )
+    seed = OmegaConf.select(sweeper, "sampler.seed")
+    if held and seed is not None:  # an unseeded sampler draws anew anyway
         sweeper.sampler.seed = seed + held
         say(
-            f"study {sweeper.study_name!r} holds {held} trial(s): its sampler draws with seed "
-            f"{seed} + {held}, not the first run's values again"
+            f"study {name!r} holds {held} trial(s): its sampler draws with seed {seed} + {held}, "
+            "not the first run's values again"
         )
 
 
