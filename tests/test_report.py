@@ -122,6 +122,20 @@ def test_a_cell_whose_runs_all_diverged_in_their_first_epoch_is_drawn_on_a_log_l
         assert png.width / png.height < 3, png.size
 
 
+def test_an_experiment_without_a_finished_epoch_says_why_it_has_no_figure(tmp_path, capsys):
+    """Every run diverged in its first epoch: the report wrote tables and no figure, silently."""
+    for seed in range(2):
+        args = dict(status="diverged", epochs=1, total=3, diverge_at=1)
+        write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", seed, 0.0, **args)
+    assert main(["--results", str(tmp_path)]) == 0
+    assert not (tmp_path / "figures" / "digits_demo.png").exists()
+    said = capsys.readouterr().err
+    assert "digits_demo: no figure: none of its runs has a finished epoch" in said
+    write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 2, 90.0)
+    assert main(["--results", str(tmp_path)]) == 0
+    assert "no figure" not in capsys.readouterr().err
+
+
 def test_paired_difference_equi_minus_bn_over_common_complete_seeds(tree):
     pairs = paired_difference(collect(tree).runs)
     row = pairs.iloc[0]

@@ -143,6 +143,12 @@ def write_report(
                 file=sys.stderr,
             )
         runs = results.runs[results.runs["experiment"] == experiment]
+        if not any(path.name == f"{experiment}.png" for path in staged):
+            print(
+                f"equinorm: {experiment}: no figure: none of its runs has a finished epoch "
+                "(each diverged in its first, or none has ended one yet)",
+                file=sys.stderr,
+            )
         apart = len(runs) - (main.runs["experiment"] == experiment).sum()
         if apart:
             print(
