@@ -494,6 +494,29 @@ def test_a_value_whose_runs_all_failed_makes_no_comparison(tmp_path):
     assert swept(collect(tmp_path).runs) == [("schedule.lr", ())]
 
 
+def test_a_comparisons_cells_name_the_seeds_their_medians_leave_out():
+    """A value with a failed or unfinished seed read 'n=2' beside its neighbours' 'n=3': only a
+    diverged seed was named."""
+    import pandas as pd
+
+    from equinorm.report.hparams import _table, summary
+
+    statuses = {"0.05": ["complete"] * 3, "0.1": ["complete", "complete", "failed", "unfinished"]}
+    runs = pd.DataFrame(
+        [
+            {"experiment": "e", "dataset": "cifar10", "arch": "wrn", "norm": "bn", "seed": seed}
+            | {"status": status, "test_acc": 90.0, "val_acc": None, "items": {"schedule.lr": lr}}
+            for lr, seeds in statuses.items()
+            for seed, status in enumerate(seeds)
+        ]
+    )
+    _, rows = _table(summary(runs, "schedule.lr"), "schedule.lr")
+    assert [row[2] for row in rows] == [
+        "90.00 (90.00-90.00), n=3",
+        "90.00 (90.00-90.00), n=2, 1 failed, 1 unfinished",
+    ]
+
+
 def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys):
     exp = "cifar10_wrn_overfit"  # its own lr: 0.1
     long = {f"dataset.augment.k{i}": "x" * 12 for i in range(8)}  # a hashed directory name

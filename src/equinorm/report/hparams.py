@@ -122,7 +122,7 @@ def metric(runs: pd.DataFrame) -> tuple[str, str]:
 
 def summary(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
     """Per (dataset, arch, norm, value): the final accuracy (:func:`metric`, its words in
-    ``attrs["read"]``) median/q25/q75 over complete seeds, and the complete and diverged counts."""
+    ``attrs["read"]``) median/q25/q75 over complete seeds, and the seeds of each status."""
     rows = []
     data = comparison_runs(runs, key, context)
     column, read = metric(data)
@@ -138,6 +138,8 @@ def summary(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
                 **iqr(done[column]),
                 "complete": len(done),
                 "diverged": int((g["status"] == "diverged").sum()),
+                "failed": int((g["status"] == "failed").sum()),
+                "unfinished": int((g["status"] == "unfinished").sum()),
             }
         )
     frame = pd.DataFrame(rows)
@@ -146,10 +148,12 @@ def summary(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
 
 
 def _cell(r) -> str:
+    """Median (IQR), n over the complete seeds, naming those that are not."""
+    rest = [f"{r[s]} {s}" for s in ("diverged", "failed", "unfinished") if r[s]]
     if not r["complete"]:
-        return f"- ({r['diverged']} diverged)" if r["diverged"] else "-"
+        return f"- ({', '.join(rest)})" if rest else "-"
     text = f"{r['median']:.2f} ({r['q25']:.2f}-{r['q75']:.2f}), n={r['complete']}"
-    return text + (f", {r['diverged']} diverged" if r["diverged"] else "")
+    return ", ".join([text, *rest])
 
 
 def _table(frame: pd.DataFrame, key: str) -> tuple[list[str], list[list[str]]]:
@@ -188,7 +192,7 @@ def write_comparison(
     md = [
         f"# {experiment}: {read} (%) against {against}",
         "",
-        "Median (25%-75%) over complete seeds, n = complete seeds.",
+        "Median (25%-75%) over complete seeds, n = complete seeds; the others named.",
         "",
         *markdown_table(header, rows, text_columns=2),
     ]
