@@ -152,6 +152,9 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/sweeper=optuna schedule.lr=interval(0.01,1)", "direction=minimize: each job"),
     ("-m hparams_search=optuna_lr hydra.sweeper.direction=minimize", "add hydra.sweeper.direct"),
     ("-m hparams_search=optuna_lr hydra.sweeper.direction=[maximize,minimize]", "=maximize,mini"),
+    # a study storage it cannot open: SQLAlchemy's traceback once the sweep had begun
+    ("-m hparams_search=optuna_lr hydra.sweeper.storage=sqlite:////no/such/st.db", "its folder"),
+    ("-m hparams_search=optuna_lr hydra.sweeper.storage=study.db", "not a database URL"),
     # --config-path skipped every check: a sweep's bad value was Hydra's 8 lines after sweeps/
     (f"-m --config-path {CONF_DIR} norm=equi,bn norm.stat_fraction=2", "stat_fraction must be"),
     ("-cp myconf", "--config-path myconf: not a folder holding train.yaml"),  # Hydra: 4 lines

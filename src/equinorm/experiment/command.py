@@ -306,7 +306,7 @@ def _checked(given: list[str], multirun: bool, check: Callable[[DictConfig], Non
                 raise ConfigError(f"job #{number} ({' '.join(job)}): {exc}") from None
     except (*experiment.COMPOSE_ERRORS, ConfigError) as exc:
         return describe(exc) + _renamed(given)
-    return _direction(sweeper) if multirun else None
+    return (_direction(sweeper) or _storage(sweeper)) if multirun else None
 
 
 def _shadowed(sources: list[str]) -> str | None:
@@ -350,6 +350,27 @@ def _direction(sweeper: DictConfig | None) -> str | None:
         "(final validation accuracy, else test), which a search maximizes: add "
         "hydra.sweeper.direction=maximize (hparams_search=optuna_lr sets it)"
     )
+
+
+def _storage(sweeper: DictConfig | None) -> str | None:
+    """The line for a study storage that cannot hold the study (Optuna's ``storage``): not a
+    database URL, or a SQLite file whose folder is not there or not writable -- SQLAlchemy's
+    traceback, once the sweep had begun."""
+    storage = None if sweeper is None else sweeper.get("storage")
+    if not isinstance(storage, str) or not storage:
+        return None
+    if "://" not in storage:
+        return (
+            f"hydra.sweeper.storage={storage}: not a database URL; a SQLite file is "
+            f"sqlite:///{storage} (relative to here) or sqlite:////abs/path/study.db"
+        )
+    folder = Path(storage.removeprefix("sqlite:///")).parent
+    if storage.startswith("sqlite:///") and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        return (
+            f"hydra.sweeper.storage={storage}: its folder {folder} is not there or not writable "
+            "(the study's SQLite file goes in it)"
+        )
+    return None
 
 
 def _renamed(given: list[str]) -> str:
