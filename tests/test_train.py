@@ -461,3 +461,40 @@ def test_an_image_whose_outputs_are_not_finite_scores_as_wrong(caplog):
         Trainer._say_overflow(trainer, row)
     (said,) = [r.getMessage() for r in caplog.records]  # once a run
     assert said.startswith("epoch 3: the test loss is not finite while the training loss is")
+
+
+def test_evaluation_shows_a_progress_bar_per_split():
+    """The training epoch had a bar and the evaluation none: ImageNet's 50,000 test images sat
+    minutes after the bar closed without a sign."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from equinorm.train.trainer import score
+
+    class Images:
+        def __init__(self, batches):
+            self.batches = batches
+
+        def __len__(self):
+            return self.batches
+
+        def iterate(self, epoch):
+            for _ in range(self.batches):
+                yield torch.zeros(2, 3), torch.tensor([0, 1])
+
+    shown = []
+
+    class Bar:
+        def __init__(self, total, name):
+            shown.append([name, total, 0, False])
+
+        def update(self):
+            shown[-1][2] += 1
+
+        def close(self):
+            shown[-1][3] = True
+
+    splits = {"test": Images(3), "val": Images(2)}
+    score(lambda x: torch.zeros(len(x), 3), splits, nullcontext, "cpu", Bar)
+    assert shown == [["test", 3, 3, True], ["val", 2, 2, True]]
