@@ -394,6 +394,19 @@ def test_stage_1_failures_are_named_not_offered_a_resume():
     )
 
 
+def test_a_report_of_stage_1_alone_says_where_its_runs_are(tmp_path, capsys):
+    """Before stage 2 every run is a tuning run, reported apart: the main figure is not drawn,
+    which the report put down to runs without a finished epoch."""
+    study = Study("digits_demo", "schedule.lr", ["0.05", "0.1"], 300, [0], "0.1", ["bn"])
+    study.write(tmp_path / "runs" / "digits_demo" / "tuned.json")
+    for lr in study.grid:
+        variant = study.tuning_variant(lr)
+        write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0, variant=variant)
+    assert report(["--results", str(tmp_path)]) == 0
+    said = capsys.readouterr().err
+    assert "digits_demo: no figure: its runs so far are its tuning study's" in said, said
+
+
 def test_the_study_file_round_trips(tmp_path):
     path = Path(tmp_path) / "tuned.json"
     STUDY.write(path)

@@ -144,11 +144,14 @@ def write_report(
             )
         runs = results.runs[results.runs["experiment"] == experiment]
         if not any(path.name == f"{experiment}.png" for path in staged):
-            print(
-                f"equinorm: {experiment}: no figure: none of its runs has a finished epoch "
-                "(each diverged in its first, or none has ended one yet)",
-                file=sys.stderr,
+            why = (  # the tuning runs have a report of their own
+                "none of its runs has a finished epoch (each diverged in its first, or none has "
+                "ended one yet)"
+                if (main.runs["experiment"] == experiment).any()
+                else f"its runs so far are its tuning study's ({experiment}_tuned.md, "
+                f"{experiment}_sensitivity.png)"
             )
+            print(f"equinorm: {experiment}: no figure: {why}", file=sys.stderr)
         apart = len(runs) - (main.runs["experiment"] == experiment).sum()
         if apart:
             print(
