@@ -177,11 +177,14 @@ def test_a_stored_studys_trial_a_stopped_search_left_running_is_asked_again_firs
         {"storage": storage, "study_name": "bn_lr", "sampler": {"seed": 0}, "n_trials": 2}
     )
     continued(sweeper)
-    states = [t.state.name for t in optuna.load_study(study_name="bn_lr", storage=storage).trials]
-    assert states == ["COMPLETE", "FAIL", "WAITING"]  # the stopped one failed, and queued again
+    states = lambda: [t.state.name for t in study.trials]  # noqa: E731
+    assert states() == ["COMPLETE", "RUNNING", "WAITING"]  # the stopped one, queued again
     again = study.ask()  # as the sweeper asks: the stopped trial's value first
     assert again.suggest_float("schedule.lr", 0.01, 1.0, log=True) == lr
     assert sweeper.sampler.seed == 2  # then new draws
+    study.tell(again, 91)
+    continued(sweeper)  # a third run: the stopped trial was asked again once already
+    assert states() == ["COMPLETE", "RUNNING", "COMPLETE"]
 
 
 def test_a_searching_sweeper_gets_its_params_without_the_experiments_grid():

@@ -80,10 +80,13 @@ class Search(Callback):
         report_tally(jobs, config.hydra.sweep.dir)
 
 
+ASKED_AGAIN = "equinorm_asked_again"  # the study's note of the running trials asked again
+
+
 def continued(sweeper: DictConfig) -> None:
     """A stored study run again (Optuna's sweeper builds its study and sampler after this
-    callback): the trials a stopped search left running are failed and asked again first, so
-    their runs resume; and a seeded sampler's seed moves on by the trials the study holds, so
+    callback): the trials a stopped search left running are asked again first, so their runs
+    resume; and a seeded sampler's seed moves on by the trials the study holds, so
     that the rerun adds trials rather than copies of the first run's."""
     storage = sweeper.get("storage")
     if not storage or "study_name" not in sweeper:  # not a stored Optuna study
@@ -102,16 +105,20 @@ def continued(sweeper: DictConfig) -> None:
     except KeyError:  # no such study yet
         return
     held = len(study.trials)
-    stopped = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    # left running: by a stopped search, or by one running now elsewhere, which Optuna cannot
+    # tell apart (no heartbeat), so they are not failed; asked again once (noted in the study)
+    asked = set(study.user_attrs.get(ASKED_AGAIN, []))
+    running = optuna.trial.TrialState.RUNNING
+    stopped = [t for t in study.trials if t.state == running and t.number not in asked]
     for trial in stopped:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         with warnings.catch_warnings():  # Optuna 2.10 calls enqueue_trial experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.enqueue_trial(trial.params)
     if stopped:
+        study.set_user_attr(ASKED_AGAIN, sorted(asked | {t.number for t in stopped}))
         say(
-            f"study {name!r}: {len(stopped)} trial(s) a stopped search left running are recorded "
-            "failed and asked again first (their runs resume)"
+            f"study {name!r}: {len(stopped)} trial(s) left running (a stopped search's) are "
+            "asked again first: their runs resume"
         )
     seed = OmegaConf.select(sweeper, "sampler.seed")
     if held and seed is not None:  # an unseeded sampler draws anew anyway
