@@ -21,6 +21,7 @@ from equinorm.run.record import RunDir, RunLockedError
 from equinorm.run.resume import PartialRunError
 from equinorm.train.evaluate import evaluate
 from equinorm.train.run import run
+from equinorm.train.signals import Preempted
 from tests.conftest import SHORT, compose_cfg, read_history, run_cli, run_dir_of
 
 VAL = [*SHORT, "dataset.val_size=200"]
@@ -115,6 +116,29 @@ def test_signal_is_handed_on_to_a_previous_handler_after_the_checkpoint(tmp_path
         signal.signal(signal.SIGUSR1, previous)
     assert calls == [(signal.SIGUSR1, True)]
     assert ckpt.load(run_dir_of(cfg) / "checkpoint.pt")["batch"] == 4
+
+
+def test_ctrl_c_during_the_last_evaluation_stops_the_process_once_the_run_is_recorded(
+    tmp_path, monkeypatch
+):
+    """A Ctrl-C after the last step's poll (the last evaluation, writing model.pt) set the
+    flag nobody read again: the run completed, and in a sweep the next job began, the Ctrl-C
+    gone."""
+    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
+    from equinorm.train import trainer as trainer_mod
+
+    real_evaluate = trainer_mod.Trainer.evaluate
+
+    def evaluate(self):
+        if self.state.epoch == 1:  # the last epoch's
+            signal.raise_signal(signal.SIGINT)  # handled before it returns
+        return real_evaluate(self)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "evaluate", evaluate)
+    with pytest.raises(Preempted, match="stopped by SIGINT once its run had ended"):
+        run(cfg)
+    summary = json.loads((run_dir_of(cfg) / "summary.json").read_text())
+    assert summary["status"] == "complete" and (run_dir_of(cfg) / "model.pt").exists()
 
 
 def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path, monkeypatch):

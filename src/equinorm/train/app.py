@@ -86,11 +86,13 @@ def _job(cfg: DictConfig, runtime) -> dict | None:
             return None
         _say(f"equinorm: {exc}; {_how_to_resume()}")
         sys.exit(128 + exc.signum)
-    except KeyboardInterrupt:  # Ctrl-C outside training (building, evaluating) or pressed twice
-        _say(
-            f"equinorm: interrupted (Ctrl-C); {cfg.run_dir} keeps its last checkpoint, if any: "
-            "run the same command again to resume"
+    except KeyboardInterrupt:  # Ctrl-C outside training (building, loading) or pressed twice
+        kept = (  # before the job had located its run: it has none yet
+            f"{cfg.run_dir} keeps its last checkpoint, if any"
+            if cfg.get("run_dir")
+            else "this job had not begun its run"
         )
+        _say(f"equinorm: interrupted (Ctrl-C); {kept}: run the same command again to resume")
         sys.exit(128 + signal.SIGINT)
     except Exception as exc:
         exc = machine_error(exc, cfg.get("run_dir")) or exc  # a full disk, a lost mount

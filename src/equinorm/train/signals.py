@@ -6,7 +6,9 @@ every step, writes a checkpoint (mid-epoch) and then hands the signal on: to the
 installed before (submitit's, which requeues the job through the Hydra launcher's ``checkpoint``
 and exits), or, if there was none (and always for SIGINT, whose default handler would print a
 traceback), by raising :class:`Preempted` so that the process exits with 128 + signal number and
-can be started again to resume. A second Ctrl-C before the checkpoint stops at once.
+can be started again to resume. A second Ctrl-C before the checkpoint stops at once. A signal
+that comes after the last poll (the last evaluation, the run's end) is handed on once the run has
+ended: a Ctrl-C there stops a sweep too, rather than vanish as its next job starts.
 
 A process that starts with SIGINT ignored keeps ignoring it, as Python itself does: a shell
 without job control runs ``cmd &`` that way so that the terminal's Ctrl-C, which reaches its whole
@@ -24,8 +26,9 @@ __all__ = ["Preempted", "PreemptionGuard"]
 
 
 class Preempted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} after writing a checkpoint")
+    def __init__(self, signum: int, ended: bool = False) -> None:
+        done = "once its run had ended" if ended else "after writing a checkpoint"
+        super().__init__(f"stopped by {signal.Signals(signum).name} {done}")
         self.signum = signum
 
 
@@ -68,11 +71,12 @@ class PreemptionGuard:
             signal.signal(sig, handler)
         self._previous = {}
 
-    def hand_on(self) -> None:
-        """After the checkpoint: run the previous handler of the signal, or raise Preempted."""
+    def hand_on(self, ended: bool = False) -> None:
+        """After the checkpoint (or the run's end, ``ended``): run the previous handler of the
+        signal, or raise Preempted."""
         signum = self.requested
         previous = self._previous.get(signum)
         self._restore()
         if callable(previous) and signum != signal.SIGINT:
-            previous(signum, None)  # e.g. submitit: requeue, then exit
-        raise Preempted(signum)
+            previous(signum, None)  # e.g. submitit: requeue (a finished run is then skipped)
+        raise Preempted(signum, ended)

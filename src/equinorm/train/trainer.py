@@ -262,27 +262,34 @@ class Trainer:
     def fit(self) -> dict:
         """Train from the current state to the end; returns the summary written to disk."""
         with PreemptionGuard(enabled=self.checkpoint_enabled) as guard:
-            while self.state.epoch < self.epochs:
-                epoch = self.state.epoch
-                self.snapshot()
-                start = time.perf_counter()
-                stopped = self.train_epoch(epoch, guard)
-                spent = time.perf_counter() - start
-                self.state.elapsed += spent
-                if stopped == "preempted":  # the resumed attempt adds the rest of the epoch
-                    self.state.epoch_elapsed += spent
-                    self.save_checkpoint()
-                    self.write_summary("running")
-                    log.warning("preempted during epoch %d: checkpoint written", epoch + 1)
-                    self.logger.finish(exit_code=1)
-                    guard.hand_on()
-                train = self.reduce_sums()
-                if stopped == "diverged" or not math.isfinite(train["train_loss"]):
-                    return self.diverge(epoch, train)
-                scores = self.evaluate()
-                epoch_time = self.state.epoch_elapsed + time.perf_counter() - start
-                self.state.epoch_elapsed = 0.0
-                self.end_epoch(epoch, train, scores, epoch_time)
+            summary = self._epochs(guard)
+            if guard.requested is not None:  # after the last poll: the run is recorded, and the
+                guard.hand_on(ended=True)  # signal still stops the process (a sweep's Ctrl-C)
+        return summary
+
+    def _epochs(self, guard: PreemptionGuard) -> dict:
+        """The epochs left, then the run's end (complete or diverged): its summary."""
+        while self.state.epoch < self.epochs:
+            epoch = self.state.epoch
+            self.snapshot()
+            start = time.perf_counter()
+            stopped = self.train_epoch(epoch, guard)
+            spent = time.perf_counter() - start
+            self.state.elapsed += spent
+            if stopped == "preempted":  # the resumed attempt adds the rest of the epoch
+                self.state.epoch_elapsed += spent
+                self.save_checkpoint()
+                self.write_summary("running")
+                log.warning("preempted during epoch %d: checkpoint written", epoch + 1)
+                self.logger.finish(exit_code=1)
+                guard.hand_on()
+            train = self.reduce_sums()
+            if stopped == "diverged" or not math.isfinite(train["train_loss"]):
+                return self.diverge(epoch, train)
+            scores = self.evaluate()
+            epoch_time = self.state.epoch_elapsed + time.perf_counter() - start
+            self.state.epoch_elapsed = 0.0
+            self.end_epoch(epoch, train, scores, epoch_time)
         return self.finish()
 
     def train_epoch(self, epoch: int, guard: PreemptionGuard) -> str | None:
