@@ -125,6 +125,28 @@ def test_a_long_sweep_says_it_is_being_checked_and_ctrl_c_there_is_one_line(
     assert not any(tmp_path.iterdir())
 
 
+def test_ctrl_c_before_a_job_has_located_its_run_names_no_run(monkeypatch, capsys):
+    """A sweep's Ctrl-C as its next job began: 'None keeps its last checkpoint, if any'."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from equinorm.train import app
+
+    def locate(cfg, choices):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app.experiment, "locate", locate)
+    runtime = SimpleNamespace(runtime=SimpleNamespace(choices={}), overrides=SimpleNamespace())
+    with pytest.raises(SystemExit) as stop:
+        app._job(OmegaConf.create({"run_dir": None}), runtime)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "equinorm: interrupted (Ctrl-C); this job had not begun its run: run the same command "
+        "again to resume"
+    ]
+
+
 def test_jobs_that_differ_only_in_seed_are_checked_as_if_each_were_composed():
     from omegaconf import OmegaConf
 
