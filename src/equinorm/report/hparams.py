@@ -40,7 +40,7 @@ from equinorm.report.figures import (
 )
 from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
 from equinorm.report.setup import describe
-from equinorm.report.stats import iqr
+from equinorm.report.stats import iqr, left_out
 from equinorm.report.tables import markdown_table, tex_table
 from equinorm.run.record import RunDir
 
@@ -138,8 +138,7 @@ def summary(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
                 **iqr(done[column]),
                 "complete": len(done),
                 "diverged": int((g["status"] == "diverged").sum()),
-                "failed": int((g["status"] == "failed").sum()),
-                "unfinished": int((g["status"] == "unfinished").sum()),
+                "left_out": left_out(g["status"]),
             }
         )
     frame = pd.DataFrame(rows)
@@ -149,7 +148,7 @@ def summary(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
 
 def _cell(r) -> str:
     """Median (IQR), n over the complete seeds, naming those that are not."""
-    rest = [f"{r[s]} {s}" for s in ("diverged", "failed", "unfinished") if r[s]]
+    rest = r["left_out"]
     if not r["complete"]:
         return f"- ({', '.join(rest)})" if rest else "-"
     text = f"{r['median']:.2f} ({r['q25']:.2f}-{r['q75']:.2f}), n={r['complete']}"

@@ -18,7 +18,7 @@ import pandas as pd
 
 from equinorm.report.collect import KEYS, Results
 from equinorm.report.paper import norm_label, norm_sort_key
-from equinorm.report.stats import NOISE, cells, in_cell, iqr
+from equinorm.report.stats import cells, in_cell, iqr, settled
 from equinorm.report.tables import BASELINE, cell_title, markdown_table, tex_table
 
 MARGIN = 1.0  # points below the baseline's median final accuracy
@@ -45,9 +45,9 @@ def reached(history: pd.DataFrame, target: float) -> pd.DataFrame:
     for key, g in history.groupby(KEYS, sort=True):
         g = g.sort_values("epoch")
         seconds = g["epoch_time_s"].astype(float).fillna(0).cumsum()
-        # an accuracy equal to the target in images may sit below it in its last bits (a median
-        # of two is their mean): reaching it is within float noise of it
-        hit = np.flatnonzero(g["test_acc"].astype(float).to_numpy() >= target - NOISE)
+        # the target is a median (of two: a mean), an accuracy equal to it in images may sit
+        # below it in its last bits
+        hit = np.flatnonzero(settled(g["test_acc"].astype(float).to_numpy()) >= settled(target))
         first = hit[0] if len(hit) else None
         rows.append(
             {

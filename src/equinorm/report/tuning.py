@@ -37,7 +37,7 @@ from equinorm.report.figures import (
     wrap,
 )
 from equinorm.report.paper import norm_color, norm_label, norm_line, norm_marker, norm_sort_key
-from equinorm.report.stats import iqr, paired_values
+from equinorm.report.stats import iqr, left_out, paired_values, settled
 from equinorm.report.tables import BASELINE, markdown_table, tex_table
 from equinorm.report.verdict import paired
 
@@ -141,9 +141,8 @@ def pick(tuning: pd.DataFrame, study: Study) -> tuple[dict, list[str]]:
         if lacking:
             missing += lacking
             continue
-        # medians equal in images differ in their last bits ((290 + 294) / 2 and 292 of 300
-        # held-out images): rounded, they tie, and the tie goes to the smaller value
-        best = min(mine.itertuples(), key=lambda r: (-round(r.median, 9), order[r.value]))
+        # medians equal in images ((290 + 294) / 2 and 292 of 300) tie: the smaller value
+        best = min(mine.itertuples(), key=lambda r: (-settled(r.median), order[r.value]))
         picks[norm] = {
             "value": best.value,
             "median_val_acc": best.median,
@@ -165,11 +164,9 @@ def stage2(runs: pd.DataFrame, study: Study, norm: str) -> pd.DataFrame:
 
 
 def _acc(frame: pd.DataFrame) -> str:
-    """Test accuracy over the complete seeds, naming the seeds that are not (a norm that diverges
-    more is not flattered by a median over its survivors)."""
+    """Test accuracy over the complete seeds, naming the seeds that are not."""
     done = frame[frame["status"] == "complete"]
-    others = frame.loc[frame["status"] != "complete", "status"].value_counts().sort_index()
-    rest = "".join(f"; {n} {status}" for status, n in others.items())
+    rest = "".join(f"; {seeds}" for seeds in left_out(frame["status"]))
     if done.empty:
         return ("not run" if frame.empty else "no complete run") + rest
     s = iqr(done["test_acc"])

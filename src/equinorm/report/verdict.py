@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from equinorm.report.paper import PaperResult
-from equinorm.report.stats import NOISE
+from equinorm.report.stats import settled
 
 RESAMPLES = 10_000
 LEVEL = 0.95
@@ -85,10 +85,7 @@ def wilcoxon_p(d: np.ndarray) -> float | None:
 
 def paired(d: np.ndarray) -> Paired | None:
     d = np.asarray(d, dtype=float)
-    # differences equal in images differ in their last bits from pair to pair (93.9 - 93.02 is
-    # 0.8800000000000097, 94.12 - 95.0 is -0.8799999999999955): rounded, they tie, as the
-    # signed-rank test must rank them, and p does not hang on float noise
-    d = np.round(d[np.isfinite(d)], 9)
+    d = settled(d[np.isfinite(d)])  # equal differences tie, as the signed-rank test ranks them
     if not len(d):
         return None
     lo, hi = bootstrap_median_ci(d)
@@ -103,9 +100,10 @@ def overlap(ours: dict, paper: PaperResult | None) -> str:
     if ours["n"] < MIN_SEEDS:
         return f"n too small (n = {ours['n']})"
     reasons = []
-    if ours["q25"] - NOISE <= paper.median <= ours["q75"] + NOISE:  # our quartiles interpolate
+    q25, median, q75 = settled([ours["q25"], ours["median"], ours["q75"]])  # interpolated
+    if q25 <= paper.median <= q75:
         reasons.append("paper's median in our IQR")
-    if paper.q25 is not None and paper.q25 - NOISE <= ours["median"] <= paper.q75 + NOISE:
+    if paper.q25 is not None and paper.q25 <= median <= paper.q75:
         reasons.append("our median in the paper's IQR")
     return f"agrees ({'; '.join(reasons)})" if reasons else "differs"
 
