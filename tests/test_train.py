@@ -463,7 +463,7 @@ def test_an_image_whose_outputs_are_not_finite_scores_as_wrong(caplog):
     assert said.startswith("epoch 3: the test loss is not finite while the training loss is")
 
 
-def test_evaluation_shows_a_progress_bar_per_split():
+def test_evaluation_shows_a_progress_bar_per_split(monkeypatch):
     """The training epoch had a bar and the evaluation none: ImageNet's 50,000 test images sat
     minutes after the bar closed without a sign."""
     from contextlib import nullcontext
@@ -485,9 +485,9 @@ def test_evaluation_shows_a_progress_bar_per_split():
 
     shown = []
 
-    class Bar:
-        def __init__(self, total, name):
-            shown.append([name, total, 0, False])
+    class Bar:  # as tqdm is called
+        def __init__(self, total, desc, **kwargs):
+            shown.append([desc, total, 0, False])
 
         def update(self):
             shown[-1][2] += 1
@@ -496,5 +496,9 @@ def test_evaluation_shows_a_progress_bar_per_split():
             shown[-1][3] = True
 
     splits = {"test": Images(3), "val": Images(2)}
-    score(lambda x: torch.zeros(len(x), 3), splits, nullcontext, "cpu", Bar)
-    assert shown == [["test", 3, 3, True], ["val", 2, 2, True]]
+    monkeypatch.setattr("tqdm.auto.tqdm", Bar)
+    score(lambda x: torch.zeros(len(x), 3), splits, nullcontext, "cpu", "epoch 2/5")
+    assert shown == [["epoch 2/5 test", 3, 3, True], ["epoch 2/5 val", 2, 2, True]]
+    shown.clear()
+    score(lambda x: torch.zeros(len(x), 3), splits, nullcontext, "cpu")  # no label: no bar
+    assert shown == []

@@ -89,17 +89,11 @@ def evaluate(run: Path, device: torch.device, data_root: str | None = None, fuse
         folded = fuse_equinorm(trained.model, example=example)
     dtype = autocast_dtype(resolve_precision(cfg, device))
     with cached_eval_kernels(trained.model):
-        bar = _bar if sys.stderr.isatty() else None  # a terminal's: one per split
-        scores = score(trained.model, splits, lambda: autocast(device.type, dtype), device, bar)
+        shown = "" if sys.stderr.isatty() else None  # a terminal's progress bars
+        scores = score(trained.model, splits, lambda: autocast(device.type, dtype), device, shown)
     rows = [] if trained.batch else rundir.history()
     row = next((r for r in rows if r.get("epoch") == trained.epoch), {})
     return Scored(trained, scores, row, folded)
-
-
-def _bar(total: int, split: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=split, unit="batch", leave=False, dynamic_ncols=True)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

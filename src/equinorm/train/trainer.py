@@ -70,15 +70,22 @@ def autocast(device_type: str, dtype: torch.dtype | None):
 
 
 @torch.no_grad()
-def score(model: nn.Module, splits: dict, autocast, device, bar=None) -> dict:
+def score(model: nn.Module, splits: dict, autocast, device, progress: str | None = None) -> dict:
     """``<split>_loss`` (cross-entropy) and ``<split>_acc`` (%) of ``model`` over every image of
     each loader of ``splits`` (``{name: loader}``; under DDP each rank's share), inside the
     context ``autocast()``. An image whose outputs are not all finite is wrong: argmax would
     pick a NaN's class (0 for all-NaN outputs), scoring a network that overflows at chance.
-    ``bar(total, name)``, if given, makes a progress bar per split."""
+    ``progress`` (a label, e.g. ``epoch 3/15``; None: none) shows a progress bar per split."""
     s = torch.zeros(len(splits), 3, dtype=torch.float64, device=device)
     for i, (name, loader) in enumerate(splits.items()):
-        shown = bar(len(loader), name) if bar is not None else None
+        shown = None
+        if progress is not None:
+            from tqdm.auto import tqdm
+
+            desc = f"{progress} {name}".strip()
+            shown = tqdm(
+                total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True
+            )
         for x, y in loader.iterate(0):
             with autocast():
                 logits = model(x)
@@ -438,8 +445,8 @@ class Trainer:
         # every rank evaluates the model rank 0 saves (DDP keeps rank 0's running statistics)
         distributed.broadcast_buffers(self.raw_model)
         with cached_eval_kernels(self.raw_model):
-            bar = self._eval_bar if self.progress_enabled else None
-            scores = score(self.eval_model, self.splits(), self.autocast, self.device, bar)
+            shown = f"epoch {self.state.epoch + 1}/{self.epochs}" if self.progress_enabled else None
+            scores = score(self.eval_model, self.splits(), self.autocast, self.device, shown)
         self.model.train()
         return scores
 
@@ -614,12 +621,6 @@ class Trainer:
             dynamic_ncols=True,
             file=sys.stderr,
         )
-
-    def _eval_bar(self, total: int, split: str):
-        from tqdm.auto import tqdm
-
-        desc = f"epoch {self.state.epoch + 1}/{self.epochs} {split}"
-        return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
     def _update_bar(self, bar, b: int, seen: int, t0: float, lr: float) -> None:
         count = max(self.sums.count.item(), 1.0)
