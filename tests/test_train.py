@@ -456,8 +456,10 @@ def test_an_image_whose_outputs_are_not_finite_scores_as_wrong(caplog):
     scores = score(model, {"test": Images()}, nullcontext, "cpu")
     assert scores["test_acc"] == 50.0 and math.isnan(scores["test_loss"])  # was 75
     row = {"epoch": 3, "train_loss": 0.5, **scores, "val_loss": 1.0}
-    trainer = SimpleNamespace(_overflow_said=False, dist=SimpleNamespace(is_main=True))
-    for _ in range(2):
+    history, main = [], SimpleNamespace(is_main=True)
+    trainer = SimpleNamespace(state=SimpleNamespace(history=history), dist=main)
+    for _ in range(2):  # as end_epoch: the row joins the history, then is said
+        history.append(row)
         Trainer._say_overflow(trainer, row)
     (said,) = [r.getMessage() for r in caplog.records]  # once a run
     assert said.startswith("epoch 3: the test loss is not finite while the training loss is")

@@ -103,6 +103,13 @@ def score(model: nn.Module, splits: dict, autocast, device, progress: str | None
     return scores
 
 
+def overflowed(row: dict) -> list[str]:
+    """The splits of a history row whose loss is not finite while the training loss is."""
+    if not math.isfinite(row["train_loss"]):
+        return []
+    return [s for s in ("test", "val") if not math.isfinite(row.get(f"{s}_loss", 0.0))]
+
+
 @dataclass
 class Sums:
     """Running sums of one training epoch, kept on the device (no host sync per step)."""
@@ -173,7 +180,6 @@ class Trainer:
         self.state = Progress()
         self.sums = Sums.zeros(device)
         self._probe: Tensor | None = None
-        self._overflow_said = False  # the warning of a non-finite evaluation loss, said once
         self._pending = None  # DDP: the last step's all-reduced (signalled, non-finite) flags
         self._epoch_start: dict | None = None  # state at the epoch's start, for a replay
 
@@ -501,14 +507,12 @@ class Trainer:
         self._say_overflow(row)
 
     def _say_overflow(self, row: dict) -> None:
-        """Warns, once a run, when an evaluation loss is not finite while training's is: the
-        network overflows in evaluation mode only (BatchNorm's running variance, say)."""
-        bad = [k[: -len("_loss")] for k in ("test_loss", "val_loss") if k in row]
-        bad = [split for split in bad if not math.isfinite(row[f"{split}_loss"])]
-        said = self._overflow_said or not self.dist.is_main
-        if said or not bad or not math.isfinite(row["train_loss"]):
+        """Warns when an evaluation loss is not finite while training's is, at the first such
+        epoch of the run's history (``row``, its last): the network overflows in evaluation mode
+        only (BatchNorm's running variance, say)."""
+        bad = overflowed(row)
+        if not bad or not self.dist.is_main or any(map(overflowed, self.state.history[:-1])):
             return
-        self._overflow_said = True
         log.warning(
             "epoch %d: the %s not finite while the training loss is: the network "
             "overflows in evaluation mode (e.g. BatchNorm's running statistics); images whose "
