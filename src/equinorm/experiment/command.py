@@ -364,8 +364,10 @@ def _storage(sweeper: DictConfig | None) -> str | None:
             f"hydra.sweeper.storage={storage}: not a database URL; a SQLite file is "
             f"sqlite:///{storage} (relative to here) or sqlite:////abs/path/study.db"
         )
+    if not storage.startswith("sqlite:///"):  # a database server: its own errors
+        return None
     folder = Path(storage.removeprefix("sqlite:///")).parent
-    if storage.startswith("sqlite:///") and not (folder.is_dir() and os.access(folder, os.W_OK)):
+    if not (folder.is_dir() and os.access(folder, os.W_OK)):
         return (
             f"hydra.sweeper.storage={storage}: its folder {folder} is not there or not writable "
             "(the study's SQLite file goes in it)"

@@ -143,16 +143,17 @@ def write_report(
                 file=sys.stderr,
             )
         runs = results.runs[results.runs["experiment"] == experiment]
+        shown = (main.runs["experiment"] == experiment).sum()  # the rest: reported apart
         if not any(path.name == f"{experiment}.png" for path in staged):
-            why = (  # the tuning runs have a report of their own
+            why = (
                 "none of its runs has a finished epoch (each diverged in its first, or none has "
                 "ended one yet)"
-                if (main.runs["experiment"] == experiment).any()
+                if shown
                 else f"its runs so far are its tuning study's ({experiment}_tuned.md, "
                 f"{experiment}_sensitivity.png)"
             )
             print(f"equinorm: {experiment}: no figure: {why}", file=sys.stderr)
-        apart = len(runs) - (main.runs["experiment"] == experiment).sum()
+        apart = len(runs) - shown
         if apart:
             print(
                 f"equinorm: {experiment}: {apart} run(s) measured another way "
