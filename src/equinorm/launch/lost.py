@@ -23,9 +23,10 @@ from hydra.core.utils import JobReturn, JobStatus
 from equinorm.errors import EquinormError
 
 #: how long a SLURM job without a result may show FAILED before it counts as lost, and how often
-#: the scheduler is asked meanwhile: a job requeued at its time limit shows FAILED for a moment,
-#: until the requeue reaches the accounting records that sacct reads
-GRACE_S, POLL_S = 30.0, 2.0
+#: the scheduler is asked meanwhile: a job requeued at its time limit shows FAILED until the
+#: requeue reaches the accounting records that sacct reads, which waits on its old step's end --
+#: up to SLURM's KillWait (30 s by default) and more: a 30 s grace lost a requeued job in CI
+GRACE_S, POLL_S = 120.0, 2.0
 
 
 class JobLostError(EquinormError):
