@@ -78,6 +78,21 @@ def test_bce_loss_is_the_reference_codes_and_ce_is_mixed_cross_entropy():
     )
 
 
+@pytest.mark.parametrize("gap", [5.0, 17.0, 30.0])
+def test_bce_gradient_is_the_reference_codes_where_a_softmax_output_rounds_to_one(gap):
+    # from a logit ~17 above the others softmax gives 1.0 in float32: BCELoss's gradient stays
+    # finite there (its denominator is clamped), so a confident network trains on
+    logits = torch.tensor([[gap, 0.0, 0.0], [0.0, 1.0, -1.0]])
+    target = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss = mixup().criterion(ours, torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor(0.5))
+    reference = torch.nn.BCELoss()(torch.softmax(theirs, 1), target)
+    loss.backward(), reference.backward()
+    torch.testing.assert_close(loss, reference)
+    assert torch.isfinite(ours.grad).all()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+
+
 @pytest.mark.parametrize(
     "override,match",
     [

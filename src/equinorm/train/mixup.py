@@ -26,14 +26,16 @@ LOSSES = ("bce", "ce")
 
 
 def softmax_bce(logits: Tensor, target: Tensor) -> Tensor:
-    """The reference code's ``nn.BCELoss()(softmax(logits), target)``, in float32.
+    """The reference code's ``nn.BCELoss()(softmax(logits), target)``, forward and backward, in
+    float32.
 
-    Written out (logs clamped at -100 as ``BCELoss`` does) because ``binary_cross_entropy`` is
-    refused inside CUDA autocast regions.
+    Autocast is switched off around it (CUDA's refuses ``binary_cross_entropy``), so it is
+    ``BCELoss`` itself: logs clamped at -100 and the gradient's denominator ``p (1 - p)`` at 1e-12.
+    A softmax output that rounds to 1 (a logit 17 above the others) thus gets the reference's
+    finite gradient; written out with ``log1p(-p)`` it got 0 x inf = NaN, and the run diverged.
     """
-    log_p = torch.log_softmax(logits.float(), dim=1).clamp(min=-100)
-    log_not_p = torch.log1p(-log_p.exp()).clamp(min=-100)
-    return -(target * log_p + (1 - target) * log_not_p).mean()
+    with torch.autocast(logits.device.type, enabled=False):
+        return F.binary_cross_entropy(torch.softmax(logits.float(), dim=1), target.float())
 
 
 class Mixer:
