@@ -217,14 +217,23 @@ def test_missing_dataset_names_the_root(tmp_path, name):
     assert name in str(err.value) and "\n" not in str(err.value)
 
 
-def test_offline_download_fails_fast_naming_the_root(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["cifar10", "svhn"])
+def test_offline_download_fails_fast_naming_the_root_and_leaves_no_folder(
+    tmp_path, monkeypatch, name
+):
     def offline(*args, **kwargs):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", offline)
     monkeypatch.setattr(socket, "getaddrinfo", offline)
+    typo = tmp_path / "dtaa" / "sets"  # a mistyped root: the failed download leaves it unmade
     with pytest.raises(DatasetError, match=r"download failed.*Looked in dataset\.root="):
-        build(cfg("cifar10", tmp_path, download=True))
+        build(cfg(name, typo, download=True))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()  # a root that was there before stays
+    with pytest.raises(DatasetError, match="download failed"):
+        build(cfg(name, tmp_path / "kept", download=True))
+    assert list(tmp_path.iterdir()) == [tmp_path / "kept"]
 
 
 def test_checksums_are_verified_by_default(tmp_path):

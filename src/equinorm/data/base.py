@@ -8,6 +8,7 @@ device-resident loader, or as a torchvision dataset for the DataLoader path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -131,10 +132,15 @@ class Source:
     def _fetch(self, fetch: Callable, first_missing: Path) -> None:
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        folder = first_missing.parent  # made with its parents, deepest first
+        made = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fetch()
         except Exception as exc:  # network down, proxy, disk full, bad archive...
+            for path in made:  # a mistyped root is not left behind, empty
+                with contextlib.suppress(OSError):
+                    path.rmdir()
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise self.error(
                 f"{first_missing} not found and the download failed ({reason[:200]}). "
