@@ -30,6 +30,8 @@ BAD = [  # (command line, what the one line must name)
     ("schedule.milestones=[200,100]", "schedule.milestones"),
     ("schedule.milestones=[a]", "schedule.milestones"),
     ("schedule.warmup_epochs=-1", "schedule.warmup_epochs"),
+    ("schedule.warmup_epochs=300", "schedule.warmup_epochs=300.0 is not shorter than the run"),
+    ("debug=smoke schedule.warmup_epochs=300", "than the run (schedule.length=300)"),  # rescaled
     ("schedule=cosine schedule.min_lr=-1", "schedule.min_lr"),
     ("schedule.min_lr=0", "config's schedule (Step); it is a key of schedule=cosine"),
     ("schedule=superconvergence schedule.lr_points=[[0,-1],[30,0.1]]", "schedule.lr_points"),

@@ -97,8 +97,15 @@ class Schedule:
         if cfg["lr"] <= 0:
             raise ConfigError(f"schedule.lr={cfg['lr']} must be > 0")
         if self.name in ("step", "cosine"):
-            if cfg.get("warmup_epochs", 0) < 0:
-                raise ConfigError(f"schedule.warmup_epochs={cfg['warmup_epochs']} must be >= 0")
+            warm = cfg.get("warmup_epochs", 0)
+            if warm < 0:
+                raise ConfigError(f"schedule.warmup_epochs={warm} must be >= 0")
+            if warm and warm >= epochs * self.scale:  # in the schedule's epochs, as milestones
+                run = f"epochs={epochs}" if self.scale == 1 else f"schedule.length={cfg['length']}"
+                raise ConfigError(
+                    f"schedule.warmup_epochs={warm} is not shorter than the run ({run}): the lr "
+                    "would never reach schedule.lr"
+                )
             if not 0 <= cfg["momentum"] < 1:
                 raise ConfigError(f"schedule.momentum={cfg['momentum']} must be in [0, 1)")
         if self.name == "cosine" and not 0 <= cfg["min_lr"] <= cfg["lr"]:
