@@ -85,6 +85,9 @@ BAD = [  # (command line, what the one line must name)
     ("dataset.workers=-1", "dataset.workers"),
     ("dataset.download=maybe", "dataset.download"),
     ("dataset.augment.crop_padding=-1", "dataset.augment.crop_padding"),
+    ("dataset.test_fraction=1.5", "dataset.test_fraction=1.5 must hold out 10 to 1,787 of"),  # was
+    ("dataset.test_fraction=0", "dataset.test_fraction=0.0 must hold out"),  # sklearn's traceback
+    ("dataset.split_seed=-3", "dataset.split_seed=-3 must be in 0..2**32-1"),
     ("seed=abc", "seed"),
     ("seed=-1", "seed"),
     ("epochs=0", "epochs"),

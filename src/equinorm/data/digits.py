@@ -7,6 +7,8 @@ train/test split is fixed (stratified, 20% test, ``split_seed``), the same for e
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from equinorm.data.base import ArrayDataset, DatasetInfo, Source
@@ -20,6 +22,15 @@ class Digits(Source):
         self, root=None, download=True, verify=True, split_seed: int = 0, test_fraction: float = 0.2
     ):
         super().__init__(root or ".", download, verify)
+        total, classes = self.info.train_size + self.info.test_size, self.info.num_classes
+        held = math.ceil(test_fraction * total) if 0 < test_fraction < 1 else 0
+        if not classes <= held <= total - classes:  # a stratified split: a class each side
+            raise ValueError(
+                f"test_fraction={test_fraction} must hold out {classes} to {total - classes:,} of "
+                f"the {total:,} images (at least one per class in each split)"
+            )
+        if not 0 <= split_seed < 2**32:
+            raise ValueError(f"split_seed={split_seed} must be in 0..2**32-1")
         self.split_seed = split_seed
         self.test_fraction = test_fraction
         self._split = None
