@@ -88,6 +88,11 @@ BAD = [  # (command line, what the one line must name)
     ("dataset.test_fraction=1.5", "dataset.test_fraction=1.5 must hold out 10 to 1,787 of"),  # was
     ("dataset.test_fraction=0", "dataset.test_fraction=0.0 must hold out"),  # sklearn's traceback
     ("dataset.split_seed=-3", "dataset.split_seed=-3 must be in 0..2**32-1"),
+    # options their loader does not read: refused before the run directory, not after it (or never)
+    ("dataset.augment.random_resized_crop=true", "random_resized_crop needs dataset.loader=torch"),
+    ("dataset=imagenet dataset.loader=device", "imagenet does not fit in device memory"),
+    ("dataset.augment.eval_resize=36", "eval_resize=36 is read only with dataset.augment.random"),
+    ("dataset=imagenet dataset.augment.crop_padding=4", "crop_padding=4 is not read with"),
     ("seed=abc", "seed"),
     ("seed=-1", "seed"),
     ("epochs=0", "epochs"),

@@ -63,6 +63,34 @@ def source_of(dataset: Mapping) -> Source:
     )
 
 
+def loader_kind(dataset: Mapping, info: DatasetInfo) -> str:
+    """The loader a ``dataset`` node gets (``device`` or ``torch``); raises :class:`ConfigError`
+    where the node asks what that loader cannot do, or sets an option it would not read."""
+    kind, aug = dataset.get("loader", "auto"), dataset.get("augment") or {}
+    if kind not in LOADERS:
+        raise ConfigError(f"dataset.loader={kind!r} is not one of {', '.join(LOADERS)}")
+    if kind == "auto":
+        kind = "device" if info.in_memory else "torch"
+    if kind == "device" and not info.in_memory:
+        raise ConfigError(
+            f"dataset.loader=device: {info.name} does not fit in device memory; "
+            "use dataset.loader=torch"
+        )
+    if kind == "device" and aug.get("random_resized_crop"):
+        raise ConfigError("dataset.augment.random_resized_crop needs dataset.loader=torch")
+    if aug.get("random_resized_crop") and aug.get("crop_padding"):
+        raise ConfigError(
+            f"dataset.augment.crop_padding={aug['crop_padding']} is not read with "
+            "dataset.augment.random_resized_crop=true (its crops replace pad + crop): set it to 0"
+        )
+    if aug.get("eval_resize") is not None and not aug.get("random_resized_crop"):
+        raise ConfigError(  # else a run of its own that computes the experiment's
+            f"dataset.augment.eval_resize={aug['eval_resize']} is read only with "
+            "dataset.augment.random_resized_crop=true (the test images' resize before the crop)"
+        )
+    return kind
+
+
 def standardization(dataset: Mapping, info: DatasetInfo, default: bool) -> tuple | None:
     """(mean, std) the images are standardized with per channel -- ``dataset.standardize``, else
     ``default`` (the norm's: EquiNorm takes raw pixels, paper 5.2); None: pixels in [0, 1]."""
@@ -102,18 +130,7 @@ def build_loaders(
     mean, std = standardization(dataset, info, standardize_default) or (None, None)
     standardize = mean is not None
     aug = dict(dataset.get("augment") or {})
-    kind = dataset.get("loader", "auto")
-    if kind not in LOADERS:
-        raise ConfigError(f"dataset.loader={kind!r} is not one of {', '.join(LOADERS)}")
-    if kind == "auto":
-        kind = "device" if info.in_memory else "torch"
-    if kind == "device" and not info.in_memory:
-        raise ConfigError(
-            f"dataset.loader=device: {info.name} does not fit in device memory; "
-            "use dataset.loader=torch"
-        )
-    if kind == "device" and aug.get("random_resized_crop"):
-        raise ConfigError("dataset.augment.random_resized_crop needs dataset.loader=torch")
+    kind = loader_kind(dataset, info)
 
     common = {
         "seed": seed,

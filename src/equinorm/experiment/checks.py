@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from equinorm.data import dataset_info
-from equinorm.data.loaders import COMMON_KEYS, source_of
+from equinorm.data.loaders import COMMON_KEYS, loader_kind, source_of
 from equinorm.data.registry import source_options
 from equinorm.errors import ConfigError
 from equinorm.experiment.identity import flatten
@@ -126,10 +126,12 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
             f"dataset.{extra[0]} is not an option of {cfg.dataset.name}; valid: "
             f"{', '.join(sorted(known))}"
         )
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
     try:  # the source owns its options (digits: test_fraction, split_seed); it reads no file
-        source_of(OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True))
+        source_of(dataset)
     except ValueError as exc:
         raise ConfigError(f"dataset.{exc}") from None
+    loader_kind(dataset, info)
     if cfg.dataset.workers < 0:
         raise ConfigError(f"dataset.workers={cfg.dataset.workers} must be >= 0")
     if not 0 <= cfg.dataset.val_size < max(info.train_size, 2):  # per class: when the data loads
