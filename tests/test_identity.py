@@ -40,6 +40,11 @@ def _variant(*overrides: str) -> str:
         (("seed=0", "train.device=cpu", "dataset.workers=0", "wandb.mode=online"), ""),
         (("norm.impl=reference", "train.compile=true", "train.progress=false"), ""),
         (("train.channels_last=true",), ""),  # a memory layout: the same function
+        (("train.eval_batch_size=64",), ""),  # every test image is scored, in batches of any size
+        (  # unless only the first batches are: then it says how many images
+            ("train.max_eval_batches=2", "train.eval_batch_size=64"),
+            "train.eval_batch_size=64,train.max_eval_batches=2",
+        ),
     ],
 )
 def test_variant_names_only_what_changes_the_computation(overrides, expected):
@@ -82,6 +87,20 @@ def test_a_run_on_two_processes_is_not_the_one_process_run(monkeypatch):
     both = compose_cfg("experiment=digits_demo", "train.devices=2")  # 2 devices, any processes
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert compose_cfg("experiment=digits_demo", "train.devices=2").run_dir == both.run_dir
+
+
+def test_a_smaller_eval_batch_is_the_same_run_so_that_it_resumes_not_restarts(tmp_path):
+    """The advice of an evaluation out of memory (a smaller train.eval_batch_size) started another
+    run in a directory of its own, the stopped one left unfinished."""
+    args = [*SHORT, "epochs=2", "schedule.milestones=[1]"]
+    first = compose_cfg(*args, results=tmp_path)
+    assert run(first)["status"] == "complete"
+    before = {p.name: p.read_bytes() for p in run_dir_of(first).iterdir() if p.is_file()}
+    smaller = compose_cfg(*args, "train.eval_batch_size=4", results=tmp_path)
+    assert run_dir_of(smaller) == run_dir_of(first)
+    assert run(smaller)["status"] == "complete"  # found complete: nothing trained again
+    after = {p.name: p.read_bytes() for p in run_dir_of(first).iterdir() if p.is_file()}
+    assert after == before
 
 
 def test_a_long_variant_keeps_a_readable_prefix_and_a_hash():

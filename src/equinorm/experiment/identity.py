@@ -55,7 +55,10 @@ ABSENT = "<absent>"
 
 
 def semantic(cfg) -> dict:
-    """The config as a plain dict without the keys listed in NON_SEMANTIC."""
+    """The config as a plain dict without the keys listed in NON_SEMANTIC; where every test image
+    is scored (no ``train.max_eval_batches``), ``train.eval_batch_size`` is None: how many images
+    an evaluation step takes changes only its speed (and fits it in memory: the advice of an
+    evaluation that ran out of it, which must resume the run, not start another)."""
     data = (
         OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         if OmegaConf.is_config(cfg)
@@ -67,6 +70,9 @@ def semantic(cfg) -> dict:
             data[node].pop(rest[0], None)
         elif not rest:
             data.pop(node, None)
+    train = data.get("train")
+    if isinstance(train, dict) and "eval_batch_size" in train and not train.get("max_eval_batches"):
+        train["eval_batch_size"] = None
     return data
 
 
