@@ -41,6 +41,9 @@ def _variant(*overrides: str) -> str:
         (("norm.impl=reference", "train.compile=true", "train.progress=false"), ""),
         (("train.channels_last=true",), ""),  # a memory layout: the same function
         (("train.eval_batch_size=64",), ""),  # every test image is scored, in batches of any size
+        (("dataset.loader=device",), ""),  # what auto picks for a dataset that fits in memory
+        (("dataset.standardize=false",), ""),  # what EquiNorm's input is anyway (paper 5.2)
+        (("dataset.standardize=true",), "dataset.standardize=true"),
         (  # unless only the first batches are: then it says how many images
             ("train.max_eval_batches=2", "train.eval_batch_size=64"),
             "train.eval_batch_size=64,train.max_eval_batches=2",

@@ -73,7 +73,28 @@ def semantic(cfg) -> dict:
     train = data.get("train")
     if isinstance(train, dict) and "eval_batch_size" in train and not train.get("max_eval_batches"):
         train["eval_batch_size"] = None
+    _resolve_auto(data)
     return data
+
+
+def _resolve_auto(data: dict) -> None:
+    """The dataset's ``auto`` values as the run resolves them from its config alone: the loader
+    (in device memory where the dataset fits) and the input standardization (the norm's: raw
+    pixels for EquiNorm), so that naming what ``auto`` picks is the same run, not a variant."""
+    # here, not at the top: they import torch, which `--help` and `--version` never need
+    from equinorm.data.registry import DATASETS, dataset_info
+    from equinorm.layers.norms import get_norm
+
+    dataset, norm = data.get("dataset"), data.get("norm")
+    if not isinstance(dataset, dict) or dataset.get("name") not in DATASETS:
+        return
+    if dataset.get("loader") == "auto":
+        dataset["loader"] = "device" if dataset_info(dataset["name"]).in_memory else "torch"
+    if "standardize" in dataset and dataset["standardize"] is None and isinstance(norm, dict):
+        try:
+            dataset["standardize"] = get_norm(norm.get("name")).standardize_input
+        except (KeyError, TypeError):  # a norm no package provides: refused by the checks
+            pass
 
 
 def flatten(data: dict, prefix: str = "") -> dict:
