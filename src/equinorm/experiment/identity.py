@@ -15,6 +15,7 @@ does not have -- a ``+`` addition nothing reads -- is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -91,10 +92,8 @@ def _resolve_auto(data: dict) -> None:
     if dataset.get("loader") == "auto":
         dataset["loader"] = "device" if dataset_info(dataset["name"]).in_memory else "torch"
     if "standardize" in dataset and dataset["standardize"] is None and isinstance(norm, dict):
-        try:
+        with contextlib.suppress(KeyError, TypeError):  # no such norm: the checks refuse it
             dataset["standardize"] = get_norm(norm.get("name")).standardize_input
-        except (KeyError, TypeError):  # a norm no package provides: refused by the checks
-            pass
 
 
 def flatten(data: dict, prefix: str = "") -> dict:
