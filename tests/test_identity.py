@@ -42,6 +42,8 @@ def _variant(*overrides: str) -> str:
         (("train.channels_last=true",), ""),  # a memory layout: the same function
         (("train.eval_batch_size=64",), ""),  # every test image is scored, in batches of any size
         (("dataset.loader=device",), ""),  # what auto picks for a dataset that fits in memory
+        (("schedule.length=100",), ""),  # read only to rescale the schedule: smoke runs do
+        (("debug=smoke", "schedule.length=100"), "debug=smoke,schedule.length=100"),
         (("dataset.standardize=false",), ""),  # what EquiNorm's input is anyway (paper 5.2)
         (("dataset.standardize=true",), "dataset.standardize=true"),
         (  # unless only the first batches are: then it says how many images

@@ -56,10 +56,11 @@ ABSENT = "<absent>"
 
 
 def semantic(cfg) -> dict:
-    """The config as a plain dict without the keys listed in NON_SEMANTIC; where every test image
-    is scored (no ``train.max_eval_batches``), ``train.eval_batch_size`` is None: how many images
-    an evaluation step takes changes only its speed (and fits it in memory: the advice of an
-    evaluation that ran out of it, which must resume the run, not start another)."""
+    """The config as a plain dict without the keys listed in NON_SEMANTIC, and None for a key
+    whose value changes nothing: ``train.eval_batch_size`` where every test image is scored (no
+    ``train.max_eval_batches``; it changes only the speed, and fits an evaluation in memory: the
+    advice of one that ran out of it, which must resume the run, not start another), and
+    ``schedule.length`` without ``schedule.rescale``."""
     data = (
         OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         if OmegaConf.is_config(cfg)
@@ -71,9 +72,11 @@ def semantic(cfg) -> dict:
             data[node].pop(rest[0], None)
         elif not rest:
             data.pop(node, None)
-    train = data.get("train")
+    train, schedule = data.get("train"), data.get("schedule")
     if isinstance(train, dict) and "eval_batch_size" in train and not train.get("max_eval_batches"):
         train["eval_batch_size"] = None
+    if isinstance(schedule, dict) and "length" in schedule and not schedule.get("rescale"):
+        schedule["length"] = None  # read only to stretch the schedule to the run's epochs
     _resolve_auto(data)
     return data
 
