@@ -93,6 +93,15 @@ def test_bce_gradient_is_the_reference_codes_where_a_softmax_output_rounds_to_on
     torch.testing.assert_close(ours.grad, theirs.grad)
 
 
+def test_bce_of_a_network_gone_nan_is_a_nan_loss_not_an_error():
+    # BCELoss refuses inputs outside [0, 1] (on a GPU: a device-side assert); the trainer needs the
+    # NaN to report the divergence and locate its first non-finite layer
+    logits = torch.tensor([[1.0, float("nan"), 0.0], [0.0, 1.0, -1.0]], requires_grad=True)
+    loss = mixup().criterion(logits, torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor(0.5))
+    assert torch.isnan(loss)
+    loss.backward()
+
+
 @pytest.mark.parametrize(
     "override,match",
     [

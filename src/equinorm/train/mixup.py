@@ -27,15 +27,20 @@ LOSSES = ("bce", "ce")
 
 def softmax_bce(logits: Tensor, target: Tensor) -> Tensor:
     """The reference code's ``nn.BCELoss()(softmax(logits), target)``, forward and backward, in
-    float32.
+    float32; NaN where the logits hold one (a diverged network).
 
     Autocast is switched off around it (CUDA's refuses ``binary_cross_entropy``), so it is
     ``BCELoss`` itself: logs clamped at -100 and the gradient's denominator ``p (1 - p)`` at 1e-12.
     A softmax output that rounds to 1 (a logit 17 above the others) thus gets the reference's
     finite gradient; written out with ``log1p(-p)`` it got 0 x inf = NaN, and the run diverged.
+    A NaN never reaches ``BCELoss``, which refuses it (on a GPU, a device-side assert that ends
+    the process): the loss is NaN instead, which the trainer reports as a divergence.
     """
+    p = torch.softmax(logits.float(), dim=1)
+    number = ~torch.isnan(p)
     with torch.autocast(logits.device.type, enabled=False):
-        return F.binary_cross_entropy(torch.softmax(logits.float(), dim=1), target.float())
+        loss = F.binary_cross_entropy(torch.where(number, p, 0.5), target.float())
+    return torch.where(number.all(), loss, torch.nan)
 
 
 class Mixer:
