@@ -49,6 +49,14 @@ NON_SEMANTIC = (
     "wandb",
     "hydra",
 )
+#: keys that change the result only where another key is set; elsewhere they are None (and the
+#: variant never names them: the other key, where it differs, says it)
+READ_ONLY_IF = {
+    # every test image is scored: the batch changes only the speed, and fits an evaluation in
+    # memory (the advice of one that ran out of it, which must resume the run, not start another)
+    "train.eval_batch_size": "train.max_eval_batches",
+    "schedule.length": "schedule.rescale",  # read only to stretch the schedule to the run's epochs
+}
 LAYOUT_GROUPS = ("dataset", "arch", "norm")  # named by the layout's <dataset>-<arch>-<norm>
 LAYOUT = ("name", "seed", *(f"{g}.name" for g in LAYOUT_GROUPS))
 MAX_LEN = 120  # longer variants keep a readable prefix and a hash (file names stop at 255)
@@ -56,11 +64,8 @@ ABSENT = "<absent>"
 
 
 def semantic(cfg) -> dict:
-    """The config as a plain dict without the keys listed in NON_SEMANTIC, and None for a key
-    whose value changes nothing: ``train.eval_batch_size`` where every test image is scored (no
-    ``train.max_eval_batches``; it changes only the speed, and fits an evaluation in memory: the
-    advice of one that ran out of it, which must resume the run, not start another), and
-    ``schedule.length`` without ``schedule.rescale``."""
+    """The config as a plain dict without the keys listed in NON_SEMANTIC, None for a key of
+    READ_ONLY_IF whose condition does not hold, and the dataset's ``auto`` values resolved."""
     data = (
         OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         if OmegaConf.is_config(cfg)
@@ -72,11 +77,11 @@ def semantic(cfg) -> dict:
             data[node].pop(rest[0], None)
         elif not rest:
             data.pop(node, None)
-    train, schedule = data.get("train"), data.get("schedule")
-    if isinstance(train, dict) and "eval_batch_size" in train and not train.get("max_eval_batches"):
-        train["eval_batch_size"] = None
-    if isinstance(schedule, dict) and "length" in schedule and not schedule.get("rescale"):
-        schedule["length"] = None  # read only to stretch the schedule to the run's epochs
+    for key, condition in READ_ONLY_IF.items():
+        (node, leaf), (cnode, cleaf) = key.split("."), condition.split(".")
+        group, other = data.get(node), data.get(cnode)
+        if isinstance(group, dict) and leaf in group and not (other or {}).get(cleaf):
+            group[leaf] = None
     _resolve_auto(data)
     return data
 
@@ -158,6 +163,8 @@ def variant(job: DictConfig, reference: DictConfig, world_size: int = 1) -> dict
     items = {}
     for key in sorted(theirs):
         if key in LAYOUT or key in derived or key.endswith(".name"):
+            continue
+        if key in READ_ONLY_IF and mine.get(key) is None:  # its condition's key names the run
             continue
         if key not in mine:
             items[f"~{key}"] = ""
