@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from equinorm.launch.reproduce import INTERRUPTED
 from equinorm.run import checkpoint as ckpt
 from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, read_history, run_dir_of
@@ -121,3 +122,45 @@ def test_a_failed_run_ends_with_its_one_line_and_exit_2(tmp_path, mode):
     last = out.splitlines()[-1]
     assert last.startswith("equinorm: error: ") and "diverged in epoch 1" in last, out[-4000:]
     assert "Traceback" not in out, out[-4000:]
+
+
+# make reproduce-*'s launcher with one target of the demo's experiment (the paper's need data)
+REPRODUCE_DIGITS = (
+    "import sys; from equinorm.launch import reproduce as r; "
+    "r.TARGETS['digits'] = ['digits_demo']; sys.exit(r.main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.parametrize("launcher", ["tune", "reproduce"])
+def test_ctrl_c_to_a_launcher_leaves_its_trainer_the_checkpoint_and_says_one_line(
+    tmp_path, launcher
+):
+    """The terminal's Ctrl-C reaches a launcher (equinorm-tune, make reproduce-*) and its trainer
+    alike: the launcher ended in a KeyboardInterrupt traceback, and reproduce's subprocess.call
+    SIGKILLed the trainer 0.25 s after it, whether its checkpoint was written or not."""
+    args = ["norm=bn", "seed=0", "epochs=40", "schedule.milestones=[20,30]", "arch.width_mult=0.125"]
+    args += ["train.max_train_batches=5", "train.max_eval_batches=1", f"results_dir={tmp_path}"]
+    if launcher == "tune":
+        tune = ["-m", "equinorm.launch.tune", "experiment=digits_demo", "--grid", "0.1,0.05"]
+        cmd = [*tune, "--seeds", "0", "--val-size", "100", *args]
+    else:
+        cmd = ["-c", REPRODUCE_DIGITS, "digits", "--", *args]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(  # a session of its own: the process group a terminal's Ctrl-C hits
+        [sys.executable, *cmd],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    histories = lambda: list((tmp_path / "runs").rglob("history.csv"))  # noqa: E731
+    assert wait_for(lambda: any(rows(p.parent) for p in histories()), proc), proc.communicate()[0]
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate()[0]
+    assert proc.returncode == 130 and "Traceback" not in out, out[-3000:]
+    assert out.splitlines()[-1] == INTERRUPTED, out[-3000:]
+    assert STOPPED.format("SIGINT") in out  # the trainer's own line, before it
+    (stopped,) = [p.parent for p in histories()]
+    assert rows(stopped) < 40 and ckpt.load(stopped / "checkpoint.pt")["epoch"] >= 1

@@ -33,9 +33,11 @@ from equinorm.experiment.identity import value_text
 from equinorm.launch.reproduce import (
     BENCH_DIR,
     DEFAULT_TFLOPS,
+    INTERRUPTED,
     job_seconds,
     measured_images_per_s,
     on_slurm,
+    wait_for,
 )
 from equinorm.report.cli import main as report
 from equinorm.report.collect import collect
@@ -147,7 +149,7 @@ def _train(argv: list[str], wait: bool = True):
     cmd = [sys.executable, "-m", "equinorm.train", "-m", *argv]
     print("$ " + " ".join(cmd[1:]), flush=True)
     proc = subprocess.Popen(cmd)
-    return proc.wait() if wait else proc
+    return wait_for([proc])[0] if wait else proc
 
 
 def _unfinished(tuning, missing: list[str], ran: bool = True) -> str:
@@ -217,7 +219,7 @@ def run(args) -> int:
             for n, p in study.picks.items()
         ]
         if on_slurm(base):  # every norm's array submitted at once
-            codes = [proc.wait() for proc in [_train(a, wait=False) for a in argvs]]
+            codes = wait_for([_train(a, wait=False) for a in argvs])
         else:
             codes = [_train(a) for a in argvs]
         failed = any(codes)  # the report still shows what finished; the exit says not all did
@@ -264,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             print(plan(args))
             return 0
         return run(args)
+    except KeyboardInterrupt:  # the sweep said what it kept; this says the study stopped
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     except TuneError as exc:
         print(f"equinorm: error: {exc}", file=sys.stderr)
     except (ConfigError, *experiments.COMPOSE_ERRORS) as exc:
