@@ -138,8 +138,9 @@ def test_ctrl_c_to_a_launcher_leaves_its_trainer_the_checkpoint_and_says_one_lin
     """The terminal's Ctrl-C reaches a launcher (equinorm-tune, make reproduce-*) and its trainer
     alike: the launcher ended in a KeyboardInterrupt traceback, and reproduce's subprocess.call
     SIGKILLed the trainer 0.25 s after it, whether its checkpoint was written or not."""
-    args = ["norm=bn", "seed=0", "epochs=40", "schedule.milestones=[20,30]", "arch.width_mult=0.125"]
-    args += ["train.max_train_batches=5", "train.max_eval_batches=1", f"results_dir={tmp_path}"]
+    args = ["norm=bn", "seed=0", "epochs=40", "schedule.milestones=[20,30]"]
+    args += ["arch.width_mult=0.125", "train.max_train_batches=5", "train.max_eval_batches=1"]
+    args += [f"results_dir={tmp_path}"]
     if launcher == "tune":
         tune = ["-m", "equinorm.launch.tune", "experiment=digits_demo", "--grid", "0.1,0.05"]
         cmd = [*tune, "--seeds", "0", "--val-size", "100", *args]
