@@ -83,9 +83,29 @@ def test_the_plan_counts_the_jobs_the_command_launches_at_their_width(tmp_path, 
     assert err.count("\n") == 1 and "norm=foo" in err and "equi" in err
 
 
+class Child:
+    """What the launcher uses of a subprocess.Popen: a child that ends with ``code`` once waited
+    for (``log``: where its command line is kept)."""
+
+    def __init__(self, cmd, code=0, log=None):
+        self.code, self.returncode = code, None
+        if log is not None:
+            log.append(cmd)
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self):
+        self.returncode = self.code
+        return self.code
+
+    def kill(self):
+        pass
+
+
 def test_launch_runs_a_multirun_or_one_torchrun_per_job_then_the_report(monkeypatch):
     calls = []
-    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda cmd, **kw: Child(cmd, log=calls))
     monkeypatch.setattr(reproduce, "report", lambda args: calls.append(["report", *args]) or 0)
     assert reproduce.launch("short", ["seed=0,1"], nproc=1) == 0
     assert calls[0][-3:] == ["-m", "experiment=cifar10_wrn_short", "seed=0,1"]
@@ -124,16 +144,16 @@ def test_make_plan_honours_overrides_and_the_readme_shows_what_it_prints(capsys)
 def test_on_slurm_every_experiment_is_submitted_at_once_and_nproc_is_tasks(monkeypatch, tmp_path):
     started, waited = [], []
 
-    class Proc:
+    class Proc(Child):
         def __init__(self, cmd, **kwargs):
+            super().__init__(cmd)
             started.append((cmd, kwargs))
 
         def wait(self):
             waited.append(len(started))
-            return 0
+            return super().wait()
 
     monkeypatch.setattr(reproduce.subprocess, "Popen", Proc)
-    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("torchrun"))
     monkeypatch.setattr(reproduce, "preflight", lambda argv, check: None)
     monkeypatch.setattr(reproduce, "report", lambda args: 0)
     slurm = ["hydra/launcher=submitit_slurm_gpu", "hydra.launcher.partition=gpu"]
@@ -151,20 +171,20 @@ def test_on_slurm_every_experiment_is_submitted_at_once_and_nproc_is_tasks(monke
 
 
 def test_a_local_search_under_torchrun_is_one_line(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("launched"))
+    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda *a, **k: pytest.fail("launched"))
     search = ["hparams_search=optuna_lr", "norm=bn"]
     assert reproduce.launch("short", search, nproc=2, results_dir=str(tmp_path)) == 2
     err = capsys.readouterr().err
     assert err.startswith("equinorm: error: cifar10_wrn_short is a search (a searching sweeper)")
     grid = ["hparams_search=grid", "norm=bn", "seed=0", "debug=smoke"]  # torchrun per job: fine
-    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: 1)
+    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda cmd, **kw: Child(cmd, code=1))
     monkeypatch.setattr(reproduce, "_report", lambda target, results_dir: 0)
     assert reproduce.launch("short", grid, nproc=2, results_dir=str(tmp_path)) == 1
 
 
 def test_detach_without_slurm_is_one_line_not_a_foreground_run(monkeypatch, capsys):
     """DETACH=1 without a SLURM launcher ran every sweep in the foreground, as if not given."""
-    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("launched"))
+    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda *a, **k: pytest.fail("launched"))
     with pytest.raises(SystemExit) as stop:
         reproduce.main(["short", "--detach", "--", "seed=0"])
     assert stop.value.code == 2
@@ -184,7 +204,7 @@ def test_on_slurm_a_request_that_does_not_fit_submits_nothing(monkeypatch, tmp_p
 def test_a_bad_override_launches_no_experiment_and_no_report(monkeypatch, tmp_path, capsys):
     """make reproduce-short ARGS="norm=foo" ran the trainer (refused), then the report ("no runs
     ... run make demo first"); an override that only some experiments lack ran the others."""
-    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd: pytest.fail("launched"))
+    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda *a, **k: pytest.fail("launched"))
     monkeypatch.setattr(reproduce, "_report", lambda *a: pytest.fail("reported"))
     assert reproduce.launch("cifar10", ["arch.final_norm=true"], results_dir=str(tmp_path)) == 2
     err = capsys.readouterr().err
