@@ -85,6 +85,19 @@ def test_a_fused_equinorm_net_scores_as_the_trained_one_and_the_cli_says_both(tm
     assert capsys.readouterr().out.startswith(f"{path}: model.pt (epoch 2); test acc {acc} ")
 
 
+def test_ctrl_c_while_scoring_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    """A Ctrl-C during a long evaluation ended in a KeyboardInterrupt traceback."""
+    good = trained_run(tmp_path, "bn")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what Python makes of the terminal's SIGINT
+
+    monkeypatch.setattr(cli, "evaluate", interrupted)
+    capsys.readouterr()
+    assert cli.main([str(good)]) == 130
+    assert capsys.readouterr().err == "equinorm-evaluate: interrupted (Ctrl-C)\n"
+
+
 def test_an_unfinished_run_is_scored_from_its_checkpoint(tmp_path, monkeypatch):
     def crash(self):
         raise RuntimeError("the node died")

@@ -113,28 +113,33 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         device = parse_device(args.device)
     except EquinormError as exc:
         parser.error(str(exc).replace("train.device", "--device"))
-    failed = 0
-    for root in args.runs:
-        root = root.parent if root.is_file() else root  # a run's model.pt: its run
-        below = root / "runs" if (root / "runs").is_dir() else root  # a results_dir: its runs
-        found = run_dirs(below) if root.is_dir() else []
-        if not found:
-            print(f"equinorm-evaluate: {root}: no run directory there", file=sys.stderr)
-            failed += 1
-        for run in found:
-            try:
-                print(evaluate(run, device, args.data_root, args.fuse).line(run), flush=True)
-            except Exception as exc:  # one run's problem: said, and the next run is scored
-                hint = (
-                    " (--data-root DIR: where they are now)"
-                    if isinstance(exc, DatasetError)
-                    else ""
-                )
-                text = one_line(exc)  # named once: most of load's lines begin with the run
-                text = text if str(run) in text else f"{run}: {text}"
-                print(f"equinorm-evaluate: {text}{hint}", file=sys.stderr)
-                failed += 1
+    try:
+        failed = sum(_score(root, device, args) for root in args.runs)
+    except KeyboardInterrupt:  # it writes nothing: nothing to keep
+        print("equinorm-evaluate: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     return 1 if failed else 0
+
+
+def _score(root: Path, device, args) -> int:
+    """Print the scores of every run at or below ``root``; the number that could not be scored."""
+    root = root.parent if root.is_file() else root  # a run's model.pt: its run
+    below = root / "runs" if (root / "runs").is_dir() else root  # a results_dir: its runs
+    found = run_dirs(below) if root.is_dir() else []
+    if not found:
+        print(f"equinorm-evaluate: {root}: no run directory there", file=sys.stderr)
+        return 1
+    failed = 0
+    for run in found:
+        try:
+            print(evaluate(run, device, args.data_root, args.fuse).line(run), flush=True)
+        except Exception as exc:  # one run's problem: said, and the next run is scored
+            hint = " (--data-root DIR: where they are now)" if isinstance(exc, DatasetError) else ""
+            text = one_line(exc)  # named once: most of load's lines begin with the run
+            text = text if str(run) in text else f"{run}: {text}"
+            print(f"equinorm-evaluate: {text}{hint}", file=sys.stderr)
+            failed += 1
+    return failed
 
 
 if __name__ == "__main__":
