@@ -18,7 +18,7 @@ from equinorm.launch.reproduce import INTERRUPTED
 from equinorm.run import checkpoint as ckpt
 from equinorm.train.run import run
 from tests.conftest import SHORT, compose_cfg, read_history, run_dir_of
-from tests.test_resume import rows, wait_for
+from tests.test_resume import rows, start, wait_for
 
 # 90 batches per epoch: a signal lands mid-epoch 2, after epoch 1's row is written
 ARGS = [*SHORT, "train.batch_size=16", "epochs=2", "schedule.milestones=[1]"]
@@ -142,20 +142,12 @@ def test_ctrl_c_to_a_launcher_leaves_its_trainer_the_checkpoint_and_says_one_lin
     args += ["arch.width_mult=0.125", "train.max_train_batches=5", "train.max_eval_batches=1"]
     args += [f"results_dir={tmp_path}"]
     if launcher == "tune":
-        tune = ["-m", "equinorm.launch.tune", "experiment=digits_demo", "--grid", "0.1,0.05"]
-        cmd = [*tune, "--seeds", "0", "--val-size", "100", *args]
+        module = "equinorm.launch.tune"
+        cmd = ["experiment=digits_demo", "--grid", "0.1,0.05", "--seeds", "0", "--val-size", "100"]
     else:
-        cmd = ["-c", REPRODUCE_DIGITS, "digits", "--", *args]
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(  # a session of its own: the process group a terminal's Ctrl-C hits
-        [sys.executable, *cmd],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+        module, cmd = None, ["-c", REPRODUCE_DIGITS, "digits", "--"]
+    # a session of its own: the process group a terminal's Ctrl-C reaches
+    proc = start([*cmd, *args], tmp_path, module=module, start_new_session=True)
     histories = lambda: list((tmp_path / "runs").rglob("history.csv"))  # noqa: E731
     assert wait_for(lambda: any(rows(p.parent) for p in histories()), proc), proc.communicate()[0]
     os.killpg(proc.pid, signal.SIGINT)

@@ -42,10 +42,11 @@ def rows(path: Path) -> int:
         return 0
 
 
-def start(args, cwd, **popen):
+def start(args, cwd, module: str | None = "equinorm.train", **popen):
+    """The CLI (``python -m module *args``; ``module=None``: ``python *args``), started."""
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "equinorm.train", *args],
+        [sys.executable, *(["-m", module] if module else []), *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
