@@ -88,6 +88,9 @@ BAD = [  # (command line, what the one line must name)
     ("dataset.test_fraction=1.5", "dataset.test_fraction=1.5 must hold out 10 to 1,787 of"),  # was
     ("dataset.test_fraction=0", "dataset.test_fraction=0.0 must hold out"),  # sklearn's traceback
     ("dataset.split_seed=-3", "dataset.split_seed=-3 must be in 0..2**32-1"),
+    # the training images as the source's options leave them (was: the release's, then a run dir)
+    ("dataset.test_fraction=0.5 dataset.val_size=1000", "1..897 (digits trains on 898 images)"),
+    ("dataset=svhn dataset.extra=false dataset.val_size=80000", "1..73256 (svhn trains on 73,257"),
     # options their loader does not read: refused before the run directory, not after it (or never)
     ("dataset.augment.random_resized_crop=true", "random_resized_crop needs dataset.loader=torch"),
     ("dataset=imagenet dataset.loader=device", "imagenet does not fit in device memory"),

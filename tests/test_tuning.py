@@ -22,8 +22,8 @@ from equinorm.errors import ConfigError
 from equinorm.report import collect
 from equinorm.report.cli import main as report
 from equinorm.report.target import rows_for
-from equinorm.report.tuning import Study, pick, stage1, table
-from tests.conftest import write_run
+from equinorm.report.tuning import Study, pick, stage1, table, tuning_val_size
+from tests.conftest import compose_cfg, write_run
 
 DIGITS = {"name": "digits", "val_size": 300, "workers": 0, "standardize": False}
 
@@ -435,3 +435,11 @@ def test_a_stage_2_failure_is_the_study_s_exit_code(tmp_path, monkeypatch, capsy
     argv = ["experiment=digits_demo", "norm=bn", f"results_dir={tmp_path}", "--grid", "0.1,0.2"]
     assert tune.main(argv) == 1 and len(calls) == 2
     assert "a stage-2 sweep had failures" in capsys.readouterr().err
+
+
+def test_stage_1_holds_out_a_tenth_of_the_training_images_its_options_leave():
+    """SVHN without its extra images (73,257) held out a tenth of train + extra: 60,439 images."""
+    assert tuning_val_size(compose_cfg("dataset=svhn")) == round(0.1 * (73_257 + 531_131))
+    assert tuning_val_size(compose_cfg("dataset=svhn", "dataset.extra=false")) == 7_326
+    half = compose_cfg("experiment=digits_demo", "dataset.test_fraction=0.5")
+    assert tuning_val_size(half) == 90  # of 898 training images

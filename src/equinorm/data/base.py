@@ -62,6 +62,11 @@ class Source:
         self.download = download
         self.verify = verify
 
+    @property
+    def train_size(self) -> int:
+        """The training images this source serves with its options (``info``'s: the release's)."""
+        return self.info.train_size
+
     # -- hooks ---------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Make sure the files are present (downloading if allowed) and, if verify, intact."""

@@ -35,6 +35,11 @@ class Digits(Source):
         self.test_fraction = test_fraction
         self._split = None
 
+    @property
+    def train_size(self) -> int:
+        total = self.info.train_size + self.info.test_size
+        return total - math.ceil(self.test_fraction * total)  # scikit-learn's split
+
     def prepare(self) -> None:
         try:
             import sklearn.datasets  # noqa: F401

@@ -48,6 +48,10 @@ class Svhn(Source):
         self.extra = extra
 
     @property
+    def train_size(self) -> int:
+        return self.info.train_size if self.extra else 73_257  # train_32x32.mat alone
+
+    @property
     def folder(self):
         return self.root / "svhn"
 

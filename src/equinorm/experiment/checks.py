@@ -128,16 +128,16 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
         )
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
     try:  # the source owns its options (digits: test_fraction, split_seed); it reads no file
-        source_of(dataset)
+        train_size = source_of(dataset).train_size
     except ValueError as exc:
         raise ConfigError(f"dataset.{exc}") from None
     loader_kind(dataset, info)
     if cfg.dataset.workers < 0:
         raise ConfigError(f"dataset.workers={cfg.dataset.workers} must be >= 0")
-    if not 0 <= cfg.dataset.val_size < max(info.train_size, 2):  # per class: when the data loads
+    if not 0 <= cfg.dataset.val_size < max(train_size, 2):  # per class: when the data loads
         raise ConfigError(
             f"dataset.val_size={cfg.dataset.val_size} must be 0 (no validation split) or "
-            f"1..{info.train_size - 1} ({info.name} trains on {info.train_size:,} images)"
+            f"1..{train_size - 1} ({info.name} trains on {train_size:,} images)"
         )
     if cfg.dataset.augment.crop_padding < 0:
         raise ConfigError("dataset.augment.crop_padding must be >= 0")

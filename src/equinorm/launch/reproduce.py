@@ -30,6 +30,7 @@ import pandas as pd
 from equinorm import experiment as experiments
 from equinorm.argtypes import number
 from equinorm.data import dataset_info
+from equinorm.data.loaders import source_of
 from equinorm.errors import ConfigError
 from equinorm.experiment.checks import options
 from equinorm.experiment.command import composed, describe, preflight
@@ -112,7 +113,8 @@ def job_seconds(
     (``val_size``, default the config's) and evaluates the split and the test set."""
     info = dataset_info(cfg.dataset.name)
     held_out = cfg.dataset.val_size if val_size is None else val_size
-    trained, evaluated = info.train_size - held_out, info.test_size + held_out
+    trained = source_of(cfg.dataset).train_size - held_out  # as its options leave it
+    evaluated = info.test_size + held_out
     arch = {"in_channels": info.channels, **options(cfg, "arch")}
     key = (cfg.arch.name, cfg.norm.name, info.image_size)
     ips = measured.get(key) if arch.get("width_mult", 1.0) == 1 else None

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from equinorm import atomic
-from equinorm.data import dataset_info
+from equinorm.data.loaders import source_of
 from equinorm.report.collect import Results
 from equinorm.report.figures import (
     STYLE,
@@ -54,7 +54,7 @@ CHOICE = ["norm", "seed", "status", "value", "val_acc"]  # all that choosing rea
 def tuning_val_size(cfg) -> int:
     """The validation split of stage 1: the config's ``dataset.val_size``, else VAL_FRACTION of
     the training set."""
-    return cfg.dataset.val_size or round(VAL_FRACTION * dataset_info(cfg.dataset.name).train_size)
+    return cfg.dataset.val_size or round(VAL_FRACTION * source_of(cfg.dataset).train_size)
 
 
 @dataclass
