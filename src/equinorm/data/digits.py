@@ -13,6 +13,8 @@ import numpy as np
 
 from equinorm.data.base import ArrayDataset, DatasetInfo, Source
 
+TOTAL = 1_797  # images in scikit-learn's digits: the default split's 1,437 + 360
+
 
 class Digits(Source):
     info = DatasetInfo("digits", 10, 1, 8, (0.3053,), (0.3759,), True, 1_437, 360)
@@ -22,23 +24,23 @@ class Digits(Source):
         self, root=None, download=True, verify=True, split_seed: int = 0, test_fraction: float = 0.2
     ):
         super().__init__(root or ".", download, verify)
-        total, classes = self.info.train_size + self.info.test_size, self.info.num_classes
-        held = math.ceil(test_fraction * total) if 0 < test_fraction < 1 else 0
-        if not classes <= held <= total - classes:  # a stratified split: a class each side
-            raise ValueError(
-                f"test_fraction={test_fraction} must hold out {classes} to {total - classes:,} of "
-                f"the {total:,} images (at least one per class in each split)"
-            )
-        if not 0 <= split_seed < 2**32:
-            raise ValueError(f"split_seed={split_seed} must be in 0..2**32-1")
         self.split_seed = split_seed
         self.test_fraction = test_fraction
         self._split = None
+        classes = self.info.num_classes
+        if not classes <= TOTAL - self.train_size <= TOTAL - classes:  # stratified: both sides
+            raise ValueError(
+                f"test_fraction={test_fraction} must hold out {classes} to {TOTAL - classes:,} of "
+                f"the {TOTAL:,} images (at least one per class in each split)"
+            )
+        if not 0 <= split_seed < 2**32:
+            raise ValueError(f"split_seed={split_seed} must be in 0..2**32-1")
 
     @property
     def train_size(self) -> int:
-        total = self.info.train_size + self.info.test_size
-        return total - math.ceil(self.test_fraction * total)  # scikit-learn's split
+        """As scikit-learn splits: the test images are ceil(test_fraction x all of them)."""
+        f = self.test_fraction
+        return TOTAL - (math.ceil(f * TOTAL) if 0 < f < 1 else 0)
 
     def prepare(self) -> None:
         try:

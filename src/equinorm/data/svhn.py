@@ -30,6 +30,9 @@ def _unchecked() -> type:
     return Unchecked
 
 
+TRAIN, EXTRA = 73_257, 531_131  # images in train_32x32.mat and extra_32x32.mat
+
+
 class Svhn(Source):
     info = DatasetInfo(
         "svhn",
@@ -39,7 +42,7 @@ class Svhn(Source):
         (0.4377, 0.4438, 0.4728),
         (0.1980, 0.2010, 0.1970),
         True,
-        73_257 + 531_131,
+        TRAIN + EXTRA,
         26_032,
     )
 
@@ -49,7 +52,7 @@ class Svhn(Source):
 
     @property
     def train_size(self) -> int:
-        return self.info.train_size if self.extra else 73_257  # train_32x32.mat alone
+        return TRAIN + EXTRA if self.extra else TRAIN
 
     @property
     def folder(self):

@@ -91,14 +91,15 @@ def _resolve_auto(data: dict) -> None:
     (in device memory where the dataset fits) and the input standardization (the norm's: raw
     pixels for EquiNorm), so that naming what ``auto`` picks is the same run, not a variant."""
     # here, not at the top: they import torch, which `--help` and `--version` never need
+    from equinorm.data.loaders import loader_kind
     from equinorm.data.registry import DATASETS, dataset_info
     from equinorm.layers.norms import get_norm
 
     dataset, norm = data.get("dataset"), data.get("norm")
     if not isinstance(dataset, dict) or dataset.get("name") not in DATASETS:
         return
-    if dataset.get("loader") == "auto":
-        dataset["loader"] = "device" if dataset_info(dataset["name"]).in_memory else "torch"
+    if dataset.get("loader") == "auto":  # as the loaders pick it (the checks passed it)
+        dataset["loader"] = loader_kind(dataset, dataset_info(dataset["name"]))
     if "standardize" in dataset and dataset["standardize"] is None and isinstance(norm, dict):
         with contextlib.suppress(KeyError, TypeError):  # no such norm: the checks refuse it
             dataset["standardize"] = get_norm(norm.get("name")).standardize_input
