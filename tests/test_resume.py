@@ -142,6 +142,57 @@ def test_ctrl_c_during_the_last_evaluation_stops_the_process_once_the_run_is_rec
     assert summary["status"] == "complete" and (run_dir_of(cfg) / "model.pt").exists()
 
 
+class Killed(BaseException):
+    """A SIGKILL at one point of a run's end (no handler, no cleanup runs)."""
+
+
+@pytest.mark.parametrize("at", ["model.pt", "summary", "wandb"])
+def test_a_run_killed_as_it_ends_is_complete_only_with_its_weights_and_its_rerun_ends_it(
+    tmp_path, monkeypatch, at
+):
+    """The run's end wrote summary.json "complete", then waited on wandb's finish (seconds;
+    online, its uploads), then wrote model.pt: a job killed in between (a time limit's SIGKILL
+    after its grace, out of memory) was complete without weights, and every rerun skipped it."""
+    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
+    run_dir = run_dir_of(cfg)
+    from equinorm.train import trainer as trainer_mod
+
+    def kill(*args, **kwargs):
+        raise Killed
+
+    if at == "model.pt":
+        real_save = trainer_mod.ckpt.save_atomic
+
+        def save(obj, path, **kw):
+            if Path(path).name == "model.pt":
+                kill()
+            return real_save(obj, path, **kw)
+
+        monkeypatch.setattr(trainer_mod.ckpt, "save_atomic", save)
+    elif at == "summary":
+        real_write = trainer_mod.Trainer.write_summary
+
+        def write(self, status, **extra):
+            if status == "complete":
+                kill()
+            return real_write(self, status, **extra)
+
+        monkeypatch.setattr(trainer_mod.Trainer, "write_summary", write)
+    else:
+        monkeypatch.setattr(trainer_mod.WandbLogger, "finish", kill)
+    with pytest.raises(Killed):
+        run(cfg)
+    status = json.loads((run_dir / "summary.json").read_text())["status"]
+    assert status != "complete" or (run_dir / "model.pt").is_file()
+    RunDir(run_dir).unlock()  # the killed process's lock ends with it
+    monkeypatch.undo()
+    summary = run(cfg)  # the rerun: skips the run, or finishes it
+    assert summary["status"] == "complete" and summary["epoch"] == 2
+    assert (run_dir / "model.pt").is_file() and not (run_dir / "checkpoint.pt").exists()
+    recorded = json.loads((run_dir / "summary.json").read_text())
+    assert "rebuilt" not in recorded and recorded["global_batch"] == summary["global_batch"]
+
+
 def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path, monkeypatch):
     """`cmd &` from a shell without job control starts with SIGINT ignored, so that the
     terminal's Ctrl-C to its process group is not the run's: Python leaves it ignored, and so does

@@ -3,11 +3,12 @@ one from its checkpoint, or start afresh -- without ever overwriting a finished 
 
 A finished run (complete or diverged) of the same config is skipped without touching a file; a
 complete run whose ``summary.json`` is missing or damaged gets it rebuilt from ``history.csv`` and
-``model.pt``; an unreadable checkpoint falls back to the previous epoch's; an unfinished run with no
-readable checkpoint is moved into ``quarantine-<time>/`` (said in the log) and started afresh --
-unless it stopped before its first epoch ended (nothing trained to keep: it starts again, its
-attempts kept in provenance.json); a directory holding another config is refused in one line
-naming what differs.
+``model.pt`` where no checkpoint is left to end it from (one killed as it ended resumes from it);
+an unreadable checkpoint falls back to the previous epoch's; an unfinished run with no readable
+checkpoint is moved into ``quarantine-<time>/`` (said in the log) and started afresh -- unless it
+stopped before its first epoch ended (nothing trained to keep: it starts again, its attempts kept
+in provenance.json); a directory holding another config is refused in one line naming what
+differs.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ def decide(rundir: RunDir, cfg: DictConfig, identity: dict) -> dict:
         if summary and summary.get("status") in FINISHED:
             rundir.unlock()
             return {"action": "skip", "summary": summary}
-        rows = rundir.rebuildable(cfg.epochs)
+        notes = []  # said in the console now and in train.log once it is open
+        state, used = None, None
+        if ckpt.exists(rundir.checkpoint_path):
+            state, used = ckpt.load_latest(rundir.checkpoint_path, notes)
+        # no checkpoint to end it from (one is left where a kill came between model.pt and the
+        # summary: resumed, the run ends again, its summary whole)
+        rows = rundir.rebuildable(cfg.epochs) if state is None else None
         if rows is not None:
             summary = rundir.rebuild_summary(rows, **identity)
             log.warning(
@@ -57,19 +64,16 @@ def decide(rundir: RunDir, cfg: DictConfig, identity: dict) -> dict:
             rundir.unlock()
             return {"action": "skip", "summary": summary}
         rundir.error_path.unlink(missing_ok=True)  # this attempt replaces the last one's failure
-        notes = []  # said in the console now and in train.log once it is open
-        if ckpt.exists(rundir.checkpoint_path):
-            state, used = ckpt.load_latest(rundir.checkpoint_path, notes)
-            if state is not None:
-                if used != rundir.checkpoint_path:
-                    notes.append(f"resuming from the previous epoch's checkpoint {used}")
-                return {
-                    "action": "train",
-                    "resume": True,
-                    "checkpoint": str(used),
-                    "state": state,
-                    "notes": notes,
-                }
+        if state is not None:
+            if used != rundir.checkpoint_path:
+                notes.append(f"resuming from the previous epoch's checkpoint {used}")
+            return {
+                "action": "train",
+                "resume": True,
+                "checkpoint": str(used),
+                "state": state,
+                "notes": notes,
+            }
         if summary and summary.get("epoch") == 0 and not rundir.history():
             notes.append(f"{rundir.path} stopped before its first epoch ended: starting it again")
         elif any(p.exists() for p in (rundir.history_path, rundir.summary_path)):

@@ -593,13 +593,19 @@ class Trainer:
         return {"nonfinite_layer": "not reproduced on replay (non-deterministic kernels?)"}
 
     def finish(self) -> dict:
-        summary = self.write_summary("complete")
-        self.logger.summary(**{k: v for k, v in summary.items() if k.startswith(("test", "train"))})
-        self.logger.finish()
-        if self.dist.is_main and self.checkpoint_enabled:
+        """The run's end, in an order a kill at any point leaves resumable: model.pt, then the
+        summary "complete" (a complete run has its weights), then the checkpoints go (killed
+        before, the rerun resumes from the last one and ends here again), then wandb, whose
+        finish may wait on its uploads."""
+        keep = self.dist.is_main and self.checkpoint_enabled
+        if keep:
             ckpt.save_atomic(self.raw_model.state_dict(), self.rundir.model_path)
+        summary = self.write_summary("complete")
+        if keep:
             ckpt.previous(self.rundir.checkpoint_path).unlink(missing_ok=True)
             self.rundir.checkpoint_path.unlink(missing_ok=True)  # a finished run keeps model.pt
+        self.logger.summary(**{k: v for k, v in summary.items() if k.startswith(("test", "train"))})
+        self.logger.finish()
         return summary
 
     def write_summary(self, status: str, **extra) -> dict:
