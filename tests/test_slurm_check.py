@@ -45,7 +45,7 @@ def test_partitions_are_read_from_sinfo(cluster):
         None,
         True,
     )
-    assert (gpu.cpus, gpu.memory_mb, gpu.gpus, gpu.limit_min) == (32, 256000, True, 120)
+    assert (gpu.cpus, gpu.memory_mb, gpu.gpus, gpu.limit_min) == (32, 256000, 4, 120)
 
 
 GPU = ("hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=120")
@@ -67,6 +67,11 @@ REFUSED = [
         "set hydra.launcher.mem_gb<=250",
     ),
     (("hydra.launcher.partition=a100",), "hydra.launcher.partition=a100 is not one of cpu, gpu"),
+    (  # more GPUs than a node has: the array would pend forever (NPROC=8 asks 8)
+        (*GPU, "hydra.launcher.gpus_per_node=8", "hydra.launcher.tasks_per_node=8"),
+        "hydra.launcher.gpus_per_node=8 exceeds the 4 GPU(s) of partition gpu's nodes: "
+        "set hydra.launcher.gpus_per_node<=4",
+    ),
     (("hydra.launcher.timeout_min=3",), "hydra.launcher.timeout_min=3 leaves no time to train"),
 ]
 
@@ -82,6 +87,21 @@ def test_the_cpu_preset_and_a_fitting_gpu_request_pass(cluster):
     slurm_check.check_launcher(
         _launcher("hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=120")
     )
+
+
+@pytest.mark.parametrize(
+    ("gres", "gpus"),
+    [
+        ("(null)", 0),
+        ("gpu:4", 4),
+        ("gpu:a100:4(S:0-1)", 4),
+        ("gpu:a100:2(S:0,1),gpu:v100:2", 4),
+        ("gpu:1g.10gb:7,shard:8", 7),
+        ("mps:100", 0),
+    ],
+)
+def test_a_nodes_gpus_are_read_from_its_gres(gres, gpus):
+    assert slurm_check._gpus(gres) == gpus
 
 
 def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):

@@ -2,7 +2,8 @@
 
 A request no node can meet leaves the array PENDING forever (``PartitionConfig``) with no word from
 the launcher; ``gpus_per_node=1`` on a CPU-only cluster fails with "Invalid generic resource (gres)
-specification"; a ``timeout_min`` at or below ``signal_delay_s`` (SLURM may signal up to 60 s
+specification"; ``gpus_per_node=2`` on nodes of one GPU each (``make reproduce-svhn NPROC=2``)
+pends forever too; a ``timeout_min`` at or below ``signal_delay_s`` (SLURM may signal up to 60 s
 early) requeues the job before it trains, up to ``max_num_timeout`` times. So the command
 line's check (:mod:`equinorm.experiment.command`) reads the partition with ``sinfo`` and says,
 in one line, which ``hydra.launcher.*`` key to change. Without ``sinfo`` on the submitting
@@ -12,6 +13,7 @@ machine there is no SLURM to submit to: one line says so (submitit would fail in
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ class Partition:
     name: str
     cpus: int  # CPUs of its largest node
     memory_mb: int  # memory of its largest node
-    gpus: bool  # any node has a GPU gres
+    gpus: int  # GPUs of its node with the most (0: none has a GPU gres)
     limit_min: int | None  # time limit; None: infinite
     default: bool
 
@@ -46,6 +48,12 @@ def _minutes(limit: str) -> int | None:
     else:
         h, m, s = parts
     return (int(days or 0) * 24 + h) * 60 + m + (1 if s else 0)
+
+
+def _gpus(gres: str) -> int:
+    """The GPUs of sinfo's ``%G`` (``(null)``, ``gpu:4``, ``gpu:a100:4(S:0-1)``, several types
+    comma-separated): their sum."""
+    return sum(int(n) for n in re.findall(r"\bgpu(?::[\w.-]+)?:(\d+)", gres))
 
 
 @functools.cache
@@ -66,9 +74,13 @@ def partitions() -> tuple[Partition, ...] | None:
         old = found.get(name)
         cpus_n = int(cpus.rstrip("+"))
         mem_n = int(mem.rstrip("+"))
-        gpus = "gpu" in gres
+        gpus = _gpus(gres)
         if old:
-            cpus_n, mem_n, gpus = max(cpus_n, old.cpus), max(mem_n, old.memory_mb), gpus or old.gpus
+            cpus_n, mem_n, gpus = (
+                max(cpus_n, old.cpus),
+                max(mem_n, old.memory_mb),
+                max(gpus, old.gpus),
+            )
         found[name] = Partition(name, cpus_n, mem_n, gpus, _minutes(limit), default)
     return tuple(found.values())
 
@@ -105,12 +117,19 @@ def check_launcher(launcher: DictConfig) -> None:
             raise ConfigError("the SLURM launcher: sinfo lists no partition")
     p = match[0]
     where = f"partition {p.name}"
-    if int(launcher.get("gpus_per_node") or 0) > 0 and not p.gpus:
+    tasks = int(launcher.get("tasks_per_node") or 1)
+    gpus = int(launcher.get("gpus_per_node") or 0)
+    if gpus > 0 and not p.gpus:
         raise ConfigError(
-            f"{where} has no GPUs but hydra.launcher.gpus_per_node={launcher.gpus_per_node}: use "
+            f"{where} has no GPUs but hydra.launcher.gpus_per_node={gpus}: use "
             "hydra/launcher=submitit_slurm_cpu (or hydra.launcher.gpus_per_node=0)"
         )
-    tasks = int(launcher.get("tasks_per_node") or 1)
+    if gpus > p.gpus:
+        raise ConfigError(
+            f"hydra.launcher.gpus_per_node={gpus} exceeds the {p.gpus} GPU(s) of {where}'s "
+            f"nodes: set hydra.launcher.gpus_per_node<={p.gpus} (make reproduce-*: NPROC<="
+            f"{p.gpus}; a run's global batch stays train.devices x train.batch_size)"
+        )
     cpus = int(launcher.get("cpus_per_task") or 1) * tasks
     if tasks > p.cpus:
         raise ConfigError(
