@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -420,3 +421,20 @@ def test_a_file_system_without_flock_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(EquinormError, match=r"\.lock \(Function not implemented\): .* -o flock"):
         run(cfg)
     assert not record.RunDir(cfg.run_dir).in_use()
+
+
+def test_a_checkpoint_of_a_process_that_saw_more_gpus_resumes_where_fewer_are_visible(
+    monkeypatch,
+):
+    """A run checkpointed where 4 GPUs were visible, resumed with CUDA_VISIBLE_DEVICES=2 (its GPU
+    busy now): every saved CUDA generator state was set, device 1's ended in an IndexError
+    traceback. A GPU that is not here has no generator to restore (faked: no GPU here)."""
+    saved = {**ckpt.rng_state(), "cuda": [torch.full((4,), i, dtype=torch.uint8) for i in range(4)]}
+    restored = []
+    generators = (SimpleNamespace(set_state=lambda s: restored.append((0, s))),)  # one GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(generators))
+    monkeypatch.setattr(torch.cuda, "default_generators", generators)
+    ckpt.set_rng_state(saved)
+    assert [(i, s.tolist()) for i, s in restored] == [(0, [0, 0, 0, 0])]

@@ -42,7 +42,10 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])  # noqa: NPY002
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # the GPUs visible now: one resumed under CUDA_VISIBLE_DEVICES=<one of them> has no
+        # generators for the others it was saved with
+        for i, cuda in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda, i)
 
 
 def previous(path: Path) -> Path:
