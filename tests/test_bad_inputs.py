@@ -175,6 +175,9 @@ BAD = [  # (command line, what the one line must name)
     # Hydra: "Sweeping over Hydra's configuration is not supported", in 3 lines and exit 1
     ("-m hydra.sweeper.params.seed=range(2)", "not a sweep; sweep seed itself: -m seed=range(2)"),
     ("-m hydra.verbose=true,false", "hydra.verbose=true,false: a key of Hydra's own takes one"),
+    # Hydra: "Expecting one subcommand", "No completion plugin for 'tcsh'", in tracebacks
+    ("-sc", "--shell-completion (-sc) takes one of install=, uninstall= or query="),
+    ("-sc install=tcsh", "-sc install=tcsh: Hydra completes bash, fish, zsh"),
 ]
 
 
@@ -195,6 +198,22 @@ def test_a_bad_value_is_one_line_exit_2_and_no_file(line, names, tmp_path, monke
     assert err.count("\n") == 1 and err.startswith("equinorm: error: "), err
     assert names in err, err
     assert not any(tmp_path.iterdir()), list(tmp_path.rglob("*"))  # nothing written anywhere
+
+
+def test_tab_completion_is_the_console_script_s_and_python_m_says_so(monkeypatch, capsys):
+    """``python -m equinorm.train -sc install=bash`` installed a completion for ``python
+    <script>.py``, which completes nothing here; the console script's completes the config."""
+    monkeypatch.setattr(sys, "argv", ["/x/equinorm/train/__main__.py", "-sc", "install=bash"])
+    with pytest.raises(SystemExit) as stop:
+        app.main()
+    assert stop.value.code == 2
+    assert 'console script\'s: eval "$(equinorm-train -sc install=bash)"' in capsys.readouterr().err
+    line = "equinorm-train experiment=digits_demo norm="
+    monkeypatch.setenv("COMP_LINE", line)
+    monkeypatch.setenv("COMP_POINT", str(len(line)))
+    monkeypatch.setattr(sys, "argv", ["equinorm-train", "-sc", "query=bash"])
+    app.main()
+    assert "norm=bn norm=equi" in capsys.readouterr().out
 
 
 def test_hydra_mode_multirun_is_checked_as_a_sweep():

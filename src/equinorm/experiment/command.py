@@ -208,6 +208,26 @@ def composed(jobs: list[list[str]]) -> Iterator[tuple[list[str], DictConfig]]:
         yield job, cfg
 
 
+SHELLS = ("bash", "fish", "zsh")  # Hydra's completion plugins
+SUBCOMMANDS = ("install", "uninstall", "query")  # of --shell-completion
+
+
+def completion(given: list[str]) -> str | None:
+    """Hydra's ``--shell-completion``, where its traceback would answer: no subcommand, a shell
+    it has no plugin for; or ``python -m``, whose completion Hydra installs for ``python
+    <script>.py`` and so completes nothing."""
+    how = 'eval "$(equinorm-train -sc install=bash)"'
+    if Path(sys.argv[0]).name == "__main__.py":
+        return f"tab completion is the console script's: {how} (then equinorm-train <TAB>)"
+    asked = [o.split("=", 1) for o in given if o.split("=", 1)[0] in SUBCOMMANDS]
+    if len(asked) != 1:
+        return f"--shell-completion (-sc) takes one of install=, uninstall= or query=: {how}"
+    (sub, shell), *_ = asked
+    if shell not in SHELLS:
+        return f"-sc {sub}={shell}: Hydra completes {', '.join(SHELLS)} ({how})"
+    return None
+
+
 def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | None:
     """The one-line error of the first job of ``argv`` that fails ``check``, else None."""
     try:
@@ -248,6 +268,8 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
             f"-m and --{shown[0].replace('_', '-')} do not go together: it shows one job; "
             "drop -m and give one value per key"
         )
+    if args.shell_completion:
+        return completion(given)
     if any(getattr(args, flag) for flag in INFORMATIONAL):
         return None
     primary = contextlib.nullcontext()  # where train.yaml is read: conf/, or --config-path's
