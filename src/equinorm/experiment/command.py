@@ -268,6 +268,8 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
             f"-m and --{shown[0].replace('_', '-')} do not go together: it shows one job; "
             "drop -m and give one value per key"
         )
+    if args.resolve and not (args.cfg or args.help):  # Hydra: a ValueError's traceback
+        return "--resolve resolves the config --cfg shows: add --cfg job (or --cfg all)"
     if args.shell_completion:
         return completion(given)
     if any(getattr(args, flag) for flag in INFORMATIONAL):
