@@ -335,6 +335,7 @@ NUMBERS = [  # (command, option, bound): each was a traceback (or a negative GPU
     ("reproduce", "--nproc=0", ">= 1"),
     ("tune", "--span=1", "> 1"),
     ("tune", "--points=0", ">= 1"),
+    ("tune", "--val-size=0", ">= 1"),  # "no split": it chose on 10% of the training set
 ]
 
 

@@ -248,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds", type=seeds, default=given, help=f"tuning seeds of stage 1 ({given})"
     )
     parser.add_argument(
-        "--val-size", type=int, default=0, help="validation images (default: 10%% of training)"
+        "--val-size",
+        type=number(int),  # 0 was the default's sentinel: "no split" chose on 10% silently
+        default=None,
+        help="validation images (default: 10%% of training)",
     )
     parser.add_argument("--stage", choices=["1", "2", "all"], default="all", help="stages to run")
     parser.add_argument("--plan", action="store_true", help="runs and GPU-hours only")
