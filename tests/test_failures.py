@@ -8,6 +8,7 @@ import errno
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import signal
 import sys
@@ -438,3 +439,46 @@ def test_a_checkpoint_of_a_process_that_saw_more_gpus_resumes_where_fewer_are_vi
     monkeypatch.setattr(torch.cuda, "default_generators", generators)
     ckpt.set_rng_state(saved)
     assert [(i, s.tolist()) for i, s in restored] == [(0, [0, 0, 0, 0])]
+
+
+@pytest.mark.parametrize("slurm", [True, False])
+def test_a_job_out_of_requeues_at_its_time_limit_fails_in_one_line_not_as_a_bug(
+    tmp_path, monkeypatch, slurm
+):
+    """submitit refuses a job a requeue at its time limit once it has had max_num_timeout (local:
+    3): its UncompletedJobError, raised from its signal handler after the run's checkpoint, was
+    "failed with an unexpected error (a bug? please report it)" and a traceback in train.log, and
+    in the sweep's log."""
+    from submitit.core.utils import UncompletedJobError
+
+    from equinorm.errors import EquinormError
+
+    if slurm:
+        monkeypatch.setenv("SLURM_JOB_ID", "42")
+
+    def submitit_like(signum, frame):  # its checkpoint_and_try_requeue, the countdown spent
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
+    previous = signal.signal(signal.SIGUSR1, submitit_like)
+    real_poll = trainer_mod.Trainer._poll
+
+    def poll(self, b, guard):
+        if self.state.epoch == 1 and b == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_poll(self, b, guard)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_poll", poll)
+    try:
+        with pytest.raises(EquinormError) as raised:
+            run(cfg)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    line = str(raised.value)
+    assert line.startswith("the job reached its time limit once more than submitit requeues it")
+    assert ("hydra.launcher.max_num_timeout" in line) == slurm
+    assert line.endswith("the run keeps its checkpoint, and running the sweep again resumes it")
+    run_dir = run_dir_of(cfg)
+    assert ckpt.load(run_dir / "checkpoint.pt")["batch"] == 4
+    last = (run_dir / "train.log").read_text().splitlines()[-1]
+    assert last.endswith(f"[ERROR] failed: {line}")  # one line, no traceback

@@ -22,7 +22,9 @@ import os
 import signal
 import threading
 
-__all__ = ["Preempted", "PreemptionGuard"]
+from equinorm.errors import EquinormError
+
+__all__ = ["OutOfRequeues", "Preempted", "PreemptionGuard"]
 
 
 class Preempted(Exception):
@@ -78,5 +80,23 @@ class PreemptionGuard:
         previous = self._previous.get(signum)
         self._restore()
         if callable(previous) and signum != signal.SIGINT:
-            previous(signum, None)  # e.g. submitit: requeue (a finished run is then skipped)
+            try:
+                previous(signum, None)  # e.g. submitit: requeue (a finished run is then skipped)
+            except Exception as exc:
+                if "timed-out too many times" not in str(exc):
+                    raise
+                raise OutOfRequeues(exc) from exc
         raise Preempted(signum, ended)
+
+
+class OutOfRequeues(EquinormError):
+    """submitit's refusal to requeue a job at its time limit once more (``UncompletedJobError``
+    from its signal handler, after the run's checkpoint): a setting to change, not a bug."""
+
+    def __init__(self, exc: Exception) -> None:
+        more = " (or hydra.launcher.max_num_timeout)" if "SLURM_JOB_ID" in os.environ else ""
+        super().__init__(
+            f"the job reached its time limit once more than submitit requeues it ({exc}): raise "
+            f"hydra.launcher.timeout_min{more}; the run keeps its checkpoint, and running the "
+            "sweep again resumes it"
+        )
