@@ -593,10 +593,10 @@ class Trainer:
         return {"nonfinite_layer": "not reproduced on replay (non-deterministic kernels?)"}
 
     def finish(self) -> dict:
-        """The run's end, in an order a kill at any point leaves resumable: model.pt, then the
-        summary "complete" (a complete run has its weights), then the checkpoints go (killed
-        before, the rerun resumes from the last one and ends here again), then wandb, whose
-        finish may wait on its uploads."""
+        """The run's end, in an order a kill at any point leaves whole: model.pt, then the summary
+        "complete" (a complete run has its weights; killed between, the rerun resumes from the
+        last checkpoint and ends here again), then the checkpoints go, then wandb, whose finish
+        may wait on its uploads."""
         keep = self.dist.is_main and self.checkpoint_enabled
         if keep:
             ckpt.save_atomic(self.raw_model.state_dict(), self.rundir.model_path)
