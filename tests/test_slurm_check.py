@@ -98,6 +98,7 @@ def test_the_cpu_preset_and_a_fitting_gpu_request_pass(cluster):
         ("gpu:a100:2(S:0,1),gpu:v100:2", 4),
         ("gpu:1g.10gb:7,shard:8", 7),
         ("mps:100", 0),
+        ("gpu", None),  # a count not shown: not checked
     ],
 )
 def test_a_nodes_gpus_are_read_from_its_gres(gres, gpus):

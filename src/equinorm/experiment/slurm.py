@@ -30,7 +30,7 @@ class Partition:
     name: str
     cpus: int  # CPUs of its largest node
     memory_mb: int  # memory of its largest node
-    gpus: int  # GPUs of its node with the most (0: none has a GPU gres)
+    gpus: int | None  # GPUs of its node with the most (0: no GPU gres; None: a count not shown)
     limit_min: int | None  # time limit; None: infinite
     default: bool
 
@@ -50,10 +50,13 @@ def _minutes(limit: str) -> int | None:
     return (int(days or 0) * 24 + h) * 60 + m + (1 if s else 0)
 
 
-def _gpus(gres: str) -> int:
+def _gpus(gres: str) -> int | None:
     """The GPUs of sinfo's ``%G`` (``(null)``, ``gpu:4``, ``gpu:a100:4(S:0-1)``, several types
-    comma-separated): their sum."""
-    return sum(int(n) for n in re.findall(r"\bgpu(?::[\w.-]+)?:(\d+)", gres))
+    comma-separated): their sum; None for a GPU gres without a count."""
+    counts = re.findall(r"\bgpu(?::[\w.-]+)?:(\d+)", gres)
+    if not counts and re.search(r"\bgpu\b", gres):
+        return None
+    return sum(int(n) for n in counts)
 
 
 @functools.cache
@@ -79,7 +82,7 @@ def partitions() -> tuple[Partition, ...] | None:
             cpus_n, mem_n, gpus = (
                 max(cpus_n, old.cpus),
                 max(mem_n, old.memory_mb),
-                max(gpus, old.gpus),
+                None if None in (gpus, old.gpus) else max(gpus, old.gpus),
             )
         found[name] = Partition(name, cpus_n, mem_n, gpus, _minutes(limit), default)
     return tuple(found.values())
@@ -119,12 +122,12 @@ def check_launcher(launcher: DictConfig) -> None:
     where = f"partition {p.name}"
     tasks = int(launcher.get("tasks_per_node") or 1)
     gpus = int(launcher.get("gpus_per_node") or 0)
-    if gpus > 0 and not p.gpus:
+    if gpus > 0 and p.gpus == 0:
         raise ConfigError(
             f"{where} has no GPUs but hydra.launcher.gpus_per_node={gpus}: use "
             "hydra/launcher=submitit_slurm_cpu (or hydra.launcher.gpus_per_node=0)"
         )
-    if gpus > p.gpus:
+    if p.gpus is not None and gpus > p.gpus:
         raise ConfigError(
             f"hydra.launcher.gpus_per_node={gpus} exceeds the {p.gpus} GPU(s) of {where}'s "
             f"nodes: set hydra.launcher.gpus_per_node<={p.gpus} (make reproduce-*: NPROC<="
