@@ -8,7 +8,6 @@ import errno
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import signal
 import sys
@@ -452,6 +451,7 @@ def test_a_job_out_of_requeues_at_its_time_limit_fails_in_one_line_not_as_a_bug(
     from submitit.core.utils import UncompletedJobError
 
     from equinorm.errors import EquinormError
+    from tests.test_resume import signalled_mid_run
 
     if slurm:
         monkeypatch.setenv("SLURM_JOB_ID", "42")
@@ -460,21 +460,7 @@ def test_a_job_out_of_requeues_at_its_time_limit_fails_in_one_line_not_as_a_bug(
         raise UncompletedJobError("Job not requeued because: timed-out too many times.")
 
     cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
-    previous = signal.signal(signal.SIGUSR1, submitit_like)
-    real_poll = trainer_mod.Trainer._poll
-
-    def poll(self, b, guard):
-        if self.state.epoch == 1 and b == 3:
-            os.kill(os.getpid(), signal.SIGUSR1)
-        return real_poll(self, b, guard)
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_poll", poll)
-    try:
-        with pytest.raises(EquinormError) as raised:
-            run(cfg)
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
-    line = str(raised.value)
+    line = str(signalled_mid_run(cfg, submitit_like, EquinormError, monkeypatch))
     assert line.startswith("the job reached its time limit once more than submitit requeues it")
     assert ("hydra.launcher.max_num_timeout" in line) == slurm
     assert line.endswith("the run keeps its checkpoint, and running the sweep again resumes it")

@@ -90,18 +90,12 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_and_rerun_changes_nothin
     assert snapshot(run_dir) == before
 
 
-def test_signal_is_handed_on_to_a_previous_handler_after_the_checkpoint(tmp_path, monkeypatch):
-    """The requeue path of submitit: its handler runs once our checkpoint is on disk."""
-    calls = []
-
-    def submitit_like(signum, frame):
-        calls.append((signum, (run_dir_of(cfg) / "checkpoint.pt").exists()))
-        raise SystemExit(-1)
-
-    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
-    previous = signal.signal(signal.SIGUSR1, submitit_like)
+def signalled_mid_run(cfg, handler, expected, monkeypatch) -> BaseException:
+    """Run ``cfg`` with ``handler`` installed for SIGUSR1 before it (as submitit's is) and the
+    signal sent at batch 4 of epoch 2: the ``expected`` exception the run raises."""
     from equinorm.train import trainer as trainer_mod
 
+    previous = signal.signal(signal.SIGUSR1, handler)
     real_poll = trainer_mod.Trainer._poll
 
     def poll(self, b, guard):
@@ -111,10 +105,23 @@ def test_signal_is_handed_on_to_a_previous_handler_after_the_checkpoint(tmp_path
 
     monkeypatch.setattr(trainer_mod.Trainer, "_poll", poll)
     try:
-        with pytest.raises(SystemExit):
+        with pytest.raises(expected) as raised:
             run(cfg)
     finally:
         signal.signal(signal.SIGUSR1, previous)
+    return raised.value
+
+
+def test_signal_is_handed_on_to_a_previous_handler_after_the_checkpoint(tmp_path, monkeypatch):
+    """The requeue path of submitit: its handler runs once our checkpoint is on disk."""
+    calls = []
+
+    def submitit_like(signum, frame):
+        calls.append((signum, (run_dir_of(cfg) / "checkpoint.pt").exists()))
+        raise SystemExit(-1)
+
+    cfg = compose_cfg(*SHORT, "epochs=2", "schedule.milestones=[1]", results=tmp_path)
+    signalled_mid_run(cfg, submitit_like, SystemExit, monkeypatch)
     assert calls == [(signal.SIGUSR1, True)]
     assert ckpt.load(run_dir_of(cfg) / "checkpoint.pt")["batch"] == 4
 
