@@ -178,6 +178,7 @@ BAD = [  # (command line, what the one line must name)
     # Hydra: "Expecting one subcommand", "No completion plugin for 'tcsh'", in tracebacks
     ("-sc", "--shell-completion (-sc) takes one of install=, uninstall= or query="),
     ("-sc install=tcsh", "-sc install=tcsh: Hydra completes bash, fish, zsh"),
+    ("-sc install", "-sc install=: Hydra completes bash, fish, zsh"),  # a ValueError of ours
     ("--resolve norm=bn", "--resolve resolves the config --cfg shows: add --cfg job"),
 ]
 

@@ -219,10 +219,10 @@ def completion(given: list[str]) -> str | None:
     how = 'eval "$(equinorm-train -sc install=bash)"'
     if Path(sys.argv[0]).name == "__main__.py":
         return f"tab completion is the console script's: {how} (then equinorm-train <TAB>)"
-    asked = [o.split("=", 1) for o in given if o.split("=", 1)[0] in SUBCOMMANDS]
+    asked = [o.partition("=")[::2] for o in given if o.partition("=")[0] in SUBCOMMANDS]
     if len(asked) != 1:
         return f"--shell-completion (-sc) takes one of install=, uninstall= or query=: {how}"
-    (sub, shell), *_ = asked
+    ((sub, shell),) = asked
     if shell not in SHELLS:
         return f"-sc {sub}={shell}: Hydra completes {', '.join(SHELLS)} ({how})"
     return None
