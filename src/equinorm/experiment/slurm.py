@@ -120,7 +120,6 @@ def check_launcher(launcher: DictConfig) -> None:
             raise ConfigError("the SLURM launcher: sinfo lists no partition")
     p = match[0]
     where = f"partition {p.name}"
-    tasks = int(launcher.get("tasks_per_node") or 1)
     gpus = int(launcher.get("gpus_per_node") or 0)
     if gpus > 0 and p.gpus == 0:
         raise ConfigError(
@@ -133,6 +132,7 @@ def check_launcher(launcher: DictConfig) -> None:
             f"nodes: set hydra.launcher.gpus_per_node<={p.gpus} (make reproduce-*: NPROC<="
             f"{p.gpus}; a run's global batch stays train.devices x train.batch_size)"
         )
+    tasks = int(launcher.get("tasks_per_node") or 1)
     cpus = int(launcher.get("cpus_per_task") or 1) * tasks
     if tasks > p.cpus:
         raise ConfigError(

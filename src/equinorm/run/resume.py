@@ -48,9 +48,7 @@ def decide(rundir: RunDir, cfg: DictConfig, identity: dict) -> dict:
             rundir.unlock()
             return {"action": "skip", "summary": summary}
         notes = []  # said in the console now and in train.log once it is open
-        state, used = None, None
-        if ckpt.exists(rundir.checkpoint_path):
-            state, used = ckpt.load_latest(rundir.checkpoint_path, notes)
+        state, used = ckpt.load_latest(rundir.checkpoint_path, notes)  # (None, None): none
         # no checkpoint to end it from (one is left where a kill came between model.pt and the
         # summary: resumed, the run ends again, its summary whole)
         rows = rundir.rebuildable(cfg.epochs) if state is None else None
