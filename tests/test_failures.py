@@ -104,8 +104,11 @@ def _md5(path):
 
 
 def test_a_complete_run_with_a_damaged_summary_is_rebuilt_and_the_sweep_goes_on(tmp_path):
-    """The issue's case: seed 0's summary.json truncated; `-m seed=0,1` used to run nothing."""
-    args = ["experiment=digits_demo", "debug=smoke", "norm=bn", f"results_dir={tmp_path}"]
+    """The issue's case: seed 0's summary.json truncated; `-m seed=0,1` used to run nothing. The
+    rebuilt summary keeps the setup (the report's captions, equinorm-evaluate's shares read it):
+    here two devices that one process runs in turn."""
+    args = ["experiment=digits_demo", "debug=smoke", "norm=bn", "train.devices=2"]
+    args.append(f"results_dir={tmp_path}")
     assert run_cli(*args, "seed=0", cwd=tmp_path).returncode == 0
     seed0 = run_dir_of(compose_cfg(*args, "seed=0"))
     before = json.loads((seed0 / "summary.json").read_text())
@@ -118,6 +121,10 @@ def test_a_complete_run_with_a_damaged_summary_is_rebuilt_and_the_sweep_goes_on(
     assert rebuilt["status"] == "complete" and "rebuilt" in rebuilt
     for key in ("epoch", "epochs", "test_acc", "test_loss", "best_test_acc", "norm", "seed"):
         assert rebuilt[key] == pytest.approx(before[key]), key
+    setup = ("world_size", "virtual_devices", "batch_size", "global_batch", "width_mult")
+    for key in (*setup, "precision", "host"):
+        assert rebuilt.get(key) == before[key], key
+    assert before["virtual_devices"] == 2 and before["global_batch"] == 2 * before["batch_size"]
     assert _md5(seed0 / "model.pt") == model
     assert (seed0 / "summary.json.bad").read_text() == '{"status": "comp'
     seed1 = run_dir_of(compose_cfg(*args, "seed=1"))

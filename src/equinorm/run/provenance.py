@@ -188,9 +188,9 @@ def attempt(
     """What one start (or resume) of a run ran on; ``end`` and ``outcome`` come later;
     ``overrides``: the command line's, as typed (None outside the command line); ``outputs``: the
     results_dir, which is not code (:func:`code`); ``execution``:
-    the settings that change the numbers' last digits but not what is computed
-    (``channels_last``, ``compile``, ``impl``), which the report compares across a run's attempts
-    (:data:`EXECUTION`)."""
+    the precision the run computes in (``train.precision=auto`` resolved) and the settings that
+    change the numbers' last digits but not what is computed (``channels_last``, ``compile``,
+    ``impl``), which the report compares across a run's attempts (:data:`EXECUTION`)."""
     return {
         "start": _now(),
         "end": None,

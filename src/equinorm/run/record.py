@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from equinorm import atomic
 from equinorm.errors import ConfigError, EquinormError, one_line
+from equinorm.experiment.checks import virtual_devices
 from equinorm.experiment.identity import config_diff, semantic
 
 FINISHED = ("complete", "diverged")
@@ -58,6 +59,22 @@ def summarize(status: str, rows: list[dict], epochs: int, wall_time_s: float, **
         "best_test_acc": max(finite, default=None),
         "wall_time_s": round(wall_time_s, 2),
         **fields,
+    }
+
+
+def setup(cfg, world_size: int, precision: str | None) -> dict:
+    """The training setup that ``summary.json`` records beside the numbers (the report's captions
+    read it, ``equinorm-evaluate`` shares the test set as the run's processes did): processes,
+    devices each ran in turn, per-device and global batch, width and precision (fp32 or bf16;
+    None where unknown)."""
+    k = virtual_devices(cfg, world_size)
+    return {
+        "world_size": world_size,
+        "virtual_devices": k,
+        "batch_size": cfg.train.batch_size,
+        "global_batch": cfg.train.batch_size * k * world_size,
+        "width_mult": cfg.arch.width_mult,
+        "precision": precision,
     }
 
 
@@ -302,5 +319,6 @@ __all__ = [
     "RunLockedError",
     "objective",
     "run_dirs",
+    "setup",
     "summarize",
 ]

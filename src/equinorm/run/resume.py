@@ -19,13 +19,28 @@ from omegaconf import DictConfig
 
 from equinorm.errors import EquinormError
 from equinorm.run import checkpoint as ckpt
-from equinorm.run.record import FINISHED, RunDir
+from equinorm.run import provenance
+from equinorm.run.record import FINISHED, RunDir, setup
 
 log = logging.getLogger("equinorm")
 
 
 class PartialRunError(EquinormError):
     pass
+
+
+def recorded_setup(rundir: RunDir, cfg: DictConfig) -> dict:
+    """The training setup (:func:`~equinorm.run.record.setup`) of the run's last attempt, for a
+    rebuilt summary: its processes and host from ``provenance.json``, the rest from the config it
+    trained (the same as ``cfg``); {} where no attempt is recorded. The precision is the one the
+    attempt recorded, else the config's where it is not ``auto`` (which depends on the device)."""
+    attempts = provenance.read(rundir.path)
+    last = attempts[-1] if attempts else {}
+    if not isinstance(last.get("world_size"), int):
+        return {}
+    configured = getattr(cfg.train.precision, "value", cfg.train.precision)
+    precision = last.get("precision") or (None if configured == "auto" else configured)
+    return {**setup(cfg, last["world_size"], precision), "host": last.get("host")}
 
 
 def decide(rundir: RunDir, cfg: DictConfig, identity: dict) -> dict:
@@ -53,7 +68,7 @@ def decide(rundir: RunDir, cfg: DictConfig, identity: dict) -> dict:
         # summary: resumed, the run ends again, its summary whole)
         rows = rundir.rebuildable(cfg.epochs) if state is None else None
         if rows is not None:
-            summary = rundir.rebuild_summary(rows, **identity)
+            summary = rundir.rebuild_summary(rows, **identity, **recorded_setup(rundir, cfg))
             log.warning(
                 "%s: summary.json was missing or unreadable; rebuilt it from history.csv and "
                 "model.pt (a damaged one is kept as summary.json.bad)",

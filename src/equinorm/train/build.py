@@ -22,7 +22,7 @@ from equinorm.data import build_loaders, seeding
 from equinorm.experiment.checks import check_config, check_job, virtual_devices
 from equinorm.layers import get_norm
 from equinorm.models.compiling import compiled
-from equinorm.run.record import RunDir
+from equinorm.run.record import RunDir, setup
 from equinorm.run.trained import network
 from equinorm.train.distributed import DistInfo
 from equinorm.train.mixup import Mixup
@@ -169,14 +169,9 @@ def trainer(
         equilibrium=t.equilibrium_stats,
         summary_fields={
             **identity,
-            "world_size": dist.world_size,
-            "virtual_devices": k,
-            "batch_size": t.batch_size,
-            "global_batch": global_batch,
-            "width_mult": cfg.arch.width_mult,
+            **setup(cfg, dist.world_size, precision),
             "device": str(device),
             "host": socket.gethostname(),
-            "precision": precision,
         },
     )
     return trainer, logger

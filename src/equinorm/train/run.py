@@ -145,6 +145,7 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         layout = build.resolve_channels_last(cfg, device)
         compiled = bool(cfg.train.compile)
         execution = {
+            "precision": build.resolve_precision(cfg, device),  # a rebuilt summary reads it
             "channels_last": layout,
             "compile": compiled,
             "compile_mode": cfg.train.compile_mode.value if compiled else None,
