@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from equinorm.layers import NORMS, ChannelAffine, EquiConv2d, get_norm
-from equinorm.layers.affine import GroupNorm, MeanOnlyBatchNorm2d
+from equinorm.layers.affine import GroupNorm, MeanOnlyBatchNorm2d, group_fallbacks
 from equinorm.layers.peers import StdConv2d, WNConv2d
+from equinorm.train.run import run
+from tests.conftest import compose_cfg, run_dir_of
 
 EXPECTED = {
     "equi": (EquiConv2d, ChannelAffine, False),
@@ -61,6 +63,24 @@ def test_options_reach_the_layers():
 def test_groupnorm_falls_back_to_a_divisor_for_narrow_layers():
     assert GroupNorm(64).num_groups == 32
     assert GroupNorm(24).num_groups == 8
+
+
+def test_a_fallback_to_fewer_groups_than_the_channels_allow_is_said():
+    narrow = nn.Sequential(GroupNorm(16), GroupNorm(64))  # the demo's 16 channels: 16 groups
+    assert group_fallbacks(narrow) == ""
+    net = nn.Sequential(GroupNorm(48), GroupNorm(96), GroupNorm(48, num_groups=3), GroupNorm(64, 3))
+    assert group_fallbacks(net) == (
+        "16 of 32 groups at 48 channels (1 layer), 1 of 3 groups at 64 channels (1 layer)"
+    )
+
+
+def test_a_run_whose_groups_divide_no_width_says_so(tmp_path):
+    args = ("experiment=digits_demo", "debug=smoke", "norm=gn", "norm.groups=3")
+    cfg = compose_cfg(*args, results=tmp_path)
+    assert run(cfg)["status"] == "complete"
+    log = (run_dir_of(cfg) / "train.log").read_text()
+    assert "norm.groups=3 does not divide every GroupNorm layer's channels" in log
+    assert "1 of 3 groups at 32 channels" in log
 
 
 def test_weight_standardization_gives_zero_mean_unit_variance_kernels():

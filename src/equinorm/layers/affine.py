@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ChannelAffine", "GroupNorm", "MeanOnlyBatchNorm2d"]
+__all__ = ["ChannelAffine", "GroupNorm", "MeanOnlyBatchNorm2d", "group_fallbacks"]
 
 
 #: batch_norm's eps: torch 2.11 (the GPU image's) refuses 0 even in evaluation ("eps must be
@@ -93,10 +94,28 @@ class GroupNorm(nn.GroupNorm):
     """``GroupNorm(num_channels, num_groups=32)``.
 
     If ``num_channels`` is not a multiple of ``num_groups`` (reduced-width nets for tests and the
-    CPU demo), the largest common divisor is used instead, so narrow nets still build.
+    CPU demo), the largest common divisor is used instead, so narrow nets still build
+    (:func:`group_fallbacks` says where that gave fewer groups than the channels allow).
     """
 
     def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, **kw) -> None:
         if num_groups < 1:
             raise ValueError(f"groups must be >= 1, got {num_groups}")
         super().__init__(math.gcd(num_groups, num_channels), num_channels, eps=eps, **kw)
+        self.requested_groups = num_groups
+
+
+def group_fallbacks(model: nn.Module) -> str:
+    """Where ``model``'s GroupNorms have fewer groups than asked for and than their channels
+    allow (a requested count that does not divide the channels), e.g. ``16 of 32 groups at 48
+    channels (2 layers)``; '' where none has (a layer narrower than the groups has one channel per
+    group: as many as it can)."""
+    fell = Counter(
+        (m.num_channels, m.num_groups, m.requested_groups)
+        for m in model.modules()
+        if isinstance(m, GroupNorm) and m.num_groups < min(m.requested_groups, m.num_channels)
+    )
+    return ", ".join(
+        f"{g} of {r} groups at {c} channels ({n} layer{'s' if n > 1 else ''})"
+        for (c, g, r), n in sorted(fell.items())
+    )

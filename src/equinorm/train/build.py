@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from equinorm.data import build_loaders, seeding
 from equinorm.experiment.checks import check_config, check_job, virtual_devices
 from equinorm.layers import get_norm
+from equinorm.layers.affine import group_fallbacks
 from equinorm.models.compiling import compiled
 from equinorm.run.record import RunDir, setup
 from equinorm.run.trained import network
@@ -124,6 +125,14 @@ def trainer(
         virtual_devices=k,
     )
     model = network(cfg)
+    fell = group_fallbacks(model)
+    if fell and dist.is_main:
+        log.warning(
+            "norm.groups=%d does not divide every GroupNorm layer's channels, which then have "
+            "fewer groups: %s; a divisor of every width gives the groups asked for",
+            cfg.norm.groups,
+            fell,
+        )
     model = model.to(
         device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
     )
