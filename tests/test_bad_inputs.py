@@ -143,6 +143,7 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra.sweeper.max_batch_size=abc", "hydra.sweeper.max_batch_size='abc' must be"),
     ("-m hydra/launcher=submitit_local hydra.launcher.tasks_per_node=0", "tasks_per_node=0 must"),
     ("-m hydra/launcher=submitit_local hydra.launcher.nodes=2", "submitit_local runs on this"),
+    ("-m hydra/launcher=submitit_local hydra.launcher.gpus_per_node=64", "node=64 exceeds the"),
     ("-m hydra/launcher=submitit_slurm_cpu hydra.launcher.cpus_per_task=-1", "task=-1 must"),
     ("-m hydra/launcher=submitit_slurm_gpu hydra.launcher.gpus_per_node=-1", "an integer >= 0"),
     ("-m hydra/launcher=submitit_slurm_gpu hydra.launcher.tasks_per_node=2", "node=2: each of"),

@@ -100,6 +100,10 @@ def test_submitit_local_shows_a_job_only_the_gpus_it_is_told_to(monkeypatch):
         check(one, "train.device=cuda:1")
     check(one)  # auto: on GPU 0, the one shown
     check("train.device=cpu")
+    # more than the machine has: CUDA skips ids past its GPUs, so a job's ranks 2, 3 found none
+    with pytest.raises(ConfigError, match=r"gpus_per_node=4 exceeds the 2 GPU\(s\) of this"):
+        check("hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4")
+    check("hydra.launcher.gpus_per_node=2", "hydra.launcher.tasks_per_node=2")
 
 
 def test_slurm_launcher_asks_for_one_gpu_per_job_and_requeues(tmp_path, monkeypatch):

@@ -242,8 +242,9 @@ def _launcher_counts(launcher: DictConfig) -> None:
 
 def check_local(cfg: DictConfig) -> None:
     """submitit's local launcher runs a job on this one machine, and shows it the first
-    ``gpus_per_node`` GPUs (none when unset): ``train.device`` must be among them, or ``auto``
-    would train on the CPU without a word."""
+    ``gpus_per_node`` GPUs (none when unset): there must be as many here (more are GPU ids CUDA
+    skips: a job of several processes fails in its ranks past the real ones), and
+    ``train.device`` must be among them, or ``auto`` would train on the CPU without a word."""
     launcher, dev = cfg.hydra.launcher, device(cfg.train.device)
     if launcher.nodes != 1:
         raise ConfigError(
@@ -251,6 +252,12 @@ def check_local(cfg: DictConfig) -> None:
             "(nodes=1); several machines: hydra/launcher=submitit_slurm_gpu"
         )
     gpus, need = int(launcher.get("gpus_per_node") or 0), (dev.index or 0) + 1
+    if gpus > (have := torch.cuda.device_count()):
+        fix = f"<={have} (every job is shown the same)" if have else "=0 or leave it out"
+        raise ConfigError(
+            f"hydra.launcher.gpus_per_node={gpus} exceeds the {have} GPU(s) of this machine, "
+            f"where submitit_local runs its jobs: set hydra.launcher.gpus_per_node{fix}"
+        )
     if dev.type == "cuda" and need > gpus:
         outcome = "train on the CPU" if cfg.train.device == "auto" else "find no such device"
         raise ConfigError(
