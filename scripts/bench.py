@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -219,4 +220,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # a measurement's rows are written once it has ended, whole
+        print("bench: interrupted; the rows written before it are kept", file=sys.stderr)
+        raise SystemExit(130) from None

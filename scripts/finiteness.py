@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -115,4 +116,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # each row is flushed as it is written
+        print("finiteness: interrupted; the rows written before it are kept", file=sys.stderr)
+        raise SystemExit(130) from None

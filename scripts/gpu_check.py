@@ -439,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # Ctrl-C: the same, without a traceback
     outcomes = run_all(chosen, args, runner)
     rows = args.out / "bench.csv"
     if rows.is_file() and time.monotonic() - START < args.budget - 5:

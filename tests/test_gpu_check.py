@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -70,21 +71,33 @@ def test_a_step_is_stopped_at_its_limit_and_what_no_longer_fits_is_skipped(
     assert "== endless (at most 3 s)" in log  # --cap-scale 0.5 of its 6 s
 
 
-def test_a_check_stopped_mid_benchmark_keeps_every_row_and_log_line(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_check_stopped_mid_benchmark_keeps_every_row_and_log_line(tmp_path, signum):
+    """SIGTERM: the lease ends (to the check alone); SIGINT: Ctrl-C, to the check and the
+    benchmark it runs (a terminal's process group), which was a traceback from each."""
     out = tmp_path / "out"
     cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--cap-scale", "1"]
     cmd += ["--out", str(out)]  # full caps: a loaded machine is not a failed step
     cmd += ["--work", str(tmp_path / "work"), "--only", "env", "bench-eager"]
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     bench = out / "bench.csv"
     while proc.poll() is None and not bench.is_file():  # the first architecture's rows
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[0][-3000:]
-    proc.send_signal(signal.SIGTERM)  # the lease ends
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     log = proc.communicate()[0]
-    assert proc.returncode == 128 + signal.SIGTERM, log[-3000:]
+    assert proc.returncode == 128 + signum, log[-3000:]
+    assert "Traceback" not in log + (out / "log.txt").read_text()
     measured = rows(bench)
     assert {(r["arch"], r["norm"], r["impl"]) for r in measured} == {
         ("wrn", "equi", "fused"),
@@ -95,7 +108,7 @@ def test_a_check_stopped_mid_benchmark_keeps_every_row_and_log_line(tmp_path):
     assert all(float(r["images_per_s"]) > 0 and r["device_type"] == "cpu" for r in measured)
     assert [r["step"] for r in rows(out / "steps.csv")] == ["env"]  # finished before the stop
     assert "torch" in (out / "env.json").read_text()
-    assert "stopped by SIGTERM" in (out / "log.txt").read_text()
+    assert f"stopped by {signum.name}" in (out / "log.txt").read_text()
     busy = subprocess.run(["pgrep", "-f", "scripts/bench.py step"], capture_output=True, text=True)
     assert str(tmp_path) not in busy.stdout  # the benchmark it ran was stopped with it
 
