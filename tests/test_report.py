@@ -584,6 +584,51 @@ def test_a_sweep_over_a_key_gets_a_comparison_figure_and_table(tmp_path, capsys)
     assert "2 run(s) measured another way" in capsys.readouterr().err
 
 
+def _panel_titles(fig) -> list[str]:
+    return [" ".join(ax.get_title(loc="left").split()) for ax in fig.axes if ax.axison]
+
+
+def test_a_comparison_draws_the_archs_that_hold_two_values_with_every_panels_norms(
+    tmp_path, monkeypatch
+):
+    """`-m arch=wrn,preact_resnet18,resnet50 ...` with mixup=manifold for some norms: a mixup
+    comparison drew resnet50's single value as a panel of one point (and where no architecture
+    held two values, a 'comparison' across architectures only); its legend named the first
+    panel's norms alone; a panel's caption described runs outside the comparison."""
+    import equinorm.report.figures as figures
+    from equinorm.report.hparams import summary, swept
+
+    exp, fp32, manifold = "cifar10_wrn_overfit", {"precision": "fp32"}, {"mixup": "manifold"}
+    for seed in range(2):
+        write_run(tmp_path, exp, "cifar10-wrn-equi", seed, 90.0, setup=fp32)
+        write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 91.0, variant=manifold, setup=fp32)
+        write_run(tmp_path, exp, "cifar10-preact_resnet18-gn", seed, 80.0, variant=manifold)
+        write_run(tmp_path, exp, "cifar10-preact_resnet18-gn", seed, 81.0)
+        write_run(tmp_path, exp, "cifar10-resnet50-wn", seed, 70.0, variant=manifold)
+        bf16 = {"train.precision": "bf16"}  # beside the comparison, in a cell of it
+        setup = {"precision": "bf16"}
+        write_run(tmp_path, exp, "cifar10-wrn-equi", seed, 50.0, variant=bf16, setup=setup)
+    runs = collect(tmp_path).runs
+    assert ("mixup", ()) in swept(runs)
+    frame = summary(runs, "mixup")
+    assert set(frame["arch"]) == {"wrn", "preact_resnet18"}  # resnet50 holds one value
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    assert main(["--results", str(tmp_path)]) == 0
+    (fig,) = [f for f in closed if any("vs mixup" in t for t in _panel_titles(f))]
+    titles = _panel_titles(fig)
+    assert len(titles) == 2 and not any("precision" in t for t in titles)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["EquiNorm", "BatchNorm", "GroupNorm", "the experiment's value"]
+    # one architecture per value: nothing to compare
+    alone = tmp_path / "alone"
+    for seed in range(2):
+        write_run(alone, exp, "cifar10-wrn-equi", seed, 90.0)
+        write_run(alone, exp, "cifar10-resnet50-wn", seed, 70.0, variant=manifold)
+    assert swept(collect(alone).runs) == []
+
+
 def test_a_comparison_puts_the_experiments_own_runs_at_the_value_they_ran(tmp_path):
     """The runs at the experiment's value (no variant item for the key) sit at the value of the
     config each was named against: under debug=smoke its 2 epochs (the experiment has 300),

@@ -92,9 +92,18 @@ def mark_all_diverged(ax, x: float, color) -> None:
     )
 
 
-def legend_below(fig, ax, caption: str) -> None:
-    """Lay the figure out, then put ``ax``'s legend under the panels, ``caption`` as its title."""
-    handles, labels = ax.get_legend_handles_labels()
+def legend_below(fig, ax, caption: str, order: list[str] | None = None) -> None:
+    """Lay the figure out, then put the legend of ``ax`` (an axis, or several: each label once)
+    under the panels, ``caption`` as its title; ``order``: the labels' order (others last)."""
+    entries: dict[str, object] = {}
+    for one in ax if isinstance(ax, list) else [ax]:
+        for handle, label in zip(*one.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    labels = list(entries)
+    if order is not None:
+        rank = {label: i for i, label in enumerate(order)}
+        labels.sort(key=lambda label: rank.get(label, len(rank)))
+    handles = [entries[label] for label in labels]
     fig.tight_layout()
     fig.legend(
         handles,

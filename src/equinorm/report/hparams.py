@@ -10,8 +10,9 @@ context. That is none for a sweep of the experiment itself (the runs whose varia
 the experiment's value of the key), ``train.batch_size=64`` for the same sweep at another batch
 size, and the protocol for the keys that set how a run is measured rather than what it trains (a
 validation split, ``debug``), so a search scored on a validation split (``hparams_search=``) is
-compared with itself. A key gets a comparison per context in which finished runs (complete or
-diverged) hold at least two values of it. A run whose variant does not name the key sits at the
+compared with itself. A key gets a comparison per context in which the finished runs (complete
+or diverged) of a (dataset, arch) hold at least two values of it, a panel for each such (dataset,
+arch). A run whose variant does not name the key sits at the
 value of the config it was named against (:func:`own_value`: its norm's option, its protocol),
 not at the experiment file's.
 Writes ``<experiment>_hparam_<key>[_<context>].{png,pdf,md,tex}`` (a long context shortened and
@@ -82,23 +83,28 @@ def _context(items: dict, key: str) -> tuple[tuple[str, str], ...]:
 
 
 def swept(runs: pd.DataFrame) -> list[tuple[str, tuple]]:
-    """(key, context) of each comparison in ``runs`` (one experiment), sorted: at least two values
-    with a finished run (complete or diverged; a value whose runs all failed compares nothing)."""
+    """(key, context) of each comparison in ``runs`` (one experiment), sorted: those with a
+    (dataset, arch) that compares (:func:`comparison_runs`)."""
     found = {(k, _context(items, k)) for items in runs["items"] for k in items}
-    finished = runs[runs["status"].isin(["complete", "diverged"])]
-    return sorted(c for c in found if len(comparison_runs(finished, *c)["value"].unique()) > 1)
+    return sorted(c for c in found if not comparison_runs(runs, *c).empty)
 
 
 def comparison_runs(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
     """The runs comparable along ``key`` in ``context`` ((key, value) pairs), with a ``value``
-    column (text as in the variants)."""
+    column (text as in the variants), of each (dataset, arch) where finished runs (complete or
+    diverged; a value whose runs all failed compares nothing) hold at least two values: one
+    value of another architecture's is no point of this one's curve."""
     keep = runs[[_context(items, key) == context for items in runs["items"]]]
     protocol = tuple((k, v) for k, v in context if k in PROTOCOL)  # the rest leaves key as it is
     values = [
         run["items"][key] if key in run["items"] else own_value(run, key, protocol)
         for _, run in keep.iterrows()
     ]
-    return keep.assign(value=values).dropna(subset=["value"])
+    data = keep.assign(value=values).dropna(subset=["value"])
+    finished = data[data["status"].isin(["complete", "diverged"])]
+    counts = finished.groupby(["dataset", "arch"])["value"].nunique()
+    compared = set(counts[counts > 1].index)
+    return data[[cell in compared for cell in zip(data["dataset"], data["arch"], strict=True)]]
 
 
 def _order(values) -> tuple[list[str], bool]:
@@ -123,8 +129,11 @@ def metric(runs: pd.DataFrame) -> tuple[str, str]:
 def summary(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
     """Per (dataset, arch, norm, value): the final accuracy (:func:`metric`, its words in
     ``attrs["read"]``) median/q25/q75 over complete seeds, and the seeds of each status."""
+    return _summary(comparison_runs(runs, key, context), key)
+
+
+def _summary(data: pd.DataFrame, key: str) -> pd.DataFrame:
     rows = []
-    data = comparison_runs(runs, key, context)
     column, read = metric(data)
     for (dataset, arch, norm, value), g in data.groupby(["dataset", "arch", "norm", "value"]):
         done = g[g["status"] == "complete"]
@@ -181,7 +190,8 @@ def write_comparison(
     context: tuple = (),
 ) -> list[Path]:
     runs = results.runs[results.runs["experiment"] == experiment]
-    frame = summary(runs, key, context)
+    data = comparison_runs(runs, key, context)
+    frame = _summary(data, key)
     if frame.empty:
         return []
     stem = file_name(f"{experiment}_hparam_{key}" + "".join(f"_{k}={v}" for k, v in context))
@@ -205,7 +215,7 @@ def write_comparison(
     return [
         tables / f"{stem}.md",
         tables / f"{stem}.tex",
-        *_figure(runs, frame, (key, against, read), figures, stem, width),
+        *_figure(data, frame, (key, against, read), figures, stem, width),
     ]
 
 
@@ -214,7 +224,11 @@ def _figure(runs, frame, keys, out_dir: Path, stem: str, width: float = WIDTH) -
         return _draw_figure(runs, frame, keys, out_dir, stem, width)
 
 
+OWN = "the experiment's value"
+
+
 def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> list[Path]:
+    """``runs``: the comparison's (its panels' setup); ``frame``: their :func:`summary`."""
     key, against, read = keys  # the key; with its context, and what is read, for the titles
     groups = list(frame.groupby(["dataset", "arch"]))
     per_row = max(1, min(len(groups), int(width // 3.2)))  # panels of >= 3.2 in
@@ -254,7 +268,7 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
         for v in own:
             ax.axvline(x_of[v], color="0.5", ls=":", lw=1)
         if len(own):
-            ax.plot([], [], color="0.5", ls=":", label="the experiment's value")
+            ax.plot([], [], color="0.5", ls=":", label=OWN)
         positive = numeric and all(x_of[v] > 0 for v in order)
         log = positive and max(x_of.values()) / min(x_of.values()) >= 10
         if log:
@@ -272,7 +286,9 @@ def _draw_figure(runs, frame, keys, out_dir: Path, stem: str, width: float) -> l
         ax.set_xlabel(key)
         ax.set_ylabel(f"{read.capitalize()} (%)")
         ax.grid(alpha=0.3)
-    legend_below(fig, axes.flat[0], "median over complete seeds; bars: 25%-75%")
+    # every panel's norms (a norm may be in one panel only), in the suite's order
+    order = [norm_label(n) for n in sorted(frame["norm"].unique(), key=norm_sort_key)] + [OWN]
+    legend_below(fig, list(axes.flat), "median over complete seeds; bars: 25%-75%", order)
     return save(fig, out_dir, stem)
 
 
