@@ -593,14 +593,16 @@ def test_a_comparison_draws_the_archs_that_hold_two_values_with_every_panels_nor
 ):
     """`-m arch=wrn,preact_resnet18,resnet50 ...` with mixup=manifold for some norms: a mixup
     comparison drew resnet50's single value as a panel of one point (and where no architecture
-    held two values, a 'comparison' across architectures only); its legend named the first
-    panel's norms alone; a panel's caption described runs outside the comparison."""
+    held two values, a 'comparison' across architectures only, as where each norm sat at a
+    value of its own: a tuned comparison's picks); its legend named the first panel's norms
+    alone; a panel's caption described runs outside the comparison."""
     import equinorm.report.figures as figures
     from equinorm.report.hparams import summary, swept
 
     exp, fp32, manifold = "cifar10_wrn_overfit", {"precision": "fp32"}, {"mixup": "manifold"}
     for seed in range(2):
         write_run(tmp_path, exp, "cifar10-wrn-equi", seed, 90.0, setup=fp32)
+        write_run(tmp_path, exp, "cifar10-wrn-equi", seed, 92.0, variant=manifold, setup=fp32)
         write_run(tmp_path, exp, "cifar10-wrn-bn", seed, 91.0, variant=manifold, setup=fp32)
         write_run(tmp_path, exp, "cifar10-preact_resnet18-gn", seed, 80.0, variant=manifold)
         write_run(tmp_path, exp, "cifar10-preact_resnet18-gn", seed, 81.0)
@@ -621,11 +623,12 @@ def test_a_comparison_draws_the_archs_that_hold_two_values_with_every_panels_nor
     (legend,) = fig.legends
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels == ["EquiNorm", "BatchNorm", "GroupNorm", "the experiment's value"]
-    # one architecture per value: nothing to compare
+    # one architecture per value, or one norm per value: nothing to compare
     alone = tmp_path / "alone"
     for seed in range(2):
         write_run(alone, exp, "cifar10-wrn-equi", seed, 90.0)
         write_run(alone, exp, "cifar10-resnet50-wn", seed, 70.0, variant=manifold)
+        write_run(alone, exp, "cifar10-resnet50-bn", seed, 70.0)
     assert swept(collect(alone).runs) == []
 
 

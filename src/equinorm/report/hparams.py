@@ -11,8 +11,8 @@ the experiment's value of the key), ``train.batch_size=64`` for the same sweep a
 size, and the protocol for the keys that set how a run is measured rather than what it trains (a
 validation split, ``debug``), so a search scored on a validation split (``hparams_search=``) is
 compared with itself. A key gets a comparison per context in which the finished runs (complete
-or diverged) of a (dataset, arch) hold at least two values of it, a panel for each such (dataset,
-arch). A run whose variant does not name the key sits at the
+or diverged) of a norm hold at least two values of it, a panel for each (dataset, arch) where one
+does. A run whose variant does not name the key sits at the
 value of the config it was named against (:func:`own_value`: its norm's option, its protocol),
 not at the experiment file's.
 Writes ``<experiment>_hparam_<key>[_<context>].{png,pdf,md,tex}`` (a long context shortened and
@@ -91,9 +91,10 @@ def swept(runs: pd.DataFrame) -> list[tuple[str, tuple]]:
 
 def comparison_runs(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.DataFrame:
     """The runs comparable along ``key`` in ``context`` ((key, value) pairs), with a ``value``
-    column (text as in the variants), of each (dataset, arch) where finished runs (complete or
-    diverged; a value whose runs all failed compares nothing) hold at least two values: one
-    value of another architecture's is no point of this one's curve."""
+    column (text as in the variants), of each (dataset, arch) where the finished runs (complete
+    or diverged; a value whose runs all failed compares nothing) of a norm hold at least two
+    values: a curve. One value of another architecture's is no point of this one's; norms each
+    at a value of their own (a tuned comparison's picks) compare norms, not values."""
     keep = runs[[_context(items, key) == context for items in runs["items"]]]
     protocol = tuple((k, v) for k, v in context if k in PROTOCOL)  # the rest leaves key as it is
     values = [
@@ -102,8 +103,8 @@ def comparison_runs(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.Dat
     ]
     data = keep.assign(value=values).dropna(subset=["value"])
     finished = data[data["status"].isin(["complete", "diverged"])]
-    counts = finished.groupby(["dataset", "arch"])["value"].nunique()
-    compared = set(counts[counts > 1].index)
+    counts = finished.groupby(["dataset", "arch", "norm"])["value"].nunique()
+    compared = {(dataset, arch) for dataset, arch, _ in counts[counts > 1].index}
     return data[[cell in compared for cell in zip(data["dataset"], data["arch"], strict=True)]]
 
 
