@@ -54,6 +54,13 @@ BAD = [  # (command line, what the one line must name)
     ("optim.lr=0.1", "it is a key of no optim option (schedule.lr?)"),  # the key is elsewhere
     # group=null was Hydra's ValueError and traceback
     ("norm=null", "norm=null: a norm must be chosen, one of bn, equi, equi_quarter, gn"),
+    # a number or boolean for a group: Hydra's ValueError and traceback ("Got int")
+    ("norm=3", "norm=3: norm takes an option's name, one of bn, equi, equi_quarter, gn"),
+    ("arch=18", "arch=18: arch takes an option's name, one of preact_resnet101"),
+    ("debug=true", "debug=true: debug takes an option's name, one of smoke"),
+    ("-m norm=bn,1.5", "norm=1.5: norm takes an option's name"),
+    ("-m hydra/launcher=3", "hydra/launcher=3: hydra/launcher takes an option's name"),
+    ("=3", "=3: an override is key=value, and this one names no key"),
     ("experiment=null", "experiment=null: Hydra drops an optional group with ~experiment"),
     ("arch.name=wrn", "(arch=wrn chooses the arch and its keys; arch.name= keeps those of the one"),
     # a list of options: trained two experiments merged, under a made-up variant
@@ -398,18 +405,26 @@ def test_a_cuda_index_past_the_machine_s_devices_is_one_line(monkeypatch):
         device("cuda:2")
 
 
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("norm=null", "norm=null: a norm must be chosen, one of bn, "),
+        ("norm=3", "norm=3: norm takes an option's name, one of bn, "),  # Hydra's ValueError too
+        ("--bogus", "--bogus is not an override (key=value)"),  # 'LexerNoViableAltException'
+    ],
+)
 @pytest.mark.parametrize("command", ["tune", "reproduce"])
-def test_a_null_group_is_one_line_for_every_composer(command, capsys):
+def test_a_bad_group_value_is_one_line_for_every_composer(command, override, says, capsys):
     """norm=null was Hydra's ValueError: a traceback from equinorm-tune and make plan."""
     from equinorm.launch import reproduce, tune
 
     argv = {
-        "tune": ["experiment=digits_demo", "norm=null", "--plan"],
-        "reproduce": ["short", "--plan", "--", "norm=null"],
+        "tune": ["experiment=digits_demo", "--plan", "--", override],
+        "reproduce": ["short", "--plan", "--", override],
     }[command]
     assert {"tune": tune, "reproduce": reproduce}[command].main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "norm=null: a norm must be chosen, one of bn, " in err, err
+    assert err.count("\n") == 1 and says in err, err
 
 
 def test_the_quoting_fix_keeps_a_value_with_a_space_whole():

@@ -89,9 +89,15 @@ def _hydra():
 def compose_raw(overrides: Sequence[str]) -> DictConfig:
     """The composed config with its Hydra node, as Hydra composes it (no run directory)."""
     for override in overrides:
+        _not_a_flag(override)
         group, _, value = override.lstrip("+").partition("=")
+        if not group and value:  # "=3": Hydra's ValueError and traceback where it is a number
+            raise ConfigError(f"{override}: an override is key=value, and this one names no key")
         if value == "null" and group in CHOICE_GROUPS:  # Hydra's ValueError and traceback
             raise ConfigError(_null_choice(override, group))
+        if (group in CHOICE_GROUPS or "/" in group) and not _a_name(override):  # norm=3: the same
+            names = f", one of {', '.join(options(group))}" if group in CHOICE_GROUPS else ""
+            raise ConfigError(f"{override}: {group} takes an option's name{names}")
         removed = group.removeprefix("~")  # ~norm: "Key 'norm' is not in struct", later
         if removed != group and removed in GROUPS:
             raise ConfigError(_null_choice(override, removed))
@@ -107,6 +113,27 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
     if "experiment" in cfg and not typed:  # a file without its package line: its keys set nothing
         raise ConfigError(unpackaged(cfg.hydra.runtime.choices.get("experiment")))
     return cfg
+
+
+def _not_a_flag(override: str) -> None:
+    """An option among a script's overrides (``reproduce.py all -- --bogus``) was Hydra's lexer
+    error, 'LexerNoViableAltException: --bogus'."""
+    if override.startswith("-"):
+        raise ConfigError(
+            f"{override} is not an override (key=value): a command's options go before its "
+            "overrides"
+        )
+
+
+def _a_name(override: str) -> bool:
+    """Whether the value of a group override can name an option: a string (or a sweep, a list
+    or null, each checked where it is composed), not a number or a boolean (``norm=3``), which
+    Hydra's defaults list refuses with a ValueError."""
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except COMPOSE_ERRORS:  # said, in one line, where Hydra composes it
+        return True
+    return parsed.is_sweep_override() or isinstance(parsed.value(), str | list | type(None))
 
 
 def unpackaged(name: str | None = None) -> str:
@@ -326,6 +353,8 @@ def searches(overrides: Sequence[str]) -> bool:
 def jobs(overrides: Sequence[str], multirun: bool = True) -> list[list[str]]:
     """Each job's overrides: the command line itself, or with ``multirun`` its sweep's jobs (a
     searching sweeper's: its :func:`probes`)."""
+    for override in overrides:
+        _not_a_flag(override)
     if not multirun:
         return [list(overrides)]
     cfg = _sweep_config(overrides)
