@@ -93,6 +93,8 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
         group, _, value = override.lstrip("+").partition("=")
         if not group and value:  # "=3": Hydra's ValueError and traceback where it is a number
             raise ConfigError(f"{override}: an override is key=value, and this one names no key")
+        if "=" not in override and not override.startswith("~"):  # "Error parsing override"
+            raise ConfigError(f"{override}: an override is key=value (~key drops a key)")
         if value == "null" and group in CHOICE_GROUPS:  # Hydra's ValueError and traceback
             raise ConfigError(_null_choice(override, group))
         if (group in CHOICE_GROUPS or "/" in group) and not _a_name(override):  # norm=3: the same
