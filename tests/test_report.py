@@ -630,6 +630,7 @@ def test_a_comparison_draws_the_archs_that_hold_two_values_with_every_panels_nor
         write_run(alone, exp, "cifar10-resnet50-wn", seed, 70.0, variant=manifold)
         write_run(alone, exp, "cifar10-resnet50-bn", seed, 70.0)
     assert swept(collect(alone).runs) == []
+    assert summary(collect(alone).runs, "mixup", (("train.batch_size", "64"),)).empty  # no run
 
 
 def test_a_comparison_puts_the_experiments_own_runs_at_the_value_they_ran(tmp_path):

@@ -105,7 +105,7 @@ def comparison_runs(runs: pd.DataFrame, key: str, context: tuple = ()) -> pd.Dat
     finished = data[data["status"].isin(["complete", "diverged"])]
     counts = finished.groupby(["dataset", "arch", "norm"])["value"].nunique()
     compared = {(dataset, arch) for dataset, arch, _ in counts[counts > 1].index}
-    return data[[cell in compared for cell in zip(data["dataset"], data["arch"], strict=True)]]
+    return data.loc[[cell in compared for cell in zip(data["dataset"], data["arch"], strict=True)]]
 
 
 def _order(values) -> tuple[list[str], bool]:
