@@ -61,6 +61,7 @@ BAD = [  # (command line, what the one line must name)
     ("-m norm=bn,1.5", "norm=1.5: norm takes an option's name"),
     ("-m hydra/launcher=3", "hydra/launcher=3: hydra/launcher takes an option's name"),
     ("=3", "=3: an override is key=value, and this one names no key"),
+    ("norm=ws_gn norm.eps=-1", "norm.eps must be a finite number >= 0, got -1.0"),  # NaN
     ("norm.groups", "norm.groups: an override is key=value"),  # "Error parsing override"
     ("experiment=null", "experiment=null: Hydra drops an optional group with ~experiment"),
     ("arch.name=wrn", "(arch=wrn chooses the arch and its keys; arch.name= keeps those of the one"),

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -18,6 +20,8 @@ class StdConv2d(nn.Conv2d):
     """Conv2d with a weight-standardized kernel: ``(w - mean_d) / sqrt(var_d + eps)``."""
 
     def __init__(self, *args, eps: float = 1e-6, **kwargs) -> None:
+        if not (eps >= 0.0 and math.isfinite(eps)):  # a negative one: NaN from the first step
+            raise ValueError(f"eps must be a finite number >= 0, got {eps}")
         self.eps = eps
         super().__init__(*args, **kwargs)
 
