@@ -62,6 +62,8 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/launcher=3", "hydra/launcher=3: hydra/launcher takes an option's name"),
     ("=3", "=3: an override is key=value, and this one names no key"),
     ("norm=ws_gn norm.eps=-1", "norm.eps must be a finite number >= 0, got -1.0"),  # NaN
+    ("norm=bn norm.momentum=-1", "norm.momentum must be in (0, 1], got -1"),  # it trained
+    ("norm=wn norm.momentum=0", "norm.momentum must be in (0, 1], got 0"),  # a frozen mean
     ("norm.groups", "norm.groups: an override is key=value"),  # "Error parsing override"
     ("experiment=null", "experiment=null: Hydra drops an optional group with ~experiment"),
     ("arch.name=wrn", "(arch=wrn chooses the arch and its keys; arch.name= keeps those of the one"),

@@ -67,6 +67,8 @@ class MeanOnlyBatchNorm2d(nn.Module):
     """Subtract the per-channel batch mean (a running mean in eval mode) and add a learned bias."""
 
     def __init__(self, num_channels: int, momentum: float = 0.1, device=None, dtype=None) -> None:
+        if momentum is None or not 0.0 < momentum <= 1.0:  # <= 0 or > 1: a running mean that
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")  # never or over-moves
         super().__init__()
         self.num_channels = num_channels
         self.momentum = momentum

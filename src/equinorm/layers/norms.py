@@ -69,6 +69,8 @@ def _equi(
 
 
 def _bn(momentum=0.1) -> NormSpec:
+    if momentum is not None and not 0.0 < momentum <= 1.0:  # torch takes any: -1 runs stats away
+        raise ValueError(f"momentum must be in (0, 1], got {momentum}")  # None: torch's average
     return _spec("bn", nn.Conv2d, functools.partial(nn.BatchNorm2d, momentum=momentum))
 
 
