@@ -62,6 +62,7 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/launcher=3", "hydra/launcher=3: hydra/launcher takes an option's name"),
     ("=3", "=3: an override is key=value, and this one names no key"),
     ("norm=ws_gn norm.eps=-1", "norm.eps must be a finite number >= 0, got -1.0"),  # NaN
+    ("dataset.augment.crop_padding=8", "crop_padding=8 must be below the image size of digits (8)"),
     ("norm=bn norm.momentum=-1", "norm.momentum must be in (0, 1], got -1"),  # it trained
     ("norm=wn norm.momentum=0", "norm.momentum must be in (0, 1], got 0"),  # a frozen mean
     ("norm.groups", "norm.groups: an override is key=value"),  # "Error parsing override"

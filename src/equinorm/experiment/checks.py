@@ -141,6 +141,11 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
         )
     if cfg.dataset.augment.crop_padding < 0:
         raise ConfigError("dataset.augment.crop_padding must be >= 0")
+    if cfg.dataset.augment.crop_padding >= info.image_size:  # blank images: EquiNorm's 0/0
+        raise ConfigError(
+            f"dataset.augment.crop_padding={cfg.dataset.augment.crop_padding} must be below the "
+            f"image size of {info.name} ({info.image_size}): a crop this far out can miss the image"
+        )
     try:
         valid = arch_options(cfg.arch.name)
     except KeyError as exc:  # arch.name=x
