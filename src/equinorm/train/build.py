@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from equinorm.data import build_loaders, seeding
-from equinorm.experiment.checks import check_config, check_job, virtual_devices
+from equinorm.experiment.checks import check_config, check_job
 from equinorm.layers import get_norm
 from equinorm.layers.affine import group_fallbacks
 from equinorm.models.compiling import compiled
@@ -96,8 +96,8 @@ def trainer(
     t = cfg.train
     cuda = device.type == "cuda"
     precision = resolve_precision(cfg, device)
-    k = virtual_devices(cfg, dist.world_size)
-    global_batch = t.batch_size * k * dist.world_size
+    fields = setup(cfg, dist.world_size, precision)  # summary.json's setup, and the log's
+    k, global_batch = fields["virtual_devices"], fields["global_batch"]
     channels_last = resolve_channels_last(cfg, device)
     log.info(
         "%s: %s %s %s seed=%d on %s (%s, %d CPU threads; batch %d = %d process(es) x %d "
@@ -128,9 +128,8 @@ def trainer(
     fell = group_fallbacks(model)
     if fell and dist.is_main:
         log.warning(
-            "norm.groups=%d does not divide every GroupNorm layer's channels, which then have "
+            "norm.groups does not divide every GroupNorm layer's channels, which then have "
             "fewer groups: %s; a divisor of every width gives the groups asked for",
-            cfg.norm.groups,
             fell,
         )
     model = model.to(
@@ -178,7 +177,7 @@ def trainer(
         equilibrium=t.equilibrium_stats,
         summary_fields={
             **identity,
-            **setup(cfg, dist.world_size, precision),
+            **fields,
             "device": str(device),
             "host": socket.gethostname(),
         },
