@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,25 @@ def test_launch_runs_a_multirun_or_one_torchrun_per_job_then_the_report(monkeypa
         assert reproduce.main(argv) == 0
         assert [o for o in calls[0] if o.startswith("results_dir=")][-1] == f"results_dir={where}"
         assert calls[-1][:3] == ["report", "--results", where], calls[-1]
+
+
+def test_each_torchrun_shares_the_cpus_among_its_processes(monkeypatch):
+    """torchrun sets OMP_NUM_THREADS=1 in each process where it is unset (its banner says so),
+    and the trainer takes it as said: NPROC=2 trained on 1 thread per process whatever the
+    machine had, and printed torchrun's banner for every job."""
+    envs = []
+    popen = lambda cmd, **kw: envs.append(kw.get("env") or {}) or Child(cmd)  # noqa: E731
+    monkeypatch.setattr(reproduce.subprocess, "Popen", popen)
+    monkeypatch.setattr(reproduce, "report", lambda args: 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(name, raising=False)
+    assert reproduce.launch("short", ["seed=0", "debug=smoke"], nproc=2) == 0
+    assert [env.get("OMP_NUM_THREADS") for env in envs] == ["4", "4"]  # 8 CPUs, 2 processes
+    envs.clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice is kept
+    assert reproduce.launch("short", ["seed=0", "debug=smoke"], nproc=2) == 0
+    assert [env.get("OMP_NUM_THREADS") for env in envs] == ["3", "3"]
 
 
 def test_make_plan_honours_overrides_and_the_readme_shows_what_it_prints(capsys):

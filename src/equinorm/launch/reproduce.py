@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from equinorm.report.cli import main as report
 from equinorm.report.tuning import KEY, POINTS, SEEDS, VAL_KEY, tuning_val_size
 from equinorm.run.provenance import SOURCE  # the checkout's root
 from equinorm.train import build
+from equinorm.train.cpus import cpu_budget
 
 TARGETS: dict[str, list[str]] = {
     "cifar10": ["cifar10_wrn_overfit", "cifar10_wrn_quarter", "cifar10_preresnet152_mixup"],
@@ -191,6 +193,16 @@ def plan_markdown(
             f"{sum(r.tune_jobs for r in rows)}, {sum(r.tune_hours for r in rows):,.1f} |"
         )
     return "\n".join(lines)
+
+
+def torchrun_env(nproc: int) -> dict[str, str]:
+    """The environment of a job's torchrun: where OMP_NUM_THREADS is unset, each of its ``nproc``
+    processes gets its share of the CPUs this process may use (:mod:`equinorm.train.cpus`).
+    Left unset, torchrun sets it to 1 in every process (its banner says so), which the trainer
+    takes as said: 1 thread each, whatever the machine has."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cpu_budget() // nproc)))
+    return env
 
 
 def wait_for(procs: list[subprocess.Popen]) -> list[int]:
@@ -353,7 +365,7 @@ def launch(
             "equinorm.train",
         ]
         for job in sweep_jobs(experiment, overrides):  # every job spelt out, one torchrun each
-            if wait_for([subprocess.Popen([*torchrun, *job])]) != [0]:
+            if wait_for([subprocess.Popen([*torchrun, *job], env=torchrun_env(nproc))]) != [0]:
                 failed.append(f"{experiment} {' '.join(job)}")
     code = _report(target, results_dir)
     if failed:

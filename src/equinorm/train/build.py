@@ -100,7 +100,7 @@ def trainer(
     k, global_batch = fields["virtual_devices"], fields["global_batch"]
     channels_last = resolve_channels_last(cfg, device)
     log.info(
-        "%s: %s %s %s seed=%d on %s (%s, %d CPU threads; batch %d = %d process(es) x %d "
+        "%s: %s %s %s seed=%d on %s (%s, %d CPU thread(s); batch %d = %d process(es) x %d "
         "device(s) x %d)",
         cfg.name,
         cfg.dataset.name,

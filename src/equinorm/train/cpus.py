@@ -7,9 +7,11 @@ threads than cores, and a step does not just slow down, it collapses (spinning t
 each other). The budget is the process's affinity mask, capped by ``SLURM_CPUS_PER_TASK``, divided
 among torchrun's local processes (``LOCAL_WORLD_SIZE``; a SLURM task's CPUs are its own already,
 so several tasks per job are not divided again); ``OMP_NUM_THREADS``, when set, and
-``train.threads`` override it. submitit's local launcher starts a batch of jobs at once on one
-machine: each job has the CPUs that equinorm's sweeper gave it (``EQUINORM_JOB_CPUS``,
-:func:`equinorm.launch.sweeper.local_batch`).
+``train.threads`` override it. torchrun sets ``OMP_NUM_THREADS=1`` in each of several processes
+where it is unset, so ``make reproduce-* NPROC=n`` sets it to the share first
+(:func:`equinorm.launch.reproduce.torchrun_env`); by hand, give it yourself. submitit's local
+launcher starts a batch of jobs at once on one machine: each job has the CPUs that equinorm's
+sweeper gave it (``EQUINORM_JOB_CPUS``, :func:`equinorm.launch.sweeper.local_batch`).
 """
 
 from __future__ import annotations
