@@ -157,3 +157,57 @@ def test_ctrl_c_to_a_launcher_leaves_its_trainer_the_checkpoint_and_says_one_lin
     assert STOPPED.format("SIGINT") in out  # the trainer's own line, before it
     (stopped,) = [p.parent for p in histories()]
     assert rows(stopped) < 40 and ckpt.load(stopped / "checkpoint.pt")["epoch"] >= 1
+
+
+LEAVER = """
+import atexit, glob, sys, torch
+from equinorm.train import distributed
+
+class Teardown:  # a module global: only the interpreter's teardown frees it
+    def __del__(self):
+        print("interpreter teardown", flush=True)
+
+kept = Teardown()
+atexit.register(lambda: print("atexit ran", flush=True))
+if sys.argv[1] == "ddp":
+    distributed.init_distributed(torch.device("cpu"))
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))
+    model(torch.ones(2, 3)).sum().backward()
+    del model
+    distributed.shutdown()
+    threads = [open(p).read() for p in glob.glob("/proc/self/task/*/comm")]
+    print(f"gloo threads after shutdown: {any(t.startswith('pt_gloo') for t in threads)}")
+else:
+    distributed.leave(0)  # no process group here: it returns
+    print("returned")
+    distributed._held = True
+print("unflushed", end="")
+distributed.leave(eval(sys.argv[2]))
+"""
+
+
+def test_a_ddp_process_ends_past_the_teardown_its_gloo_threads_abort(tmp_path):
+    """DDP's reducer keeps the process group alive past destroy_process_group, and its gloo
+    threads, still running, aborted 2 of 80 complete 2-process runs as the interpreter tore down
+    ("terminate called without an active exception"): torchrun called them failed. A rank now
+    ends with the atexit callbacks run and its output flushed, but no teardown."""
+    script = tmp_path / "leaver.py"
+    script.write_text(LEAVER)
+
+    def leave(*command: str, how: str):
+        cmd = [sys.executable, *command, str(script), *how.split()]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(cmd, env=env, capture_output=True, text=True)
+
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    ranks = leave(*torchrun, how="ddp 0")
+    out = ranks.stdout
+    assert ranks.returncode == 0, ranks.stdout[-3000:] + ranks.stderr[-3000:]
+    assert out.count("gloo threads after shutdown: True") == 2, out  # why it is needed
+    assert out.count("atexit ran") == out.count("unflushed") == 2, out
+    assert "interpreter teardown" not in out, out
+    for code, status in [("3", 3), ("None", 0), ("'why'", 1)]:  # as sys.exit(code) ends
+        one = leave(how=f"one {code}")
+        assert one.returncode == status, one.stderr[-3000:]
+        assert one.stdout == "returned\nunflushedatexit ran\n", one.stdout
+        assert one.stderr == ("why\n" if status == 1 else ""), one.stderr

@@ -381,7 +381,9 @@ def test_torchrun_two_cpu_processes_write_exactly_one_run_directory(tmp_path):
 
 def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path, monkeypatch):
     """5 batches per epoch (the DDP check used to run every 20th step: never here). SIGTERM to
-    rank 1 alone: both ranks stop together, rank 0 writes the checkpoint, and it resumes."""
+    rank 1 alone: both ranks stop together, rank 0 writes the checkpoint and records the stop
+    before either leaves (torchrun stops the other rank once one has ended: rank 1, with nothing
+    to write, left first and rank 0 could be stopped before its record), and it resumes."""
     args = [
         *SHORT,
         "norm=bn",
@@ -418,7 +420,10 @@ def test_under_ddp_a_signal_to_one_rank_stops_both_within_a_step(tmp_path, monke
     assert summary["status"] == "running", out  # stopped, not trained on to the end
     assert rows(run_dir) < 40
     assert (run_dir / "checkpoint.pt").is_file()
-    assert out.count("stopped by SIGTERM after writing a checkpoint") == 2  # both ranks
+    (attempt,) = json.loads((run_dir / "provenance.json").read_text())["attempts"]
+    assert attempt["outcome"] == "stopped", out
+    # the rank that ends first has said why (torchrun may stop the other before it does)
+    assert out.count("stopped by SIGTERM after writing a checkpoint") >= 1, out
     resumed = run_cli(*args, cwd=tmp_path, launcher=[*torchrun, "--nproc_per_node=2", "-m"])
     assert resumed.returncode == 0, resumed.stdout[-8000:]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"

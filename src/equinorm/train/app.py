@@ -33,7 +33,7 @@ from equinorm.experiment.usage import maybe_help
 from equinorm.run import provenance
 from equinorm.run.jobs import record as record_job
 from equinorm.run.record import RunDir, RunLockedError, objective
-from equinorm.train import build
+from equinorm.train import build, distributed
 from equinorm.train.nonfinite import account
 from equinorm.train.run import identity, run
 from equinorm.train.signals import Preempted
@@ -178,6 +178,15 @@ def main() -> None:
             f"full width) with these overrides; experiment={DEFAULT_EXPERIMENT} is the demo's",
             file=sys.stderr,
         )
+    try:
+        _hydra()
+    except SystemExit as exc:
+        distributed.leave(exc.code)  # a torchrun rank ends here; any other process goes on
+        raise
+    distributed.leave(0)
+
+
+def _hydra() -> None:
     try:
         hydra_main()
     except KeyboardInterrupt:  # a sweep waiting on its jobs (submitit_local's: they got it too)

@@ -9,8 +9,12 @@ device (the paper's SVHN runs: 2 GPUs x 128); the backend is NCCL on GPUs and gl
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import os
+import sys
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +46,11 @@ def _export_submitit_env() -> None:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+_held = False  # this process set up a process group: it ends through leave()
+
+
 def init_distributed(device: torch.device) -> DistInfo:
+    global _held
     _export_submitit_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -53,6 +61,7 @@ def init_distributed(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
+        _held = True
     return info
 
 
@@ -60,10 +69,34 @@ def shutdown() -> None:
     """Destroy the process group while the interpreter is fully alive, after collecting the
     run's objects (DDP's reducer holds the group through reference cycles): a gloo group left to
     interpreter finalization can abort the process after a finished run ("terminate called
-    without an active exception"; pytorch/pytorch#179291)."""
+    without an active exception"; pytorch/pytorch#179291). DDP's reducer keeps it alive all the
+    same: :func:`leave` ends the process."""
     if dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
+
+
+def leave(code: object) -> None:
+    """End a process that held a process group as the interpreter ends one -- its other threads
+    joined, the atexit callbacks run (logging's, wandb's), the output flushed, ``sys.exit(code)``'s
+    status -- but without its teardown. DDP's C++ reducer outlives the model and keeps the group
+    alive past :func:`shutdown` (torch 2.15), so its gloo threads still run while the interpreter
+    and the C++ runtime tear down, and 2 exits in 80 of a complete 2-process run aborted there
+    ("terminate called without an active exception": torchrun called the run failed). Returns at
+    once in a process that held no group."""
+    if not _held:
+        return
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    if code is not None and not isinstance(code, int):  # sys.exit("message"): said, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                 rundir.path,
             )
         return summary
+    except Preempted as exc:
+        if dist.enabled and not exc.ended:  # every rank stopped at the same step (a signal to
+            # any one stops them all): none leaves before rank 0 has recorded the stop, as
+            # torchrun stops the other ranks once one has ended with a failure
+            torch.distributed.barrier()
+        raise
     finally:
         rundir.unlock()
         distributed.shutdown()

@@ -31,7 +31,7 @@ class Preempted(Exception):
     def __init__(self, signum: int, ended: bool = False) -> None:
         done = "once its run had ended" if ended else "after writing a checkpoint"
         super().__init__(f"stopped by {signal.Signals(signum).name} {done}")
-        self.signum = signum
+        self.signum, self.ended = signum, ended
 
 
 def _signals() -> list[int]:
