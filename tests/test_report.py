@@ -393,6 +393,20 @@ def test_no_runs_is_a_clear_message_not_a_crash(tmp_path, capsys):
     assert "no runs of digits_dmeo under" in err and "with runs there: digits_demo)" in err
 
 
+def test_the_results_directory_may_be_given_as_equinorm_evaluate_takes_runs(tmp_path, capsys):
+    """`equinorm-report results/` was argparse's "unrecognized arguments: results/"."""
+    write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0)
+    assert main([str(tmp_path), "--out", str(tmp_path / "a")]) == 0
+    assert main(["--results", str(tmp_path), "--out", str(tmp_path / "b")]) == 0
+    tables = [sorted(p.name for p in (tmp_path / d / "tables").iterdir()) for d in "ab"]
+    assert tables[0] == tables[1] and "digits_demo.md" in tables[0]
+    assert main([str(tmp_path), "--results", str(tmp_path), "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as two:
+        main([str(tmp_path / "runs"), "--results", str(tmp_path)])
+    assert two.value.code == 2 and "give one results directory" in capsys.readouterr().err
+
+
 def _svhn_setup(world, virtual, per_device, width=1.0):
     return {
         "world_size": world,

@@ -181,7 +181,10 @@ def write_report(
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--results", default="results", help="results directory holding runs/ (default: results)"
+        "--results", default=None, help="results directory holding runs/ (default: results)"
+    )
+    parser.add_argument(  # as equinorm-evaluate takes its runs
+        "folder", nargs="?", default=None, metavar="RESULTS", help="the same as --results"
     )
     parser.add_argument(
         "--out", default=None, help="where figures/ and tables/ go (default: the results directory)"
@@ -226,6 +229,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "median final accuracy minus 1)",
     )
     args = parser.parse_args(argv)
+    if args.folder and args.results and Path(args.folder) != Path(args.results):
+        parser.error(f"{args.folder} and --results {args.results}: give one results directory")
+    args.results = args.folder or args.results or "results"
     if not (Path(args.results) / "runs").is_dir():
         results, debug = Path(args.results), Path(args.results) / "debug"  # debug=smoke's
         hint = f"debug=smoke's runs: --results {debug}" if (debug / "runs").is_dir() else None
