@@ -364,8 +364,9 @@ def launch(
             "-m",
             "equinorm.train",
         ]
+        env = torchrun_env(nproc)
         for job in sweep_jobs(experiment, overrides):  # every job spelt out, one torchrun each
-            if wait_for([subprocess.Popen([*torchrun, *job], env=torchrun_env(nproc))]) != [0]:
+            if wait_for([subprocess.Popen([*torchrun, *job], env=env)]) != [0]:
                 failed.append(f"{experiment} {' '.join(job)}")
     code = _report(target, results_dir)
     if failed:

@@ -67,10 +67,10 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 def shutdown() -> None:
     """Destroy the process group while the interpreter is fully alive, after collecting the
-    run's objects (DDP's reducer holds the group through reference cycles): a gloo group left to
-    interpreter finalization can abort the process after a finished run ("terminate called
-    without an active exception"; pytorch/pytorch#179291). DDP's reducer keeps it alive all the
-    same: :func:`leave` ends the process."""
+    run's objects: a gloo group left to interpreter finalization can abort the process after a
+    finished run ("terminate called without an active exception"; pytorch/pytorch#179291). A DDP
+    model's C++ reducer keeps the group's threads running even so: :func:`leave` ends such a
+    process."""
     if dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
