@@ -53,7 +53,7 @@ def test_more_threads_than_cpus_is_warned_about(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(run_module, "cpu_budget", lambda: 1)
     threads = torch.get_num_threads()
     try:
-        run_module.run(compose_cfg(*SHORT, "train.threads=2", results=tmp_path))
+        run_module.run(compose_cfg(*SHORT, "debug=smoke", "train.threads=2", results=tmp_path))
     finally:
         torch.set_num_threads(threads)
     said = "train.threads=2 is more than the 1 CPU(s) this process may use"
