@@ -47,7 +47,6 @@ class Data:
     train: Any
     test: Any
     info: DatasetInfo
-    standardized: bool
     val: Any = None  # the validation loader; None without dataset.val_size
 
 
@@ -128,7 +127,6 @@ def build_loaders(
         source.prepare()
     info = source.info
     mean, std = standardization(dataset, info, standardize_default) or (None, None)
-    standardize = mean is not None
     aug = dict(dataset.get("augment") or {})
     kind = loader_kind(dataset, info)
 
@@ -213,4 +211,4 @@ def build_loaders(
             train.num_examples,
             train.num_examples,
         )
-    return Data(train, loaders[0], info, standardize, loaders[1] if held else None)
+    return Data(train, loaders[0], info, loaders[1] if held else None)
