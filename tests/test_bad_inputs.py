@@ -161,6 +161,9 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/launcher=submitit_slurm_gpu hydra.launcher.tasks_per_node=2", "node=2: each of"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
     ("name=../..", "name='../..'"),  # issue 24: outside results_dir
+    # filed and reported among another experiment's runs, named against another config
+    ("experiment=digits_demo name=cifar10_wrn_short", "experiment=digits_demo is named cifar10_"),
+    ("-m experiment=digits_demo name=default", "would go among the runs without an experiment"),
     ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted
     ("schedule.lr=${oops}", "error: schedule.lr=${oops}: Interpolation key 'oops' not found"),
     ("-m hydra.sweep.dir=${oops}", "error: hydra.sweep.dir: Interpolation key 'oops' not"),

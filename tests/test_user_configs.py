@@ -58,6 +58,28 @@ def test_a_user_experiment_on_the_search_path_sweeps_a_key_by_identity(conf, tmp
     assert summary["variant"] == {"schedule.lr": "0.05"} and summary["status"] == "complete"
 
 
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_user_experiment_that_inherits_ours_name_is_one_line_not_pooled_with_ours(
+    conf, tmp_path, sweep
+):
+    """Extending digits_demo without a name of its own, its runs went to runs/digits_demo/,
+    each named against the user's experiment: its schedule.lr=0.05 run took digits_demo's own
+    cell, and the report pooled its seeds with digits_demo's lr 0.1 ones."""
+    (conf / "experiment" / "mine.yaml").write_text(MINE.replace("name: mine\n", ""))
+    out = tmp_path / "r"
+    flags = ["-m"] if sweep else []
+    args = ["--config-dir", str(conf), "experiment=mine", f"results_dir={out}"]
+    proc = run_cli(*flags, *args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-3000:]
+    assert proc.stdout.startswith(
+        "equinorm: error: experiment=mine is named digits_demo, so its runs would go among "
+        "experiment=digits_demo's runs (runs/digits_demo/)"
+    ), proc.stdout
+    way = "('name: mine' in its file, or name=... on the command line)"
+    assert proc.stdout.rstrip().endswith(way)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("where", ["searchpath", "config-dir"])
 def test_a_bad_value_in_a_user_experiment_is_one_line_and_writes_nothing(conf, tmp_path, where):
     located = (
@@ -240,7 +262,8 @@ def test_an_edited_copy_of_one_of_our_files_is_one_line_not_silently_ignored(con
         f"equinorm: error: {conf / 'experiment' / 'digits_demo.yaml'} is never read: the suite's "
         "own conf/experiment/digits_demo.yaml comes first"
     ), proc.stdout
-    assert "(experiment=digits_demo_mine)" in proc.stdout and not out.exists()
+    assert "(experiment=digits_demo_mine, name: digits_demo_mine)" in proc.stdout
+    assert not out.exists()
     # any run from that dir is refused (the file would be ignored whenever chosen); an
     # identical copy is harmless, as is a dir of one's own files only
     assert "is never read" in preflight([*located, "experiment=mine"], lambda cfg: None)

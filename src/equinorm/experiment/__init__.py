@@ -179,6 +179,7 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
     (``mixup=manifold``); dataset, arch and norm are named by the layout; ``debug`` by itself.
     """
     base = _experiment(cfg, choices.get("experiment"))
+    _own_name(cfg, choices.get("experiment"))
     own = _reference(base)
     picks, items = list(base), []
     for group in GROUPS:
@@ -193,6 +194,31 @@ def reference(cfg: DictConfig, choices) -> tuple[DictConfig, list[str]]:
         picks.append(f"debug={choices['debug']}")
         items.append(f"debug={choices['debug']}")
     return _reference(tuple(picks)), items
+
+
+def _own_name(cfg: DictConfig, choice: str | None) -> None:
+    """Refuse a job of experiment ``choice`` whose ``name`` is another experiment's (or that of
+    the runs without one): its runs would be filed under ``runs/<name>/`` among that one's,
+    named against a different config, and the report would pool them. A file that extends
+    another experiment without a ``name`` of its own inherits the other's."""
+    if not choice or cfg.name == choice:
+        return
+    if cfg.name == _reference(()).name:
+        theirs = "the runs without an experiment"
+    elif cfg.name in options("experiment", user_sources(cfg)):
+        theirs = f"experiment={cfg.name}'s runs"
+    else:
+        return
+    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
+    if task is None and HydraConfig.initialized():
+        task = HydraConfig.get().overrides.task
+    typed = any(o.lstrip("+").partition("=")[0] == "name" for o in task or [])
+    way = f"'name: {choice}' in its file, or name=... on the command line"
+    raise ConfigError(
+        f"experiment={choice} is named {cfg.name}, so its runs would go among {theirs} "
+        f"(runs/{cfg.name}/), named against another config, and be reported with them; give it "
+        f"a name of its own ({'a name= that no experiment has' if typed else way})"
+    )
 
 
 def recorded_reference(

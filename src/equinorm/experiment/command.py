@@ -347,8 +347,9 @@ def _shadowed(sources: list[str]) -> str | None:
                 fix = "set its keys in an experiment of yours instead"
             else:
                 group, name = path.parent.as_posix(), path.stem
+                named = f", name: {name}_mine" if group == "experiment" else ""
                 fix = (
-                    f"give yours its own name ({group}={name}_mine); it may extend ours: "
+                    f"give yours its own name ({group}={name}_mine{named}); it may extend ours: "
                     f"defaults: [/{group}/{name}@_here_, _self_]"
                 )
             return (
