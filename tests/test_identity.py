@@ -108,6 +108,12 @@ def test_a_smaller_eval_batch_is_the_same_run_so_that_it_resumes_not_restarts(tm
     assert after == before
 
 
+def test_a_number_for_a_name_is_its_folder(tmp_path):
+    """name=2 (a numbered study) was a TypeError's traceback: Hydra reads it as an int."""
+    cfg = compose_cfg("experiment=digits_demo", "name=2", results=tmp_path)
+    assert cfg.name == "2" and run_dir_of(cfg).parent.parent == tmp_path / "runs" / "2"
+
+
 def test_a_long_variant_keeps_a_readable_prefix_and_a_hash():
     long = {f"key{i}.value": "x" * 20 for i in range(10)}
     name = identity.dirname(long)

@@ -111,9 +111,6 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
             )
     with _hydra():
         cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
-    typed = any(o.lstrip("+~").startswith("experiment.") for o in overrides)  # +experiment.x=1
-    if "experiment" in cfg and not typed:  # a file without its package line: its keys set nothing
-        raise ConfigError(unpackaged(cfg.hydra.runtime.choices.get("experiment")))
     return cfg
 
 

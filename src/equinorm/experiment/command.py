@@ -110,6 +110,8 @@ def describe(exc: BaseException) -> str:
     if own:
         name, _, kind, full = own.groups()
         group, _, key = full.partition(".")
+        if group == "experiment":  # no package line: its keys land under 'experiment.'
+            return experiment.unpackaged(name)
         # another option of the group has it (experiment=digits_demo schedule=cosine), else a typo
         if group in experiment.GROUPS and _having(group, key):
             return (

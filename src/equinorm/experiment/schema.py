@@ -1,14 +1,15 @@
 """Types of the config keys: Hydra structured configs (dataclasses in Hydra's ConfigStore).
 
 Each group's YAML file (conf/<group>/<option>.yaml) starts from its schema here
-(``defaults: [/schema/<group>/<kind>@_here_, ...]``), so a value of the wrong type or an unknown
-choice fails while the config is composed -- ``schedule.lr=abc`` is "Value 'abc' of type 'str'
-could not be converted to Float", ``train.precision=fp8`` lists the valid values -- before any file
-is written, and an unknown key is refused. Each option has the keys it uses and no others (mixup
-``none`` has no ``alpha``), so a key that would change nothing cannot be set. The keys are explained
-where their values are set, in the YAML files; ranges and relations between keys are checked by
-:mod:`equinorm.experiment.checks` and by the constructors that own them. Choices are ``str``
-Enums: ``cfg.train.precision == "bf16"`` reads as the YAML writes it.
+(``defaults: [/schema/<group>/<kind>@_here_, ...]``), and conf/train.yaml's own keys from
+:class:`Root` (``name=1`` is the folder "1", ``seed=true`` is refused), so a value of the wrong
+type or an unknown choice fails while the config is composed -- ``schedule.lr=abc`` is "Value
+'abc' of type 'str' could not be converted to Float", ``train.precision=fp8`` lists the valid
+values -- before any file is written, and an unknown key is refused. Each option has the keys it
+uses and no others (mixup ``none`` has no ``alpha``), so a key that would change nothing cannot be
+set. The keys are explained where their values are set, in the YAML files; ranges and relations
+between keys are checked by :mod:`equinorm.experiment.checks` and by the constructors that own
+them. Choices are ``str`` Enums: ``cfg.train.precision == "bf16"`` reads as the YAML writes it.
 """
 
 from __future__ import annotations
@@ -206,7 +207,25 @@ class Mixup:
     points: list[int] = field(default_factory=list)
 
 
-# -- the train and wandb nodes of conf/train.yaml -----------------------------------------------
+# -- conf/train.yaml: its top-level keys, its train and wandb nodes ----------------------------
+
+
+@dataclass
+class Root:  # the primary config's own keys (Hydra: a structured config as its schema)
+    name: str = "default"
+    seed: int = 0
+    epochs: int = 300
+    results_dir: str = "results"
+    run_dir: str | None = None
+    variant: Any = None
+    dataset: Any = MISSING  # the groups, typed by their own schemas
+    arch: Any = MISSING
+    norm: Any = MISSING
+    schedule: Any = MISSING
+    optim: Any = MISSING
+    mixup: Any = MISSING
+    train: Any = MISSING
+    wandb: Any = MISSING
 
 
 @dataclass
@@ -252,6 +271,7 @@ SCHEMAS = {
     "mixup": {"base": Mixup, "none": NoMixup},
     "train": {"train": Train},
     "wandb": {"wandb": Wandb},
+    "root": {"root": Root},
 }
 
 
