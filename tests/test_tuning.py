@@ -276,6 +276,28 @@ def test_tune_runs_both_stages_and_reports_them(tmp_path):
     json.loads((results / "runs" / "digits_demo" / "tuned.json").read_text())
 
 
+def test_the_untuned_command_of_a_study_under_its_own_name_selects_that_name(tmp_path):
+    """A study of experiment=digits_demo name=dtune advised 'experiment=dtune', no experiment."""
+    variant = {"dataset.val_size": "300", "schedule.lr": "0.05"}
+    write_run(tmp_path, "dtune", "digits-preact_resnet18-bn", 0, 90.0, variant=variant)
+    study = Study("dtune", "schedule.lr", ["0.05"], 300, [0], "0.1", norms=["bn"])
+    study.chosen = "digits_demo"
+    _, notes = table(collect(tmp_path), study)
+    (note,) = [n for n in notes if n.startswith("Untuned, not run")]
+    command = re.search(r"\(python -m equinorm\.train -m (.*), with the study's", note)[1]
+    assert command.startswith("experiment=digits_demo name=dtune ")
+    jobs = experiment.jobs(shlex.split(command))  # the experiment's seeds
+    cfg = experiment.compose([*jobs[0], f"results_dir={tmp_path}"])
+    assert cfg.run_dir.startswith(f"{tmp_path}/runs/dtune/digits-preact_resnet18-bn/seed=")
+    # a tuned.json written before the study knew its experiment= reads as one of its own name
+    study.chosen = None
+    study.write(tmp_path / "old.json")
+    data = json.loads((tmp_path / "old.json").read_text())
+    del data["chosen"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert Study.read(tmp_path / "old.json").selects() == ["experiment=dtune"]
+
+
 def test_tune_plan_counts_both_stages(capsys):
     """Runs and GPU-hours of both stages: stage 1 trains on the training set less its split, so
     it costs less per run than stage 2, and make plan's tuning column says the same (they said

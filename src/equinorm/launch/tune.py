@@ -123,6 +123,7 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
     grid = sorted(set(grid or default_grid(own, args.points, args.span)), key=float)
     val_size = args.val_size or tuning_val_size(cfg)
     study = Study(cfg.name, args.key, grid, int(val_size), args.seeds, value_text(own))
+    study.chosen = args.experiment
     study.base = dict(cfg.variant)  # what the command's other overrides set: every run has it
     stage1_argv = [
         f"experiment={args.experiment}",

@@ -68,11 +68,18 @@ class Study:
     norms: list[str] = field(default_factory=list)  # those stage 1 sweeps
     base: dict = field(default_factory=dict)  # the variant of every run (the command's overrides)
     picks: dict = field(default_factory=dict)  # norm -> {value, median, edge, evidence}
+    chosen: str | None = None  # the experiment= of the runs where name= names them otherwise
 
     @classmethod
     def read(cls, path: Path) -> Study:
         data = json.loads(Path(path).read_text())
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def selects(self) -> list[str]:
+        """The overrides that select the study's experiment and the name its runs go under."""
+        if self.chosen in (None, self.experiment):
+            return [f"experiment={self.experiment}"]
+        return [f"experiment={self.chosen}", f"name={self.experiment}"]
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +237,7 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
     if unrun:  # stage 2 trains the picks only: the experiment's own runs are its own sweep's
         given = [k if k.startswith("~") else f"{k}={v}" for k, v in sorted(study.base.items())]
         given += [f"norm={','.join(unrun)}"]
-        command = " ".join(["-m", f"experiment={study.experiment}", *given])
+        command = " ".join(["-m", *study.selects(), *given])
         notes.append(
             f"Untuned, not run: {', '.join(map(norm_label, unrun))} at the experiment's value "
             f"(python -m equinorm.train {command}, with the study's results_dir)."
