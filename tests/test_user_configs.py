@@ -198,6 +198,8 @@ def test_a_norm_of_another_package_trains_sweeps_and_scores_through_its_entry_po
     [
         ("  max_train_batches: 2", "sets train.max_train_batch, not a key of this config ("),
         ("  length: 2", "sets schedule.lenght, not a key of this config (schedule.length?)"),
+        # a top-level key had no schema: 'epoch: 2' trained the experiment's 15 epochs
+        ("epochs: 2", "sets epoch, not a key of this config (epochs?)"),
     ],
 )
 def test_a_typo_in_a_user_experiment_names_the_key_it_meant(conf, tmp_path, typo, says):
@@ -205,6 +207,7 @@ def test_a_typo_in_a_user_experiment_names_the_key_it_meant(conf, tmp_path, typo
     the experiment's"; one outside the groups was Hydra's ConfigKeyError text."""
     path = conf / "experiment" / "mine.yaml"
     wrong = typo.replace("max_train_batches", "max_train_batch").replace("length", "lenght")
+    wrong = wrong.replace("epochs:", "epoch:")
     path.write_text(MINE.replace(typo, wrong))
     proc = run_cli("--config-dir", str(conf), "experiment=mine", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout[-2000:]
