@@ -232,6 +232,19 @@ def test_a_bad_override_launches_no_experiment_and_no_report(monkeypatch, tmp_pa
     assert err.count("\n") == 1 and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("target", ["short", "cifar10"])
+def test_a_name_for_a_targets_runs_is_one_line(monkeypatch, tmp_path, capsys, target):
+    """ARGS="name=foo" trained every run under runs/foo (cifar10's three experiments in one tree,
+    the quarter's EquiNorm runs refused there as another config), then the report found no run
+    of the target's experiments: exit 1 after the whole sweep."""
+    monkeypatch.setattr(reproduce.subprocess, "Popen", lambda *a, **k: pytest.fail("launched"))
+    monkeypatch.setattr(reproduce, "_report", lambda *a: pytest.fail("reported"))
+    assert reproduce.launch(target, ["name=foo"], results_dir=str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("equinorm: error: name=foo: a target's runs keep their experiments'")
+    assert err.count("\n") == 1 and not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     ("override", "says"),
     [  # each printed a plan for jobs the trainer refuses (only check_config ran)

@@ -251,6 +251,14 @@ def cluster_overrides(overrides: list[str], nproc: int) -> list[str]:
 def _checked(target: str, overrides: list[str]) -> bool:
     """Whether every job of every experiment of ``target`` passes the trainer's checks; else
     one line for the first that does not."""
+    named = [o for o in overrides if o.lstrip("+").partition("=")[0] == "name"]
+    if named:  # the report reads each experiment's runs under its own name
+        print(
+            f"equinorm: error: {named[0]}: a target's runs keep their experiments' names, where "
+            "its report reads them; for a tree of their own give results_dir=DIR (make: RESULTS=)",
+            file=sys.stderr,
+        )
+        return False
     for experiment in TARGETS[target]:
         argv = ["-m", f"experiment={experiment}", *overrides]
         problem = preflight(argv, lambda cfg: build.check(cfg, job=True))
