@@ -169,6 +169,10 @@ BAD = [  # (command line, what the one line must name)
     ("experiment=digits_demo name=cifar10_wrn_short", "experiment=digits_demo is named cifar10_"),
     ("-m experiment=digits_demo name=default", "would go among the runs without an experiment"),
     ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted
+    # Hydra's parser named a token alone: "mismatched input '=' expecting <EOF>"
+    ("results_dir=/data/lr=0.1", "/lr=0.1: Hydra cannot read it (mismatched input '=' expecting"),
+    ("results_dir=/data/lr=0.1", """a value holding '=' is quoted: 'results_dir="/data/lr=0.1"'"""),
+    ("seed=[1,2", "seed=[1,2: Hydra cannot read it (no viable alternative at input '[1,2')"),
     ("schedule.lr=${oops}", "error: schedule.lr=${oops}: Interpolation key 'oops' not found"),
     ("-m hydra.sweep.dir=${oops}", "error: hydra.sweep.dir: Interpolation key 'oops' not"),
     ("-m seed=0,1 optim.weight_decay=${oc.env:NO_SUCH_VAR_42}", "decay: Environment variable"),

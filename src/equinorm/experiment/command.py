@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 from hydra import initialize_config_dir
-from hydra.errors import HydraException, MissingConfigException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -331,8 +332,24 @@ def _checked(given: list[str], multirun: bool, check: Callable[[DictConfig], Non
                     raise
                 raise ConfigError(f"job #{number} ({' '.join(job)}): {exc}") from None
     except (*experiment.COMPOSE_ERRORS, ConfigError) as exc:
-        return describe(exc) + _renamed(given)
+        return _unread(given, exc) or describe(exc) + _renamed(given)
     return (_direction(sweeper) or _storage(sweeper)) if multirun else None
+
+
+def _unread(given: list[str], exc: BaseException) -> str | None:
+    """The line for an override Hydra's parser cannot read, naming it: Hydra's own message names
+    a token alone ("mismatched input '=' expecting <EOF>" for results_dir=/data/lr=0.1)."""
+    if not isinstance(exc, OverrideParseException) or "LexerNoViableAlt" in str(exc):
+        return None  # the lexer's names the override (describe: non-ASCII, ~)
+    parser = OverridesParser.create()
+    for override in given:
+        try:
+            parser.parse_override(override)
+        except HydraException as bad:
+            key, _, value = override.partition("=")
+            quoted = f"; a value holding '=' is quoted: '{key}=\"{value}\"'" if "=" in value else ""
+            return f"{override}: Hydra cannot read it ({str(bad).splitlines()[0]}){quoted}"
+    return None
 
 
 def _shadowed(sources: list[str]) -> str | None:
