@@ -206,10 +206,7 @@ def _own_name(cfg: DictConfig, choice: str | None) -> None:
         theirs = f"experiment={cfg.name}'s runs"
     else:
         return
-    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
-    if task is None and HydraConfig.initialized():
-        task = HydraConfig.get().overrides.task
-    typed = any(o.lstrip("+").partition("=")[0] == "name" for o in task or [])
+    typed = any(override_key(o) == "name" for o in _hydra_value(cfg, "overrides.task") or [])
     way = f"'name: {choice}' in its file, or name=... on the command line"
     raise ConfigError(
         f"experiment={choice} is named {cfg.name}, so its runs would go among {theirs} "
@@ -252,9 +249,7 @@ def _experiment(cfg: DictConfig, name: str | None) -> tuple[str, ...]:
 def user_sources(cfg: DictConfig) -> list[str]:
     """The config dirs a job composed from beyond the suite's own (``hydra.searchpath=[...]``,
     ``--config-dir``), as search-path entries: its Hydra node's, else the running job's."""
-    sources = OmegaConf.select(cfg, "hydra.runtime.config_sources", default=None)
-    if sources is None and HydraConfig.initialized():
-        sources = HydraConfig.get().runtime.config_sources
+    sources = _hydra_value(cfg, "runtime.config_sources")
     return [
         f"{s.schema}://{s.path}"
         for s in sources or []
@@ -285,10 +280,20 @@ def locate(cfg: DictConfig, choices, world: int | None = None) -> dict:
 
 def job_choices(cfg: DictConfig):
     """The group choices of a composed job: its Hydra node's, else the running job's."""
-    node = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
-    if node is None and HydraConfig.initialized():
-        node = HydraConfig.get().runtime.choices
-    return node
+    return _hydra_value(cfg, "runtime.choices")
+
+
+def _hydra_value(cfg: DictConfig, key: str):
+    """``hydra.<key>`` of a composed job: its Hydra node's, else the running job's (None)."""
+    value = OmegaConf.select(cfg, f"hydra.{key}", default=None)
+    if value is None and HydraConfig.initialized():
+        value = OmegaConf.select(HydraConfig.get(), key, default=None)
+    return value
+
+
+def override_key(override: str) -> str:
+    """The key (or group) a command-line override sets: ``+train.x=1`` -> ``train.x``."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def _axes(overrides: Sequence[str], params=None, ends: bool = False) -> list[list[str]]:
@@ -401,6 +406,7 @@ __all__ = [
     "jobs",
     "locate",
     "options",
+    "override_key",
     "probes",
     "recorded_reference",
     "reference",

@@ -251,7 +251,7 @@ def cluster_overrides(overrides: list[str], nproc: int) -> list[str]:
 def _checked(target: str, overrides: list[str]) -> bool:
     """Whether every job of every experiment of ``target`` passes the trainer's checks; else
     one line for the first that does not."""
-    named = [o for o in overrides if o.lstrip("+").partition("=")[0] == "name"]
+    named = [o for o in overrides if experiments.override_key(o) == "name"]
     if named:  # the report reads each experiment's runs under its own name
         print(
             f"equinorm: error: {named[0]}: a target's runs keep their experiments' names, where "

@@ -88,12 +88,8 @@ def default_grid(own, points: int, span: float) -> list[str]:
     return [canonical(f"{own * f:.4g}") for f in factors]
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _without(overrides: list[str], *keys: str) -> list[str]:
-    return [o for o in overrides if _key(o) not in keys]
+    return [o for o in overrides if experiments.override_key(o) not in keys]
 
 
 def design(args) -> tuple[Study, list[str], list[str], str]:
@@ -102,12 +98,12 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
         raise TuneError("--key seed: a seed is not tuned; the seeds of stage 1 are --seeds")
     for override in args.overrides:  # the study sets these two: a value of the user's is refused
         value = override.partition("=")[2]
-        if _key(override) == args.key:
+        if experiments.override_key(override) == args.key:
             raise TuneError(
                 f"{override}: the study sets {args.key} (its grid in stage 1, each norm's pick "
                 f"in stage 2); give the values as --grid {value}"
             )
-        if _key(override) == VAL_KEY:
+        if experiments.override_key(override) == VAL_KEY:
             raise TuneError(f"{override}: the study sets {VAL_KEY}; use --val-size {value}")
     rest = args.overrides
     first = experiments.jobs([f"experiment={args.experiment}", *rest])[0]
