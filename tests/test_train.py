@@ -287,13 +287,20 @@ def test_fabricated_cifar_and_svhn_runs_complete_through_the_cli(data_root, tmp_
 
 def _logged_epochs(wandb_file: Path) -> list[int]:
     """Epochs of the history records in an offline run's .wandb file (protobuf: the key, then
-    value_json, field 16, as a length-prefixed string)."""
+    value_json, field 16, as a length-prefixed string).
+
+    ``run.finish()`` returns before wandb's service has closed the file (its "inform finish" is
+    not answered); the file is whole once the service has shut down, which the trainer's
+    process waits for at its exit (``release``), and so does this."""
+    from equinorm.train.wandb_logger import release
+
+    release()
     data = wandb_file.read_bytes()
     epochs = []
     for m in re.finditer(rb"\x05epoch\x82\x01([\x01-\x09])", data):
         n = m.group(1)[0]
         epochs.append(int(float(data[m.end() : m.end() + n])))
-    assert epochs, "no history record found: has the .wandb format changed?"
+    assert epochs, f"no history record in {wandb_file} ({len(data)} bytes): its format changed?"
     return sorted(set(epochs))
 
 
