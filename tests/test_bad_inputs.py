@@ -168,6 +168,9 @@ BAD = [  # (command line, what the one line must name)
     # filed and reported among another experiment's runs, named against another config
     ("experiment=digits_demo name=cifar10_wrn_short", "experiment=digits_demo is named cifar10_"),
     ("-m experiment=digits_demo name=default", "would go among the runs without an experiment"),
+    # the trainer's keys: a value typed was replaced without a word, the run written elsewhere
+    ("run_dir=/scratch/mine", "run_dir=/scratch/mine: a run's directory is named by the trainer"),
+    ("variant=lr0.05", "variant=lr0.05: a run's variant is named by the trainer"),
     ("results_dir=résultats", "quote it"),  # issue 24: Hydra's lexer reads ASCII unquoted
     # Hydra's parser named a token alone: "mismatched input '=' expecting <EOF>"
     ("results_dir=/data/lr=0.1", "/lr=0.1: Hydra cannot read it (mismatched input '=' expecting"),

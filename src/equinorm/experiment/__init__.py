@@ -111,7 +111,24 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
             )
     with _hydra():
         cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+    _not_set(cfg)
     return cfg
+
+
+def _not_set(cfg: DictConfig) -> None:
+    """``run_dir`` and ``variant`` are the trainer's (:func:`locate`): a value typed or set in a
+    file was replaced without a word, and the run went elsewhere than the user asked."""
+    why = {
+        "run_dir": "a run's directory is named by the trainer (<results_dir>/runs/<name>/<dataset>"
+        "-<arch>-<norm>/[<variant>/]seed=<k>); runs go where results_dir= says, under name=",
+        "variant": "a run's variant is named by the trainer: the keys its config sets otherwise "
+        "than its experiment (set those keys; schedule.lr=0.05 runs in .../schedule.lr=0.05/)",
+    }
+    for key, text in why.items():
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if value is not None:
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            raise ConfigError(f"{key}={shown}: {text}")
 
 
 def _not_a_flag(override: str) -> None:
