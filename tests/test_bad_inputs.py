@@ -161,6 +161,7 @@ BAD = [  # (command line, what the one line must name)
     ("-m hydra/launcher=submitit_slurm_gpu hydra.launcher.tasks_per_node=2", "node=2: each of"),
     ("name=foo/bar", "name='foo/bar'"),  # issue 24: runs the report would not find
     ("name=../..", "name='../..'"),  # issue 24: outside results_dir
+    ("name=-x", "name='-x'"),  # trained: 'equinorm-report --experiment -x' then read an option
     # the top-level keys had no schema: a TypeError's traceback, or seed=true trained 'seed=True'
     ("name=null", "name=null: field 'name' is not Optional"),
     ("results_dir=null", "results_dir=null: field 'results_dir' is not Optional"),

@@ -109,10 +109,11 @@ def check_config(cfg: DictConfig, devices_here: bool = True) -> None:
         _launcher_counts(cfg.hydra.launcher)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
-    if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*", str(cfg.name)):
+    # a leading '-' reads as an option to every command given the folder or the name
+    if not re.fullmatch(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]*", str(cfg.name)):
         raise ConfigError(
             f"name={cfg.name!r}: an experiment name is one folder name under "
-            f"{cfg.results_dir}/runs (letters, digits and _ . + -, not starting with a dot)"
+            f"{cfg.results_dir}/runs (letters, digits and _ . + -, not starting with . or -)"
         )
     _positive_int("epochs", cfg.epochs)
     try:
