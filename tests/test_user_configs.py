@@ -216,6 +216,33 @@ def test_a_typo_in_a_user_experiment_names_the_key_it_meant(conf, tmp_path, typo
 
 @pytest.mark.parametrize(
     ("text", "says"),
+    [  # Hydra's "In 'arch/wide': ConfigKeyError raised while composing config:: Key ..."
+        ("defaults:\n  - wrn\n  - _self_\nwiden_factr: 8\n", "arch=wide sets arch.widen_factr, no"),
+        # no name and nothing of ours under it: "arch.name: Key 'name' is not in struct"
+        ("width_mult: 0.5\n", "arch=wide sets no arch.name: an option of yours extends one of "),
+    ],
+    ids=["typo", "no-name"],
+)
+def test_a_users_group_option_is_checked_as_ours_are(tmp_path, monkeypatch, capsys, text, says):
+    import sys
+
+    from equinorm.train import app
+
+    (tmp_path / "conf" / "arch").mkdir(parents=True)
+    (tmp_path / "conf" / "arch" / "wide.yaml").write_text(text)
+    argv = ["--config-dir", str(tmp_path / "conf"), "experiment=digits_demo", "arch=wide"]
+    monkeypatch.setattr(sys, "argv", ["equinorm-train", *argv, f"results_dir={tmp_path / 'r'}"])
+    monkeypatch.setattr(app, "hydra_main", lambda: pytest.fail("it passed the preflight"))
+    with pytest.raises(SystemExit) as stop:
+        app.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"equinorm: error: {says}"), err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
     [  # the package line left out (it trained the base config: 300 epochs of name "default")
         ("name: plain\nepochs: 3\n", "experiment=mine: its file lacks the first line '# @package"),
         (MINE.split("\n", 1)[1], "the experiment's file lacks the first line '# @package"),

@@ -112,7 +112,22 @@ def compose_raw(overrides: Sequence[str]) -> DictConfig:
     with _hydra():
         cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
     _not_set(cfg)
+    _named(cfg)
     return cfg
+
+
+def _named(cfg: DictConfig) -> None:
+    """Each group's option names what it builds: a user's option file without ``name`` (nor one
+    of ours under it) was "arch.name: Key 'name' is not in struct"."""
+    for group in GROUPS:
+        if OmegaConf.select(cfg, f"{group}.name", default=None) is None:
+            choice = cfg.hydra.runtime.choices[group]
+            ours = _reference(()).hydra.runtime.choices[group]
+            raise ConfigError(
+                f"{group}={choice} sets no {group}.name: an option of yours extends one of ours "
+                f"(defaults: [{ours}, _self_] first in its file) or names what it builds "
+                f"(name: {ours})"
+            )
 
 
 def _not_set(cfg: DictConfig) -> None:

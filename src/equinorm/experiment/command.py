@@ -106,10 +106,16 @@ def describe(exc: BaseException) -> str:
     if re.search(r"Could not override '\w+@experiment\.", text):  # included @_here_ under it
         return experiment.unpackaged()
     own = re.search(
-        r"In 'experiment/([\w.-]+)'.*Key '(\w+)' not in '(\w+)'\s+full_key: ([\w.]+)", text, re.S
+        r"In '(\w+)/([\w.-]+)'.*Key '(\w+)' not in '(\w+)'\s+full_key: ([\w.]+)", text, re.S
     )
-    if own:
-        name, _, kind, full = own.groups()
+    if own and own.group(1) in experiment.GROUPS:  # a typo in a group's option file of a user's
+        option_group, name, _, kind, full = own.groups()
+        return (
+            f"{option_group}={name} sets {full}, not a key of this config's {option_group} "
+            f"({kind}){_elsewhere(full)}"
+        )
+    if own and own.group(1) == "experiment":
+        _, name, _, kind, full = own.groups()
         group, _, key = full.partition(".")
         if group == "experiment":  # no package line: its keys land under 'experiment.'
             return experiment.unpackaged(name)
