@@ -268,7 +268,8 @@ def test_tune_runs_both_stages_and_reports_them(tmp_path):
     # the command it gives (it said "experiment=digits_demo ...") trains exactly those runs
     command = re.search(r"\(python -m equinorm\.train -m (.*), with the study's", tuned)[1]
     configs = [experiment.compose(job) for job in experiment.jobs(shlex.split(command))]
-    assert {c.norm.name for c in configs} == {"bn", "gn"} and len(configs) == 10
+    # the study's seed=0,1, as its tuned runs (it gave the experiment's 5)
+    assert {c.norm.name for c in configs} == {"bn", "gn"} and len(configs) == 4
     assert all(dict(c.variant) == study.base for c in configs) and study.base
     assert (results / "figures" / "digits_demo_sensitivity.png").stat().st_size > 10_000
     main_table = (results / "tables" / "digits_demo.md").read_text()
@@ -296,6 +297,24 @@ def test_the_untuned_command_of_a_study_under_its_own_name_selects_that_name(tmp
     del data["chosen"]
     (tmp_path / "old.json").write_text(json.dumps(data))
     assert Study.read(tmp_path / "old.json").selects() == ["experiment=dtune"]
+
+
+def test_the_untuned_command_runs_the_seeds_the_study_ran(tmp_path):
+    """equinorm-tune experiment=X seed=0,1 trained two seeds per norm; the note's command for the
+    untuned runs trained the experiment's five."""
+    from equinorm.launch.tune import design, parse
+
+    argv = ["experiment=digits_demo", "seed=0,1", "norm=bn", "--grid", "0.05"]
+    study, *_ = design(parse([*argv, f"results_dir={tmp_path}"]))
+    assert study.final_seeds == ["seed=0,1"]
+    variant = {"dataset.val_size": str(study.val_size), "schedule.lr": "0.05"}
+    write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0, variant=variant)
+    _, notes = table(collect(tmp_path), study)
+    (note,) = [n for n in notes if n.startswith("Untuned, not run")]
+    command = re.search(r"\(python -m equinorm\.train -m (.*), with the study's", note)[1]
+    assert sorted(
+        dict(o.split("=") for o in job)["seed"] for job in experiment.jobs(shlex.split(command))
+    ) == ["0", "1"]
 
 
 def test_tune_plan_counts_both_stages(capsys):
@@ -366,6 +385,42 @@ def test_a_bad_tune_request_is_one_line(capsys):
     batch = ["experiment=digits_demo", "--key", "train.batch_size", "--plan"]
     assert main([*batch, "--grid", "32.5"]) == 2
     assert "'32.5' is not an integer, as the key's values are" in capsys.readouterr().err
+
+
+def test_a_study_tunes_its_key_at_one_setting_of_the_others(capsys):
+    """A sweep over another key trained every value in both stages while the pick and the
+    tuned table read the first job's runs alone."""
+    from equinorm.launch.tune import main
+
+    swept = ["experiment=digits_demo", "optim.weight_decay=1e-4,5e-4", "--plan"]
+    assert main(swept) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optim.weight_decay is swept (0.0001, 0.0005)" in err, err
+    assert main(["experiment=digits_demo", "seed=0,1", "norm=bn,gn", "--plan"]) == 0  # its own
+
+
+def test_a_study_of_another_design_does_not_replace_the_one_in_tuned_json(tmp_path, capsys):
+    """A second study of the same experiment (another weight decay, other norms) rewrote its
+    tuned.json without a word, and the first study's tuned table was gone."""
+    from equinorm.launch.tune import design, main, parse
+
+    first = ["experiment=digits_demo", f"results_dir={tmp_path}", "norm=bn,gn"]
+    study, *_ = design(parse([*first, "--grid", "0.1,0.2"]))
+    study.write(tmp_path / "runs" / "digits_demo" / "tuned.json")
+    # the same design again: a wider grid, more tuning seeds, the final seeds
+    assert main([*first, "--grid", "0.05,0.1,0.2", "--seeds", "0,1,2", "seed=0,1", "--plan"]) == 0
+    capsys.readouterr()
+    for other, says in [
+        (["optim.weight_decay=5e-4"], "(defaults; this one: optim.weight_decay=0.0005)"),
+        (["norm=bn"], "(norm=bn,gn; this one: norm=bn)"),
+        (["--val-size", "100"], f"({study.val_size} validation images; this one: 100 validation"),
+        (["--key", "optim.weight_decay"], "(--key schedule.lr; this one: --key optim.weight"),
+    ]:
+        line = [*first, *other] if other != ["norm=bn"] else [*first[:2], *other]
+        assert main([*line, "--plan"]) == 2, other
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"holds another study of digits_demo {says}" in err, err
+        assert "name=digits_demo_<study>" in err
 
 
 def test_an_integer_key_is_tuned_over_integers(capsys):

@@ -106,7 +106,9 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
         if experiments.override_key(override) == VAL_KEY:
             raise TuneError(f"{override}: the study sets {VAL_KEY}; use --val-size {value}")
     rest = args.overrides
-    first = experiments.jobs([f"experiment={args.experiment}", *rest])[0]
+    jobs = experiments.jobs([f"experiment={args.experiment}", *rest])
+    _one_setting(jobs, args.key)
+    first = jobs[0]
     cfg = experiments.compose(first)
     own = OmegaConf.select(cfg, args.key, default=None)
     if own is None:
@@ -139,7 +141,57 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
             f"--key {args.key}: the norms' own values differ ({each}); tune one norm at a time "
             f"(norm={min(owns)} ...)"
         )
+    _not_another(study, cfg.results_dir)
+    study.final_seeds = [o for o in rest if experiments.override_key(o) == "seed"]
     return study, stage1_argv, [f"experiment={args.experiment}", *rest], cfg.results_dir
+
+
+def _one_setting(jobs: list[list[str]], key: str) -> None:
+    """A study picks ``key`` at one setting of every other key: a sweep over another (of the
+    command line or the experiment's) trained each value in both stages, and the pick and the
+    tuned table read the first job's alone."""
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for override in job:
+            values.setdefault(experiments.override_key(override), set()).add(override)
+    swept = sorted(k for k, v in values.items() if len(v) > 1 and k not in ("norm", "seed"))
+    if swept:
+        each = ", ".join(sorted(o.partition("=")[2] for o in values[swept[0]]))
+        raise TuneError(
+            f"{swept[0]} is swept ({each}): a study tunes {key} at one value of every other key; "
+            f"run one study per value, each with a name of its own ({swept[0]}=<value> "
+            "name=<study>)"
+        )
+
+
+def _not_another(study: Study, results_dir: str) -> None:
+    """A study of another design (key, the runs' other overrides, validation split, norms) in the
+    same ``tuned.json`` was replaced without a word, and its tuned table with it. The same design
+    runs again (to resume it, or with a wider grid or more tuning seeds)."""
+    path = study_path(results_dir, study.experiment)
+    if not path.is_file():
+        return
+    old = Study.read(path)
+    shown = {
+        "key": lambda s: f"--key {s.key}",
+        "base": lambda s: ", ".join(f"{k}={v}" for k, v in sorted(s.base.items())) or "defaults",
+        "val_size": lambda s: f"{s.val_size} validation images",
+        "norms": lambda s: f"norm={','.join(s.norms)}",
+        "chosen": lambda s: f"experiment={s.chosen}",
+    }
+    differ = [
+        field
+        for field in shown
+        if getattr(old, field) != getattr(study, field)
+        and not (field == "chosen" and old.chosen is None)  # a study of before 'chosen'
+    ]
+    if differ:
+        theirs, mine = ("; ".join(shown[f](s) for f in differ) for s in (old, study))
+        raise TuneError(
+            f"{path} holds another study of {study.experiment} ({theirs}; this one: {mine}): "
+            f"give this one a name of its own (name={study.experiment}_<study>), or remove that "
+            "file to replace it"
+        )
 
 
 def _train(argv: list[str], wait: bool = True):
@@ -225,7 +277,8 @@ def run(args) -> int:
     return report(["--results", results_dir, "--experiment", study.experiment]) or int(failed)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: ``experiment`` (its NAME), ``overrides`` (the others) and the options."""
     parser = argparse.ArgumentParser(
         prog="equinorm-tune",
         description=__doc__.split("\n\n")[0],
@@ -261,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give exactly one experiment=NAME")
     args.experiment = named[0].split("=", 1)[1]
     args.overrides = [o for o in args.overrides if o not in named]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     try:
         if args.plan:
             print(plan(args))

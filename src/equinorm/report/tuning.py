@@ -69,6 +69,7 @@ class Study:
     base: dict = field(default_factory=dict)  # the variant of every run (the command's overrides)
     picks: dict = field(default_factory=dict)  # norm -> {value, median, edge, evidence}
     chosen: str | None = None  # the experiment= of the runs where name= names them otherwise
+    final_seeds: list[str] = field(default_factory=list)  # the command's seed= (stage 2), if any
 
     @classmethod
     def read(cls, path: Path) -> Study:
@@ -237,7 +238,7 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
     if unrun:  # stage 2 trains the picks only: the experiment's own runs are its own sweep's
         given = [k if k.startswith("~") else f"{k}={v}" for k, v in sorted(study.base.items())]
         given += [f"norm={','.join(unrun)}"]
-        command = " ".join(["-m", *study.selects(), *given])
+        command = " ".join(["-m", *study.selects(), *given, *study.final_seeds])
         notes.append(
             f"Untuned, not run: {', '.join(map(norm_label, unrun))} at the experiment's value "
             f"(python -m equinorm.train {command}, with the study's results_dir)."
