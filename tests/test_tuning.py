@@ -110,7 +110,7 @@ def _tuning_runs(test_acc) -> pd.DataFrame:
     rows = []
     for norm, by_value in VALS.items():
         for value, accs in by_value.items():
-            items = STUDY.tuning_variant(value)
+            items = STUDY.tuning_variant(value, norm)
             for seed, acc in enumerate(accs):
                 rows.append(
                     {
@@ -423,6 +423,42 @@ def test_a_study_of_another_design_does_not_replace_the_one_in_tuned_json(tmp_pa
         assert "name=digits_demo_<study>" in err
 
 
+def test_a_norm_option_with_keys_of_its_own_is_tuned_beside_the_others(tmp_path, capsys):
+    """equinorm-tune experiment=digits_demo norm=equi_quarter,bn named every run against
+    equi_quarter's variant (norm.stat_fraction=0.25): BatchNorm had no stage-1 run, and the study
+    said 'run the same command again to resume' for ever; stage 2 then trained full EquiNorm."""
+    from equinorm.launch.tune import design, main, parse
+
+    argv = ["experiment=digits_demo", "norm=equi_quarter,bn", "--grid", "0.05,0.1", "--seeds", "0"]
+    study, *_ = design(parse([*argv, f"results_dir={tmp_path}"]))
+    assert study.norm_items == {"equi": {"norm.stat_fraction": "0.25"}} and study.base == {}
+    assert study.option_overrides("equi") == ["norm.stat_fraction=0.25"]
+    for norm, option, acc in [("equi", "equi_quarter", 90.0), ("bn", "bn", 80.0)]:
+        for lr in study.grid:
+            job = [*argv[:1], f"norm={option}", f"schedule.lr={lr}", f"results_dir={tmp_path}"]
+            variant = dict(experiment.compose([*job, f"dataset.val_size={study.val_size}"]).variant)
+            assert variant == study.tuning_variant(lr, norm)  # as the trainer names the run
+            config = f"digits-preact_resnet18-{norm}"
+            write_run(tmp_path, "digits_demo", config, 0, acc, variant=variant)
+    tuning = stage1(collect(tmp_path).runs, study)
+    assert sorted(tuning["norm"]) == ["bn", "bn", "equi", "equi"]
+    picks, missing = pick(tuning, study)
+    assert set(picks) == {"bn", "equi"} and not missing
+    study.picks = picks
+    _, notes = table(collect(tmp_path), study)
+    (note,) = [n for n in notes if n.startswith("Untuned, not run")]
+    commands = re.findall(r"python -m equinorm\.train -m ([^;,]*)", note)
+    trained = {}
+    for command in commands:
+        for job in experiment.jobs(shlex.split(command)):
+            cfg = experiment.compose([*job, f"results_dir={tmp_path}"])
+            trained[cfg.norm.name] = dict(cfg.variant)
+    assert trained == {n: study.base_of(n) for n in ("equi", "bn")}  # equi_quarter's runs
+    # two options of one norm: one pick for two configs
+    assert main(["experiment=digits_demo", "norm=equi,equi_quarter", "--plan"]) == 2
+    assert "norm=equi_quarter is equi too: tune each option of equi" in capsys.readouterr().err
+
+
 def test_an_integer_key_is_tuned_over_integers(capsys):
     """--key train.batch_size was refused ("train.batch_size=16.0 ... could not be converted to
     Integer"), its --grid 32,64 too; --key epochs said epochs=3.75."""
@@ -477,7 +513,7 @@ def test_a_report_of_stage_1_alone_says_where_its_runs_are(tmp_path, capsys):
     study = Study("digits_demo", "schedule.lr", ["0.05", "0.1"], 300, [0], "0.1", ["bn"])
     study.write(tmp_path / "runs" / "digits_demo" / "tuned.json")
     for lr in study.grid:
-        variant = study.tuning_variant(lr)
+        variant = study.tuning_variant(lr, "bn")
         write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0, variant=variant)
     assert report(["--results", str(tmp_path)]) == 0
     said = capsys.readouterr().err

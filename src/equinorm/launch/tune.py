@@ -23,7 +23,7 @@ import argparse
 import subprocess
 import sys
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from equinorm import experiment as experiments
 from equinorm.argtypes import number, seeds
@@ -122,7 +122,7 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
     val_size = args.val_size or tuning_val_size(cfg)
     study = Study(cfg.name, args.key, grid, int(val_size), args.seeds, value_text(own))
     study.chosen = args.experiment
-    study.base = dict(cfg.variant)  # what the command's other overrides set: every run has it
+    study.base = dict(cfg.variant)  # what the command's overrides set (each norm's: _items)
     stage1_argv = [
         f"experiment={args.experiment}",
         *_without(rest, "seed"),
@@ -131,8 +131,17 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
         f"seed={','.join(str(s) for s in args.seeds)}",
     ]
     options = {o for job in experiments.jobs(stage1_argv) for o in job if o.startswith("norm=")}
-    norms = {c.norm.name: c for c in (experiments.compose([*first, o]) for o in options)}
+    norms: dict[str, DictConfig] = {}
+    for option in sorted(options):
+        c = experiments.compose([*first, option])
+        if c.norm.name in norms:  # equi and equi_quarter: one norm, two configs, one pick
+            raise TuneError(
+                f"{option} is {c.norm.name} too: tune each option of {c.norm.name} in a study of "
+                "its own (norm=<option> name=<study>)"
+            )
+        norms[c.norm.name] = c
     study.norms = sorted(norms)
+    _items(study, {n: dict(c.variant) for n, c in norms.items()})
     owns = {n: OmegaConf.select(c, args.key, default=None) for n, c in norms.items()}
     owns = {n: value_text(v) for n, v in owns.items() if v is not None}  # None: stage 1 says it
     if len(set(owns.values())) > 1:  # the study reads one own value: its untuned runs
@@ -144,6 +153,18 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
     _not_another(study, cfg.results_dir)
     study.final_seeds = [o for o in rest if experiments.override_key(o) == "seed"]
     return study, stage1_argv, [f"experiment={args.experiment}", *rest], cfg.results_dir
+
+
+def _items(study: Study, variants: dict[str, dict]) -> None:
+    """The study's ``base`` (what the variants of all its norms' runs hold) and each norm's
+    ``norm_items`` beyond it: ``norm=equi_quarter`` in digits_demo adds norm.stat_fraction=0.25,
+    and its runs were no stage-1 run of a study named after another norm's variant."""
+    if not variants:
+        return
+    common = set.intersection(*(set(v.items()) for v in variants.values()))
+    study.base = dict(sorted(common))
+    extra = {n: {k: x for k, x in v.items() if (k, x) not in common} for n, v in variants.items()}
+    study.norm_items = {n: items for n, items in extra.items() if items}
 
 
 def _one_setting(jobs: list[list[str]], key: str) -> None:
@@ -178,6 +199,14 @@ def _not_another(study: Study, results_dir: str) -> None:
         "val_size": lambda s: f"{s.val_size} validation images",
         "norms": lambda s: f"norm={','.join(s.norms)}",
         "chosen": lambda s: f"experiment={s.chosen}",
+        "norm_items": lambda s: (
+            ", ".join(
+                f"{n}: {k}={v}"
+                for n, items in sorted(s.norm_items.items())
+                for k, v in items.items()
+            )
+            or "no option's own keys"
+        ),
     }
     differ = [
         field
@@ -263,10 +292,10 @@ def run(args) -> int:
         return 1
     failed = False
     if args.stage in ("2", "all"):
-        argvs = [
-            [*_without(base, "norm"), f"norm={n}", f"{study.key}={p['value']}"]
-            for n, p in study.picks.items()
-        ]
+        argvs = []
+        for norm, p in study.picks.items():  # the norm with its option's own keys, at its pick
+            at = [f"norm={norm}", *study.option_overrides(norm), f"{study.key}={p['value']}"]
+            argvs.append([*_without(base, "norm"), *at])
         if on_slurm(base):  # every norm's array submitted at once
             codes = wait_for([_train(a, wait=False) for a in argvs])
         else:

@@ -67,6 +67,7 @@ class Study:
     own: str | None  # the experiment's own value of key (its runs are the untuned ones)
     norms: list[str] = field(default_factory=list)  # those stage 1 sweeps
     base: dict = field(default_factory=dict)  # the variant of every run (the command's overrides)
+    norm_items: dict = field(default_factory=dict)  # norm -> what its option adds (equi_quarter's)
     picks: dict = field(default_factory=dict)  # norm -> {value, median, edge, evidence}
     chosen: str | None = None  # the experiment= of the runs where name= names them otherwise
     final_seeds: list[str] = field(default_factory=list)  # the command's seed= (stage 2), if any
@@ -86,13 +87,26 @@ class Study:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
-    def tuning_variant(self, value: str) -> dict:
-        """The variant a stage-1 run at ``value`` records."""
-        return {**self.final_variant(value), VAL_KEY: str(self.val_size)}
+    def base_of(self, norm: str) -> dict:
+        """The variant of ``norm``'s untuned runs: the command's overrides and its option's."""
+        return {**self.base, **self.norm_items.get(norm, {})}
 
-    def final_variant(self, value: str) -> dict:
-        """The variant of a run at ``value`` on the full training set (stage 2, untuned)."""
-        return {**self.base, **({} if value == self.own else {self.key: value})}
+    def option_overrides(self, norm: str) -> list[str]:
+        """The overrides that give ``norm`` its option's own keys (``norm.stat_fraction=0.25``)."""
+        return overrides(self.norm_items.get(norm, {}))
+
+    def tuning_variant(self, value: str, norm: str) -> dict:
+        """The variant a stage-1 run of ``norm`` at ``value`` records."""
+        return {**self.final_variant(value, norm), VAL_KEY: str(self.val_size)}
+
+    def final_variant(self, value: str, norm: str) -> dict:
+        """The variant of a run of ``norm`` at ``value`` on the full training set (stage 2)."""
+        return {**self.base_of(norm), **({} if value == self.own else {self.key: value})}
+
+
+def overrides(items: dict) -> list[str]:
+    """Variant items as the command-line overrides that set them (``~key``: a key removed)."""
+    return [k if k.startswith("~") else f"{k}={v}" for k, v in sorted(items.items())]
 
 
 def study_path(results_dir: str | Path, experiment: str) -> Path:
@@ -102,9 +116,9 @@ def study_path(results_dir: str | Path, experiment: str) -> Path:
 def stage1(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
     """The study's tuning runs (``value`` column: the grid value), complete or not."""
     values = []
-    for items in runs["items"]:
+    for norm, items in zip(runs["norm"], runs["items"], strict=True):
         value = items.get(study.key, study.own)
-        values.append(value if items == study.tuning_variant(value) else None)
+        values.append(value if items == study.tuning_variant(value, norm) else None)
     keep = runs.assign(value=values).dropna(subset=["value"])
     keep = keep[keep["value"].isin(study.grid) & keep["seed"].isin(study.seeds)]
     return keep[keep["experiment"] == study.experiment]
@@ -166,7 +180,7 @@ def pick(tuning: pd.DataFrame, study: Study) -> tuple[dict, list[str]]:
 def stage2(runs: pd.DataFrame, study: Study, norm: str) -> pd.DataFrame:
     """The norm's runs at its pick on the full training set (the experiment's own runs when the
     pick is the experiment's value)."""
-    want = study.final_variant(study.picks[norm]["value"])
+    want = study.final_variant(study.picks[norm]["value"], norm)
     mine = runs[(runs["experiment"] == study.experiment) & (runs["norm"] == norm)]
     return mine[[items == want for items in mine["items"]]]
 
@@ -207,7 +221,8 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
     """The tuned table's rows and its notes (edge picks, norms without a pick)."""
     runs = results.runs[results.runs["experiment"] == study.experiment]
     tuning = stage1(runs, study)
-    untuned = runs[[items == study.base for items in runs["items"]]]
+    pairs = zip(runs["norm"], runs["items"], strict=True)
+    untuned = runs[[items == study.base_of(norm) for norm, items in pairs]]
     finals = pd.concat([stage2(runs, study, n) for n in study.picks]) if study.picks else runs[:0]
     rows, notes, unrun = [], [], []
     for norm in sorted(set(tuning["norm"]) | set(study.norms), key=norm_sort_key):
@@ -236,14 +251,24 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
         if not p:
             notes.append(f"{norm_label(norm)}: stage 1 is not finished, no value picked.")
     if unrun:  # stage 2 trains the picks only: the experiment's own runs are its own sweep's
-        given = [k if k.startswith("~") else f"{k}={v}" for k, v in sorted(study.base.items())]
-        given += [f"norm={','.join(unrun)}"]
-        command = " ".join(["-m", *study.selects(), *given, *study.final_seeds])
         notes.append(
             f"Untuned, not run: {', '.join(map(norm_label, unrun))} at the experiment's value "
-            f"(python -m equinorm.train {command}, with the study's results_dir)."
+            f"({'; '.join(_untuned_commands(study, unrun))}, with the study's results_dir)."
         )
     return rows, [f"Untuned: {study.key}={study.own}." if study.own else "", *notes]
+
+
+def _untuned_commands(study: Study, norms: list[str]) -> list[str]:
+    """The commands that train ``norms``' untuned runs: one per set of their options' items."""
+    groups: dict[tuple, list[str]] = {}
+    for norm in norms:
+        groups.setdefault(tuple(sorted(study.base_of(norm).items())), []).append(norm)
+    commands = []
+    for items, names in groups.items():
+        line = ["-m", *study.selects(), *overrides(dict(items)), f"norm={','.join(names)}"]
+        line += study.final_seeds
+        commands.append(f"python -m equinorm.train {' '.join(line)}")
+    return commands
 
 
 def _intro(study: Study) -> str:
