@@ -459,6 +459,22 @@ def test_a_norm_option_with_keys_of_its_own_is_tuned_beside_the_others(tmp_path,
     assert "norm=equi_quarter is equi too: tune each option of equi" in capsys.readouterr().err
 
 
+def test_a_study_of_a_users_experiment_takes_the_trainers_config_dir(tmp_path, capsys):
+    """--config-dir, as the trainer takes it, was 'unrecognized arguments'."""
+    from equinorm.launch.tune import main, parse
+
+    (tmp_path / "experiment").mkdir()
+    text = "# @package _global_\ndefaults:\n  - /experiment/digits_demo@_here_\n  - _self_\n"
+    (tmp_path / "experiment" / "mine.yaml").write_text(text + "name: mine\n")
+    args = parse(["experiment=mine", "--config-dir", str(tmp_path)])
+    assert args.overrides == [f"hydra.searchpath=[file://{tmp_path}]"]  # what each stage gets
+    assert main(["experiment=mine", "--config-dir", str(tmp_path), "--plan"]) == 0
+    assert capsys.readouterr().out.startswith("mine: schedule.lr in {0.025, 0.05, 0.1, 0.2, 0.4}")
+    with pytest.raises(SystemExit) as stop:
+        parse(["experiment=mine", "--config-dir", str(tmp_path / "nope")])
+    assert stop.value.code == 2 and "nope: no such directory" in capsys.readouterr().err
+
+
 def test_an_integer_key_is_tuned_over_integers(capsys):
     """--key train.batch_size was refused ("train.batch_size=16.0 ... could not be converted to
     Integer"), its --grid 32,64 too; --key epochs said epochs=3.75."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -332,6 +333,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="validation images (default: 10%% of training)",
     )
+    parser.add_argument(
+        "--config-dir", help="a folder of your own experiments, as the trainer's --config-dir"
+    )
     parser.add_argument("--stage", choices=["1", "2", "all"], default="all", help="stages to run")
     parser.add_argument("--plan", action="store_true", help="runs and GPU-hours only")
     parser.add_argument(
@@ -343,6 +347,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give exactly one experiment=NAME")
     args.experiment = named[0].split("=", 1)[1]
     args.overrides = [o for o in args.overrides if o not in named]
+    if args.config_dir:  # the trainer's --config-dir, as the override every stage passes on
+        if not Path(args.config_dir).is_dir():
+            parser.error(f"--config-dir {args.config_dir}: no such directory")
+        args.overrides.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
     return args
 
 
