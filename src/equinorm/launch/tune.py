@@ -49,6 +49,7 @@ from equinorm.report.tuning import (
     SPAN,
     VAL_KEY,
     Study,
+    overrides,
     pick,
     stage1,
     study_path,
@@ -196,16 +197,12 @@ def _not_another(study: Study, results_dir: str) -> None:
     old = Study.read(path)
     shown = {
         "key": lambda s: f"--key {s.key}",
-        "base": lambda s: ", ".join(f"{k}={v}" for k, v in sorted(s.base.items())) or "defaults",
+        "base": lambda s: ", ".join(overrides(s.base)) or "defaults",
         "val_size": lambda s: f"{s.val_size} validation images",
         "norms": lambda s: f"norm={','.join(s.norms)}",
         "chosen": lambda s: f"experiment={s.chosen}",
         "norm_items": lambda s: (
-            ", ".join(
-                f"{n}: {k}={v}"
-                for n, items in sorted(s.norm_items.items())
-                for k, v in items.items()
-            )
+            ", ".join(f"{n}: {' '.join(overrides(i))}" for n, i in sorted(s.norm_items.items()))
             or "no option's own keys"
         ),
     }
