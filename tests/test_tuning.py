@@ -380,6 +380,9 @@ def test_a_bad_tune_request_is_one_line(capsys):
     assert "give the values as --grid 0.05,0.2" in capsys.readouterr().err
     assert main(["experiment=digits_demo", "dataset.val_size=500", "--plan"]) == 2
     assert "use --val-size 500" in capsys.readouterr().err
+    # a searching sweeper in a study: its sweep was read as a grid ('schedule.lr is swept')
+    assert main(["experiment=digits_demo", "hparams_search=optuna_lr", "--plan"]) == 2
+    assert "a search is the trainer's: python -m equinorm.train -m" in capsys.readouterr().err
     assert main(["experiment=digits_demo", "--key", "seed", "--grid", "1,2", "--plan"]) == 2
     assert "--key seed: a seed is not tuned" in capsys.readouterr().err  # the luckiest seed
     batch = ["experiment=digits_demo", "--key", "train.batch_size", "--plan"]

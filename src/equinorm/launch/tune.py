@@ -107,6 +107,13 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
             )
         if experiments.override_key(override) == VAL_KEY:
             raise TuneError(f"{override}: the study sets {VAL_KEY}; use --val-size {value}")
+        searcher = experiments.override_key(override) in ("hparams_search", "hydra/sweeper")
+        if searcher and value not in ("grid", "equinorm"):  # it drew its own jobs in each stage
+            raise TuneError(
+                f"{override}: a study's stage 1 is a grid of its own (--grid); a search is the "
+                f"trainer's: python -m equinorm.train -m experiment={args.experiment} {override} "
+                "norm=<one norm> dataset.val_size=<images>"
+            )
     rest = args.overrides
     jobs = experiments.jobs([f"experiment={args.experiment}", *rest])
     _one_setting(jobs, args.key)
