@@ -1,4 +1,5 @@
-"""How far does single-pass EquiNorm (no epsilon) stay finite? Issue 12.8's width x depth study.
+"""How far does single-pass EquiNorm (no epsilon) stay finite? A width x depth study
+(results/finiteness/README.md).
 
 For each architecture of the paper's experiments and each width multiplier, train a few hundred
 steps of that experiment's recipe with ``norm=equi`` on fabricated data in the real on-disk format
@@ -74,13 +75,29 @@ def one_run(experiment, width, seed, steps, batches, data, results, threads) -> 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--experiments", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
-    p.add_argument("--widths", nargs="+", type=number(float), default=[0.125, 0.25, 0.5, 1.0])
-    p.add_argument("--seeds", nargs="+", type=number(int, -1), default=[0, 1, 2])
-    p.add_argument("--steps", type=number(int), default=300)
-    p.add_argument("--batches", type=number(int), default=25, help="steps per epoch")
-    p.add_argument("--threads", type=number(int), default=2)
-    p.add_argument("--out", type=Path, default=RESULTS / "cpu-2cores.csv")
+    p.add_argument(
+        "--experiments",
+        nargs="+",
+        choices=list(EXPERIMENTS),
+        default=list(EXPERIMENTS),
+        help="whose architecture and recipe (default: all)",
+    )
+    widths = [0.125, 0.25, 0.5, 1.0]
+    p.add_argument(
+        "--widths",
+        nargs="+",
+        type=number(float),
+        default=widths,
+        help=f"arch.width_mult values ({' '.join(map(str, widths))})",
+    )
+    p.add_argument(
+        "--seeds", nargs="+", type=number(int, -1), default=[0, 1, 2], help="run seeds (0 1 2)"
+    )
+    p.add_argument("--steps", type=number(int), default=300, help="training steps per run (300)")
+    p.add_argument("--batches", type=number(int), default=25, help="steps per epoch (25)")
+    p.add_argument("--threads", type=number(int), default=2, help="torch CPU threads (2)")
+    out = RESULTS / "cpu-2cores.csv"
+    p.add_argument("--out", type=Path, default=out, help=f"CSV the rows are added to ({out})")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
