@@ -139,15 +139,28 @@ def _norm(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["step", "loader", "all", "profile"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR)
+    parser.add_argument(
+        "what",
+        choices=["step", "loader", "all", "profile"],
+        help="training steps per norm, the data loaders, both, or a per-op profile",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:<n> (default: cuda where there is one)",
+    )
+    parser.add_argument("--out", type=Path, default=BENCH_DIR, help=f"folder ({BENCH_DIR})")
     parser.add_argument(
         "--archs", nargs="+", choices=list(ARCHS), help="architectures (default: per device)"
     )
     parser.add_argument("--width", type=number(float), help="width multiplier for every arch")
-    parser.add_argument("--norms", nargs="+", type=_norm, default=list(NORMS))
-    parser.add_argument("--batch-size", type=number(int))
+    every = " ".join(NORMS)
+    parser.add_argument(
+        "--norms", nargs="+", type=_norm, default=list(NORMS), help=f"norms to time ({every})"
+    )
+    parser.add_argument(
+        "--batch-size", type=number(int), help="per step (default: 128 on a GPU, 32 on a CPU)"
+    )
     parser.add_argument(
         "--input-size", type=number(int), help="image size (default: 32; resnet50 224)"
     )

@@ -401,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", type=_device, default="cuda", help="cuda (default), cuda:<n> or cpu"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu-check")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "results" / "gpu-check", help="where results go"
+    )
     parser.add_argument("--work", type=Path, help="scratch files (default: a temporary folder)")
     parser.add_argument(
         "--budget", type=number(float), default=480.0, help="seconds for everything"
