@@ -304,14 +304,15 @@ def test_the_untuned_command_runs_the_seeds_the_study_ran(tmp_path):
     untuned runs trained the experiment's five."""
     from equinorm.launch.tune import design, parse
 
-    argv = ["experiment=digits_demo", "seed=0,1", "norm=bn", "--grid", "0.05"]
+    argv = ["experiment=digits_demo", "seed=range(2)", "norm=bn", "--grid", "0.05"]
     study, *_ = design(parse([*argv, f"results_dir={tmp_path}"]))
-    assert study.final_seeds == ["seed=0,1"]
+    assert study.final_seeds == ["seed=range(2)"]
     variant = {"dataset.val_size": str(study.val_size), "schedule.lr": "0.05"}
     write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0, variant=variant)
     _, notes = table(collect(tmp_path), study)
     (note,) = [n for n in notes if n.startswith("Untuned, not run")]
     command = re.search(r"\(python -m equinorm\.train -m (.*), with the study's", note)[1]
+    assert "'seed=range(2)'" in command  # quoted for the shell, which reads '(' as its syntax
     assert sorted(
         dict(o.split("=") for o in job)["seed"] for job in experiment.jobs(shlex.split(command))
     ) == ["0", "1"]

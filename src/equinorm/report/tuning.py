@@ -18,6 +18,7 @@ difference against BatchNorm, each norm's value and budget) and
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -267,7 +268,7 @@ def _untuned_commands(study: Study, norms: list[str]) -> list[str]:
     for items, names in groups.items():
         line = ["-m", *study.selects(), *overrides(dict(items)), f"norm={','.join(names)}"]
         line += study.final_seeds
-        commands.append(f"python -m equinorm.train {' '.join(line)}")
+        commands.append(f"python -m equinorm.train {shlex.join(line)}")  # to paste in a shell
     return commands
 
 
