@@ -546,6 +546,24 @@ def test_the_study_file_round_trips(tmp_path):
     assert Study.read(path) == STUDY
 
 
+@pytest.mark.parametrize("text", ['{"experiment": "digits_demo", "key": ', '{"key": "x"}', "[1]"])
+def test_a_damaged_study_file_is_one_line_and_the_rest_is_reported(tmp_path, capsys, text):
+    """A tuned.json cut short or edited was a JSONDecodeError (or TypeError) traceback in the
+    report, which then drew nothing of any experiment, and in equinorm-tune."""
+    from equinorm.launch.tune import main
+
+    write_run(tmp_path, "digits_demo", "digits-preact_resnet18-bn", 0, 90.0)
+    path = tmp_path / "runs" / "digits_demo" / "tuned.json"
+    path.write_text(text)
+    assert report(["--results", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"equinorm: digits_demo: no tuned table: {path} is not a study's file (" in err, err
+    assert (tmp_path / "tables" / "digits_demo.md").is_file()
+    assert main(["experiment=digits_demo", f"results_dir={tmp_path}", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "remove it to run this study there" in err, err
+
+
 def test_a_stage_2_failure_is_the_study_s_exit_code(tmp_path, monkeypatch, capsys):
     """A stage-2 sweep that failed was said in a line, and equinorm-tune then exited 0 (the
     report's code), unlike make reproduce-* and the sweeps themselves."""

@@ -201,7 +201,10 @@ def _not_another(study: Study, results_dir: str) -> None:
     path = study_path(results_dir, study.experiment)
     if not path.is_file():
         return
-    old = Study.read(path)
+    try:
+        old = Study.read(path)
+    except ValueError as exc:
+        raise TuneError(f"{exc}: remove it to run this study there") from None
     shown = {
         "key": lambda s: f"--key {s.key}",
         "base": lambda s: ", ".join(overrides(s.base)) or "defaults",

@@ -119,7 +119,11 @@ def write_report(
         )
     written, kept, everything = [], [], results
     for experiment in chosen:
-        study = read_study(results_dir, experiment)
+        try:
+            study = read_study(results_dir, experiment)
+        except ValueError as exc:  # the rest of the experiment's report is still drawn
+            print(f"equinorm: {experiment}: no tuned table: {exc}", file=sys.stderr)
+            study = None
         results = everything
         if study is not None:  # its tuning runs (validation split) have a report of their own
             tuning = stage1(everything.runs, study)["path"]

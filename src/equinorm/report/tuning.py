@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -27,6 +27,7 @@ import pandas as pd
 
 from equinorm import atomic
 from equinorm.data.loaders import source_of
+from equinorm.errors import one_line
 from equinorm.report.collect import Results
 from equinorm.report.figures import (
     STYLE,
@@ -75,7 +76,16 @@ class Study:
 
     @classmethod
     def read(cls, path: Path) -> Study:
-        data = json.loads(Path(path).read_text())
+        """The study in ``path``; a file that is not one (damaged, edited) is a ValueError
+        naming it."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except ValueError as exc:  # not JSON (a file cut short, an edit)
+            raise ValueError(f"{path} is not a study's file ({one_line(exc)})") from None
+        needed = [f.name for f in fields(cls) if f.default is f.default_factory is MISSING]
+        lacking = [k for k in needed if not isinstance(data, dict) or k not in data]
+        if lacking:
+            raise ValueError(f"{path} is not a study's file (it lacks {', '.join(lacking)})")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def selects(self) -> list[str]:
