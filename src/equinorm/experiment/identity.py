@@ -174,11 +174,14 @@ def variant(job: DictConfig, reference: DictConfig, world_size: int = 1) -> dict
     return items
 
 
+def overrides(items: dict[str, str]) -> list[str]:
+    """Variant items as the command-line overrides that set them (``~key``: a key removed)."""
+    return [k if k.startswith("~") else f"{k}={v}" for k, v in sorted(items.items())]
+
+
 def dirname(items: dict[str, str]) -> str:
     """The variant as one directory name (:func:`file_name`)."""
-    return file_name(
-        ",".join(k if k.startswith("~") else f"{k}={v}" for k, v in sorted(items.items()))
-    )
+    return file_name(",".join(overrides(items)))
 
 
 def file_name(name: str) -> str:
@@ -204,6 +207,7 @@ __all__ = [
     "config_diff",
     "dirname",
     "file_name",
+    "overrides",
     "run_dir",
     "semantic",
     "value_text",

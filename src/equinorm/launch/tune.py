@@ -30,7 +30,7 @@ from equinorm import experiment as experiments
 from equinorm.argtypes import number, seeds
 from equinorm.errors import ConfigError
 from equinorm.experiment.command import composed, describe
-from equinorm.experiment.identity import value_text
+from equinorm.experiment.identity import overrides, value_text
 from equinorm.launch.reproduce import (
     BENCH_DIR,
     DEFAULT_TFLOPS,
@@ -49,7 +49,6 @@ from equinorm.report.tuning import (
     SPAN,
     VAL_KEY,
     Study,
-    overrides,
     pick,
     stage1,
     study_path,
@@ -99,22 +98,22 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
     if args.key == "seed":  # picking the best seed would report its luck
         raise TuneError("--key seed: a seed is not tuned; the seeds of stage 1 are --seeds")
     for override in args.overrides:  # the study sets these two: a value of the user's is refused
-        value = override.partition("=")[2]
-        if experiments.override_key(override) == args.key:
+        key, value = experiments.override_key(override), override.partition("=")[2]
+        if key == args.key:
             raise TuneError(
                 f"{override}: the study sets {args.key} (its grid in stage 1, each norm's pick "
                 f"in stage 2); give the values as --grid {value}"
             )
-        if experiments.override_key(override) == VAL_KEY:
+        if key == VAL_KEY:
             raise TuneError(f"{override}: the study sets {VAL_KEY}; use --val-size {value}")
-        searcher = experiments.override_key(override) in ("hparams_search", "hydra/sweeper")
-        if searcher and value not in ("grid", "equinorm"):  # it drew its own jobs in each stage
-            raise TuneError(
-                f"{override}: a study's stage 1 is a grid of its own (--grid); a search is the "
-                f"trainer's: python -m equinorm.train -m experiment={args.experiment} {override} "
-                "norm=<one norm> dataset.val_size=<images>"
-            )
     rest = args.overrides
+    if experiments.searches([f"experiment={args.experiment}", *rest]):  # it drew its own jobs
+        raise TuneError(
+            f"{' '.join(rest)}: a searching sweeper; a study's stage 1 is a grid of its own "
+            f"(--grid), and a search is the trainer's: python -m equinorm.train -m "
+            f"experiment={args.experiment} hparams_search=optuna_lr norm=<one norm> "
+            "dataset.val_size=<images>"
+        )
     jobs = experiments.jobs([f"experiment={args.experiment}", *rest])
     _one_setting(jobs, args.key)
     first = jobs[0]

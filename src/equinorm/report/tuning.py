@@ -28,6 +28,7 @@ import pandas as pd
 from equinorm import atomic
 from equinorm.data.loaders import source_of
 from equinorm.errors import one_line
+from equinorm.experiment.identity import overrides
 from equinorm.report.collect import Results
 from equinorm.report.figures import (
     STYLE,
@@ -113,11 +114,6 @@ class Study:
     def final_variant(self, value: str, norm: str) -> dict:
         """The variant of a run of ``norm`` at ``value`` on the full training set (stage 2)."""
         return {**self.base_of(norm), **({} if value == self.own else {self.key: value})}
-
-
-def overrides(items: dict) -> list[str]:
-    """Variant items as the command-line overrides that set them (``~key``: a key removed)."""
-    return [k if k.startswith("~") else f"{k}={v}" for k, v in sorted(items.items())]
 
 
 def study_path(results_dir: str | Path, experiment: str) -> Path:
