@@ -107,6 +107,7 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
         if key == VAL_KEY:
             raise TuneError(f"{override}: the study sets {VAL_KEY}; use --val-size {value}")
     rest = args.overrides
+    jobs = experiments.jobs([f"experiment={args.experiment}", *rest])
     if experiments.searches([f"experiment={args.experiment}", *rest]):  # it drew its own jobs
         raise TuneError(
             f"{' '.join(rest)}: a searching sweeper; a study's stage 1 is a grid of its own "
@@ -114,7 +115,6 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
             f"experiment={args.experiment} hparams_search=optuna_lr norm=<one norm> "
             "dataset.val_size=<images>"
         )
-    jobs = experiments.jobs([f"experiment={args.experiment}", *rest])
     _one_setting(jobs, args.key)
     first = jobs[0]
     cfg = experiments.compose(first)
