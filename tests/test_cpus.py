@@ -45,18 +45,30 @@ def test_threads_follow_the_cpus_this_process_may_use(cpus, env, threads, monkey
     assert cpu_budget() == threads
 
 
-def test_more_threads_than_cpus_is_warned_about(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize(
+    ("args", "omp", "said"),
+    [
+        (["train.threads=2"], "1", "train.threads=2 is more than"),
+        # an OMP_NUM_THREADS=8 left in a shell (or passed on by sbatch) trained 8x slower on 2
+        # cores, and only train.threads was compared with the CPUs
+        ([], "2", "OMP_NUM_THREADS=2 (environment) is more than"),
+    ],
+)
+def test_more_threads_than_cpus_is_warned_about(args, omp, said, tmp_path, monkeypatch, caplog):
     """train.threads=100 on 2 CPUs ran 30x slower (OpenMP threads collapse) without a word."""
     from equinorm.train import run as run_module
     from tests.conftest import SHORT, compose_cfg
 
-    monkeypatch.setattr(run_module, "cpu_budget", lambda: 1)
+    for name in ("SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     threads = torch.get_num_threads()
     try:
-        run_module.run(compose_cfg(*SHORT, "debug=smoke", "train.threads=2", results=tmp_path))
+        run_module.run(compose_cfg(*SHORT, "debug=smoke", *args, results=tmp_path))
     finally:
         torch.set_num_threads(threads)
-    said = "train.threads=2 is more than the 1 CPU(s) this process may use"
-    assert said in caplog.text
+    said += " the 1 CPU(s) this process may use"
+    assert said in caplog.text and "(train.threads=1 fits them)" in caplog.text
     (log,) = (tmp_path / "runs").rglob("train.log")
     assert said in log.read_text()  # where it is read after the run, too

@@ -4,14 +4,15 @@ processes of its node.
 torch's default is every core of the machine; a SLURM job given fewer (``--cpus-per-task``), a
 process pinned by ``taskset``, or torchrun's processes sharing one node then run more OpenMP
 threads than cores, and a step does not just slow down, it collapses (spinning threads wait on
-each other). The budget is the process's affinity mask, capped by ``SLURM_CPUS_PER_TASK``, divided
+each other). A process's share is its affinity mask, capped by ``SLURM_CPUS_PER_TASK``, divided
 among torchrun's local processes (``LOCAL_WORLD_SIZE``; a SLURM task's CPUs are its own already,
 so several tasks per job are not divided again); ``OMP_NUM_THREADS``, when set, and
-``train.threads`` override it. torchrun sets ``OMP_NUM_THREADS=1`` in each of several processes
-where it is unset, so ``make reproduce-* NPROC=n`` sets it to the share first
-(:func:`equinorm.launch.reproduce.torchrun_env`); by hand, give it yourself. submitit's local
-launcher starts a batch of jobs at once on one machine: each job has the CPUs that equinorm's
-sweeper gave it (``EQUINORM_JOB_CPUS``, :func:`equinorm.launch.sweeper.local_batch`).
+``train.threads`` override it (the trainer warns where they exceed it). torchrun sets
+``OMP_NUM_THREADS=1`` in each of several processes where it is unset, so ``make reproduce-*
+NPROC=n`` sets it to the share first (:func:`equinorm.launch.reproduce.torchrun_env`); by hand,
+give it yourself. submitit's local launcher starts a batch of jobs at once on one machine: each
+job has the CPUs that equinorm's sweeper gave it (``EQUINORM_JOB_CPUS``,
+:func:`equinorm.launch.sweeper.local_batch`).
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ def cpus_here() -> int:
 
 
 def cpu_budget() -> int:
-    """Threads for this process (>= 1); see the module docstring."""
-    explicit = _env_int("OMP_NUM_THREADS")
-    if explicit is not None:
-        return explicit
+    """Threads for this process (>= 1): ``OMP_NUM_THREADS`` where set, else its share."""
+    return _env_int("OMP_NUM_THREADS") or cpu_share()
+
+
+def cpu_share() -> int:
+    """The CPUs this process may keep busy (>= 1); see the module docstring."""
     cpus = cpus_here()
     if os.environ.get("SUBMITIT_EXECUTOR") == "local":
         cpus = min(cpus, _env_int(JOB_CPUS) or cpus)

@@ -26,7 +26,7 @@ from equinorm.run import provenance
 from equinorm.run.record import RunDir
 from equinorm.run.resume import decide
 from equinorm.train import build, distributed
-from equinorm.train.cpus import cpu_budget
+from equinorm.train.cpus import cpu_budget, cpu_share
 from equinorm.train.signals import Preempted
 
 log = logging.getLogger("equinorm")
@@ -136,8 +136,8 @@ def _percent(value) -> str:
 
 
 def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict:
-    budget = cpu_budget()
-    torch.set_num_threads(cfg.train.threads or budget)  # before provenance records it
+    threads = cfg.train.threads or cpu_budget()
+    torch.set_num_threads(threads)  # before provenance records it
     if device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once per shape, keeps the
         torch.backends.cudnn.benchmark = True  # fastest (recorded in provenance.json)
     file_log = None
@@ -160,12 +160,15 @@ def _train(cfg, device, dist, rundir, named, state, decision, overrides) -> dict
         provenance.start_attempt(  # results_dir: runs inside the checkout are not its code
             rundir.path, device, dist.world_size, overrides, cfg.results_dir, **execution
         )
-    if (cfg.train.threads or 0) > budget:  # a step collapses, it does not just slow down
+    share = cpu_share()
+    if threads > share:  # a step collapses, it does not just slow down
+        said = "train.threads=%d" if cfg.train.threads else "OMP_NUM_THREADS=%d (environment)"
         log.warning(
-            "train.threads=%d is more than the %d CPU(s) this process may use: OpenMP threads "
-            "that outnumber cores wait on each other (train.threads=null fits them)",
-            cfg.train.threads,
-            budget,
+            said + " is more than the %d CPU(s) this process may use: OpenMP threads that "
+            "outnumber cores wait on each other (train.threads=%d fits them)",
+            threads,
+            share,
+            share,
         )
     if cfg.norm.name == "ws_gn" and cfg.arch.get("final_norm") is False:
         log.warning(
