@@ -196,3 +196,19 @@ def test_a_device_that_is_not_there_names_the_option(capsys):
         "equinorm-evaluate: error: --device='gpu' is not a device the suite runs on "
         "(auto, cpu, cuda, cuda:<n>)"
     )
+
+
+def test_it_scores_on_the_threads_the_trainer_would_use(tmp_path, monkeypatch):
+    """On a SLURM task given 2 of a node's 8 CPUs it ran torch's default threads, the node's:
+    more threads than cores, which collapse (equinorm.train.cpus)."""
+    for name in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(8)
+    try:
+        cli.main([str(tmp_path)])  # nothing to score there: only the threads matter
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

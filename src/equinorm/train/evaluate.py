@@ -28,6 +28,7 @@ from equinorm.layers import cached_eval_kernels, fuse_equinorm
 from equinorm.run.record import RunDir, run_dirs
 from equinorm.run.trained import Trained, load
 from equinorm.train.build import loaders, resolve_precision
+from equinorm.train.cpus import cpu_budget
 from equinorm.train.trainer import autocast, autocast_dtype, score
 
 
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         device = parse_device(args.device)
     except EquinormError as exc:
         parser.error(str(exc).replace("train.device", "--device"))
+    torch.set_num_threads(cpu_budget())  # the trainer's: a SLURM task's CPUs, not the node's
     try:
         failed = sum(_score(root, device, args) for root in args.runs)
     except KeyboardInterrupt:  # it writes nothing: nothing to keep
