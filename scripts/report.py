@@ -6,7 +6,7 @@ python scripts/report.py --results /scratch/equinorm-results --experiment cifar1
 
 import sys
 
-from equinorm.report.cli import main
+from equinorm.entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("equinorm.report.cli"))

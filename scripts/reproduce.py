@@ -7,7 +7,7 @@ A thin wrapper over equinorm.launch.reproduce (see there; `make help` lists the 
 
 import sys
 
-from equinorm.launch.reproduce import main
+from equinorm.entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("equinorm.launch.reproduce"))

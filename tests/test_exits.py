@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +212,47 @@ def test_a_ddp_process_ends_past_the_teardown_its_gloo_threads_abort(tmp_path):
         assert one.returncode == status, one.stderr[-3000:]
         assert one.stdout == "returned\nunflushedatexit ran\n", one.stdout
         assert one.stderr == ("why\n" if status == 1 else ""), one.stderr
+
+
+# Ctrl-C while a command loads its module: SIGINT comes when that module is looked up (the
+# seconds a user waits on torch, pandas and matplotlib), through a finder a sitecustomize installs.
+# (python -m equinorm.report loads them with the package, which exports the report's API, before
+# its __main__ runs.)
+INTERRUPT_ON_IMPORT = """
+import os, signal, sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["INTERRUPT_ON"]:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Interrupt())
+"""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "module"),
+    [
+        (["equinorm-report"], "equinorm.report.cli"),
+        (["equinorm-tune", "experiment=digits_demo"], "equinorm.launch.tune"),
+        (["equinorm-evaluate", "results"], "equinorm.train.evaluate"),
+        (["equinorm-train"], "equinorm.train.app"),
+        (["-m", "equinorm.train"], "equinorm.train.app"),
+        ([str(ROOT / "scripts" / "report.py")], "equinorm.report.cli"),
+        ([str(ROOT / "scripts" / "reproduce.py"), "short"], "equinorm.launch.reproduce"),
+    ],
+)
+def test_ctrl_c_while_a_command_loads_is_one_line_and_exit_130(command, module, tmp_path):
+    """A Ctrl-C in a command's first seconds was a KeyboardInterrupt traceback through
+    importlib: the commands caught it only once their module had loaded."""
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_ON_IMPORT)
+    if not command[0].startswith(("-", "/")):  # a console script, beside this Python
+        command = [str(Path(sys.executable).parent / command[0]), *command[1:]]
+    else:
+        command = [sys.executable, *command]
+    path = os.pathsep.join([str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])
+    env = {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep), "INTERRUPT_ON": module}
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    said = "equinorm: interrupted (Ctrl-C) while loading; nothing was written\n"
+    assert (proc.returncode, proc.stderr) == (130, said), proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == [tmp_path / "sitecustomize.py"]

@@ -8,6 +8,6 @@ if __name__ == "__main__":
 
     if maybe_help(sys.argv[1:]):
         sys.exit(0)
-    from equinorm.train.app import main
+    from equinorm.entry import run
 
-    main()
+    sys.exit(run("equinorm.train.app"))
