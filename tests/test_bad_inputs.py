@@ -208,6 +208,7 @@ BAD = [  # (command line, what the one line must name)
     ("-sc install=tcsh", "-sc install=tcsh: Hydra completes bash, fish, zsh"),
     ("-sc install", "-sc install=: Hydra completes bash, fish, zsh"),  # a ValueError of ours
     ("--resolve norm=bn", "--resolve resolves the config --cfg shows: add --cfg job"),
+    ("-p norm norm=bn", "--package norm picks what --cfg shows: add --cfg job"),  # Hydra trained
 ]
 
 

@@ -279,6 +279,8 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
         )
     if args.resolve and not (args.cfg or args.help):  # Hydra: a ValueError's traceback
         return "--resolve resolves the config --cfg shows: add --cfg job (or --cfg all)"
+    if args.package and not (args.cfg or args.help):  # Hydra ignores it and runs the job
+        return f"--package {args.package} picks what --cfg shows: add --cfg job"
     if args.shell_completion:
         return completion(given)
     if any(getattr(args, flag) for flag in INFORMATIONAL):
