@@ -209,6 +209,10 @@ BAD = [  # (command line, what the one line must name)
     ("-sc install", "-sc install=: Hydra completes bash, fish, zsh"),  # a ValueError of ours
     ("--resolve norm=bn", "--resolve resolves the config --cfg shows: add --cfg job"),
     ("-p norm norm=bn", "--package norm picks what --cfg shows: add --cfg job"),  # Hydra trained
+    # Hydra: "Only one of --run, --multirun, --cfg, --info and --shell_completion", a traceback
+    ("-r -m norm=bn,gn", "-r and -m do not go together: one of -r (one job, the default), -m,"),
+    ("-r --cfg job", "-r and --cfg do not go together"),
+    ("--cfg job --info", "--cfg and --info do not go together"),
 ]
 
 

@@ -277,6 +277,12 @@ def preflight(argv: list[str], check: Callable[[DictConfig], None]) -> str | Non
             f"-m and --{shown[0].replace('_', '-')} do not go together: it shows one job; "
             "drop -m and give one value per key"
         )
+    modes = ["-r"] * args.run + ["-m"] * args.multirun + [f"--{f.replace('_', '-')}" for f in shown]
+    if len(modes) > 1:  # Hydra: "Only one of --run, --multirun, ..." in a ValueError's traceback
+        return (
+            f"{modes[0]} and {modes[1]} do not go together: one of -r (one job, the default), "
+            "-m, --cfg, --info, --shell-completion"
+        )
     if args.resolve and not (args.cfg or args.help):  # Hydra: a ValueError's traceback
         return "--resolve resolves the config --cfg shows: add --cfg job (or --cfg all)"
     if args.package and not (args.cfg or args.help):  # Hydra ignores it and runs the job
