@@ -391,6 +391,25 @@ def test_a_bad_tune_request_is_one_line(capsys):
     assert "'32.5' is not an integer, as the key's values are" in capsys.readouterr().err
 
 
+def test_a_default_grid_the_trainer_refuses_is_named_as_the_grids(tmp_path, capsys):
+    """--key schedule.momentum (0.9: its default grid reaches 1.8 and 3.6) ended in the trainer's
+    'schedule.momentum=1.8 must be in [0, 1)', a value the user had not typed."""
+    from equinorm.launch.tune import main
+
+    line = ["experiment=digits_demo", "--key", "schedule.momentum", f"results_dir={tmp_path}"]
+    for plan in (["--plan"], []):
+        assert main([*line, *plan]) == 2
+        assert capsys.readouterr().err == (
+            "equinorm: error: --key schedule.momentum: the default grid, 0.225, 0.45, 0.9, 1.8, "
+            "3.6 (x1/4 .. x4 around 0.9), holds a value the trainer refuses (schedule.momentum="
+            "1.8 must be in [0, 1)); give the values as --grid (or a smaller --span)\n"
+        )
+    assert not any(tmp_path.iterdir())
+    assert main([*line, "--span", "1.1", "--plan"]) == 0  # 0.7438 .. 0.99
+    assert main([*line, "--grid", "0.9,1.8", "--plan"]) == 2  # typed: the trainer's own line
+    assert capsys.readouterr().err.endswith("error: schedule.momentum=1.8 must be in [0, 1)\n")
+
+
 def test_a_study_tunes_its_key_at_one_setting_of_the_others(capsys):
     """A sweep over another key trained every value in both stages while the pick and the
     tuned table read the first job's runs alone."""

@@ -127,6 +127,15 @@ def design(args) -> tuple[Study, list[str], list[str], str]:
     integer = isinstance(own, int) and not isinstance(own, bool)
     grid = [canonical(v, integer) for v in args.grid.split(",")] if args.grid else None
     grid = sorted(set(grid or default_grid(own, args.points, args.span)), key=float)
+    for value in [] if args.grid else grid:  # values the user did not type: say where they are from
+        try:
+            build.check(experiments.compose([*first, f"{args.key}={value}"]), devices_here=False)
+        except ConfigError as exc:
+            raise TuneError(
+                f"--key {args.key}: the default grid, {', '.join(grid)} (x1/{args.span:g} .. "
+                f"x{args.span:g} around {value_text(own)}), holds a value the trainer refuses "
+                f"({exc}); give the values as --grid (or a smaller --span)"
+            ) from None
     val_size = args.val_size or tuning_val_size(cfg)
     study = Study(cfg.name, args.key, grid, int(val_size), args.seeds, value_text(own))
     study.chosen = args.experiment
