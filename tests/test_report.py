@@ -1042,3 +1042,25 @@ def test_a_one_column_figure_of_six_norms_keeps_its_legend_under_the_panels(tmp_
     legend = key.get_legend().get_window_extent(renderer)
     assert len(key.get_legend().get_texts()) == 6
     assert legend.y1 <= loss.xaxis.get_tightbbox(renderer).y0, legend
+
+
+@pytest.mark.parametrize("status", ["running", "failed"])
+def test_a_tree_where_no_run_has_finished_an_epoch_is_reported(status, tmp_path, capsys):
+    """A sweep whose every job failed before an epoch ended (no dataset there: make reproduce-*
+    reports after its sweeps), or one in its first epoch, was KeyError: 'test_acc'."""
+    from equinorm.run.record import RunDir
+
+    exp, cfg = "cifar10_wrn_short", "cifar10-wrn-{}"
+    for norm in ("equi", "bn"):
+        if status == "running":
+            write_run(tmp_path, exp, cfg.format(norm), 0, 0.0, status=status, epochs=0)
+            continue
+        named = {"name": exp, "dataset": "cifar10", "arch": "wrn", "norm": norm, "seed": 0}
+        where = tmp_path / "runs" / exp / cfg.format(norm) / "seed=0"  # as the trainer writes it
+        RunDir(where).write_error(FileNotFoundError("cifar10: not found"), **named, variant={})
+    assert main([str(tmp_path)]) == 0
+    table = (tmp_path / "tables" / f"{exp}.md").read_text()
+    counts = "0 / 0 / 0 / 1 / 9 (10)" if status == "running" else "0 / 0 / 1 / 0 / 9 (10)"
+    for norm in ("EquiNorm", "BatchNorm"):
+        assert f"| {norm} | no complete run |" in table and f"| {counts} |" in table, table
+    assert "Traceback" not in capsys.readouterr().err

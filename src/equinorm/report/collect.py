@@ -42,6 +42,7 @@ class Results:
 
 
 EQUILIBRIUM = ("epoch", "layer", "positive", "negative")  # equilibrium.csv's columns
+HISTORY = ("epoch", "test_acc", "test_loss", "train_loss", "epoch_time_s")  # of history.csv's, read
 
 
 def _read_csv(path: Path, numeric: bool = False, needs: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -197,7 +198,7 @@ def collect(results_dir: str | Path) -> Results:
     frame = pd.DataFrame(runs, columns=run_cols)
     for col in ("test_acc", "test_loss", "train_loss", "val_acc", "wall_time_s"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    return Results(frame, _concat(histories), _concat(equilibria), skipped)
+    return Results(frame, _concat(histories, HISTORY), _concat(equilibria, EQUILIBRIUM), skipped)
 
 
 def _devices(summary: dict) -> int | None:
@@ -207,7 +208,9 @@ def _devices(summary: dict) -> int | None:
     return int(summary["world_size"]) * int(summary.get("virtual_devices", 1))
 
 
-def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+def _concat(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    """The runs' rows as one table; none (no run has ended an epoch yet): the ``columns`` that
+    the figures and tables read, with no row (it was KeyError: 'test_acc')."""
     if not parts:
-        return pd.DataFrame(columns=[*KEYS, "status", "epoch"])
+        return pd.DataFrame(columns=[*KEYS, "status", *columns])
     return pd.concat(parts, ignore_index=True)
