@@ -1064,3 +1064,27 @@ def test_a_tree_where_no_run_has_finished_an_epoch_is_reported(status, tmp_path,
     for norm in ("EquiNorm", "BatchNorm"):
         assert f"| {norm} | no complete run |" in table and f"| {counts} |" in table, table
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_cell_whose_runs_all_failed_is_not_said_to_be_on_its_way(tmp_path, monkeypatch):
+    """A cell of failed runs only (out of memory at every seed) was captioned 'no epoch finished
+    yet', as if it were training."""
+    import equinorm.report.figures as figures
+    from equinorm.experiment.identity import dirname
+    from equinorm.run.record import RunDir
+
+    exp, cfg = "cifar10_wrn_short", "cifar10-wrn-bn"
+    oom, pending = {"schedule.lr": "0.2"}, {"schedule.lr": "0.4"}
+    for seed in range(2):
+        write_run(tmp_path, exp, cfg, seed, 90.0)
+        write_run(tmp_path, exp, cfg, seed, 0.0, status="running", epochs=0, variant=pending)
+        named = {"name": exp, "dataset": "cifar10", "arch": "wrn", "norm": "bn", "seed": seed}
+        where = tmp_path / "runs" / exp / cfg / dirname(oom) / f"seed={seed}"
+        RunDir(where).write_error(RuntimeError("CUDA out of memory"), **named, variant=oom)
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    assert main(["--results", str(tmp_path)]) == 0
+    (caption,) = [t.get_text() for t in closed[0].texts if "median over seeds" in t.get_text()]
+    caption = caption.replace("\n", " ")
+    assert "; no epoch finished yet: cifar10 / wrn / schedule.lr=0.4;" in caption, caption
+    assert "every run failed before an epoch ended: cifar10 / wrn / schedule.lr=0.2" in caption

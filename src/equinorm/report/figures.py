@@ -309,6 +309,8 @@ def plot_experiment(
     begun = set(cells(hist))  # every run of such a cell diverged before an epoch ended
     lost = [c for c in empty if c in begun]
     empty = [c for c in empty if c not in begun]
+    failed = [c for c in empty if (in_cell(runs, c)["status"] == "failed").all()]
+    empty = [c for c in empty if c not in failed]
     written = []
     with plt.rc_context(STYLE):
         if shown:
@@ -331,6 +333,10 @@ def plot_experiment(
                 caption += "; " + CAPTIONS[diverged]
             if empty:
                 caption += "; no epoch finished yet: " + ", ".join(cell_title(*c) for c in empty)
+            if failed:  # the table names why
+                caption += "; every run failed before an epoch ended: " + ", ".join(
+                    cell_title(*c) for c in failed
+                )
             if lost:
                 caption += "; every run diverged in its first epoch: " + ", ".join(
                     cell_title(*c) for c in lost
