@@ -150,6 +150,12 @@ def test_a_run_that_cannot_be_scored_is_one_line_and_the_others_are_scored(
             load(lost)
     with pytest.raises(Exception, match="not a run directory"):
         load(tmp_path)
+    # its data missing: it failed before it wrote config.yaml, and was 'not a run directory'
+    early = good.parent / "seed=11"
+    early.mkdir()
+    (early / "error.json").write_text('{"error": "cifar10: data_batch_1 not found"}')
+    with pytest.raises(Exception, match=r"seed=11 failed before training \(cifar10: data_batch_1"):
+        load(early)
     monkeypatch.setenv("HOME", str(tmp_path))  # a path as a user writes it in Python
     assert load(f"~/{good.relative_to(tmp_path)}").epoch == 2
     # a norm whose package is not installed here: its sentence, not a KeyError's quoted repr

@@ -100,6 +100,9 @@ def load(run: str | Path, device: str | torch.device = "cpu") -> Trained:
     """The trained network of the run directory ``run``, in eval mode on ``device``."""
     rundir = RunDir(Path(run).expanduser())
     if not rundir.config_path.is_file():
+        error = rundir.error()  # a run that failed before its config was written (no dataset)
+        if error is not None:
+            raise EquinormError(f"{rundir.path} failed before training ({error.get('error')})")
         raise EquinormError(f"{rundir.path} is not a run directory (it has no config.yaml)")
     cfg = OmegaConf.load(rundir.config_path)
     state, path, epoch, batch = _weights(rundir, cfg)
