@@ -613,3 +613,18 @@ def test_stage_1_holds_out_a_tenth_of_the_training_images_its_options_leave():
     assert tuning_val_size(compose_cfg("dataset=svhn", "dataset.extra=false")) == 7_326
     half = compose_cfg("experiment=digits_demo", "dataset.test_fraction=0.5")
     assert tuning_val_size(half) == 90  # of 898 training images
+
+
+def test_each_stage_is_shown_as_a_command_to_type_again(monkeypatch, capsys):
+    """It showed '$ -m equinorm.train -m ... seed=range(2)': no interpreter, and a bash syntax
+    error where pasted."""
+    from equinorm.launch import tune
+
+    started = []
+    monkeypatch.setattr(tune.subprocess, "Popen", started.append)
+    monkeypatch.setattr(tune, "wait_for", lambda procs: [0])
+    assert tune._train(["experiment=digits_demo", "seed=range(2)"]) == 0
+    assert capsys.readouterr().out == (
+        "$ python -m equinorm.train -m experiment=digits_demo 'seed=range(2)'\n"
+    )
+    assert started[0][-2:] == ["experiment=digits_demo", "seed=range(2)"]  # not quoted there

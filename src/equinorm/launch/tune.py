@@ -20,6 +20,7 @@ sweeps are submitted together). Then the report draws the tuned table and the se
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -241,7 +242,7 @@ def _not_another(study: Study, results_dir: str) -> None:
 
 def _train(argv: list[str], wait: bool = True):
     cmd = [sys.executable, "-m", "equinorm.train", "-m", *argv]
-    print("$ " + " ".join(cmd[1:]), flush=True)
+    print("$ python " + shlex.join(cmd[1:]), flush=True)  # as a user would type it again
     proc = subprocess.Popen(cmd)
     return wait_for([proc])[0] if wait else proc
 
