@@ -42,7 +42,7 @@ class Results:
 
 
 EQUILIBRIUM = ("epoch", "layer", "positive", "negative")  # equilibrium.csv's columns
-HISTORY = ("epoch", "test_acc", "test_loss", "train_loss", "epoch_time_s")  # of history.csv's, read
+HISTORY = ("epoch", "test_acc", "test_loss", "train_loss", "epoch_time_s")  # read of history.csv
 
 
 def _read_csv(path: Path, numeric: bool = False, needs: tuple[str, ...] = ()) -> pd.DataFrame:
