@@ -20,7 +20,6 @@ sweeps are submitted together). Then the report draws the tuned table and the se
 from __future__ import annotations
 
 import argparse
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +52,7 @@ from equinorm.report.tuning import (
     pick,
     stage1,
     study_path,
+    trainer_command,
     tuning_val_size,
 )
 from equinorm.train import build
@@ -242,7 +242,7 @@ def _not_another(study: Study, results_dir: str) -> None:
 
 def _train(argv: list[str], wait: bool = True):
     cmd = [sys.executable, "-m", "equinorm.train", "-m", *argv]
-    print("$ python " + shlex.join(cmd[1:]), flush=True)  # as a user would type it again
+    print(f"$ {trainer_command(['-m', *argv])}", flush=True)  # as a user would type it again
     proc = subprocess.Popen(cmd)
     return wait_for([proc])[0] if wait else proc
 

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from equinorm.experiment.identity import dirname
 from equinorm.report.setup import SETUP
 from equinorm.run import provenance
-from equinorm.run.record import RunDir, run_dirs
+from equinorm.run.record import METRICS, RunDir, run_dirs
 
 KEYS = ["experiment", "dataset", "arch", "variant", "norm", "seed"]
 
@@ -42,7 +42,7 @@ class Results:
 
 
 EQUILIBRIUM = ("epoch", "layer", "positive", "negative")  # equilibrium.csv's columns
-HISTORY = ("epoch", "test_acc", "test_loss", "train_loss", "epoch_time_s")  # read of history.csv
+HISTORY = ("epoch", *METRICS, "epoch_time_s")  # history.csv columns every run has
 
 
 def _read_csv(path: Path, numeric: bool = False, needs: tuple[str, ...] = ()) -> pd.DataFrame:

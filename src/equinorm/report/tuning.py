@@ -265,6 +265,11 @@ def table(results: Results, study: Study) -> tuple[list[list[str]], list[str]]:
     return rows, [f"Untuned: {study.key}={study.own}." if study.own else "", *notes]
 
 
+def trainer_command(args: list[str]) -> str:
+    """The trainer's command line with ``args``, quoted to paste into a shell."""
+    return f"python -m equinorm.train {shlex.join(args)}"
+
+
 def _untuned_commands(study: Study, norms: list[str]) -> list[str]:
     """The commands that train ``norms``' untuned runs: one per set of their options' items."""
     groups: dict[tuple, list[str]] = {}
@@ -274,7 +279,7 @@ def _untuned_commands(study: Study, norms: list[str]) -> list[str]:
     for items, names in groups.items():
         line = ["-m", *study.selects(), *overrides(dict(items)), f"norm={','.join(names)}"]
         line += study.final_seeds
-        commands.append(f"python -m equinorm.train {shlex.join(line)}")  # to paste in a shell
+        commands.append(trainer_command(line))
     return commands
 
 
