@@ -22,6 +22,16 @@ EQUI = [94.0, 94.2, 93.8, 94.4, 94.1]  # seeds 0-4: median 94.1, q25 94.0, q75 9
 BN = [93.0, 93.5, 92.9]  # seeds 0-2 complete: median 93.0, q25 92.95, q75 93.25
 
 
+@pytest.fixture(autouse=True)
+def _figures_closed():
+    """Tests that keep a report's figures (plt.close patched) close them after: past 20 open,
+    matplotlib warns in whichever later test of the process opens one."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture
 def tree(tmp_path) -> Path:
     exp, cfg = "cifar10_wrn_short", "cifar10-wrn-{}"
